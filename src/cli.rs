@@ -1,0 +1,1 @@
+//! The command line: clap definitions shared by main.rs, the man page and completions.

@@ -1,0 +1,1 @@
+//! One function per `repayd` subcommand. `main.rs` parses and calls these.

@@ -1,0 +1,14 @@
+//! The pure middle of repayd: money, schedules, calendars, local work times and policies.
+//! Nothing here performs I/O or reads the clock.
+
+pub mod calendar;
+pub mod money;
+pub mod schedule;
+pub mod worktime;
+
+pub use calendar::{BusinessDayRule, HolidayCalendar};
+pub use money::{Currency, Money, MoneyError};
+pub use schedule::{
+    Frequency, Method, RemainderPlacement, RoundingMode, Schedule, ScheduleError,
+    ScheduledInstallment, Terms,
+};

@@ -1,0 +1,1 @@
+//! The daemon: planner, debit worker, reconciler, cron triggers and shutdown.

@@ -1,0 +1,117 @@
+//! The payment gateway: funds confirmation, debit with an idempotency key, and look-up of
+//! a debit by that key. Implementations: [`sandbox`] (an embedded bank, the default) and
+//! [`http`] (the JSON-over-HTTPS protocol in `docs/gateway-protocol.md`).
+
+pub mod http;
+pub mod sandbox;
+
+use crate::config::ConfigError;
+use crate::domain::Money;
+use serde::Deserialize;
+
+/// The answer to "is this amount available on this account now?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FundsAnswer {
+    Available,
+    /// Not enough money. `shortfall` is how much is missing, when the bank says so.
+    Insufficient { shortfall: Option<Money> },
+}
+
+/// What a debit request came to, when the gateway gave a definite answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebitOutcome {
+    /// Booked: the money has moved. Final.
+    Succeeded { gateway_ref: String },
+    /// Accepted but not settled (asynchronous rails): look it up later by key.
+    Pending { gateway_ref: String },
+    /// Refused. `hard` declines (account closed, mandate invalid) must not be retried;
+    /// soft ones (temporarily refused) may be, under a new attempt.
+    Declined {
+        code: String,
+        reason: String,
+        hard: bool,
+    },
+}
+
+/// The answer to a look-up by idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The gateway never saw this key: nothing was debited under it.
+    NotFound,
+    Found(DebitOutcome),
+}
+
+/// A debit instruction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitRequest {
+    pub account_ref: String,
+    pub mandate_ref: String,
+    pub amount: Money,
+    pub idempotency_key: String,
+    /// Shown on the customer's statement, e.g. the agreement and installment.
+    pub reference: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The request may or may not have taken effect (timeout, 5xx, connection dropped
+    /// after sending, an answer we could not read). Reconcile by key; never re-send under
+    /// a new key.
+    #[error("outcome unknown: {0}")]
+    Ambiguous(String),
+    /// The request certainly did not take effect (refused before sending, 4xx validation).
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway answered something this protocol does not allow.
+    #[error("gateway protocol violation: {0}")]
+    Protocol(String),
+}
+
+#[async_trait::async_trait]
+pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
+    /// Funds confirmation: whether `amount` is available on `account_ref` now.
+    async fn check_funds(
+        &self,
+        account_ref: &str,
+        amount: &Money,
+    ) -> Result<FundsAnswer, GatewayError>;
+
+    /// Debits under `request.idempotency_key`. The same key twice debits at most once and
+    /// answers with the first outcome.
+    async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError>;
+
+    /// What became of the debit sent under `idempotency_key`.
+    async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError>;
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayKind {
+    Sandbox,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    pub kind: GatewayKind,
+    #[serde(default)]
+    pub sandbox: sandbox::SandboxSettings,
+    pub http: Option<http::HttpGatewaySettings>,
+}
+
+impl GatewaySettings {
+    /// Every problem with the gateway settings, each naming its key.
+    pub fn check(&self) -> Vec<ConfigError> {
+        let mut problems = self.sandbox.check();
+        match (&self.kind, &self.http) {
+            (GatewayKind::Http, None) => problems.push(ConfigError::invalid(
+                "gateway.http",
+                "kind = \"http\" needs a [gateway.http] section with base_url and a token",
+            )),
+            (GatewayKind::Http, Some(http)) => problems.extend(http.check()),
+            (GatewayKind::Sandbox, _) => {}
+        }
+        problems
+    }
+}

@@ -1,0 +1,1 @@
+//! Agreements, customers, funding accounts and installments.

@@ -1,0 +1,1 @@
+//! Debit attempts: planning, claiming with leases, fenced state changes.

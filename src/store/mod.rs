@@ -1,0 +1,295 @@
+//! All SQL lives here. One `Store` over SQLite (the embedded default) or PostgreSQL
+//! (scale-out), without sqlx's `Any` driver: each query is written once with `$N`
+//! placeholders and dispatched to the concrete pool by [`on_pool!`], so both backends
+//! decode into the same types. Dialect differences stay in this module tree.
+//!
+//! Conventions: money is `i64` minor units plus a currency code, instants are `i64` UTC
+//! epoch milliseconds, local due dates are `YYYY-MM-DD` text.
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of `$store`. The body is the same
+/// text for both backends; the compiler checks it once per backend.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.inner {
+            $crate::store::Inner::Sqlite($pool) => $body,
+            $crate::store::Inner::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Appends one row to the event log on `$conn` (a transaction, normally, so the event
+/// commits or rolls back with the change it describes).
+macro_rules! insert_event {
+    ($conn:expr, $ev:expr) => {{
+        let ev: &$crate::store::NewEvent = $ev;
+        sqlx::query(
+            "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(ev.at_ms)
+        .bind(ev.kind)
+        .bind(ev.agreement_id)
+        .bind(ev.installment_id)
+        .bind(ev.attempt_id)
+        .bind(ev.detail.to_string())
+        .execute($conn)
+        .await
+        .map(|r| r.rows_affected())
+    }};
+}
+pub(crate) use insert_event;
+
+pub mod agreements;
+pub mod debits;
+pub mod sandbox;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database URL is invalid: {0}")]
+    BadUrl(String),
+    #[error(
+        "another repayd process holds {path}: only one daemon may run on a SQLite file \
+         (stop the other one, or move to PostgreSQL to run several)"
+    )]
+    Locked { path: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed (connection trouble, a busy
+    /// database), as opposed to a fault in the data or the code.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Db(e) => matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            ) || e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "5" || c == "517" || c == "40001" || c == "40P01"),
+            _ => false,
+        }
+    }
+
+    /// Whether this is a unique-constraint violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Inner {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database: cheap to clone (pools are shared).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) inner: Inner,
+    sqlite_path: Option<PathBuf>,
+}
+
+/// One event-log row to append.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub at_ms: i64,
+    pub kind: &'static str,
+    pub agreement_id: Option<i64>,
+    pub installment_id: Option<i64>,
+    pub attempt_id: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// One event-log row as stored.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub agreement_id: Option<i64>,
+    pub installment_id: Option<i64>,
+    pub attempt_id: Option<i64>,
+    pub detail: String,
+}
+
+/// Held by a daemon running on SQLite: while it lives, no other daemon may open the file.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite files (and their
+    /// directory) are created if missing, with WAL, foreign keys and a busy timeout.
+    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self> {
+        let url = url.expose_secret();
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("sqlite URL: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a committed debit outcome survives power loss, not only kill -9.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let path = options.get_filename().to_path_buf();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .connect_with(options)
+                .await?;
+            Ok(Store {
+                inner: Inner::Sqlite(pool),
+                sqlite_path: Some(path),
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Store {
+                inner: Inner::Postgres(pool),
+                sqlite_path: None,
+            })
+        } else {
+            Err(StoreError::BadUrl(
+                "must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite(_) => Backend::Sqlite,
+            Inner::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations for this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(pool) => sqlx::migrate!("migrations/sqlite").run(pool).await?,
+            Inner::Postgres(pool) => sqlx::migrate!("migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether every embedded migration has been applied (for readiness checks).
+    pub async fn migrations_current(&self) -> Result<bool> {
+        let (expected, applied): (usize, i64) = match &self.inner {
+            Inner::Sqlite(pool) => (
+                sqlx::migrate!("migrations/sqlite").iter().count(),
+                sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(pool)
+                    .await?,
+            ),
+            Inner::Postgres(pool) => (
+                sqlx::migrate!("migrations/postgres").iter().count(),
+                sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(pool)
+                    .await?,
+            ),
+        };
+        Ok(applied as usize == expected)
+    }
+
+    /// On SQLite, takes an exclusive lock beside the database file so a second daemon on
+    /// the same file refuses to start. On PostgreSQL several daemons may share the work,
+    /// so there is nothing to lock.
+    pub fn lock_for_daemon(&self) -> Result<Option<DaemonLock>> {
+        let Some(path) = &self.sqlite_path else {
+            return Ok(None);
+        };
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::BadUrl(format!("cannot open {}: {e}", lock_path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DaemonLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+                path: path.display().to_string(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::BadUrl(format!(
+                "cannot lock {}: {e}",
+                lock_path.display()
+            ))),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn append_event(&self, event: &NewEvent) -> Result<()> {
+        on_pool!(self, |pool| insert_event!(pool, event))?;
+        Ok(())
+    }
+
+    /// Events in the order they were written, optionally for one agreement.
+    pub async fn events(&self, agreement_id: Option<i64>) -> Result<Vec<EventRow>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, EventRow>(
+                "SELECT id, at_ms, kind, agreement_id, installment_id, attempt_id, detail \
+                 FROM events WHERE ($1 IS NULL OR agreement_id = $1) ORDER BY id",
+            )
+            .bind(agreement_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Runs one administrative statement built at run time (CREATE/DROP DATABASE in
+    /// test set-up). Never pass user input here.
+    pub async fn execute_admin(&self, sql: &str) -> Result<()> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        on_pool!(self, |pool| {
+            sqlx::raw_sql(sql).execute(pool).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, |pool| pool.close().await)
+    }
+}

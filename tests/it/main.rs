@@ -1,0 +1,5 @@
+//! One integration-test binary (one link, not one per file): real SQLite files, the real
+//! PostgreSQL when `REPAYD_TEST_POSTGRES_URL` is set, a real SMTP listener and a real HTTP
+//! gateway on loopback.
+
+mod helpers;
