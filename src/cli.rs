@@ -1,1 +1,82 @@
-//! The command line: clap definitions shared by main.rs, the man page and completions.
+//! The command line: clap definitions shared by `main.rs` (and later the man page and
+//! shell completions).
+
+use crate::domain::{BusinessDayRule, Frequency, Method, RemainderPlacement, RoundingMode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "repayd",
+    version,
+    about = "Keeps installment repayments on track: reminders, funds-checked auto-debit, retries, overdue handling"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables REPAYD__SECTION__KEY override it.
+    #[arg(
+        long,
+        global = true,
+        env = "REPAYD_CONFIG",
+        default_value = crate::config::DEFAULT_CONFIG_PATH
+    )]
+    pub config: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: plan work, check funds, debit, retry, until SIGTERM.
+    Run,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration (and everything it names); exit 78 if it is bad.
+    CheckConfig,
+    /// Preview a repayment schedule. Nothing is stored; no configuration needed.
+    Quote(QuoteArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// Amount financed, e.g. 12000 or 12000.00.
+    #[arg(long)]
+    pub principal: String,
+    /// ISO 4217 currency code, e.g. CNY.
+    #[arg(long)]
+    pub currency: String,
+    /// Number of installments.
+    #[arg(long)]
+    pub installments: u32,
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Nominal annual interest rate as a fraction (0.12 = 12 %).
+    #[arg(long, default_value = "0")]
+    pub annual_rate: String,
+    /// Fee per period as a fraction of the principal (0.006 = 0.6 %), for flat-fee.
+    #[arg(long, default_value = "0")]
+    pub fee_rate: String,
+    /// First due date, YYYY-MM-DD.
+    #[arg(long)]
+    pub first_due: chrono::NaiveDate,
+    #[arg(long, value_enum, default_value = "monthly")]
+    pub frequency: Frequency,
+    #[arg(long, value_enum, default_value = "half-up")]
+    pub rounding: RoundingMode,
+    #[arg(long, value_enum, default_value = "last")]
+    pub remainder: RemainderPlacement,
+    /// Holiday calendar file for business-day adjustment.
+    #[arg(long)]
+    pub calendar: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "none")]
+    pub business_day: BusinessDayRule,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+}

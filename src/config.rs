@@ -54,8 +54,13 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
-    pub url: SecretString,
+    /// `sqlite://path/to/file.db` or `postgres://user@host/db`. Secret: it may carry a
+    /// password. Give it inline, via REPAYD__DATABASE__URL, or as `url_file`.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// A file holding the URL (e.g. `$CREDENTIALS_DIRECTORY/database-url`).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
 }
@@ -111,6 +116,8 @@ pub struct DebitSettings {
     pub batch_size: u32,
     /// How long a claim holds before another worker may take the attempt over.
     pub lease_seconds: u32,
+    /// Prefix of every idempotency key sent to the gateway; distinct per deployment.
+    pub key_prefix: String,
 }
 
 impl Default for DebitSettings {
@@ -120,6 +127,7 @@ impl Default for DebitSettings {
             horizon_days: 35,
             batch_size: 50,
             lease_seconds: 300,
+            key_prefix: "repayd".into(),
         }
     }
 }
@@ -188,24 +196,40 @@ impl Settings {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let settings = settings.relative_to(path.parent().unwrap_or(Path::new(".")));
+        let mut settings = settings;
+        settings.database.url = resolve_secret(
+            "database.url",
+            settings.database.url.as_ref(),
+            settings.database.url_file.as_deref(),
+        )?;
         settings.check()?;
         Ok(settings)
     }
 
-    /// Relative paths in the file are relative to the working directory, as an operator
-    /// typing `repayd --config x.toml` expects; nothing to rewrite today, kept as the one
-    /// place to change that rule.
-    fn relative_to(self, _config_dir: &Path) -> Self {
-        self
+    /// The database URL, resolved from `url` or `url_file` by [`Settings::load`].
+    pub fn database_url(&self) -> SecretString {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| SecretString::from(String::new()))
     }
 
     /// Semantic checks beyond the types: every problem, each naming its key.
     pub fn check(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
         let mut problems = Vec::new();
-        let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        let url = self
+            .database
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret().to_string())
+            .unwrap_or_default();
+        if url.is_empty() {
+            problems.push(ConfigError::invalid(
+                "database.url",
+                "is required (inline, REPAYD__DATABASE__URL, or database.url_file)",
+            ));
+        } else if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             problems.push(ConfigError::invalid(
                 "database.url",
                 "must start with sqlite: or postgres:// (the URL itself is not shown, it may hold a password)",
@@ -227,6 +251,18 @@ impl Settings {
             problems.push(ConfigError::invalid(
                 "debit.lease_seconds",
                 "must be at least 30 so a slow gateway call cannot outlive its lease",
+            ));
+        }
+        if self.debit.key_prefix.is_empty()
+            || !self
+                .debit
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(ConfigError::invalid(
+                "debit.key_prefix",
+                "must be non-empty ASCII letters, digits, '-' or '_'",
             ));
         }
         if self.retry.max_attempts == 0 {

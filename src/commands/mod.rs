@@ -1,1 +1,130 @@
-//! One function per `repayd` subcommand. `main.rs` parses and calls these.
+//! One function per `repayd` subcommand. `main.rs` parses the command line and calls
+//! [`main`]; everything else happens here and below.
+
+pub mod quote;
+pub mod run;
+
+use crate::cli::{Cli, Command};
+use crate::config::{ConfigError, EXIT_CONFIG, Settings};
+use crate::store::Store;
+use anyhow::Context;
+use std::process::ExitCode;
+
+/// sysexits.h EX_DATAERR: the input data was bad (e.g. an import file).
+pub const EXIT_DATA: u8 = 65;
+
+/// Runs the parsed command and turns its outcome into the process exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    // One TLS crypto provider for sqlx, lettre and reqwest alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("repayd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("repayd: {err:#}");
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}
+
+fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.downcast_ref::<ConfigError>().is_some()) {
+        EXIT_CONFIG as u8
+    } else {
+        1
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Quote(args) => {
+            crate::telemetry::init_stderr();
+            quote_command(&args)
+        }
+        Command::CheckConfig => {
+            crate::telemetry::init_stderr();
+            let settings = load_settings(&cli.config)?;
+            check_components(&settings).await?;
+            println!("configuration OK: {}", cli.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init(&settings.log);
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            tracing::info!("migrations applied");
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init(&settings.log);
+            run::run(settings, cli.config.clone()).await
+        }
+    }
+}
+
+/// Loads and checks the configuration; errors name the file and every bad key.
+pub fn load_settings(path: &std::path::Path) -> anyhow::Result<Settings> {
+    Ok(Settings::load(path)?)
+}
+
+/// Checks what the configuration names beyond its own keys: templates render, the
+/// gateway and mailer can be built.
+pub async fn check_components(settings: &Settings) -> anyhow::Result<()> {
+    let _ = settings;
+    Ok(())
+}
+
+/// `repayd quote`: builds the terms from the arguments and prints the schedule.
+fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
+    use crate::domain::{Currency, HolidayCalendar, Money, Terms};
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    let currency = Currency::parse(&args.currency).context("--currency")?;
+    let principal = Money::parse(&args.principal, currency).context("--principal")?;
+    let annual_rate = Decimal::from_str(args.annual_rate.trim())
+        .with_context(|| format!("--annual-rate {:?} is not a decimal fraction", args.annual_rate))?;
+    let fee_rate = Decimal::from_str(args.fee_rate.trim())
+        .with_context(|| format!("--fee-rate {:?} is not a decimal fraction", args.fee_rate))?;
+    let calendar = match &args.calendar {
+        Some(path) => HolidayCalendar::from_file(path).context("--calendar")?,
+        None => HolidayCalendar::default(),
+    };
+    let terms = Terms {
+        currency,
+        principal: principal.amount(),
+        installments: args.installments,
+        method: args.method,
+        annual_rate,
+        fee_rate,
+        first_due: args.first_due,
+        frequency: args.frequency,
+        rounding: args.rounding,
+        remainder: args.remainder,
+        business_day: args.business_day,
+    };
+    let schedule = crate::domain::schedule::generate(&terms, &calendar)?;
+    let out = match args.format {
+        crate::cli::OutputFormat::Json => quote::render_json(&schedule),
+        crate::cli::OutputFormat::Table => quote::render_table(&schedule, &terms),
+    };
+    println!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    Store::connect(&settings.database_url(), settings.database.max_connections)
+        .await
+        .context("opening the database (database.url)")
+}

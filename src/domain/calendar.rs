@@ -67,7 +67,10 @@ struct CalendarFile {
     working_days: Vec<String>,
 }
 
-fn parse_dates(field: &'static str, values: &[String]) -> Result<BTreeSet<NaiveDate>, CalendarError> {
+fn parse_dates(
+    field: &'static str,
+    values: &[String],
+) -> Result<BTreeSet<NaiveDate>, CalendarError> {
     values
         .iter()
         .map(|v| {
@@ -223,9 +226,18 @@ mod tests {
     fn following_and_preceding_cross_the_spring_festival() {
         let cal = cn2026();
         // Feb 15 (Sun) .. Feb 23 (Mon) off; Feb 14 (Sat) is a make-up working day.
-        assert_eq!(cal.adjust(d(2026, 2, 17), BusinessDayRule::Following), d(2026, 2, 24));
-        assert_eq!(cal.adjust(d(2026, 2, 17), BusinessDayRule::Preceding), d(2026, 2, 14));
-        assert_eq!(cal.adjust(d(2026, 2, 17), BusinessDayRule::None), d(2026, 2, 17));
+        assert_eq!(
+            cal.adjust(d(2026, 2, 17), BusinessDayRule::Following),
+            d(2026, 2, 24)
+        );
+        assert_eq!(
+            cal.adjust(d(2026, 2, 17), BusinessDayRule::Preceding),
+            d(2026, 2, 14)
+        );
+        assert_eq!(
+            cal.adjust(d(2026, 2, 17), BusinessDayRule::None),
+            d(2026, 2, 17)
+        );
         // A business day never moves.
         for rule in [
             BusinessDayRule::Following,
@@ -235,7 +247,10 @@ mod tests {
             assert_eq!(cal.adjust(d(2026, 2, 14), rule), d(2026, 2, 14));
         }
         // Sunday Mar 1 precedes to the make-up Saturday Feb 28, not to Friday Feb 27.
-        assert_eq!(cal.adjust(d(2026, 3, 1), BusinessDayRule::Preceding), d(2026, 2, 28));
+        assert_eq!(
+            cal.adjust(d(2026, 3, 1), BusinessDayRule::Preceding),
+            d(2026, 2, 28)
+        );
     }
 
     #[test]
@@ -247,7 +262,10 @@ mod tests {
             cal.adjust(d(2026, 10, 31), BusinessDayRule::ModifiedFollowing),
             d(2026, 10, 30)
         );
-        assert_eq!(cal.adjust(d(2026, 10, 31), BusinessDayRule::Following), d(2026, 11, 2));
+        assert_eq!(
+            cal.adjust(d(2026, 10, 31), BusinessDayRule::Following),
+            d(2026, 11, 2)
+        );
         // Mid-month it is plain following: Oct 3 (holiday) -> Oct 8 (Thu).
         assert_eq!(
             cal.adjust(d(2026, 10, 3), BusinessDayRule::ModifiedFollowing),
@@ -314,7 +332,10 @@ mod tests {
         std::fs::write(&bad, "name = \"x\"\nholidays = [\"01/01/2026\"]\n").expect("write");
         let err = HolidayCalendar::from_file(&bad).expect_err("bad date");
         let msg = err.to_string();
-        assert!(msg.contains("bad.toml") && msg.contains("01/01/2026"), "{msg}");
+        assert!(
+            msg.contains("bad.toml") && msg.contains("01/01/2026"),
+            "{msg}"
+        );
 
         let good = dir.path().join("good.toml");
         std::fs::write(&good, "name = \"x\"\nholidays = [\"2026-01-01\"]\n").expect("write");

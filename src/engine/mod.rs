@@ -1,1 +1,190 @@
-//! The daemon: planner, debit worker, reconciler, cron triggers and shutdown.
+//! The daemon's work: the planner turns installments into debit attempts (rows, not
+//! timers), the debit worker claims due attempts and carries each through funds check,
+//! debit and outcome, and the reconciler settles unknown and pending outcomes by
+//! idempotency key. [`daemon`] runs them under cron triggers and signals.
+
+pub mod daemon;
+pub mod debit;
+pub mod policy;
+
+use crate::clock::{Clock, to_epoch_ms};
+use crate::gateway::PaymentGateway;
+use crate::store::{NewEvent, Store, StoreError};
+use chrono::{Duration, NaiveDate};
+use chrono_tz::Tz;
+use policy::EnginePolicy;
+use std::sync::Arc;
+
+pub use policy::{DebitPolicy, RetryPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored data is not usable: {0}")]
+    Data(String),
+}
+
+impl EngineError {
+    /// Retryable errors are worth another go on the next tick; fatal ones need a person.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Store(e) => e.is_retryable() || matches!(e, StoreError::Fenced { .. }),
+            EngineError::Data(_) => false,
+        }
+    }
+}
+
+/// What one planner run did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PlanReport {
+    pub examined: u64,
+    pub attempts_created: u64,
+}
+
+/// What one pass over due work did, by outcome.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    pub claimed: u64,
+    pub succeeded: u64,
+    pub insufficient_funds: u64,
+    pub declined: u64,
+    pub unknown: u64,
+    pub pending: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    pub rescheduled: u64,
+    pub lost_lease: u64,
+}
+
+/// The engine: cheap to share (`Arc`), safe to run in several tasks and processes.
+#[derive(Debug)]
+pub struct Engine {
+    pub(crate) store: Store,
+    pub(crate) gateway: Arc<dyn PaymentGateway>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) policy: std::sync::RwLock<Arc<EnginePolicy>>,
+    /// This worker's name in leases: host, process and a random part.
+    pub(crate) owner: String,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        gateway: Arc<dyn PaymentGateway>,
+        clock: Arc<dyn Clock>,
+        policy: EnginePolicy,
+        owner: impl Into<String>,
+    ) -> Self {
+        Self {
+            store,
+            gateway,
+            clock,
+            policy: std::sync::RwLock::new(Arc::new(policy)),
+            owner: owner.into(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn policy(&self) -> Arc<EnginePolicy> {
+        self.policy.read().expect("policy lock poisoned").clone()
+    }
+
+    /// Replaces the policy (SIGHUP); work in flight keeps the one it started with.
+    pub fn set_policy(&self, policy: EnginePolicy) {
+        *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The idempotency key of an attempt: deterministic, so a crash between committing
+    /// the attempt and calling the gateway can never produce a second, different key.
+    pub fn idempotency_key(prefix: &str, installment_id: i64, attempt_no: i64) -> String {
+        format!("{prefix}-i{installment_id}-a{attempt_no}")
+    }
+
+    /// Materializes attempt 1 for every unpaid installment of an active agreement that
+    /// falls due within the horizon. Idempotent: the unique (installment, attempt) pair
+    /// and the NOT EXISTS filter make a second run create nothing.
+    #[tracing::instrument(skip_all, fields(owner = %self.owner))]
+    pub async fn plan(&self) -> Result<PlanReport, EngineError> {
+        let policy = self.policy();
+        let now = self.clock.now();
+        // One day of margin: the horizon is in local dates, and time zones run ahead of UTC.
+        let horizon = (now + Duration::days(i64::from(policy.debit.horizon_days) + 1))
+            .date_naive()
+            .format("%Y-%m-%d")
+            .to_string();
+        let mut report = PlanReport::default();
+        let mut after = 0_i64;
+        loop {
+            let batch = self
+                .store
+                .plan_candidates(&horizon, after, i64::from(policy.debit.batch_size.max(100)))
+                .await?;
+            let Some(last) = batch.last() else { break };
+            after = last.installment_id;
+            for c in batch {
+                report.examined += 1;
+                let tz = parse_tz(&c.time_zone)?;
+                let due = parse_date(&c.due_date)?;
+                let at = crate::domain::worktime::local_instant(due, policy.debit.local_time, tz);
+                let attempt = crate::store::debits::NewAttempt {
+                    installment_id: c.installment_id,
+                    agreement_id: c.agreement_id,
+                    attempt_no: 1,
+                    idempotency_key: Self::idempotency_key(
+                        &policy.debit.key_prefix,
+                        c.installment_id,
+                        1,
+                    ),
+                    scheduled_at_ms: to_epoch_ms(at),
+                    amount_minor: c.total_minor - c.paid_minor,
+                    currency: c.currency.clone(),
+                };
+                let event = NewEvent {
+                    at_ms: to_epoch_ms(now),
+                    kind: "debit_attempt_planned",
+                    agreement_id: Some(c.agreement_id),
+                    installment_id: Some(c.installment_id),
+                    attempt_id: None,
+                    detail: serde_json::json!({
+                        "attempt_no": 1,
+                        "seq": c.seq,
+                        "due_date": c.due_date,
+                        "scheduled_at": at.to_rfc3339(),
+                        "amount_minor": attempt.amount_minor,
+                        "currency": c.currency,
+                        "reason": "due",
+                    }),
+                };
+                if self.store.insert_attempt(&attempt, &event).await? {
+                    report.attempts_created += 1;
+                }
+            }
+        }
+        if report.attempts_created > 0 {
+            tracing::info!(
+                created = report.attempts_created,
+                examined = report.examined,
+                "planned debit attempts"
+            );
+        }
+        Ok(report)
+    }
+}
+
+pub(crate) fn parse_tz(name: &str) -> Result<Tz, EngineError> {
+    name.parse::<Tz>()
+        .map_err(|_| EngineError::Data(format!("unknown time zone {name:?} in the database")))
+}
+
+pub(crate) fn parse_date(text: &str) -> Result<NaiveDate, EngineError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| EngineError::Data(format!("bad due date {text:?} in the database")))
+}

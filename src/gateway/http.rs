@@ -1,14 +1,619 @@
 //! The HTTP connector: the JSON-over-HTTPS protocol in `docs/gateway-protocol.md`.
+//!
+//! The one rule everything here serves: an answer to a debit is believed only when it is
+//! a definite protocol answer. Anything after the request may have left this process
+//! (timeout, reset, 5xx, 429, an unreadable 2xx) is `Ambiguous`, to be settled by a
+//! look-up under the same key; only a request that certainly never left (connect failure)
+//! or that the bank refused before acting on it (401/403, 4xx validation) is not.
 
-use crate::config::ConfigError;
-use serde::Deserialize;
+use crate::config::{ConfigError, resolve_secret};
+use crate::domain::{Currency, Money};
+use crate::gateway::{
+    DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+};
+use crate::mask;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{StatusCode, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The idempotency-key header of `POST /v1/debits`.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+/// Longest idempotency key the protocol allows.
+pub const MAX_KEY_LEN: usize = 255;
+/// Most retries of one funds confirmation the settings accept.
+const MAX_FUNDS_CHECK_RETRIES: u32 = 10;
+/// First pause between funds-confirmation retries; doubles each time, up to the cap.
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpGatewaySettings {}
+pub struct HttpGatewaySettings {
+    /// Where the bank serves the protocol, e.g. `https://bank.example/repay/`; the paths
+    /// `v1/...` are appended. `http` only to a loopback address.
+    pub base_url: String,
+    /// The bearer token, inline (best from `REPAYD__GATEWAY__HTTP__TOKEN`) ...
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// ... or in a file (e.g. `$CREDENTIALS_DIRECTORY/gateway-token`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// For the whole exchange, answer body included.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Extra tries of a funds confirmation that got no answer (it changes nothing, so
+    /// retrying is safe). Debits are never retried here.
+    #[serde(default = "default_funds_check_retries")]
+    pub funds_check_retries: u32,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_request_timeout_ms() -> u64 {
+    10_000
+}
+fn default_funds_check_retries() -> u32 {
+    2
+}
 
 impl HttpGatewaySettings {
+    /// Settings with an inline token and the default timeouts.
+    pub fn new(base_url: impl Into<String>, token: SecretString) -> Self {
+        Self {
+            base_url: base_url.into(),
+            token: Some(token),
+            token_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            funds_check_retries: default_funds_check_retries(),
+        }
+    }
+
+    /// Every problem, each naming its key. Reads `token_file`, if given.
     pub fn check(&self) -> Vec<ConfigError> {
-        Vec::new()
+        let mut problems = Vec::new();
+        if let Err(reason) = parse_base_url(&self.base_url) {
+            problems.push(ConfigError::invalid("gateway.http.base_url", reason));
+        }
+        if let Err(e) = self.resolve_token() {
+            problems.push(e);
+        }
+        if self.connect_timeout_ms == 0 {
+            problems.push(ConfigError::invalid(
+                "gateway.http.connect_timeout_ms",
+                "must be more than 0",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            problems.push(ConfigError::invalid(
+                "gateway.http.request_timeout_ms",
+                "must be more than 0",
+            ));
+        }
+        if self.funds_check_retries > MAX_FUNDS_CHECK_RETRIES {
+            problems.push(ConfigError::invalid(
+                "gateway.http.funds_check_retries",
+                format!("must be at most {MAX_FUNDS_CHECK_RETRIES}"),
+            ));
+        }
+        problems
+    }
+
+    /// The `Authorization` header value, marked sensitive so it is never printed.
+    fn resolve_token(&self) -> Result<HeaderValue, ConfigError> {
+        let token = resolve_secret(
+            "gateway.http.token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )?
+        .ok_or_else(|| {
+            ConfigError::invalid(
+                "gateway.http.token",
+                "give the bearer token as `token` or `token_file`",
+            )
+        })?;
+        let token = token.expose_secret();
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(ConfigError::invalid(
+                "gateway.http.token",
+                "must be non-empty, printable ASCII without spaces (the token is not shown)",
+            ));
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            ConfigError::invalid("gateway.http.token", "is not a valid header value")
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// The base URL with a trailing slash, so `v1/...` joins below it.
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    let mut url = Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(
+                "must be https (http is allowed only to 127.0.0.1, [::1] or localhost)".into(),
+            );
+        }
+        other => return Err(format!("scheme {other:?} is not https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not hold credentials; give the token as gateway.http.token".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Whether `key` is a valid idempotency key: 1 to 255 of `A-Z a-z 0-9 - _ . :`.
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_KEY_LEN
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// An amount on the wire: a decimal string, never a float.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireAmount {
+    value: String,
+    currency: String,
+}
+
+impl WireAmount {
+    fn from_money(m: &Money) -> Self {
+        WireAmount {
+            value: m.plain(),
+            currency: m.currency().code().to_string(),
+        }
+    }
+
+    fn to_money(&self) -> Result<Money, String> {
+        let currency = Currency::parse(&self.currency).map_err(|e| e.to_string())?;
+        Money::parse(&self.value, currency).map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct FundsConfirmationRequest<'a> {
+    account_ref: &'a str,
+    amount: WireAmount,
+}
+
+#[derive(Debug, Deserialize)]
+struct FundsConfirmationAnswer {
+    funds_available: bool,
+    #[serde(default)]
+    shortfall: Option<WireAmount>,
+    checked_at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct DebitBody<'a> {
+    account_ref: &'a str,
+    mandate_ref: &'a str,
+    amount: WireAmount,
+    reference: &'a str,
+}
+
+/// The debit resource, as `POST /v1/debits` and the look-up answer it.
+#[derive(Debug, Deserialize)]
+struct DebitResource {
+    #[serde(default)]
+    debit_id: Option<String>,
+    idempotency_key: String,
+    status: String,
+    #[serde(default)]
+    decline_code: Option<String>,
+    #[serde(default)]
+    decline_reason: Option<String>,
+    #[serde(default)]
+    hard: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+/// Reads a funds-confirmation answer to a request for `asked`.
+fn parse_funds_answer(body: &[u8], asked: &Money) -> Result<FundsAnswer, String> {
+    let answer: FundsConfirmationAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+    chrono::DateTime::parse_from_rfc3339(&answer.checked_at)
+        .map_err(|e| format!("checked_at {:?} is not RFC 3339: {e}", answer.checked_at))?;
+    match (answer.funds_available, answer.shortfall) {
+        (true, None) => Ok(FundsAnswer::Available),
+        (true, Some(_)) => Err("funds_available is true but a shortfall is given".into()),
+        (false, None) => Ok(FundsAnswer::Insufficient { shortfall: None }),
+        (false, Some(wire)) => {
+            let shortfall = wire.to_money().map_err(|e| format!("shortfall: {e}"))?;
+            if shortfall.currency() != asked.currency() {
+                return Err(format!(
+                    "shortfall is in {}, the request in {}",
+                    shortfall.currency(),
+                    asked.currency()
+                ));
+            }
+            if shortfall.minor() <= 0 || shortfall.minor() > asked.minor() {
+                return Err(format!(
+                    "shortfall {} is not between zero and the amount asked",
+                    shortfall.plain()
+                ));
+            }
+            Ok(FundsAnswer::Insufficient {
+                shortfall: Some(shortfall),
+            })
+        }
+    }
+}
+
+/// Reads a debit resource for `key` (the answer to a debit or to a look-up).
+fn parse_debit_resource(body: &[u8], key: &str) -> Result<DebitOutcome, String> {
+    let debit: DebitResource =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+    if debit.idempotency_key != key {
+        return Err("the answer is for another idempotency key".into());
+    }
+    let debit_id = || {
+        debit
+            .debit_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| format!("status {:?} needs a debit_id", debit.status))
+    };
+    match debit.status.as_str() {
+        "succeeded" => Ok(DebitOutcome::Succeeded {
+            gateway_ref: debit_id()?,
+        }),
+        "pending" => Ok(DebitOutcome::Pending {
+            gateway_ref: debit_id()?,
+        }),
+        "declined" => {
+            let code = debit
+                .decline_code
+                .filter(|c| !c.is_empty())
+                .ok_or("a decline needs a decline_code")?;
+            let hard = debit.hard.ok_or("a decline needs hard: true or false")?;
+            Ok(DebitOutcome::Declined {
+                code,
+                reason: debit.decline_reason.unwrap_or_default(),
+                hard,
+            })
+        }
+        other => Err(format!("unknown status {other:?}")),
+    }
+}
+
+/// The `error` code of an error body, if the body is one.
+fn error_code(body: &[u8]) -> Option<String> {
+    serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error)
+}
+
+/// Describes a status and its error code (never the body itself: it may echo an account).
+fn status_text(status: StatusCode, body: &[u8]) -> String {
+    match error_code(body) {
+        Some(code) => format!("HTTP {} ({code})", status.as_u16()),
+        None => format!("HTTP {}", status.as_u16()),
+    }
+}
+
+/// How far a failed exchange got.
+enum Failure {
+    /// Certainly never reached the bank.
+    NotSent(String),
+    /// May have reached it.
+    MaybeSent(String),
+}
+
+/// An error with its causes, which say what actually happened (reqwest's top line alone
+/// says only "error sending request").
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn classify(e: reqwest::Error) -> Failure {
+    // A connect error (refused, unreachable, TLS handshake, connect timeout) means no byte
+    // of the request was written. Everything else may have been.
+    if e.is_connect() || e.is_builder() {
+        Failure::NotSent(describe(&e))
+    } else {
+        Failure::MaybeSent(describe(&e))
+    }
+}
+
+/// The client side of the protocol.
+#[derive(Debug)]
+pub struct HttpGateway {
+    client: reqwest::Client,
+    funds_url: Url,
+    debits_url: Url,
+    by_key_url: Url,
+    auth: HeaderValue,
+    funds_check_retries: u32,
+}
+
+impl HttpGateway {
+    pub fn new(settings: &HttpGatewaySettings) -> Result<Self, ConfigError> {
+        let mut problems = settings.check();
+        match problems.len() {
+            0 => {}
+            1 => return Err(problems.remove(0)),
+            _ => return Err(ConfigError::Many(problems)),
+        }
+        let base = parse_base_url(&settings.base_url)
+            .map_err(|e| ConfigError::invalid("gateway.http.base_url", e))?;
+        let join = |path: &str| {
+            base.join(path)
+                .map_err(|e| ConfigError::invalid("gateway.http.base_url", e.to_string()))
+        };
+        let auth = settings.resolve_token()?;
+        // reqwest is built without a bundled provider; installing fails harmlessly if one
+        // is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
+            .timeout(Duration::from_millis(settings.request_timeout_ms))
+            // A redirected debit could be replayed somewhere unexpected: never follow.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("repayd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::invalid("gateway.http", describe(&e)))?;
+        Ok(HttpGateway {
+            client,
+            funds_url: join("v1/funds-confirmations")?,
+            debits_url: join("v1/debits")?,
+            by_key_url: join("v1/debits/by-key/")?,
+            auth,
+            funds_check_retries: settings.funds_check_retries,
+        })
+    }
+
+    fn lookup_url(&self, key: &str) -> Url {
+        let mut url = self.by_key_url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().push(key);
+        }
+        url
+    }
+
+    /// Sends and reads the whole answer.
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), Failure> {
+        let response = request
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = response.status();
+        // The request was certainly sent once a status came back.
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::MaybeSent(describe(&e)))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// One funds confirmation: `Err(Ok(_))` is worth retrying, `Err(Err(_))` is final.
+    async fn confirm_funds_once(
+        &self,
+        body: &FundsConfirmationRequest<'_>,
+        amount: &Money,
+    ) -> Result<FundsAnswer, Result<String, GatewayError>> {
+        let (status, answer) = match self
+            .exchange(self.client.post(self.funds_url.clone()).json(body))
+            .await
+        {
+            Ok(exchange) => exchange,
+            Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => return Err(Ok(e)),
+        };
+        match status.as_u16() {
+            200 => parse_funds_answer(&answer, amount).map_err(|e| {
+                Err(GatewayError::Protocol(format!(
+                    "funds confirmation answer: {e}"
+                )))
+            }),
+            408 | 429 | 500..=599 => Err(Ok(status_text(status, &answer))),
+            401 | 403 => Err(Err(GatewayError::Unavailable(format!(
+                "funds confirmation refused, {}: check gateway.http.token",
+                status_text(status, &answer)
+            )))),
+            _ => Err(Err(GatewayError::Protocol(format!(
+                "funds confirmation answered {}",
+                status_text(status, &answer)
+            )))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for HttpGateway {
+    #[tracing::instrument(skip_all, fields(account = %mask::account(account_ref), amount = %amount))]
+    async fn check_funds(
+        &self,
+        account_ref: &str,
+        amount: &Money,
+    ) -> Result<FundsAnswer, GatewayError> {
+        let body = FundsConfirmationRequest {
+            account_ref,
+            amount: WireAmount::from_money(amount),
+        };
+        let mut retry = 0;
+        loop {
+            match self.confirm_funds_once(&body, amount).await {
+                Ok(answer) => return Ok(answer),
+                Err(Err(e)) => return Err(e),
+                Err(Ok(e)) if retry < self.funds_check_retries => {
+                    retry += 1;
+                    let pause = RETRY_BASE
+                        .saturating_mul(1 << (retry - 1).min(8))
+                        .min(RETRY_CAP);
+                    tracing::warn!(retry, error = %e, "no funds confirmation; trying again");
+                    tokio::time::sleep(pause).await;
+                }
+                // Nothing changes on a funds check, so "no answer" is simply unavailable.
+                Err(Ok(e)) => {
+                    return Err(GatewayError::Unavailable(format!(
+                        "no funds confirmation after {} tries: {e}",
+                        retry + 1
+                    )));
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        account = %mask::account(&request.account_ref),
+        key = %request.idempotency_key,
+        amount = %request.amount,
+    ))]
+    async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
+        let key = &request.idempotency_key;
+        if !is_valid_key(key) {
+            return Err(GatewayError::Protocol(
+                "idempotency key is not 1-255 of A-Z a-z 0-9 - _ . :".into(),
+            ));
+        }
+        let body = DebitBody {
+            account_ref: &request.account_ref,
+            mandate_ref: &request.mandate_ref,
+            amount: WireAmount::from_money(&request.amount),
+            reference: &request.reference,
+        };
+        let sent = self
+            .client
+            .post(self.debits_url.clone())
+            .header(IDEMPOTENCY_KEY_HEADER, key.as_str())
+            .json(&body);
+        let (status, answer) = match self.exchange(sent).await {
+            Ok(exchange) => exchange,
+            Err(Failure::NotSent(e)) => {
+                return Err(GatewayError::Unavailable(format!("debit not sent: {e}")));
+            }
+            Err(Failure::MaybeSent(e)) => {
+                return Err(GatewayError::Ambiguous(format!(
+                    "debit sent, no answer: {e}"
+                )));
+            }
+        };
+        match status.as_u16() {
+            200..=202 => parse_debit_resource(&answer, key).map_err(|e| {
+                // The bank may well have booked it: only the look-up can tell.
+                GatewayError::Ambiguous(format!("unreadable answer to a debit: {e}"))
+            }),
+            409 => match error_code(&answer).as_deref() {
+                Some("idempotency_mismatch") => {
+                    tracing::warn!("idempotency key reused for a different debit");
+                    Ok(DebitOutcome::Declined {
+                        code: "idempotency_mismatch".into(),
+                        reason: "idempotency key was already used for a different debit".into(),
+                        hard: true,
+                    })
+                }
+                // `request_in_progress`, or a 409 we cannot read: the first request under
+                // this key may still book.
+                _ => Err(GatewayError::Ambiguous(format!(
+                    "debit answered {}",
+                    status_text(status, &answer)
+                ))),
+            },
+            401 | 403 => Err(GatewayError::Unavailable(format!(
+                "debit refused, {}: check gateway.http.token",
+                status_text(status, &answer)
+            ))),
+            400 | 404 | 405 | 413 | 415 | 422 => Err(GatewayError::Protocol(format!(
+                "debit rejected as invalid, {}",
+                status_text(status, &answer)
+            ))),
+            // 408, 429, 5xx, redirects and anything unexpected: not a definite answer.
+            _ => Err(GatewayError::Ambiguous(format!(
+                "debit answered {}",
+                status_text(status, &answer)
+            ))),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %idempotency_key))]
+    async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
+        if !is_valid_key(idempotency_key) {
+            return Err(GatewayError::Protocol(
+                "idempotency key is not 1-255 of A-Z a-z 0-9 - _ . :".into(),
+            ));
+        }
+        let sent = self.client.get(self.lookup_url(idempotency_key));
+        let (status, answer) = match self.exchange(sent).await {
+            Ok(exchange) => exchange,
+            Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => {
+                return Err(GatewayError::Unavailable(format!("look-up failed: {e}")));
+            }
+        };
+        match status.as_u16() {
+            200 => parse_debit_resource(&answer, idempotency_key)
+                .map(LookupOutcome::Found)
+                .map_err(|e| GatewayError::Protocol(format!("look-up answer: {e}"))),
+            // Only the protocol's own body means "never seen": a 404 from a proxy or a
+            // wrong base URL must not pass for it.
+            404 if error_code(&answer).as_deref() == Some("not_found") => {
+                Ok(LookupOutcome::NotFound)
+            }
+            404 => Err(GatewayError::Protocol(
+                "look-up answered 404 without {\"error\":\"not_found\"}: is gateway.http.base_url right?"
+                    .into(),
+            )),
+            408 | 429 | 500..=599 => Err(GatewayError::Unavailable(format!(
+                "look-up answered {}",
+                status_text(status, &answer)
+            ))),
+            401 | 403 => Err(GatewayError::Unavailable(format!(
+                "look-up refused, {}: check gateway.http.token",
+                status_text(status, &answer)
+            ))),
+            _ => Err(GatewayError::Protocol(format!(
+                "look-up answered {}",
+                status_text(status, &answer)
+            ))),
+        }
     }
 }

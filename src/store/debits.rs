@@ -1,1 +1,482 @@
-//! Debit attempts: planning, claiming with leases, fenced state changes.
+//! Debit attempts: planning, claiming with leases, fenced state changes, and what a
+//! successful debit does to the installment. Every change names the state it expects and
+//! the lease owner in its WHERE clause, checks `rows_affected`, and writes its event in
+//! the same transaction.
+
+use super::{NewEvent, Result, Store, StoreError};
+
+/// An installment that is due within the planning horizon and has no attempt yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlanCandidate {
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub seq: i64,
+    pub due_date: String,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub currency: String,
+    pub time_zone: String,
+}
+
+/// A debit attempt to create.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub attempt_no: i64,
+    pub idempotency_key: String,
+    pub scheduled_at_ms: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct AttemptRow {
+    pub id: i64,
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub attempt_no: i64,
+    pub idempotency_key: String,
+    pub scheduled_at_ms: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub state: String,
+    pub lease_owner: Option<String>,
+    pub lease_until_ms: Option<i64>,
+    pub funds_checked_at_ms: Option<i64>,
+    pub submitted_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub outcome_code: Option<String>,
+    pub outcome_detail: Option<String>,
+    pub gateway_ref: Option<String>,
+    pub reconcile_count: i64,
+}
+
+const ATTEMPT_COLUMNS: &str = "id, installment_id, agreement_id, attempt_no, idempotency_key, \
+    scheduled_at_ms, amount_minor, currency, state, lease_owner, lease_until_ms, \
+    funds_checked_at_ms, submitted_at_ms, finished_at_ms, outcome_code, outcome_detail, \
+    gateway_ref, reconcile_count";
+
+/// Everything the debit flow needs to know about an attempt's installment and account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DebitContext {
+    pub installment_status: String,
+    pub seq: i64,
+    pub due_date: String,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub agreement_status: String,
+    pub agreement_external_id: String,
+    pub currency: String,
+    pub account_ref: String,
+    pub mandate_ref: String,
+    pub mandate_status: String,
+    pub time_zone: String,
+    pub installment_count: i64,
+}
+
+/// Who holds an attempt and in which state they found it: the fence for every change.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub attempt_id: i64,
+    pub expected_state: String,
+    pub owner: String,
+}
+
+/// A change to one attempt. `None` leaves a column as it is.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptChange {
+    pub state: &'static str,
+    pub amount_minor: Option<i64>,
+    pub scheduled_at_ms: Option<i64>,
+    pub funds_checked_at_ms: Option<i64>,
+    pub submitted_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub outcome_code: Option<String>,
+    pub outcome_detail: Option<String>,
+    pub gateway_ref: Option<String>,
+    pub bump_reconcile_count: bool,
+    /// Give up the lease (the attempt is final, or waits for a later time).
+    pub release_lease: bool,
+}
+
+/// Money received on an installment through a debit.
+#[derive(Debug, Clone)]
+pub struct PaymentApplied {
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub amount_minor: i64,
+    pub at_ms: i64,
+}
+
+/// What a fenced change does besides the attempt row, in the same transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    pub events: Vec<NewEvent>,
+    pub next_attempt: Option<NewAttempt>,
+    pub payment: Option<PaymentApplied>,
+}
+
+/// What applying a change came to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The installment is now fully paid.
+    pub installment_paid: bool,
+    /// Every installment of the agreement is paid: it is completed.
+    pub agreement_completed: bool,
+    /// Part of a debit that exceeded what was owed (paid by other means meanwhile).
+    pub excess_minor: i64,
+}
+
+impl Store {
+    /// Installments due on or before `horizon_date` with no debit attempt yet, of active
+    /// agreements, after `after_id` in id order (keyset pagination keeps memory flat).
+    pub async fn plan_candidates(
+        &self,
+        horizon_date: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<PlanCandidate>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, PlanCandidate>(
+                "SELECT i.id AS installment_id, i.agreement_id, i.seq, i.due_date, i.total_minor, \
+                        i.paid_minor, a.currency, c.time_zone \
+                 FROM installments i \
+                 JOIN agreements a ON a.id = i.agreement_id \
+                 JOIN customers c ON c.id = a.customer_id \
+                 WHERE i.status = 'unpaid' AND a.status = 'active' AND i.due_date <= $1 \
+                   AND i.id > $2 \
+                   AND NOT EXISTS (SELECT 1 FROM debit_attempts d WHERE d.installment_id = i.id) \
+                 ORDER BY i.id LIMIT $3",
+            )
+            .bind(horizon_date)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Creates an attempt unless one with the same (installment, attempt number) exists.
+    /// Returns whether it was created; the event is written only then.
+    pub async fn insert_attempt(&self, attempt: &NewAttempt, event: &NewEvent) -> Result<bool> {
+        let created = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let id = insert_attempt_sql!(&mut *tx, attempt, event.at_ms);
+            if let Some(id) = id {
+                let mut ev = event.clone();
+                ev.attempt_id = Some(id);
+                insert_event!(&mut *tx, &ev)?;
+            }
+            tx.commit().await?;
+            id.is_some()
+        });
+        Ok(created)
+    }
+
+    /// Claims up to `limit` attempts that need work now: scheduled ones that are due,
+    /// unknown or pending ones whose next look-up is due, and in-flight ones whose lease
+    /// expired (their worker died). Claiming moves `scheduled` to `claimed`; other states
+    /// are kept so the worker knows to reconcile rather than start over.
+    pub async fn claim_due_attempts(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<AttemptRow>> {
+        let due = "(state IN ('scheduled', 'unknown', 'pending') AND scheduled_at_ms <= $2 \
+                     AND (lease_until_ms IS NULL OR lease_until_ms < $2)) \
+                    OR (state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms < $2)";
+        let rows = match &self.inner {
+            super::Inner::Sqlite(pool) => {
+                // One writer at a time on SQLite: the UPDATE itself is the claim.
+                let sql = format!(
+                    "UPDATE debit_attempts SET \
+                        state = CASE WHEN state = 'scheduled' THEN 'claimed' ELSE state END, \
+                        lease_owner = $1, lease_until_ms = $3, updated_at_ms = $2 \
+                     WHERE id IN (SELECT id FROM debit_attempts WHERE {due} \
+                                  ORDER BY scheduled_at_ms, id LIMIT $4) \
+                     RETURNING {ATTEMPT_COLUMNS}"
+                );
+                sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_until_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            super::Inner::Postgres(pool) => {
+                // Several daemons share the work: each skips rows another has locked.
+                let sql = format!(
+                    "WITH picked AS (SELECT id FROM debit_attempts WHERE {due} \
+                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
+                                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE debit_attempts d SET \
+                        state = CASE WHEN d.state = 'scheduled' THEN 'claimed' ELSE d.state END, \
+                        lease_owner = $1, lease_until_ms = $3, updated_at_ms = $2 \
+                     FROM picked WHERE d.id = picked.id \
+                     RETURNING {}",
+                    ATTEMPT_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("d.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_until_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let mut rows = rows;
+        rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
+        Ok(rows)
+    }
+
+    pub async fn debit_context(&self, attempt_id: i64) -> Result<DebitContext> {
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, DebitContext>(
+                "SELECT i.status AS installment_status, i.seq, i.due_date, i.total_minor, \
+                        i.paid_minor, a.status AS agreement_status, \
+                        a.external_id AS agreement_external_id, a.currency, \
+                        f.external_ref AS account_ref, f.mandate_ref, f.mandate_status, \
+                        c.time_zone, \
+                        (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
+                            AS installment_count \
+                 FROM debit_attempts d \
+                 JOIN installments i ON i.id = d.installment_id \
+                 JOIN agreements a ON a.id = i.agreement_id \
+                 JOIN funding_accounts f ON f.id = a.funding_account_id \
+                 JOIN customers c ON c.id = a.customer_id \
+                 WHERE d.id = $1",
+            )
+            .bind(attempt_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.ok_or(StoreError::NotFound {
+            what: "debit attempt",
+            id: attempt_id.to_string(),
+        })
+    }
+
+    /// Applies a fenced change to one attempt with its effects, all in one transaction.
+    /// Fails with [`StoreError::Fenced`] (and changes nothing) if the attempt is no longer
+    /// in the expected state or held by `fence.owner`.
+    pub async fn apply_attempt_change(
+        &self,
+        fence: &Fence,
+        change: &AttemptChange,
+        effects: &Effects,
+        now_ms: i64,
+    ) -> Result<Applied> {
+        let applied = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE debit_attempts SET state = $1, \
+                    amount_minor = COALESCE($2, amount_minor), \
+                    scheduled_at_ms = COALESCE($3, scheduled_at_ms), \
+                    funds_checked_at_ms = COALESCE($4, funds_checked_at_ms), \
+                    submitted_at_ms = COALESCE($5, submitted_at_ms), \
+                    finished_at_ms = COALESCE($6, finished_at_ms), \
+                    outcome_code = COALESCE($7, outcome_code), \
+                    outcome_detail = COALESCE($8, outcome_detail), \
+                    gateway_ref = COALESCE($9, gateway_ref), \
+                    reconcile_count = reconcile_count + $10, \
+                    lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
+                    lease_until_ms = CASE WHEN $11 = 1 THEN NULL ELSE lease_until_ms END, \
+                    updated_at_ms = $12 \
+                 WHERE id = $13 AND state = $14 AND lease_owner = $15",
+            )
+            .bind(change.state)
+            .bind(change.amount_minor)
+            .bind(change.scheduled_at_ms)
+            .bind(change.funds_checked_at_ms)
+            .bind(change.submitted_at_ms)
+            .bind(change.finished_at_ms)
+            .bind(change.outcome_code.as_deref())
+            .bind(change.outcome_detail.as_deref())
+            .bind(change.gateway_ref.as_deref())
+            .bind(i64::from(change.bump_reconcile_count))
+            .bind(i64::from(change.release_lease))
+            .bind(now_ms)
+            .bind(fence.attempt_id)
+            .bind(fence.expected_state.as_str())
+            .bind(fence.owner.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced {
+                    attempt_id: fence.attempt_id,
+                    expected_state: fence.expected_state.clone(),
+                });
+            }
+            let mut applied = Applied::default();
+            if let Some(p) = &effects.payment {
+                let (total, paid): (i64, i64) = sqlx::query_as(
+                    "SELECT total_minor, paid_minor FROM installments WHERE id = $1",
+                )
+                .bind(p.installment_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let take = p.amount_minor.min(total - paid).max(0);
+                applied.excess_minor = p.amount_minor - take;
+                applied.installment_paid = paid + take >= total;
+                sqlx::query(
+                    "UPDATE installments SET paid_minor = paid_minor + $1, \
+                        status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
+                        paid_at_ms = CASE WHEN paid_minor + $1 >= total_minor THEN $2 ELSE paid_at_ms END \
+                     WHERE id = $3",
+                )
+                .bind(take)
+                .bind(p.at_ms)
+                .bind(p.installment_id)
+                .execute(&mut *tx)
+                .await?;
+                if applied.installment_paid {
+                    // Later planned attempts for a paid installment must never run.
+                    sqlx::query(
+                        "UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $1, \
+                            outcome_code = 'installment_paid', updated_at_ms = $1 \
+                         WHERE installment_id = $2 AND state = 'scheduled' AND id <> $3",
+                    )
+                    .bind(p.at_ms)
+                    .bind(p.installment_id)
+                    .bind(fence.attempt_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let open: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM installments WHERE agreement_id = $1 AND status = 'unpaid'",
+                    )
+                    .bind(p.agreement_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if open == 0 {
+                        sqlx::query(
+                            "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
+                             WHERE id = $2 AND status = 'active'",
+                        )
+                        .bind(p.at_ms)
+                        .bind(p.agreement_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        applied.agreement_completed = true;
+                    }
+                }
+            }
+            if let Some(next) = &effects.next_attempt {
+                if let Some(id) = insert_attempt_sql!(&mut *tx, next, now_ms) {
+                    insert_event!(
+                        &mut *tx,
+                        &NewEvent {
+                            at_ms: now_ms,
+                            kind: "debit_attempt_planned",
+                            agreement_id: Some(next.agreement_id),
+                            installment_id: Some(next.installment_id),
+                            attempt_id: Some(id),
+                            detail: serde_json::json!({
+                                "attempt_no": next.attempt_no,
+                                "scheduled_at_ms": next.scheduled_at_ms,
+                                "reason": "retry",
+                            }),
+                        }
+                    )?;
+                }
+            }
+            for ev in &effects.events {
+                insert_event!(&mut *tx, ev)?;
+            }
+            tx.commit().await?;
+            applied
+        });
+        Ok(applied)
+    }
+
+    pub async fn attempts_for_installment(&self, installment_id: i64) -> Result<Vec<AttemptRow>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE installment_id = $1 ORDER BY attempt_no"
+        );
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(installment_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    pub async fn attempts_for_agreement(&self, agreement_id: i64) -> Result<Vec<AttemptRow>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE agreement_id = $1 \
+             ORDER BY installment_id, attempt_no"
+        );
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(agreement_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// Attempts per state, for logs, metrics and tests.
+    pub async fn attempt_state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT state, COUNT(*) FROM debit_attempts GROUP BY state ORDER BY state",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// The earliest instant at which some attempt will need work, if any.
+    pub async fn next_attempt_due_ms(&self) -> Result<Option<i64>> {
+        let next = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(CASE WHEN state IN ('scheduled', 'unknown', 'pending') \
+                                 THEN scheduled_at_ms ELSE lease_until_ms END) \
+                 FROM debit_attempts \
+                 WHERE state IN ('scheduled', 'unknown', 'pending', 'claimed', 'funds_checked', 'submitted')",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(next)
+    }
+}
+
+/// Inserts an attempt with `ON CONFLICT DO NOTHING`; evaluates to `Option<i64>` (the new
+/// id, or `None` if it already existed).
+macro_rules! insert_attempt_sql {
+    ($conn:expr, $a:expr, $now_ms:expr) => {{
+        let a: &NewAttempt = $a;
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, idempotency_key, \
+                 scheduled_at_ms, amount_minor, currency, state, reconcile_count, \
+                 created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', 0, $8, $8) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(a.installment_id)
+        .bind(a.agreement_id)
+        .bind(a.attempt_no)
+        .bind(a.idempotency_key.as_str())
+        .bind(a.scheduled_at_ms)
+        .bind(a.amount_minor)
+        .bind(a.currency.as_str())
+        .bind($now_ms)
+        .fetch_optional($conn)
+        .await?
+    }};
+}
+use insert_attempt_sql;

@@ -25,6 +25,7 @@ macro_rules! on_pool {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_pool;
 
 /// Appends one row to the event log on `$conn` (a transaction, normally, so the event
@@ -47,6 +48,7 @@ macro_rules! insert_event {
         .map(|r| r.rows_affected())
     }};
 }
+#[allow(unused_imports)]
 pub(crate) use insert_event;
 
 pub mod agreements;
@@ -68,6 +70,13 @@ pub enum StoreError {
     Locked { path: String },
     #[error("{0}")]
     Conflict(String),
+    /// A fenced change found the row no longer in the expected state or lease: another
+    /// worker took it over. Nothing was changed.
+    #[error("debit attempt {attempt_id} is no longer {expected_state} under this worker's lease")]
+    Fenced {
+        attempt_id: i64,
+        expected_state: String,
+    },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("stored data is inconsistent: {0}")]

@@ -1,1 +1,339 @@
-//! The sandbox bank's ledger.
+//! The sandbox bank's ledger: accounts with balances (`sandbox_accounts`) and the debits
+//! booked against them, keyed by idempotency key (`sandbox_debits`). Only the sandbox
+//! gateway (`crate::gateway::sandbox`) uses these tables.
+
+use super::{Result, Store, StoreError};
+
+/// `sandbox_accounts.status` values.
+pub const STATUS_OPEN: &str = "open";
+pub const STATUS_FROZEN: &str = "frozen";
+pub const STATUS_CLOSED: &str = "closed";
+
+/// `sandbox_debits.status` values.
+pub const DEBIT_SUCCEEDED: &str = "succeeded";
+pub const DEBIT_PENDING: &str = "pending";
+pub const DEBIT_DECLINED: &str = "declined";
+
+/// Decline codes the ledger itself decides on (the gateway adds injected ones).
+pub const DECLINE_INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+pub const DECLINE_ACCOUNT_FROZEN: &str = "account_frozen";
+pub const DECLINE_ACCOUNT_CLOSED: &str = "account_closed";
+pub const DECLINE_CURRENCY_MISMATCH: &str = "currency_mismatch";
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SandboxAccountRow {
+    pub account_ref: String,
+    pub currency: String,
+    pub balance_minor: i64,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SandboxDebitRow {
+    pub idempotency_key: String,
+    pub account_ref: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: String,
+    pub decline_code: Option<String>,
+    pub gateway_ref: String,
+    pub created_at_ms: i64,
+}
+
+/// A debit to book. The account is opened with `opening_balance_minor` (in `currency`) and
+/// `opening_status` if it has never been used.
+#[derive(Debug, Clone)]
+pub struct SandboxDebitBooking<'a> {
+    pub idempotency_key: &'a str,
+    pub account_ref: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub opening_balance_minor: i64,
+    pub opening_status: &'a str,
+    /// Decline with this code whatever the balance (an injected fault).
+    pub forced_decline: Option<&'a str>,
+    /// Record a successful debit as pending (the money is taken either way).
+    pub pending: bool,
+    pub gateway_ref: &'a str,
+    pub at_ms: i64,
+}
+
+/// What [`Store::sandbox_book_debit`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxBooking {
+    /// This call recorded the row (a debit or a decline).
+    New(SandboxDebitRow),
+    /// A row for the key already existed; nothing was changed.
+    Existing(SandboxDebitRow),
+}
+
+impl Store {
+    /// Books a debit, or records why it was declined, in one transaction; a key seen before
+    /// changes nothing and answers with the row recorded the first time.
+    ///
+    /// Safe under concurrency on both backends: the balance only moves through a
+    /// conditional `UPDATE ... WHERE balance_minor >= amount`, and the debit row is inserted
+    /// with `ON CONFLICT DO NOTHING`; a booking that loses the race on the key rolls back
+    /// (undoing its balance change) and answers with the winner's row.
+    pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            // A write first: on SQLite this takes the write lock before anything is read, so
+            // concurrent bookings queue on the busy timeout instead of failing on a stale
+            // read snapshot. It also opens an account on its first use.
+            sqlx::query(
+                "INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO NOTHING",
+            )
+            .bind(b.account_ref)
+            .bind(b.currency)
+            .bind(b.opening_balance_minor)
+            .bind(b.opening_status)
+            .execute(&mut *tx)
+            .await?;
+            let existing = sqlx::query_as::<_, SandboxDebitRow>(
+                "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
+                 decline_code, gateway_ref, created_at_ms \
+                 FROM sandbox_debits WHERE idempotency_key = $1",
+            )
+            .bind(b.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = existing {
+                // Rolled back so a replay under a wrong account opens nothing.
+                tx.rollback().await?;
+                return Ok(SandboxBooking::Existing(row));
+            }
+            let account = sqlx::query_as::<_, SandboxAccountRow>(
+                "SELECT account_ref, currency, balance_minor, status \
+                 FROM sandbox_accounts WHERE account_ref = $1",
+            )
+            .bind(b.account_ref)
+            .fetch_one(&mut *tx)
+            .await?;
+            let decline = if let Some(code) = b.forced_decline {
+                Some(code)
+            } else if account.status == STATUS_CLOSED {
+                Some(DECLINE_ACCOUNT_CLOSED)
+            } else if account.status == STATUS_FROZEN {
+                Some(DECLINE_ACCOUNT_FROZEN)
+            } else if account.currency != b.currency {
+                Some(DECLINE_CURRENCY_MISMATCH)
+            } else {
+                // The status and currency are checked again here: on PostgreSQL the row read
+                // above may have changed since.
+                let taken = sqlx::query(
+                    "UPDATE sandbox_accounts SET balance_minor = balance_minor - $1 \
+                     WHERE account_ref = $2 AND status = 'open' AND currency = $3 \
+                     AND balance_minor >= $1",
+                )
+                .bind(b.amount_minor)
+                .bind(b.account_ref)
+                .bind(b.currency)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if taken == 1 {
+                    None
+                } else {
+                    Some(DECLINE_INSUFFICIENT_FUNDS)
+                }
+            };
+            let status = match decline {
+                Some(_) => DEBIT_DECLINED,
+                None if b.pending => DEBIT_PENDING,
+                None => DEBIT_SUCCEEDED,
+            };
+            let inserted = sqlx::query(
+                "INSERT INTO sandbox_debits (idempotency_key, account_ref, amount_minor, \
+                 currency, status, decline_code, gateway_ref, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (idempotency_key) DO NOTHING",
+            )
+            .bind(b.idempotency_key)
+            .bind(b.account_ref)
+            .bind(b.amount_minor)
+            .bind(b.currency)
+            .bind(status)
+            .bind(decline)
+            .bind(b.gateway_ref)
+            .bind(b.at_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                // PostgreSQL: a concurrent booking under the same key committed first.
+                tx.rollback().await?;
+                let row = sqlx::query_as::<_, SandboxDebitRow>(
+                    "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
+                     decline_code, gateway_ref, created_at_ms \
+                     FROM sandbox_debits WHERE idempotency_key = $1",
+                )
+                .bind(b.idempotency_key)
+                .fetch_one(pool)
+                .await?;
+                return Ok(SandboxBooking::Existing(row));
+            }
+            tx.commit().await?;
+            Ok(SandboxBooking::New(SandboxDebitRow {
+                idempotency_key: b.idempotency_key.to_string(),
+                account_ref: b.account_ref.to_string(),
+                amount_minor: b.amount_minor,
+                currency: b.currency.to_string(),
+                status: status.to_string(),
+                decline_code: decline.map(str::to_string),
+                gateway_ref: b.gateway_ref.to_string(),
+                created_at_ms: b.at_ms,
+            }))
+        })
+    }
+
+    /// The account, if it has been opened.
+    pub async fn sandbox_account(&self, account_ref: &str) -> Result<Option<SandboxAccountRow>> {
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SandboxAccountRow>(
+                "SELECT account_ref, currency, balance_minor, status \
+                 FROM sandbox_accounts WHERE account_ref = $1",
+            )
+            .bind(account_ref)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Every opened account, by reference.
+    pub async fn sandbox_accounts(&self) -> Result<Vec<SandboxAccountRow>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SandboxAccountRow>(
+                "SELECT account_ref, currency, balance_minor, status \
+                 FROM sandbox_accounts ORDER BY account_ref",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Sets the balance (and currency) of an account, opening it with `status_if_new` if it
+    /// has never been used.
+    pub async fn sandbox_set_balance(
+        &self,
+        account_ref: &str,
+        currency: &str,
+        balance_minor: i64,
+        status_if_new: &str,
+    ) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO UPDATE \
+                 SET currency = excluded.currency, balance_minor = excluded.balance_minor",
+            )
+            .bind(account_ref)
+            .bind(currency)
+            .bind(balance_minor)
+            .bind(status_if_new)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Sets the balance of an opened account, keeping its currency. False if it was never
+    /// opened.
+    pub async fn sandbox_update_balance(
+        &self,
+        account_ref: &str,
+        balance_minor: i64,
+    ) -> Result<bool> {
+        let changed = on_pool!(self, |pool| {
+            sqlx::query("UPDATE sandbox_accounts SET balance_minor = $1 WHERE account_ref = $2")
+                .bind(balance_minor)
+                .bind(account_ref)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// Sets an opened account's status (`open`, `frozen`, `closed`). False if it was never
+    /// opened.
+    pub async fn sandbox_set_status(&self, account_ref: &str, status: &str) -> Result<bool> {
+        if ![STATUS_OPEN, STATUS_FROZEN, STATUS_CLOSED].contains(&status) {
+            return Err(StoreError::Conflict(format!(
+                "sandbox account status must be open, frozen or closed, not {status:?}"
+            )));
+        }
+        let changed = on_pool!(self, |pool| {
+            sqlx::query("UPDATE sandbox_accounts SET status = $1 WHERE account_ref = $2")
+                .bind(status)
+                .bind(account_ref)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// The debit recorded under `idempotency_key`, if any.
+    pub async fn sandbox_debit(&self, idempotency_key: &str) -> Result<Option<SandboxDebitRow>> {
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SandboxDebitRow>(
+                "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
+                 decline_code, gateway_ref, created_at_ms \
+                 FROM sandbox_debits WHERE idempotency_key = $1",
+            )
+            .bind(idempotency_key)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Settles a pending debit. False if it was not pending (already settled, declined or
+    /// unknown), so concurrent look-ups settle it once.
+    pub async fn sandbox_settle_pending(&self, idempotency_key: &str) -> Result<bool> {
+        let changed = on_pool!(self, |pool| {
+            sqlx::query(
+                "UPDATE sandbox_debits SET status = 'succeeded' \
+                 WHERE idempotency_key = $1 AND status = 'pending'",
+            )
+            .bind(idempotency_key)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(changed == 1)
+    }
+
+    /// How many debits took money from the account (succeeded or pending; declines do not
+    /// count).
+    pub async fn sandbox_debit_count(&self, account_ref: &str) -> Result<i64> {
+        let n = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sandbox_debits \
+                 WHERE account_ref = $1 AND status IN ('succeeded', 'pending')",
+            )
+            .bind(account_ref)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+
+    /// How many debits took money under `idempotency_key`: 0 or 1, whatever happened.
+    pub async fn sandbox_debits_for_key(&self, idempotency_key: &str) -> Result<i64> {
+        let n = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM sandbox_debits \
+                 WHERE idempotency_key = $1 AND status IN ('succeeded', 'pending')",
+            )
+            .bind(idempotency_key)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+}

@@ -3,3 +3,6 @@
 //! gateway on loopback.
 
 mod helpers;
+mod engine;
+mod gateway_http;
+mod sandbox;

@@ -1,0 +1,144 @@
+//! `repayd run`: the daemon. Opens (and on SQLite locks) the database, applies
+//! migrations, builds the gateway, starts the planner and workers, tells systemd it is
+//! ready, and stops cleanly on SIGTERM/SIGINT.
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::engine::daemon::Daemon;
+use crate::engine::policy::EnginePolicy;
+use crate::gateway::{GatewayKind, PaymentGateway};
+use crate::store::Store;
+use anyhow::Context;
+use sd_notify::NotifyState;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(&settings).await?;
+    // Before anything writes: a second daemon on the same SQLite file must not start.
+    let _lock = store.lock_for_daemon()?;
+    store.migrate().await.context("applying migrations")?;
+    let gateway = build_gateway(&settings, &store).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let policy = EnginePolicy::from_settings(&settings)?;
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        gateway,
+        clock,
+        policy.clone(),
+        worker_name(),
+    ));
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(
+        Arc::clone(&engine),
+        &settings.engine.planner_cron,
+        shutdown.clone(),
+    )
+    .await?;
+    spawn_signal_handlers(shutdown.clone(), Arc::clone(&engine), config_path.clone());
+    spawn_watchdog(shutdown.clone());
+    tracing::info!(
+        config = %config_path.display(),
+        backend = ?store.backend(),
+        gateway = ?settings.gateway.kind,
+        worker = engine.owner(),
+        "repayd is running"
+    );
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+    daemon.run_until_stopped(policy.drain).await;
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway named by the configuration.
+pub async fn build_gateway(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<Arc<dyn PaymentGateway>> {
+    Ok(match settings.gateway.kind {
+        GatewayKind::Sandbox => Arc::new(
+            crate::gateway::sandbox::SandboxBank::new(store.clone(), settings.gateway.sandbox.clone())
+                .await
+                .context("starting the sandbox bank")?,
+        ),
+        GatewayKind::Http => {
+            let http = settings
+                .gateway
+                .http
+                .as_ref()
+                .context("gateway.kind = \"http\" needs [gateway.http]")?;
+            Arc::new(crate::gateway::http::HttpGateway::new(http)?)
+        }
+    })
+}
+
+/// A name for this worker in leases and logs: host, process id and a random suffix, so a
+/// restarted process never mistakes an old lease for its own.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let nonce: u32 = {
+        use std::hash::{BuildHasher, RandomState};
+        RandomState::new().hash_one(std::process::id()) as u32
+    };
+    format!("{host}-{}-{nonce:08x}", std::process::id())
+}
+
+fn spawn_signal_handlers(shutdown: CancellationToken, engine: Arc<Engine>, config_path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); shutdown.cancel(); break; }
+                _ = hup.recv() => reload(&engine, &config_path),
+            }
+        }
+    });
+}
+
+/// SIGHUP: re-read the configuration and apply the debit and retry policy. A bad file
+/// keeps the old settings, and says why.
+fn reload(engine: &Engine, config_path: &std::path::Path) {
+    let _ = sd_notify::notify(&[NotifyState::Reloading]);
+    match Settings::load(config_path).and_then(|s| {
+        EnginePolicy::from_settings(&s)
+            .map_err(|e| crate::config::ConfigError::invalid("debit", e.to_string()))
+    }) {
+        Ok(policy) => {
+            engine.set_policy(policy);
+            tracing::info!(config = %config_path.display(), "configuration reloaded");
+        }
+        Err(e) => tracing::error!(error = %e, "reload rejected; keeping the previous settings"),
+    }
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+}
+
+/// Pings systemd's watchdog at half its interval while the process is healthy.
+fn spawn_watchdog(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 2);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
+            }
+        }
+    });
+}

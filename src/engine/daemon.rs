@@ -1,0 +1,144 @@
+//! Running the engine as a daemon: a planner task woken by a UTC cron trigger (and once
+//! at start, which catches up whatever was missed while the daemon was down), a worker
+//! loop that picks due rows from the database, and a bounded drain on shutdown.
+//!
+//! tokio-cron-scheduler only wakes the planner: its time-zone jobs drift after DST
+//! changes and it never catches up missed runs, so local times are computed by the
+//! planner itself and the worker finds due work by `scheduled_at <= now`. The cron job
+//! only signals a `Notify` that one planner task waits on, so planner runs can never
+//! overlap however slow one is.
+
+use super::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("cron trigger {expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+}
+
+/// The running daemon's tasks.
+pub struct Daemon {
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    scheduler: JobScheduler,
+    tasks: tokio::task::JoinSet<()>,
+    /// Wakes the worker early (after planning, or on demand).
+    work: Arc<Notify>,
+}
+
+impl Daemon {
+    /// Starts the planner (now, then on every `planner_cron` tick, UTC) and the worker
+    /// loop. Returns once every task is up: the moment to tell systemd READY=1.
+    pub async fn start(
+        engine: Arc<Engine>,
+        planner_cron: &str,
+        shutdown: CancellationToken,
+    ) -> Result<Self, DaemonError> {
+        let plan = Arc::new(Notify::new());
+        let work = Arc::new(Notify::new());
+        let cron_err = |reason: String| DaemonError::Cron {
+            expr: planner_cron.to_string(),
+            reason,
+        };
+        let scheduler = JobScheduler::new().await.map_err(|e| cron_err(e.to_string()))?;
+        let tick = Arc::clone(&plan);
+        let job = Job::new_async(planner_cron, move |_id, _sched| {
+            let tick = Arc::clone(&tick);
+            Box::pin(async move { tick.notify_one() })
+        })
+        .map_err(|e| cron_err(e.to_string()))?;
+        scheduler.add(job).await.map_err(|e| cron_err(e.to_string()))?;
+        scheduler.start().await.map_err(|e| cron_err(e.to_string()))?;
+
+        let mut tasks = tokio::task::JoinSet::new();
+        // Catch up at start: plan once before the first tick.
+        plan.notify_one();
+        tasks.spawn(planner_loop(
+            Arc::clone(&engine),
+            Arc::clone(&plan),
+            Arc::clone(&work),
+            shutdown.clone(),
+        ));
+        tasks.spawn(worker_loop(
+            Arc::clone(&engine),
+            Arc::clone(&work),
+            shutdown.clone(),
+        ));
+        Ok(Self {
+            engine,
+            shutdown,
+            scheduler,
+            tasks,
+            work,
+        })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Asks the worker to look for due work now.
+    pub fn wake(&self) {
+        self.work.notify_one();
+    }
+
+    /// Waits for shutdown to be requested, then for the tasks to finish their in-flight
+    /// work, at most `drain`. Attempts still in flight after that keep their lease and
+    /// are reconciled by key after the restart.
+    pub async fn run_until_stopped(mut self, drain: Duration) {
+        self.shutdown.cancelled().await;
+        tracing::info!(drain_seconds = drain.as_secs(), "stopping: no new work is claimed; finishing in-flight debits");
+        let _ = self.scheduler.shutdown().await;
+        let finished = tokio::time::timeout(drain, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        match finished {
+            Ok(()) => tracing::info!("stopped cleanly: all in-flight work recorded"),
+            Err(_) => {
+                tracing::warn!("drain time exceeded: unfinished attempts keep their lease and are reconciled by key after restart");
+                self.tasks.abort_all();
+            }
+        }
+    }
+}
+
+async fn planner_loop(
+    engine: Arc<Engine>,
+    plan: Arc<Notify>,
+    work: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = plan.notified() => {}
+        }
+        match engine.plan().await {
+            Ok(report) if report.attempts_created > 0 => work.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "planning failed; will try again on the next tick"),
+        }
+    }
+}
+
+async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        match engine.run_due(&shutdown).await {
+            Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due debit attempts"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "processing due work failed; will try again"),
+        }
+        let poll = engine.policy().poll;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(poll) => {}
+            _ = work.notified() => {}
+        }
+    }
+}

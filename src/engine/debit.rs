@@ -1,0 +1,533 @@
+//! One debit attempt from claim to outcome, and the reconciler for unknown and pending
+//! outcomes. The order is the invariant: the attempt and its idempotency key are
+//! committed (at planning), the funds check passes and is recorded, the attempt is marked
+//! `submitted` and committed, and only then is the gateway asked to debit. An outcome we
+//! did not hear is looked up by the same key, never retried under a new one.
+
+use super::policy::{RetryBase, RetryPolicy};
+use super::{Engine, EngineError, RunReport, parse_date, parse_tz};
+use crate::clock::to_epoch_ms;
+use crate::domain::{Currency, Money, worktime};
+use crate::gateway::{DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome};
+use crate::mask;
+use crate::store::debits::{AttemptChange, AttemptRow, DebitContext, Effects, Fence, NewAttempt, PaymentApplied};
+use crate::store::{NewEvent, StoreError};
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How many attempts one worker processes at the same time.
+const CONCURRENCY: usize = 8;
+
+/// What became of one attempt in this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Succeeded,
+    InsufficientFunds,
+    Declined,
+    Unknown,
+    Pending,
+    Cancelled,
+    Failed,
+    Rescheduled,
+    LostLease,
+}
+
+impl Engine {
+    /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
+    /// attempts always finish (and are recorded) before this returns.
+    pub async fn run_due(self: &Arc<Self>, shutdown: &CancellationToken) -> Result<RunReport, EngineError> {
+        let mut report = RunReport::default();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let policy = self.policy();
+            let now = self.clock.now();
+            let batch = self
+                .store
+                .claim_due_attempts(
+                    &self.owner,
+                    to_epoch_ms(now),
+                    to_epoch_ms(now + policy.debit.lease),
+                    i64::from(policy.debit.batch_size),
+                )
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            report.claimed += batch.len() as u64;
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+            let mut tasks = tokio::task::JoinSet::new();
+            for attempt in batch {
+                let engine = Arc::clone(self);
+                let permit = Arc::clone(&semaphore);
+                let span = tracing::info_span!(
+                    "debit_attempt",
+                    attempt_id = attempt.id,
+                    agreement_id = attempt.agreement_id,
+                    installment_id = attempt.installment_id,
+                    attempt_no = attempt.attempt_no,
+                );
+                tasks.spawn(
+                    async move {
+                        let _permit = permit.acquire_owned().await;
+                        engine.process(attempt).await
+                    }
+                    .instrument(span),
+                );
+            }
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(Ok(step)) => tally(&mut report, step),
+                    Ok(Err(e)) if e.is_retryable() => {
+                        tracing::warn!(error = %e, "debit attempt interrupted; it will be picked up again when its lease expires");
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "debit attempt failed"),
+                    Err(e) => tracing::error!(error = %e, "debit task panicked"),
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn process(&self, attempt: AttemptRow) -> Result<Step, EngineError> {
+        let fence = Fence {
+            attempt_id: attempt.id,
+            expected_state: attempt.state.clone(),
+            owner: self.owner.clone(),
+        };
+        let result = match attempt.state.as_str() {
+            "claimed" | "funds_checked" => self.debit_flow(&attempt, fence).await,
+            "submitted" | "unknown" | "pending" => self.reconcile(&attempt, fence).await,
+            other => Err(EngineError::Data(format!(
+                "claimed attempt in unexpected state {other}"
+            ))),
+        };
+        match result {
+            Err(EngineError::Store(StoreError::Fenced { .. })) => {
+                tracing::warn!("lease lost to another worker; leaving the attempt to it");
+                Ok(Step::LostLease)
+            }
+            other => other,
+        }
+    }
+
+    /// Claim -> context checks -> funds check -> submitted -> debit -> outcome.
+    async fn debit_flow(&self, attempt: &AttemptRow, mut fence: Fence) -> Result<Step, EngineError> {
+        let ctx = self.store.debit_context(attempt.id).await?;
+        let currency = currency_of(&ctx)?;
+        if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
+            return Ok(step);
+        }
+        let owed = ctx.total_minor - ctx.paid_minor;
+        let amount = Money::from_minor(owed, currency);
+        let now = self.clock.now();
+        let policy = self.policy();
+
+        // The funds check, in this attempt, before any debit.
+        let answer = self.gateway.check_funds(&ctx.account_ref, &amount).await;
+        let now_ms = to_epoch_ms(self.clock.now());
+        match answer {
+            Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
+            Ok(FundsAnswer::Insufficient { shortfall }) => {
+                let next = self.next_attempt(attempt, &ctx, RetryKind::InsufficientFunds, now, &policy.retry)?;
+                tracing::info!(
+                    account = %mask::account(&ctx.account_ref),
+                    amount = %amount,
+                    shortfall = %shortfall.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                    next_attempt = %next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)).unwrap_or_else(|| "none".into()),
+                    "insufficient funds: not debiting"
+                );
+                let change = AttemptChange {
+                    state: "insufficient_funds",
+                    amount_minor: Some(owed),
+                    funds_checked_at_ms: Some(now_ms),
+                    finished_at_ms: Some(now_ms),
+                    outcome_code: Some("insufficient_funds".into()),
+                    outcome_detail: shortfall.map(|s| format!("shortfall {s}")),
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let mut events = vec![self.event(attempt, now_ms, "funds_insufficient", serde_json::json!({
+                    "attempt_no": attempt.attempt_no,
+                    "amount": amount.plain(),
+                    "currency": currency.code(),
+                    "shortfall": shortfall.map(|s| s.plain()),
+                    "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+                }))];
+                if next.is_none() {
+                    events.push(self.event(attempt, now_ms, "debit_retries_exhausted", serde_json::json!({
+                        "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
+                    })));
+                }
+                self.store
+                    .apply_attempt_change(&fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms)
+                    .await?;
+                return Ok(Step::InsufficientFunds);
+            }
+            Ok(FundsAnswer::Available) => {}
+        }
+        let change = AttemptChange {
+            state: "funds_checked",
+            amount_minor: Some(owed),
+            funds_checked_at_ms: Some(now_ms),
+            ..Default::default()
+        };
+        let events = vec![self.event(attempt, now_ms, "funds_confirmed", serde_json::json!({
+            "attempt_no": attempt.attempt_no, "amount": amount.plain(), "currency": currency.code(),
+        }))];
+        self.store
+            .apply_attempt_change(&fence, &change, &Effects { events, ..Default::default() }, now_ms)
+            .await?;
+        fence.expected_state = "funds_checked".into();
+
+        self.submit(attempt, fence, &ctx, amount).await
+    }
+
+    /// Marks the attempt submitted (committed), then sends the debit under its key.
+    async fn submit(&self, attempt: &AttemptRow, mut fence: Fence, ctx: &DebitContext, amount: Money) -> Result<Step, EngineError> {
+        let now_ms = to_epoch_ms(self.clock.now());
+        let resubmission = fence.expected_state != "funds_checked";
+        let change = AttemptChange {
+            state: "submitted",
+            submitted_at_ms: Some(now_ms),
+            ..Default::default()
+        };
+        let events = vec![self.event(attempt, now_ms, if resubmission { "debit_resubmitted" } else { "debit_submitted" }, serde_json::json!({
+            "attempt_no": attempt.attempt_no,
+            "idempotency_key": attempt.idempotency_key,
+            "amount": amount.plain(),
+            "currency": amount.currency().code(),
+        }))];
+        self.store
+            .apply_attempt_change(&fence, &change, &Effects { events, ..Default::default() }, now_ms)
+            .await?;
+        fence.expected_state = "submitted".into();
+
+        let request = DebitRequest {
+            account_ref: ctx.account_ref.clone(),
+            mandate_ref: ctx.mandate_ref.clone(),
+            amount,
+            idempotency_key: attempt.idempotency_key.clone(),
+            reference: format!("{} {}/{}", ctx.agreement_external_id, ctx.seq, ctx.installment_count),
+        };
+        tracing::info!(account = %mask::account(&ctx.account_ref), amount = %amount, "debit submitted");
+        let outcome = self.gateway.debit(&request).await;
+        self.record_outcome(attempt, &fence, ctx, amount, outcome).await
+    }
+
+    /// Records what the gateway said about a submitted debit.
+    async fn record_outcome(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        ctx: &DebitContext,
+        amount: Money,
+        outcome: Result<DebitOutcome, GatewayError>,
+    ) -> Result<Step, EngineError> {
+        let now = self.clock.now();
+        let now_ms = to_epoch_ms(now);
+        let policy = self.policy();
+        let retry = &policy.retry;
+        let count = attempt.reconcile_count as u32;
+        match outcome {
+            Ok(DebitOutcome::Succeeded { gateway_ref }) => {
+                let change = AttemptChange {
+                    state: "succeeded",
+                    finished_at_ms: Some(now_ms),
+                    outcome_code: Some("succeeded".into()),
+                    gateway_ref: Some(gateway_ref.clone()),
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let events = vec![self.event(attempt, now_ms, "debit_succeeded", serde_json::json!({
+                    "attempt_no": attempt.attempt_no,
+                    "amount": amount.plain(),
+                    "currency": amount.currency().code(),
+                    "gateway_ref": gateway_ref,
+                }))];
+                let payment = PaymentApplied {
+                    installment_id: attempt.installment_id,
+                    agreement_id: attempt.agreement_id,
+                    amount_minor: amount.minor(),
+                    at_ms: now_ms,
+                };
+                let applied = self
+                    .store
+                    .apply_attempt_change(fence, &change, &Effects { events, next_attempt: None, payment: Some(payment) }, now_ms)
+                    .await?;
+                if applied.excess_minor > 0 {
+                    let excess = Money::from_minor(applied.excess_minor, amount.currency());
+                    tracing::error!(excess = %excess, "debit exceeded what was owed (paid by other means meanwhile): refund needed");
+                    self.store.append_event(&self.event(attempt, now_ms, "overpayment", serde_json::json!({
+                        "excess": excess.plain(), "currency": excess.currency().code(),
+                    }))).await?;
+                }
+                tracing::info!(amount = %amount, installment_paid = applied.installment_paid, agreement_completed = applied.agreement_completed, "debit succeeded");
+                Ok(Step::Succeeded)
+            }
+            Ok(DebitOutcome::Pending { gateway_ref }) => {
+                let wait = retry.technical_wait(count);
+                let change = AttemptChange {
+                    state: "pending",
+                    gateway_ref: Some(gateway_ref.clone()),
+                    scheduled_at_ms: Some(to_epoch_ms(now + wait)),
+                    bump_reconcile_count: true,
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let events = if fence.expected_state == "pending" {
+                    Vec::new()
+                } else {
+                    vec![self.event(attempt, now_ms, "debit_pending", serde_json::json!({
+                        "attempt_no": attempt.attempt_no, "gateway_ref": gateway_ref,
+                    }))]
+                };
+                self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+                tracing::info!(next_lookup = %(now + wait).to_rfc3339(), "debit pending at the gateway");
+                Ok(Step::Pending)
+            }
+            Ok(DebitOutcome::Declined { code, reason, hard }) => {
+                let kind = if hard {
+                    None
+                } else if code == "insufficient_funds" {
+                    Some(RetryKind::InsufficientFunds)
+                } else {
+                    Some(RetryKind::SoftDecline)
+                };
+                let next = match kind {
+                    Some(k) => self.next_attempt(attempt, ctx, k, now, retry)?,
+                    None => None,
+                };
+                let change = AttemptChange {
+                    state: "declined",
+                    finished_at_ms: Some(now_ms),
+                    outcome_code: Some(code.clone()),
+                    outcome_detail: Some(reason.clone()),
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let mut events = vec![self.event(attempt, now_ms, if hard { "debit_declined_hard" } else { "debit_declined" }, serde_json::json!({
+                    "attempt_no": attempt.attempt_no,
+                    "code": code,
+                    "reason": reason,
+                    "hard": hard,
+                    "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+                }))];
+                if next.is_none() && !hard {
+                    events.push(self.event(attempt, now_ms, "debit_retries_exhausted", serde_json::json!({
+                        "attempt_no": attempt.attempt_no, "last_outcome": code,
+                    })));
+                }
+                self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms).await?;
+                if hard {
+                    tracing::warn!(code = %code, reason = %reason, account = %mask::account(&ctx.account_ref), "hard decline: no further debits for this installment; operations must act");
+                } else {
+                    tracing::info!(code = %code, reason = %reason, "debit declined");
+                }
+                Ok(Step::Declined)
+            }
+            Err(e) => {
+                let wait = retry.technical_wait(count);
+                let change = AttemptChange {
+                    state: "unknown",
+                    scheduled_at_ms: Some(to_epoch_ms(now + wait)),
+                    outcome_detail: Some(e.to_string()),
+                    bump_reconcile_count: true,
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let events = vec![self.event(attempt, now_ms, "debit_outcome_unknown", serde_json::json!({
+                    "attempt_no": attempt.attempt_no,
+                    "error": e.to_string(),
+                    "next_lookup_at": (now + wait).to_rfc3339(),
+                }))];
+                self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+                if retry.technical_exhausted(count + 1) {
+                    tracing::error!(error = %e, lookups = count + 1, "debit outcome still unknown after repeated look-ups; operations should check with the gateway");
+                } else {
+                    tracing::warn!(error = %e, next_lookup = %(now + wait).to_rfc3339(), "debit outcome unknown; will look it up by key");
+                }
+                Ok(Step::Unknown)
+            }
+        }
+    }
+
+    /// Settles a submitted, unknown or pending attempt by looking its key up. Re-submits
+    /// under the same key only when the gateway says it never saw it.
+    async fn reconcile(&self, attempt: &AttemptRow, fence: Fence) -> Result<Step, EngineError> {
+        let ctx = self.store.debit_context(attempt.id).await?;
+        let currency = currency_of(&ctx)?;
+        let amount = Money::from_minor(attempt.amount_minor, currency);
+        match self.gateway.lookup(&attempt.idempotency_key).await {
+            Ok(LookupOutcome::Found(outcome)) => {
+                tracing::info!(?outcome, "reconciled by idempotency key");
+                self.record_outcome(attempt, &fence, &ctx, amount, Ok(outcome)).await
+            }
+            Ok(LookupOutcome::NotFound) if fence.expected_state == "pending" => {
+                // The gateway told us it had it; now it does not. Keep looking, loudly.
+                self.record_outcome(attempt, &fence, &ctx, amount, Err(GatewayError::Protocol(
+                    "a pending debit is no longer known to the gateway".into(),
+                ))).await
+            }
+            Ok(LookupOutcome::NotFound) => {
+                // Never reached the gateway: send it again, under the same key, if it is
+                // still owed and allowed. The funds check of this attempt already passed.
+                if attempt.funds_checked_at_ms.is_none() {
+                    return Err(EngineError::Data(format!(
+                        "attempt {} was submitted without a recorded funds check", attempt.id
+                    )));
+                }
+                if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
+                    return Ok(step);
+                }
+                tracing::info!("gateway never saw this debit; re-submitting under the same key");
+                self.submit(attempt, fence, &ctx, amount).await
+            }
+            Err(e) => self.record_outcome(attempt, &fence, &ctx, amount, Err(e)).await,
+        }
+    }
+
+    /// Cancels or fails the attempt when the installment may not be debited (paid,
+    /// agreement not active, no active mandate). `None` means go ahead.
+    async fn stop_if_not_debitable(&self, attempt: &AttemptRow, fence: &Fence, ctx: &DebitContext) -> Result<Option<Step>, EngineError> {
+        let now_ms = to_epoch_ms(self.clock.now());
+        let (state, code, step) = if ctx.installment_status != "unpaid" || ctx.total_minor <= ctx.paid_minor {
+            ("cancelled", format!("installment_{}", ctx.installment_status), Step::Cancelled)
+        } else if ctx.agreement_status != "active" {
+            ("cancelled", format!("agreement_{}", ctx.agreement_status), Step::Cancelled)
+        } else if ctx.mandate_status != "active" {
+            ("failed", format!("mandate_{}", ctx.mandate_status), Step::Failed)
+        } else {
+            return Ok(None);
+        };
+        let change = AttemptChange {
+            state,
+            finished_at_ms: Some(now_ms),
+            outcome_code: Some(code.clone()),
+            release_lease: true,
+            ..Default::default()
+        };
+        let kind = if state == "failed" { "debit_blocked" } else { "debit_attempt_cancelled" };
+        let events = vec![self.event(attempt, now_ms, kind, serde_json::json!({
+            "attempt_no": attempt.attempt_no, "reason": code,
+        }))];
+        self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+        if state == "failed" {
+            tracing::warn!(reason = %code, account = %mask::account(&ctx.account_ref), "no debit without an active mandate; operations must act");
+        } else {
+            tracing::info!(reason = %code, "debit attempt cancelled");
+        }
+        Ok(Some(step))
+    }
+
+    /// The funds check itself failed (gateway trouble): nothing was debited, so the same
+    /// attempt is tried again after a backoff, until the backoff list is used up.
+    async fn funds_check_failed(&self, attempt: &AttemptRow, fence: &Fence, ctx: &DebitContext, error: GatewayError) -> Result<Step, EngineError> {
+        let now = self.clock.now();
+        let now_ms = to_epoch_ms(now);
+        let policy = self.policy();
+        let count = attempt.reconcile_count as u32;
+        if !policy.retry.technical_exhausted(count) {
+            let wait = policy.retry.technical_wait(count);
+            let change = AttemptChange {
+                state: "scheduled",
+                scheduled_at_ms: Some(to_epoch_ms(now + wait)),
+                outcome_detail: Some(error.to_string()),
+                bump_reconcile_count: true,
+                release_lease: true,
+                ..Default::default()
+            };
+            let events = vec![self.event(attempt, now_ms, "funds_check_failed", serde_json::json!({
+                "attempt_no": attempt.attempt_no, "error": error.to_string(), "retry_at": (now + wait).to_rfc3339(),
+            }))];
+            self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+            tracing::warn!(error = %error, retry_at = %(now + wait).to_rfc3339(), "funds check failed; no debit, trying again later");
+            return Ok(Step::Rescheduled);
+        }
+        let next = self.next_attempt(attempt, ctx, RetryKind::SoftDecline, now, &policy.retry)?;
+        let change = AttemptChange {
+            state: "failed",
+            finished_at_ms: Some(now_ms),
+            outcome_code: Some("gateway_unavailable".into()),
+            outcome_detail: Some(error.to_string()),
+            release_lease: true,
+            ..Default::default()
+        };
+        let events = vec![self.event(attempt, now_ms, "funds_check_failed", serde_json::json!({
+            "attempt_no": attempt.attempt_no, "error": error.to_string(), "final": true,
+            "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+        }))];
+        self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms).await?;
+        tracing::error!(error = %error, "funds check kept failing; attempt given up");
+        Ok(Step::Failed)
+    }
+
+    /// The next attempt after a refusal, by policy, at the local debit time.
+    fn next_attempt(&self, attempt: &AttemptRow, ctx: &DebitContext, kind: RetryKind, now: DateTime<Utc>, retry: &RetryPolicy) -> Result<Option<NewAttempt>, EngineError> {
+        let attempt_no = attempt.attempt_no as u32;
+        let plan = match kind {
+            RetryKind::InsufficientFunds => retry.after_insufficient_funds(attempt_no),
+            RetryKind::SoftDecline => retry.after_soft_decline(attempt_no),
+        };
+        let Some((days, base)) = plan else { return Ok(None) };
+        let tz = parse_tz(&ctx.time_zone)?;
+        let base_date = match base {
+            RetryBase::DueDate => parse_date(&ctx.due_date)?,
+            RetryBase::Today => worktime::local_date(now, tz),
+        };
+        let date = base_date + Duration::days(i64::from(days));
+        let at = worktime::local_instant(date, self.policy().debit.local_time, tz).max(now);
+        let next_no = attempt.attempt_no + 1;
+        Ok(Some(NewAttempt {
+            installment_id: attempt.installment_id,
+            agreement_id: attempt.agreement_id,
+            attempt_no: next_no,
+            idempotency_key: Self::idempotency_key(&self.policy().debit.key_prefix, attempt.installment_id, next_no),
+            scheduled_at_ms: to_epoch_ms(at),
+            amount_minor: ctx.total_minor - ctx.paid_minor,
+            currency: ctx.currency.clone(),
+        }))
+    }
+
+    fn event(&self, attempt: &AttemptRow, at_ms: i64, kind: &'static str, detail: serde_json::Value) -> NewEvent {
+        NewEvent {
+            at_ms,
+            kind,
+            agreement_id: Some(attempt.agreement_id),
+            installment_id: Some(attempt.installment_id),
+            attempt_id: Some(attempt.id),
+            detail,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RetryKind {
+    InsufficientFunds,
+    SoftDecline,
+}
+
+fn currency_of(ctx: &DebitContext) -> Result<Currency, EngineError> {
+    Currency::parse(&ctx.currency).map_err(|e| EngineError::Data(e.to_string()))
+}
+
+fn fmt_ms(ms: i64) -> String {
+    crate::clock::from_epoch_ms(ms).to_rfc3339()
+}
+
+fn tally(report: &mut RunReport, step: Step) {
+    match step {
+        Step::Succeeded => report.succeeded += 1,
+        Step::InsufficientFunds => report.insufficient_funds += 1,
+        Step::Declined => report.declined += 1,
+        Step::Unknown => report.unknown += 1,
+        Step::Pending => report.pending += 1,
+        Step::Cancelled => report.cancelled += 1,
+        Step::Failed => report.failed += 1,
+        Step::Rescheduled => report.rescheduled += 1,
+        Step::LostLease => report.lost_lease += 1,
+    }
+}

@@ -1,1 +1,0 @@
-//! Reading agreement files (CSV, JSON): validated as a whole before anything is written.
