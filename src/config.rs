@@ -46,6 +46,8 @@ pub struct Settings {
     #[serde(default)]
     pub retry: RetrySettings,
     #[serde(default)]
+    pub reminders: ReminderSettings,
+    #[serde(default)]
     pub engine: EngineSettings,
     pub gateway: GatewaySettings,
     pub mail: MailSettings,
@@ -158,6 +160,30 @@ impl Default for RetrySettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct ReminderSettings {
+    /// Days before the due date at which the customer is reminded, e.g. [7, 3, 1].
+    pub offsets_days: Vec<u32>,
+    /// Local time (customer's time zone) at which pre-due reminders go out.
+    pub local_time: String,
+    /// Quiet hours in the customer's local time: no email from start to end (may wrap
+    /// midnight). Equal start and end means no quiet hours.
+    pub quiet_hours_start: String,
+    pub quiet_hours_end: String,
+}
+
+impl Default for ReminderSettings {
+    fn default() -> Self {
+        Self {
+            offsets_days: vec![7, 3, 1],
+            local_time: "09:00".into(),
+            quiet_hours_start: "21:00".into(),
+            quiet_hours_end: "08:00".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EngineSettings {
     /// UTC cron expression (6 fields, seconds first) that wakes the planner.
     pub planner_cron: String,
@@ -264,6 +290,36 @@ impl Settings {
                 "debit.key_prefix",
                 "must be non-empty ASCII letters, digits, '-' or '_'",
             ));
+        }
+        if let Err(e) = crate::domain::worktime::parse_local_time(&self.reminders.local_time) {
+            problems.push(ConfigError::invalid("reminders.local_time", e.to_string()));
+        }
+        for (key, value) in [
+            ("reminders.quiet_hours_start", &self.reminders.quiet_hours_start),
+            ("reminders.quiet_hours_end", &self.reminders.quiet_hours_end),
+        ] {
+            if let Err(e) = crate::domain::worktime::parse_local_time(value) {
+                problems.push(ConfigError::invalid(key, e.to_string()));
+            }
+        }
+        if self.reminders.offsets_days.iter().any(|d| *d == 0 || *d > 60) {
+            problems.push(ConfigError::invalid(
+                "reminders.offsets_days",
+                "each offset must be between 1 and 60 days before the due date",
+            ));
+        }
+        if let Ok(t) = crate::domain::worktime::parse_local_time(&self.reminders.local_time) {
+            if let Ok(q) = crate::domain::worktime::QuietHours::parse(
+                &self.reminders.quiet_hours_start,
+                &self.reminders.quiet_hours_end,
+            ) {
+                if q.is_quiet(t) {
+                    problems.push(ConfigError::invalid(
+                        "reminders.local_time",
+                        "falls inside the quiet hours; reminders would always be delayed",
+                    ));
+                }
+            }
         }
         if self.retry.max_attempts == 0 {
             problems.push(ConfigError::invalid("retry.max_attempts", "must be at least 1"));

@@ -119,7 +119,10 @@ fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
         crate::cli::OutputFormat::Json => quote::render_json(&schedule),
         crate::cli::OutputFormat::Table => quote::render_table(&schedule, &terms),
     };
-    println!("{out}");
+    print!("{out}");
+    if !out.ends_with('\n') {
+        println!();
+    }
     Ok(ExitCode::SUCCESS)
 }
 

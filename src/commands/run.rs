@@ -24,13 +24,10 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     let gateway = build_gateway(&settings, &store).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let policy = EnginePolicy::from_settings(&settings)?;
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        gateway,
-        clock,
-        policy.clone(),
-        worker_name(),
-    ));
+    let mail = build_mail(&settings)?;
+    let engine = Arc::new(
+        Engine::new(store.clone(), gateway, clock, policy.clone(), worker_name()).with_mail(mail),
+    );
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(
         Arc::clone(&engine),
@@ -76,6 +73,17 @@ pub async fn build_gateway(
     })
 }
 
+/// The mailer and the templates (every one rendered once with sample data first).
+pub fn build_mail(settings: &Settings) -> anyhow::Result<crate::engine::MailDeps> {
+    let templates = settings
+        .mail
+        .templates()
+        .context("loading email templates")?;
+    templates.check_all().context("checking email templates")?;
+    let mailer = crate::mail::build_mailer(&settings.mail)?;
+    Ok(crate::engine::MailDeps::new(mailer, templates, settings.mail.clone()))
+}
+
 /// A name for this worker in leases and logs: host, process id and a random suffix, so a
 /// restarted process never mistakes an old lease for its own.
 fn worker_name() -> String {
@@ -110,19 +118,26 @@ fn spawn_signal_handlers(shutdown: CancellationToken, engine: Arc<Engine>, confi
     });
 }
 
-/// SIGHUP: re-read the configuration and apply the debit and retry policy. A bad file
-/// keeps the old settings, and says why.
+/// SIGHUP: re-read the configuration, then apply the debit, retry and reminder policy
+/// and the email templates. Anything bad keeps all the old settings, and says why.
 fn reload(engine: &Engine, config_path: &std::path::Path) {
     let _ = sd_notify::notify(&[NotifyState::Reloading]);
-    match Settings::load(config_path).and_then(|s| {
-        EnginePolicy::from_settings(&s)
-            .map_err(|e| crate::config::ConfigError::invalid("debit", e.to_string()))
-    }) {
-        Ok(policy) => {
+    let loaded = (|| -> anyhow::Result<_> {
+        let settings = Settings::load(config_path)?;
+        let policy = EnginePolicy::from_settings(&settings)?;
+        let templates = settings.mail.templates()?;
+        templates.check_all()?;
+        Ok((policy, templates))
+    })();
+    match loaded {
+        Ok((policy, templates)) => {
             engine.set_policy(policy);
+            if let Some(mail) = engine.mail() {
+                mail.set_templates(templates);
+            }
             tracing::info!(config = %config_path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!(error = %e, "reload rejected; keeping the previous settings"),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the previous settings"),
     }
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }

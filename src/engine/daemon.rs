@@ -132,7 +132,12 @@ async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: Cancellat
         match engine.run_due(&shutdown).await {
             Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due debit attempts"),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "processing due work failed; will try again"),
+            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "processing due debits failed; will try again"),
+        }
+        match engine.run_reminders(&shutdown).await {
+            Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due reminders"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "sending due reminders failed; will try again"),
         }
         let poll = engine.policy().poll;
         tokio::select! {

@@ -162,8 +162,14 @@ impl Engine {
                         "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
                     })));
                 }
+                let reminder = self.debit_notice(attempt, &ctx, "debit_failed", serde_json::json!({
+                    "failure": "insufficient_funds",
+                    "amount_minor": owed,
+                    "shortfall_minor": shortfall.map(|s| s.minor()),
+                    "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+                }))?;
                 self.store
-                    .apply_attempt_change(&fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms)
+                    .apply_attempt_change(&fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms)
                     .await?;
                 return Ok(Step::InsufficientFunds);
             }
@@ -254,9 +260,14 @@ impl Engine {
                     amount_minor: amount.minor(),
                     at_ms: now_ms,
                 };
+                let reminder = self.debit_notice(attempt, ctx, "debit_succeeded", serde_json::json!({
+                    "amount_minor": amount.minor(),
+                    "paid_at_ms": now_ms,
+                    "gateway_ref": gateway_ref,
+                }))?;
                 let applied = self
                     .store
-                    .apply_attempt_change(fence, &change, &Effects { events, next_attempt: None, payment: Some(payment) }, now_ms)
+                    .apply_attempt_change(fence, &change, &Effects { events, next_attempt: None, payment: Some(payment), reminder }, now_ms)
                     .await?;
                 if applied.excess_minor > 0 {
                     let excess = Money::from_minor(applied.excess_minor, amount.currency());
@@ -321,7 +332,19 @@ impl Engine {
                         "attempt_no": attempt.attempt_no, "last_outcome": code,
                     })));
                 }
-                self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms).await?;
+                let failure = if code == "insufficient_funds" {
+                    "insufficient_funds"
+                } else if code.contains("mandate") {
+                    "mandate_invalid"
+                } else {
+                    "declined"
+                };
+                let reminder = self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
+                    "failure": failure,
+                    "amount_minor": amount.minor(),
+                    "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+                }))?;
+                self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms).await?;
                 if hard {
                     tracing::warn!(code = %code, reason = %reason, account = %mask::account(&ctx.account_ref), "hard decline: no further debits for this installment; operations must act");
                 } else {
@@ -414,7 +437,16 @@ impl Engine {
         let events = vec![self.event(attempt, now_ms, kind, serde_json::json!({
             "attempt_no": attempt.attempt_no, "reason": code,
         }))];
-        self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+        // The customer must know to pay another way when we may not debit.
+        let reminder = if state == "failed" {
+            self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
+                "failure": "mandate_invalid",
+                "amount_minor": ctx.total_minor - ctx.paid_minor,
+            }))?
+        } else {
+            None
+        };
+        self.store.apply_attempt_change(fence, &change, &Effects { events, reminder, ..Default::default() }, now_ms).await?;
         if state == "failed" {
             tracing::warn!(reason = %code, account = %mask::account(&ctx.account_ref), "no debit without an active mandate; operations must act");
         } else {
@@ -460,7 +492,12 @@ impl Engine {
             "attempt_no": attempt.attempt_no, "error": error.to_string(), "final": true,
             "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
         }))];
-        self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None }, now_ms).await?;
+        let reminder = self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
+            "failure": "technical",
+            "amount_minor": ctx.total_minor - ctx.paid_minor,
+            "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+        }))?;
+        self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms).await?;
         tracing::error!(error = %error, "funds check kept failing; attempt given up");
         Ok(Step::Failed)
     }
@@ -489,6 +526,24 @@ impl Engine {
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: ctx.total_minor - ctx.paid_minor,
             currency: ctx.currency.clone(),
+        }))
+    }
+
+    /// The customer email about an attempt's outcome, at the first decent local hour;
+    /// `None` when no mailer is configured.
+    fn debit_notice(&self, attempt: &AttemptRow, ctx: &DebitContext, kind: &'static str, detail: serde_json::Value) -> Result<Option<crate::store::reminders::NewReminder>, EngineError> {
+        if self.mail.is_none() {
+            return Ok(None);
+        }
+        let tz = parse_tz(&ctx.time_zone)?;
+        let at = self.policy().reminders.quiet.next_allowed(self.clock.now(), tz);
+        Ok(Some(crate::store::reminders::NewReminder {
+            installment_id: attempt.installment_id,
+            agreement_id: attempt.agreement_id,
+            kind,
+            offset_key: attempt.attempt_no,
+            scheduled_at_ms: to_epoch_ms(at),
+            detail,
         }))
     }
 

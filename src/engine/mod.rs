@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod debit;
 pub mod policy;
+pub mod reminders;
 
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
@@ -40,6 +41,7 @@ impl EngineError {
 pub struct PlanReport {
     pub examined: u64,
     pub attempts_created: u64,
+    pub reminders_created: u64,
 }
 
 /// What one pass over due work did, by outcome.
@@ -66,6 +68,39 @@ pub struct Engine {
     pub(crate) policy: std::sync::RwLock<Arc<EnginePolicy>>,
     /// This worker's name in leases: host, process and a random part.
     pub(crate) owner: String,
+    /// Customer email; without it no reminders are planned or sent.
+    pub(crate) mail: Option<MailDeps>,
+}
+
+/// What the engine needs to email customers.
+#[derive(Debug)]
+pub struct MailDeps {
+    pub mailer: Arc<dyn crate::mail::Mailer>,
+    /// Replaced whole on reload; a send in progress keeps the set it started with.
+    pub templates: std::sync::RwLock<Arc<crate::mail::Templates>>,
+    pub settings: crate::mail::MailSettings,
+}
+
+impl MailDeps {
+    pub fn new(
+        mailer: Arc<dyn crate::mail::Mailer>,
+        templates: crate::mail::Templates,
+        settings: crate::mail::MailSettings,
+    ) -> Self {
+        Self {
+            mailer,
+            templates: std::sync::RwLock::new(Arc::new(templates)),
+            settings,
+        }
+    }
+
+    pub fn templates(&self) -> Arc<crate::mail::Templates> {
+        self.templates.read().expect("templates lock poisoned").clone()
+    }
+
+    pub fn set_templates(&self, templates: crate::mail::Templates) {
+        *self.templates.write().expect("templates lock poisoned") = Arc::new(templates);
+    }
 }
 
 impl Engine {
@@ -82,7 +117,18 @@ impl Engine {
             clock,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             owner: owner.into(),
+            mail: None,
         }
+    }
+
+    /// Enables customer email: pre-due reminders, receipts and failure notices.
+    pub fn with_mail(mut self, mail: MailDeps) -> Self {
+        self.mail = Some(mail);
+        self
+    }
+
+    pub fn mail(&self) -> Option<&MailDeps> {
+        self.mail.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -168,11 +214,15 @@ impl Engine {
                 }
             }
         }
-        if report.attempts_created > 0 {
+        if self.mail.is_some() {
+            report.reminders_created = self.plan_reminders(&horizon).await?;
+        }
+        if report.attempts_created > 0 || report.reminders_created > 0 {
             tracing::info!(
-                created = report.attempts_created,
+                debit_attempts = report.attempts_created,
+                reminders = report.reminders_created,
                 examined = report.examined,
-                "planned debit attempts"
+                "planned work"
             );
         }
         Ok(report)

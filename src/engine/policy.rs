@@ -71,10 +71,22 @@ impl RetryPolicy {
     }
 }
 
+/// When customers hear from us before a due date, and when they never do.
+#[derive(Debug, Clone)]
+pub struct ReminderPolicy {
+    /// Days before the due date at which an `upcoming` reminder goes out.
+    pub offsets_days: Vec<u32>,
+    /// Local time of day for pre-due reminders.
+    pub local_time: NaiveTime,
+    /// No email in these local hours; anything due then waits for their end.
+    pub quiet: worktime::QuietHours,
+}
+
 #[derive(Debug, Clone)]
 pub struct EnginePolicy {
     pub debit: DebitPolicy,
     pub retry: RetryPolicy,
+    pub reminders: ReminderPolicy,
     pub poll: std::time::Duration,
     pub drain: std::time::Duration,
 }
@@ -100,6 +112,14 @@ impl EnginePolicy {
                     .iter()
                     .map(|m| Duration::minutes(i64::from(*m)))
                     .collect(),
+            },
+            reminders: ReminderPolicy {
+                offsets_days: settings.reminders.offsets_days.clone(),
+                local_time: worktime::parse_local_time(&settings.reminders.local_time)?,
+                quiet: worktime::QuietHours::parse(
+                    &settings.reminders.quiet_hours_start,
+                    &settings.reminders.quiet_hours_end,
+                )?,
             },
             poll: std::time::Duration::from_secs(u64::from(settings.engine.poll_seconds)),
             drain: std::time::Duration::from_secs(u64::from(settings.engine.drain_seconds)),

@@ -362,6 +362,15 @@ fn classify(e: reqwest::Error) -> Failure {
     }
 }
 
+/// What one funds confirmation came to.
+enum FundsTry {
+    Answer(FundsAnswer),
+    /// No answer (not sent, timed out, 408/429/5xx): worth another try.
+    Retry(String),
+    /// An answer that another try would not change.
+    Fail(GatewayError),
+}
+
 /// The client side of the protocol.
 #[derive(Debug)]
 pub struct HttpGateway {
@@ -436,34 +445,35 @@ impl HttpGateway {
         Ok((status, body.to_vec()))
     }
 
-    /// One funds confirmation: `Err(Ok(_))` is worth retrying, `Err(Err(_))` is final.
+    /// One funds confirmation.
     async fn confirm_funds_once(
         &self,
         body: &FundsConfirmationRequest<'_>,
         amount: &Money,
-    ) -> Result<FundsAnswer, Result<String, GatewayError>> {
+    ) -> FundsTry {
         let (status, answer) = match self
             .exchange(self.client.post(self.funds_url.clone()).json(body))
             .await
         {
             Ok(exchange) => exchange,
-            Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => return Err(Ok(e)),
+            Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => return FundsTry::Retry(e),
         };
         match status.as_u16() {
-            200 => parse_funds_answer(&answer, amount).map_err(|e| {
-                Err(GatewayError::Protocol(format!(
+            200 => match parse_funds_answer(&answer, amount) {
+                Ok(answer) => FundsTry::Answer(answer),
+                Err(e) => FundsTry::Fail(GatewayError::Protocol(format!(
                     "funds confirmation answer: {e}"
-                )))
-            }),
-            408 | 429 | 500..=599 => Err(Ok(status_text(status, &answer))),
-            401 | 403 => Err(Err(GatewayError::Unavailable(format!(
+                ))),
+            },
+            408 | 429 | 500..=599 => FundsTry::Retry(status_text(status, &answer)),
+            401 | 403 => FundsTry::Fail(GatewayError::Unavailable(format!(
                 "funds confirmation refused, {}: check gateway.http.token",
                 status_text(status, &answer)
-            )))),
-            _ => Err(Err(GatewayError::Protocol(format!(
+            ))),
+            _ => FundsTry::Fail(GatewayError::Protocol(format!(
                 "funds confirmation answered {}",
                 status_text(status, &answer)
-            )))),
+            ))),
         }
     }
 }
@@ -483,9 +493,9 @@ impl PaymentGateway for HttpGateway {
         let mut retry = 0;
         loop {
             match self.confirm_funds_once(&body, amount).await {
-                Ok(answer) => return Ok(answer),
-                Err(Err(e)) => return Err(e),
-                Err(Ok(e)) if retry < self.funds_check_retries => {
+                FundsTry::Answer(answer) => return Ok(answer),
+                FundsTry::Fail(e) => return Err(e),
+                FundsTry::Retry(e) if retry < self.funds_check_retries => {
                     retry += 1;
                     let pause = RETRY_BASE
                         .saturating_mul(1 << (retry - 1).min(8))
@@ -494,7 +504,7 @@ impl PaymentGateway for HttpGateway {
                     tokio::time::sleep(pause).await;
                 }
                 // Nothing changes on a funds check, so "no answer" is simply unavailable.
-                Err(Ok(e)) => {
+                FundsTry::Retry(e) => {
                     return Err(GatewayError::Unavailable(format!(
                         "no funds confirmation after {} tries: {e}",
                         retry + 1
@@ -614,6 +624,166 @@ impl PaymentGateway for HttpGateway {
                 "look-up answered {}",
                 status_text(status, &answer)
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml_text: &str) -> HttpGatewaySettings {
+        toml::from_str(toml_text).expect("settings parse")
+    }
+
+    fn problems(s: &HttpGatewaySettings) -> Vec<String> {
+        s.check().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_apply_and_unknown_keys_are_rejected() {
+        let s = settings("base_url = \"https://bank.example/repay\"\ntoken = \"t0k3n\"");
+        assert_eq!(s.connect_timeout_ms, 3_000);
+        assert_eq!(s.request_timeout_ms, 10_000);
+        assert_eq!(s.funds_check_retries, 2);
+        assert!(problems(&s).is_empty(), "{:?}", problems(&s));
+        assert!(
+            toml::from_str::<HttpGatewaySettings>(
+                "base_url = \"https://b.example\"\ntoken = \"t\"\ntimeout_ms = 5"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn base_url_must_be_https_unless_loopback() {
+        for ok in [
+            "https://bank.example",
+            "https://bank.example:8443/api/",
+            "http://127.0.0.1:8080",
+            "http://localhost/bank",
+            "http://[::1]:9000",
+        ] {
+            assert!(parse_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://bank.example",
+            "http://10.0.0.1",
+            "ftp://bank.example",
+            "https://user:pw@bank.example",
+            "https://bank.example/?x=1",
+            "bank.example",
+        ] {
+            assert!(parse_base_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_base_url("https://b.example/repay")
+                .unwrap()
+                .join("v1/debits")
+                .unwrap()
+                .as_str(),
+            "https://b.example/repay/v1/debits"
+        );
+    }
+
+    #[test]
+    fn check_names_each_bad_key_and_never_shows_the_token() {
+        let mut s = HttpGatewaySettings::new("http://bank.example", SecretString::from("t"));
+        s.token_file = Some(PathBuf::from("/nonexistent/token"));
+        s.connect_timeout_ms = 0;
+        s.request_timeout_ms = 0;
+        s.funds_check_retries = 99;
+        let found = problems(&s);
+        for key in [
+            "gateway.http.base_url",
+            "gateway.http.token",
+            "gateway.http.connect_timeout_ms",
+            "gateway.http.request_timeout_ms",
+            "gateway.http.funds_check_retries",
+        ] {
+            assert!(
+                found.iter().any(|p| p.contains(&format!("`{key}`"))),
+                "{key} not named in {found:#?}"
+            );
+        }
+        s.token = None;
+        assert!(
+            problems(&s)
+                .iter()
+                .any(|p| p.contains("`gateway.http.token_file`"))
+        );
+        s.token_file = None;
+        assert!(
+            problems(&s)
+                .iter()
+                .any(|p| p.contains("`gateway.http.token`"))
+        );
+        let spaced =
+            HttpGatewaySettings::new("https://bank.example", SecretString::from("secret value"));
+        let found = problems(&spaced);
+        assert_eq!(found.len(), 1);
+        assert!(!found[0].contains("secret value"));
+    }
+
+    #[test]
+    fn the_token_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway-token");
+        std::fs::write(&path, "from-file-token\n").unwrap();
+        let mut s = HttpGatewaySettings::new("https://bank.example", SecretString::from("x"));
+        s.token = None;
+        s.token_file = Some(path);
+        assert!(problems(&s).is_empty(), "{:?}", problems(&s));
+        let header = s.resolve_token().unwrap();
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().unwrap(), "Bearer from-file-token");
+        let gateway = HttpGateway::new(&s).unwrap();
+        assert!(!format!("{gateway:?}").contains("from-file-token"));
+    }
+
+    #[test]
+    fn lookup_urls_keep_the_base_path_and_encode_the_key() {
+        let s = HttpGatewaySettings::new("http://127.0.0.1:1/bank", SecretString::from("t"));
+        let gateway = HttpGateway::new(&s).unwrap();
+        assert_eq!(
+            gateway.lookup_url("inst-1:attempt-2").as_str(),
+            "http://127.0.0.1:1/bank/v1/debits/by-key/inst-1:attempt-2"
+        );
+        assert!(is_valid_key("repayd:inst-4812:attempt-2:9f1c2e"));
+        assert!(!is_valid_key(""));
+        assert!(!is_valid_key("a/b"));
+        assert!(!is_valid_key(&"k".repeat(MAX_KEY_LEN + 1)));
+    }
+
+    #[test]
+    fn debit_resources_must_say_everything_their_status_needs() {
+        let parse = |body: &str| parse_debit_resource(body.as_bytes(), "k1");
+        assert_eq!(
+            parse(r#"{"debit_id":"d1","idempotency_key":"k1","status":"pending","extra":[1]}"#),
+            Ok(DebitOutcome::Pending {
+                gateway_ref: "d1".into()
+            })
+        );
+        assert_eq!(
+            parse(
+                r#"{"idempotency_key":"k1","status":"declined","decline_code":"insufficient_funds","hard":false}"#
+            ),
+            Ok(DebitOutcome::Declined {
+                code: "insufficient_funds".into(),
+                reason: String::new(),
+                hard: false
+            })
+        );
+        for bad in [
+            r#"{"idempotency_key":"k1","status":"succeeded"}"#,
+            r#"{"debit_id":"","idempotency_key":"k1","status":"succeeded"}"#,
+            r#"{"debit_id":"d1","idempotency_key":"k2","status":"succeeded"}"#,
+            r#"{"debit_id":"d1","idempotency_key":"k1","status":"done"}"#,
+            r#"{"idempotency_key":"k1","status":"declined","decline_code":"x"}"#,
+            r#"{"idempotency_key":"k1","status":"declined","hard":true}"#,
+            r#"[]"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

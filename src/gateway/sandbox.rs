@@ -474,7 +474,7 @@ impl PaymentGateway for SandboxBank {
             let mut rng = self.funds_rng.lock().expect("sandbox generator poisoned");
             if rng.chance(self.settings.fault_percent) {
                 // Both kinds, so callers meet both on a funds check.
-                return Err(if rng.next() % 2 == 0 {
+                return Err(if rng.next().is_multiple_of(2) {
                     GatewayError::Unavailable("bank unreachable (sandbox fault)".into())
                 } else {
                     GatewayError::Ambiguous("funds check timed out (sandbox fault)".into())

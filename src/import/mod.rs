@@ -191,7 +191,7 @@ pub enum ImportError {
     #[error("{}", RowErrors(.0))]
     Invalid(Vec<RowError>),
     #[error("database error before anything was written: {0}")]
-    Store(#[source] StoreError),
+    Store(#[source] Box<StoreError>),
     #[error(
         "writing {stage} batch {batch}{} failed: {cause}; {progress}; \
          running the same import again finishes it",
@@ -202,7 +202,7 @@ pub enum ImportError {
         batch: u64,
         first: Option<Location>,
         progress: Progress,
-        cause: StoreError,
+        cause: Box<StoreError>,
     },
     #[error(
         "{} changed while it was being imported (at {at}); {progress}; run the import again",
@@ -524,6 +524,10 @@ struct Planned {
     action: Action,
 }
 
+/// An account to write: the account, its owner's external id, and `Some((id, changed
+/// fields))` when it exists already.
+type PlannedAccount = (NewFundingAccount, String, Option<(i64, Vec<&'static str>)>);
+
 /// The outcome of step 2.
 struct Plan {
     agreements: HashMap<String, Planned>,
@@ -531,8 +535,7 @@ struct Plan {
     customer_writes: Vec<CustomerWrite>,
     /// Customers already in the database, by external id.
     customer_ids: HashMap<String, i64>,
-    /// Account, owner's external id, and `Some((id, changed))` when it exists.
-    account_writes: Vec<(NewFundingAccount, String, Option<(i64, Vec<&'static str>)>)>,
+    account_writes: Vec<PlannedAccount>,
     account_ids: HashMap<String, i64>,
     summary: ImportSummary,
 }
@@ -553,7 +556,7 @@ async fn plan(
     let existing: HashMap<String, _> = store
         .customers_by_external_ids(&keys)
         .await
-        .map_err(ImportError::Store)?
+        .map_err(|e| ImportError::Store(Box::new(e)))?
         .into_iter()
         .map(|row| (row.external_id.clone(), row))
         .collect();
@@ -586,7 +589,7 @@ async fn plan(
     let existing: HashMap<String, _> = store
         .funding_accounts_by_refs(&refs)
         .await
-        .map_err(ImportError::Store)?
+        .map_err(|e| ImportError::Store(Box::new(e)))?
         .into_iter()
         .map(|row| (row.external_ref.clone(), row))
         .collect();
@@ -630,7 +633,7 @@ async fn plan(
     let existing: HashMap<String, _> = store
         .agreement_states(&ids)
         .await
-        .map_err(ImportError::Store)?
+        .map_err(|e| ImportError::Store(Box::new(e)))?
         .into_iter()
         .map(|s| (s.external_id.clone(), s))
         .collect();
@@ -725,7 +728,7 @@ async fn write_parties(
                 batch: i as u64 + 1,
                 first: None,
                 progress: *progress,
-                cause,
+                cause: Box::new(cause),
             })?;
         progress.customers += written.len() as u64;
         customers.extend(written);
@@ -755,7 +758,7 @@ async fn write_parties(
                 batch: i as u64 + 1,
                 first: None,
                 progress: *progress,
-                cause,
+                cause: Box::new(cause),
             })?;
         progress.accounts += written.len() as u64;
         accounts.extend(written);
@@ -921,7 +924,7 @@ async fn flush(
             batch: progress.agreement_batches + 1,
             first,
             progress: *progress,
-            cause,
+            cause: Box::new(cause),
         }),
     }
 }

@@ -96,11 +96,10 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
                     let mut record = RawRecord::new(location);
                     for (value, field) in row.iter().zip(&columns) {
                         match field {
-                            Some(Field::Schedule) => {
-                                if !value.is_empty() {
-                                    record.schedule = Some(RawSchedule::Compact(value.to_string()));
-                                }
+                            Some(Field::Schedule) if !value.is_empty() => {
+                                record.schedule = Some(RawSchedule::Compact(value.to_string()));
                             }
+                            Some(Field::Schedule) => {}
                             Some(f) => record.set(*f, value),
                             None => {}
                         }

@@ -651,15 +651,15 @@ fn check_explicit(
     let mut principal_sum = Decimal::ZERO;
     for (i, e) in entries.iter().enumerate() {
         let k = i + 1;
-        if let Some(seq) = &e.seq {
-            if seq.parse::<usize>() != Ok(k) {
-                entry_error(
-                    report,
-                    k,
-                    "seq",
-                    format!("is {seq}, expected {k}: seqs run 1, 2, 3... in order, without gaps"),
-                );
-            }
+        if let Some(seq) = &e.seq
+            && seq.parse::<usize>() != Ok(k)
+        {
+            entry_error(
+                report,
+                k,
+                "seq",
+                format!("is {seq}, expected {k}: seqs run 1, 2, 3... in order, without gaps"),
+            );
         }
         let due = match &e.due_date {
             None => {
@@ -670,15 +670,15 @@ fn check_explicit(
                 .map_err(|reason| entry_error(report, k, "due_date", reason))
                 .ok(),
         };
-        if let (Some(d), Some(prev)) = (due, previous_due) {
-            if d <= prev {
-                entry_error(
-                    report,
-                    k,
-                    "due_date",
-                    format!("{d} is not after the previous installment's {prev}"),
-                );
-            }
+        if let (Some(d), Some(prev)) = (due, previous_due)
+            && d <= prev
+        {
+            entry_error(
+                report,
+                k,
+                "due_date",
+                format!("{d} is not after the previous installment's {prev}"),
+            );
         }
         if due.is_some() {
             previous_due = due;

@@ -163,10 +163,20 @@ mod tests {
 
     #[test]
     fn locale_falls_back_to_english() {
-        for tag in ["zh-CN", "zh_CN", "zh-Hans", "zh", "ZH-cn", "zh-Hans-CN", " zh-SG "] {
+        for tag in [
+            "zh-CN",
+            "zh_CN",
+            "zh-Hans",
+            "zh",
+            "ZH-cn",
+            "zh-Hans-CN",
+            " zh-SG ",
+        ] {
             assert_eq!(Locale::from_tag(tag), Locale::ZhCn, "{tag}");
         }
-        for tag in ["en", "en-US", "en_GB", "", "fr-FR", "zh-TW", "zh-Hant", "zhx", "klingon"] {
+        for tag in [
+            "en", "en-US", "en_GB", "", "fr-FR", "zh-TW", "zh-Hant", "zhx", "klingon",
+        ] {
             assert_eq!(Locale::from_tag(tag), Locale::En, "{tag}");
         }
         assert_eq!(Locale::ZhCn.as_str(), "zh-CN");
@@ -184,7 +194,10 @@ mod tests {
         assert_eq!(en.money(&money("5000", "JPY")), "JPY 5,000");
         assert_eq!(en.money(&money("1.5", "KWD")), "KWD 1.500");
         assert_eq!(en.money(&money("1234567.125", "KWD")), "KWD 1,234,567.125");
-        assert_eq!(en.money(&money("123456789012.34", "CNY")), "¥123,456,789,012.34");
+        assert_eq!(
+            en.money(&money("123456789012.34", "CNY")),
+            "¥123,456,789,012.34"
+        );
         assert_eq!(en.money(&money("100000", "CNY")), "¥100,000.00");
         assert_eq!(en.money(&money("10", "AUD")), "AUD 10.00");
         assert_eq!(en.money(&money("-1234.5", "USD")), "-$1,234.50");

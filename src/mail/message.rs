@@ -52,9 +52,9 @@ fn check_message_id(id: &str) -> Result<(), MailError> {
         !local.is_empty()
             && !domain.is_empty()
             && !domain.contains('@')
-            && id
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\' | '(' | ')' | ','))
+            && id.chars().all(|c| {
+                c.is_ascii_graphic() && !matches!(c, '<' | '>' | '"' | '\\' | '(' | ')' | ',')
+            })
     });
     if ok {
         Ok(())
@@ -132,7 +132,10 @@ mod tests {
         for id in ["<a@b>", "no-at-sign", "a b@c", "a@b\r\nX: y", "@b", "a@"] {
             let mut e = email();
             e.message_id = id.into();
-            assert!(matches!(build(&from(), &e), Err(MailError::Invalid(_))), "{id}");
+            assert!(
+                matches!(build(&from(), &e), Err(MailError::Invalid(_))),
+                "{id}"
+            );
         }
     }
 

@@ -70,9 +70,8 @@ impl Mailer for OutboxMailer {
         })
         .await
         .map_err(|e| MailError::Transient(format!("outbox writer stopped: {e}")))?;
-        written.map_err(|e| {
-            MailError::Transient(format!("cannot write {}: {e}", target.display()))
-        })?;
+        written
+            .map_err(|e| MailError::Transient(format!("cannot write {}: {e}", target.display())))?;
         tracing::info!(
             to = %crate::mask::email(&email.to),
             message_id = %email.message_id,
@@ -162,9 +161,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let from: Mailbox = "Repayments <r@example.com>".parse().unwrap();
         let outbox = OutboxMailer::new(&dir.path().join("outbox"), from).unwrap();
-        outbox.send(&email("a.1@example.com", "first")).await.unwrap();
-        outbox.send(&email("a.1@example.com", "second")).await.unwrap();
-        outbox.send(&email("b.1@example.com", "other")).await.unwrap();
+        outbox
+            .send(&email("a.1@example.com", "first"))
+            .await
+            .unwrap();
+        outbox
+            .send(&email("a.1@example.com", "second"))
+            .await
+            .unwrap();
+        outbox
+            .send(&email("b.1@example.com", "other"))
+            .await
+            .unwrap();
         let mut names: Vec<String> = std::fs::read_dir(dir.path().join("outbox"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -178,10 +186,16 @@ mod tests {
     #[tokio::test]
     async fn capture_keeps_what_was_sent_and_rejects_what_smtp_would() {
         let capture = CaptureMailer::new();
-        capture.send(&email("a.1@example.com", "one")).await.unwrap();
+        capture
+            .send(&email("a.1@example.com", "one"))
+            .await
+            .unwrap();
         let mut bad = email("a.2@example.com", "two");
         bad.to = "nobody".into();
-        assert!(matches!(capture.send(&bad).await, Err(MailError::Invalid(_))));
+        assert!(matches!(
+            capture.send(&bad).await,
+            Err(MailError::Invalid(_))
+        ));
         assert_eq!(capture.sent().len(), 1);
         assert_eq!(capture.take()[0].subject, "one");
         assert!(capture.sent().is_empty());

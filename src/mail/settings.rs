@@ -209,7 +209,10 @@ impl SmtpSettings {
             ));
         }
         if self.retry_delays_ms.len() > MAX_RETRIES
-            || self.retry_delays_ms.iter().any(|ms| *ms > MAX_RETRY_DELAY_MS)
+            || self
+                .retry_delays_ms
+                .iter()
+                .any(|ms| *ms > MAX_RETRY_DELAY_MS)
         {
             problems.push(ConfigError::invalid(
                 "mail.smtp.retry_delays_ms",
@@ -318,7 +321,9 @@ impl MailSettings {
             }
         }
         if let Some(url) = &self.payment_url {
-            if !url.starts_with("https://") || url.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            if !url.starts_with("https://")
+                || url.contains(|c: char| c.is_whitespace() || c.is_control())
+            {
                 problems.push(ConfigError::invalid(
                     "mail.payment_url",
                     "must be an https:// URL without spaces",
@@ -425,7 +430,10 @@ mod tests {
             "mail.smtp.rate_per_second",
             "mail.smtp.retry_delays_ms",
         ] {
-            assert!(keys.contains(&key.to_string()), "{key} missing from {keys:?}");
+            assert!(
+                keys.contains(&key.to_string()),
+                "{key} missing from {keys:?}"
+            );
         }
     }
 

@@ -214,7 +214,10 @@ mod tests {
         times.sort();
         for (i, elapsed) in times.iter().enumerate() {
             let slot = Duration::from_millis(20 * i as u64);
-            assert!(*elapsed >= slot, "send {i} at {elapsed:?}, before its slot {slot:?}");
+            assert!(
+                *elapsed >= slot,
+                "send {i} at {elapsed:?}, before its slot {slot:?}"
+            );
         }
         // After a quiet spell the next send goes at once: no debt is carried over.
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -230,8 +233,7 @@ mod tests {
                 "host = \"localhost\"\ntls = \"{tls}\"\nusername = \"u\"\npassword = \"p\""
             ))
             .unwrap();
-            let mailer =
-                SmtpMailer::new(&settings, "a@example.com".parse().unwrap()).unwrap();
+            let mailer = SmtpMailer::new(&settings, "a@example.com".parse().unwrap()).unwrap();
             assert_eq!(mailer.relay, format!("localhost:{port}"));
             assert!(!format!("{mailer:?}").contains("\"p\""));
         }

@@ -101,7 +101,9 @@ impl fmt::Display for EmailKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning)")]
+#[error(
+    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning)"
+)]
 pub struct UnknownEmailKind(pub String);
 
 impl FromStr for EmailKind {
@@ -230,7 +232,11 @@ pub enum TemplateError {
     },
     #[error("cannot read template {path}: {reason}")]
     Read { path: String, reason: String },
-    #[error("{path}: not a template repayd knows; expected <locale>/<kind>.subject.txt, .txt or .html with locale {} and kind one of {}, or a partial whose name starts with _", LOCALES, KINDS)]
+    #[error(
+        "{path}: not a template repayd knows; expected <locale>/<kind>.subject.txt, .txt or .html with locale {} and kind one of {}, or a partial whose name starts with _",
+        LOCALES,
+        KINDS
+    )]
     UnknownOverride { path: String },
     #[error("a {kind} email needs {} in its context", .fields.join(", "))]
     MissingFields {

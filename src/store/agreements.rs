@@ -1024,10 +1024,10 @@ impl Store {
     /// funding account and schedule.
     pub async fn agreement_detail(&self, id_or_external_id: &str) -> Result<Option<AgreementDetail>> {
         let mut agreement = self.agreement_by_external_id(id_or_external_id).await?;
-        if agreement.is_none() {
-            if let Ok(id) = id_or_external_id.trim().parse::<i64>() {
-                agreement = self.agreement(id).await?;
-            }
+        if agreement.is_none()
+            && let Ok(id) = id_or_external_id.trim().parse::<i64>()
+        {
+            agreement = self.agreement(id).await?;
         }
         let Some(agreement) = agreement else {
             return Ok(None);

@@ -113,6 +113,8 @@ pub struct PaymentApplied {
 #[derive(Debug, Clone, Default)]
 pub struct Effects {
     pub events: Vec<NewEvent>,
+    /// A customer email about this outcome (receipt or failure notice).
+    pub reminder: Option<super::reminders::NewReminder>,
     pub next_attempt: Option<NewAttempt>,
     pub payment: Option<PaymentApplied>,
 }
@@ -342,6 +344,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 if applied.installment_paid {
+                    // Pre-due reminders for a paid installment must never go out.
+                    sqlx::query(
+                        "UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
+                            updated_at_ms = $1 \
+                         WHERE installment_id = $2 AND state = 'pending' AND kind = 'upcoming'",
+                    )
+                    .bind(p.at_ms)
+                    .bind(p.installment_id)
+                    .execute(&mut *tx)
+                    .await?;
                     // Later planned attempts for a paid installment must never run.
                     sqlx::query(
                         "UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $1, \
@@ -390,6 +402,9 @@ impl Store {
                         }
                     )?;
                 }
+            }
+            if let Some(r) = &effects.reminder {
+                super::reminders::insert_reminder_sql!(&mut *tx, r, now_ms);
             }
             for ev in &effects.events {
                 insert_event!(&mut *tx, ev)?;

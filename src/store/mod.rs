@@ -53,6 +53,7 @@ pub(crate) use insert_event;
 
 pub mod agreements;
 pub mod debits;
+pub mod reminders;
 pub mod sandbox;
 
 #[derive(Debug, thiserror::Error)]

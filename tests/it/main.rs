@@ -5,4 +5,5 @@
 mod helpers;
 mod engine;
 mod gateway_http;
+mod mail;
 mod sandbox;

@@ -39,7 +39,11 @@ fn every_template_renders_for_every_locale() {
                     .replace("display:none", "")
                     .replace("text-decoration:none", "");
                 assert!(!e.subject.is_empty() && !e.subject.contains(['\r', '\n']));
-                assert!(e.subject.chars().count() <= 80, "{kind}/{locale} subject too long: {}", e.subject);
+                assert!(
+                    e.subject.chars().count() <= 80,
+                    "{kind}/{locale} subject too long: {}",
+                    e.subject
+                );
                 for bad in ["{{", "{%", "none", "None", "undefined"] {
                     assert!(!all.contains(bad), "{kind}/{locale} shows {bad:?}:\n{all}");
                 }
@@ -58,12 +62,24 @@ fn every_template_renders_for_every_locale() {
                     _ => ctx.amount.clone(),
                 };
                 for part in [&e.subject, &e.text, &e.html] {
-                    assert!(part.contains(&key_amount), "{kind}/{locale}: {key_amount} missing in {part}");
+                    assert!(
+                        part.contains(&key_amount),
+                        "{kind}/{locale}: {key_amount} missing in {part}"
+                    );
                 }
+                // Each fact on its own line: a line ending in a block tag would glue the
+                // next one on (trim_blocks).
+                assert!(e.text.contains("\n--\n"), "{kind}/{locale}:\n{}", e.text);
                 if locale == Locale::ZhCn {
                     assert!(e.text.contains("您好") && e.html.contains("lang=\"zh-CN\""));
+                    assert!(
+                        e.text.contains("\n协议编号：AGR-2025-0042\n"),
+                        "{kind}:\n{}",
+                        e.text
+                    );
                 } else {
                     assert!(e.text.starts_with("Hi ") && e.html.contains("lang=\"en\""));
+                    assert!(e.text.contains("\nAgreement:"), "{kind}:\n{}", e.text);
                 }
             }
         }
@@ -74,22 +90,50 @@ fn every_template_renders_for_every_locale() {
 fn upcoming_says_whether_the_account_holds_enough() {
     let t = builtin();
     let samples = samples(EmailKind::Upcoming, Locale::En);
-    let enough = t.render_in(EmailKind::Upcoming, Locale::En, &samples[0]).unwrap();
-    assert!(enough.text.contains("Your account ending 3000 has enough for this payment"));
-    assert_eq!(enough.subject, "Payment of ¥1,066.19 due 31 Jan: your account is ready");
-    let short = t.render_in(EmailKind::Upcoming, Locale::En, &samples[1]).unwrap();
+    let enough = t
+        .render_in(EmailKind::Upcoming, Locale::En, &samples[0])
+        .unwrap();
+    assert!(
+        enough
+            .text
+            .contains("Your account ending 3000 has enough for this payment")
+    );
+    assert_eq!(
+        enough.subject,
+        "Payment of ¥1,066.19 due 31 Jan: your account is ready"
+    );
+    let short = t
+        .render_in(EmailKind::Upcoming, Locale::En, &samples[1])
+        .unwrap();
     assert!(short.text.contains(
         "Your account ending 3000 is short by ¥120.50. Please top up by 18:00 on Friday, 30 January 2026"
     ), "{}", short.text);
     assert!(short.html.contains("is short by <strong>¥120.50</strong>"));
-    assert_eq!(short.subject, "Top up ¥120.50 before your ¥1,066.19 payment on 31 Jan");
+    assert_eq!(
+        short.subject,
+        "Top up ¥120.50 before your ¥1,066.19 payment on 31 Jan"
+    );
 
     let zh = samples_zh(EmailKind::Upcoming);
-    let enough = t.render_in(EmailKind::Upcoming, Locale::ZhCn, &zh[0]).unwrap();
-    assert!(enough.text.contains("您尾号3000的账户余额充足"), "{}", enough.text);
+    let enough = t
+        .render_in(EmailKind::Upcoming, Locale::ZhCn, &zh[0])
+        .unwrap();
+    assert!(
+        enough.text.contains("您尾号3000的账户余额充足"),
+        "{}",
+        enough.text
+    );
     assert!(enough.text.contains("还款日为2026年1月31日（星期六）"));
-    let short = t.render_in(EmailKind::Upcoming, Locale::ZhCn, &zh[1]).unwrap();
-    assert!(short.text.contains("您尾号3000的账户目前还差¥120.50，请在2026年1月30日（星期五）18:00前充值"), "{}", short.text);
+    let short = t
+        .render_in(EmailKind::Upcoming, Locale::ZhCn, &zh[1])
+        .unwrap();
+    assert!(
+        short
+            .text
+            .contains("您尾号3000的账户目前还差¥120.50，请在2026年1月30日（星期五）18:00前充值"),
+        "{}",
+        short.text
+    );
     assert_eq!(short.subject, "请充值¥120.50：1月31日将扣款¥1,066.19");
 }
 
@@ -101,15 +145,43 @@ fn samples_zh(kind: EmailKind) -> Vec<TemplateContext> {
 fn debit_failed_says_what_happened_and_what_next() {
     let t = builtin();
     let all = samples(EmailKind::DebitFailed, Locale::En);
-    let retry = t.render_in(EmailKind::DebitFailed, Locale::En, &all[0]).unwrap();
-    assert!(retry.text.contains("didn't have enough money (it was short by ¥120.50)"));
-    assert!(retry.text.contains("We'll try again at 06:00 on Sunday, 1 February 2026"));
+    let retry = t
+        .render_in(EmailKind::DebitFailed, Locale::En, &all[0])
+        .unwrap();
+    assert!(
+        retry
+            .text
+            .contains("didn't have enough money (it was short by ¥120.50)")
+    );
+    assert!(
+        retry
+            .text
+            .contains("We'll try again at 06:00 on Sunday, 1 February 2026")
+    );
     assert!(retry.text.contains("No money has been taken."));
-    let last = t.render_in(EmailKind::DebitFailed, Locale::En, &all[1]).unwrap();
-    assert!(last.text.contains("We won't try to collect this payment again automatically"));
-    assert!(last.text.contains("Please contact Example Finance to arrange the payment."));
-    let mandate = t.render_in(EmailKind::DebitFailed, Locale::ZhCn, &samples_zh(EmailKind::DebitFailed)[5]).unwrap();
-    assert!(mandate.text.contains("自动扣款授权已失效"), "{}", mandate.text);
+    let last = t
+        .render_in(EmailKind::DebitFailed, Locale::En, &all[1])
+        .unwrap();
+    assert!(
+        last.text
+            .contains("We won't try to collect this payment again automatically")
+    );
+    assert!(
+        last.text
+            .contains("Please contact Example Finance to arrange the payment.")
+    );
+    let mandate = t
+        .render_in(
+            EmailKind::DebitFailed,
+            Locale::ZhCn,
+            &samples_zh(EmailKind::DebitFailed)[5],
+        )
+        .unwrap();
+    assert!(
+        mandate.text.contains("自动扣款授权已失效"),
+        "{}",
+        mandate.text
+    );
     assert!(mandate.text.contains("重新办理扣款授权"));
 }
 
@@ -117,31 +189,77 @@ fn debit_failed_says_what_happened_and_what_next() {
 fn receipts_and_warnings_carry_their_facts() {
     let t = builtin();
     let ok = t
-        .render_in(EmailKind::DebitSucceeded, Locale::En, &sample(EmailKind::DebitSucceeded, Locale::En))
+        .render_in(
+            EmailKind::DebitSucceeded,
+            Locale::En,
+            &sample(EmailKind::DebitSucceeded, Locale::En),
+        )
         .unwrap();
-    for fact in ["PAY-7F3K2Q", "¥9,595.71", "Saturday, 28 February 2026", "3 of 12"] {
+    for fact in [
+        "PAY-7F3K2Q",
+        "¥9,595.71",
+        "Saturday, 28 February 2026",
+        "3 of 12",
+    ] {
         assert!(ok.text.contains(fact) && ok.html.contains(fact), "{fact}");
     }
     let last = t
-        .render_in(EmailKind::DebitSucceeded, Locale::ZhCn, &samples_zh(EmailKind::DebitSucceeded)[1])
+        .render_in(
+            EmailKind::DebitSucceeded,
+            Locale::ZhCn,
+            &samples_zh(EmailKind::DebitSucceeded)[1],
+        )
         .unwrap();
-    assert!(last.text.contains("协议AGR-2025-0042已全部还清"), "{}", last.text);
+    assert!(
+        last.text.contains("协议AGR-2025-0042已全部还清"),
+        "{}",
+        last.text
+    );
 
     let warn = t
-        .render_in(EmailKind::CreditWarning, Locale::En, &sample(EmailKind::CreditWarning, Locale::En))
+        .render_in(
+            EmailKind::CreditWarning,
+            Locale::En,
+            &sample(EmailKind::CreditWarning, Locale::En),
+        )
         .unwrap();
     assert!(warn.text.contains(
         "Please pay ¥3,198.57 by 23:59 on Monday, 20 April 2026 to avoid this being reported to the credit bureau."
     ), "{}", warn.text);
-    assert_eq!(warn.subject, "Final notice: pay ¥3,198.57 by 20 Apr to avoid a credit report");
+    assert_eq!(
+        warn.subject,
+        "Final notice: pay ¥3,198.57 by 20 Apr to avoid a credit report"
+    );
     let zh = t
-        .render_in(EmailKind::CreditWarning, Locale::ZhCn, &samples_zh(EmailKind::CreditWarning)[0])
+        .render_in(
+            EmailKind::CreditWarning,
+            Locale::ZhCn,
+            &samples_zh(EmailKind::CreditWarning)[0],
+        )
         .unwrap();
-    assert!(zh.text.contains("请于2026年4月20日（星期一）23:59前还款¥3,198.57，以免逾期记录被报送至征信机构。"), "{}", zh.text);
+    assert!(
+        zh.text.contains(
+            "请于2026年4月20日（星期一）23:59前还款¥3,198.57，以免逾期记录被报送至征信机构。"
+        ),
+        "{}",
+        zh.text
+    );
 
-    let overdue = t.render_in(EmailKind::Overdue, Locale::En, &sample(EmailKind::Overdue, Locale::En)).unwrap();
+    let overdue = t
+        .render_in(
+            EmailKind::Overdue,
+            Locale::En,
+            &sample(EmailKind::Overdue, Locale::En),
+        )
+        .unwrap();
     assert_eq!(overdue.subject, "Overdue: ¥1,066.19, 1 day past due");
-    let overdue = t.render_in(EmailKind::Overdue, Locale::ZhCn, &samples_zh(EmailKind::Overdue)[1]).unwrap();
+    let overdue = t
+        .render_in(
+            EmailKind::Overdue,
+            Locale::ZhCn,
+            &samples_zh(EmailKind::Overdue)[1],
+        )
+        .unwrap();
     assert_eq!(overdue.subject, "逾期提醒：¥2,132.38已逾期45天");
 }
 
@@ -166,7 +284,12 @@ fn html_escapes_and_text_does_not() {
     ctx.customer_name = "<script>alert('x')</script> & Co".into();
     let e = t.render_in(EmailKind::Upcoming, Locale::En, &ctx).unwrap();
     assert!(!e.html.contains("<script>"));
-    assert!(e.html.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; Co"), "{}", e.html);
+    assert!(
+        e.html
+            .contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2f;script&gt; &amp; Co"),
+        "{}",
+        e.html
+    );
     assert!(e.text.contains("Hi <script>alert('x')</script> & Co,"));
 }
 
@@ -180,7 +303,11 @@ fn subject_stays_one_line_whatever_the_data() {
     assert!(e.subject.contains("31 Jan Bcc: x@evil.example"));
 
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "en/upcoming.subject.txt", "Hello {{ customer_name }}\n\n");
+    write(
+        dir.path(),
+        "en/upcoming.subject.txt",
+        "Hello {{ customer_name }}\n\n",
+    );
     let t = Templates::load(Some(dir.path())).unwrap();
     ctx.customer_name = "Eve\r\nBcc: x@evil.example".into();
     let e = t.render_in(EmailKind::Upcoming, Locale::En, &ctx).unwrap();
@@ -191,16 +318,39 @@ fn subject_stays_one_line_whatever_the_data() {
 fn an_override_replaces_only_its_own_file() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "zh-CN/upcoming.txt", "自定义：{{ amount }}\n");
-    write(dir.path(), "en/_footer.txt", "-- Custom footer for {{ lender_name }}\n");
+    write(
+        dir.path(),
+        "en/_footer.txt",
+        "-- Custom footer for {{ lender_name }}\n",
+    );
     write(dir.path(), "README.md", "not a template, ignored");
     write(dir.path(), "en/.upcoming.txt.swp", "editor junk, ignored");
     let t = Templates::load(Some(dir.path())).unwrap();
     t.check_all().unwrap();
-    let zh = t.render_in(EmailKind::Upcoming, Locale::ZhCn, &samples_zh(EmailKind::Upcoming)[0]).unwrap();
+    let zh = t
+        .render_in(
+            EmailKind::Upcoming,
+            Locale::ZhCn,
+            &samples_zh(EmailKind::Upcoming)[0],
+        )
+        .unwrap();
     assert_eq!(zh.text, "自定义：¥1,066.19\n");
-    assert!(zh.html.contains("您尾号3000的账户余额充足"), "the built-in HTML stays");
-    let en = t.render_in(EmailKind::Upcoming, Locale::En, &sample(EmailKind::Upcoming, Locale::En)).unwrap();
-    assert!(en.text.ends_with("-- Custom footer for Example Finance\n"), "{}", en.text);
+    assert!(
+        zh.html.contains("您尾号3000的账户余额充足"),
+        "the built-in HTML stays"
+    );
+    let en = t
+        .render_in(
+            EmailKind::Upcoming,
+            Locale::En,
+            &sample(EmailKind::Upcoming, Locale::En),
+        )
+        .unwrap();
+    assert!(
+        en.text.ends_with("-- Custom footer for Example Finance\n"),
+        "{}",
+        en.text
+    );
     assert!(format!("{t:?}").contains("_footer.txt"));
 }
 
@@ -214,13 +364,22 @@ fn an_override_may_add_partials_but_not_unknown_templates() {
         "{% include \"_brand.html\" %} {{ amount }}",
     );
     let t = Templates::load(Some(dir.path())).unwrap();
-    let e = t.render_in(EmailKind::Upcoming, Locale::En, &sample(EmailKind::Upcoming, Locale::En)).unwrap();
+    let e = t
+        .render_in(
+            EmailKind::Upcoming,
+            Locale::En,
+            &sample(EmailKind::Upcoming, Locale::En),
+        )
+        .unwrap();
     assert_eq!(e.html, "<b>Example Finance</b> ¥1,066.19");
 
     let bad = write(dir.path(), "en/upcomming.txt", "typo");
     let err = Templates::load(Some(dir.path())).unwrap_err();
     assert!(matches!(err, TemplateError::UnknownOverride { .. }));
-    assert!(err.to_string().starts_with(&bad.display().to_string()), "{err}");
+    assert!(
+        err.to_string().starts_with(&bad.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -233,8 +392,20 @@ fn a_syntax_error_names_the_override_file_and_line() {
     );
     let err = Templates::load(Some(dir.path())).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("{} line ", path.display())), "{msg}");
-    assert!(matches!(err, TemplateError::Template { line: Some(3..=4), .. }), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{} line ", path.display())),
+        "{msg}"
+    );
+    assert!(
+        matches!(
+            err,
+            TemplateError::Template {
+                line: Some(3..=4),
+                ..
+            }
+        ),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -248,15 +419,25 @@ fn a_render_error_names_the_file_and_line() {
     let t = Templates::load(Some(dir.path())).expect("compiles; the typo shows when rendering");
     let err = t.check_all().unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with(&format!("{} line 3: ", path.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{} line 3: ", path.display())),
+        "{msg}"
+    );
     assert!(msg.contains("undefined"), "{msg}");
 
     // An error in a built-in-style layout is named by the layout's own file.
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "en/_layout.html", "<html>\n{{ lender }}\n{% block content %}{% endblock %}</html>");
+    let path = write(
+        dir.path(),
+        "en/_layout.html",
+        "<html>\n{{ lender }}\n{% block content %}{% endblock %}</html>",
+    );
     let t = Templates::load(Some(dir.path())).unwrap();
     let msg = t.check_all().unwrap_err().to_string();
-    assert!(msg.starts_with(&format!("{} line 2: ", path.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{} line 2: ", path.display())),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -266,8 +447,14 @@ fn printing_an_unset_value_is_an_error_not_the_word_none() {
     let t = Templates::load(Some(dir.path())).unwrap();
     let mut ctx = sample(EmailKind::Upcoming, Locale::En);
     ctx.shortfall = None;
-    let msg = t.render_in(EmailKind::Upcoming, Locale::En, &ctx).unwrap_err().to_string();
-    assert!(msg.starts_with(&format!("{} line 2: ", path.display())), "{msg}");
+    let msg = t
+        .render_in(EmailKind::Upcoming, Locale::En, &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.starts_with(&format!("{} line 2: ", path.display())),
+        "{msg}"
+    );
     assert!(msg.contains("not set"), "{msg}");
 }
 
@@ -276,7 +463,10 @@ fn built_in_errors_name_the_templates_path() {
     let t = builtin();
     let err = template_error(&t.files, Error::new(ErrorKind::InvalidOperation, "x"));
     assert_eq!(err.to_string(), "template: invalid operation: x");
-    assert_eq!(t.file_of("zh-CN/upcoming.html"), "templates/zh-CN/upcoming.html");
+    assert_eq!(
+        t.file_of("zh-CN/upcoming.html"),
+        "templates/zh-CN/upcoming.html"
+    );
 }
 
 #[test]
@@ -285,7 +475,9 @@ fn missing_facts_are_refused_before_rendering() {
     let mut ctx = sample(EmailKind::BalanceLow, Locale::En);
     ctx.shortfall = None;
     ctx.amount = String::new();
-    let err = t.render_in(EmailKind::BalanceLow, Locale::En, &ctx).unwrap_err();
+    let err = t
+        .render_in(EmailKind::BalanceLow, Locale::En, &ctx)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "a balance_low email needs amount, shortfall in its context"
@@ -296,9 +488,15 @@ fn missing_facts_are_refused_before_rendering() {
 fn account_is_masked_to_its_last_four() {
     let mut ctx = TemplateContext::default();
     ctx.set_account("DE89370400440532013000");
-    assert_eq!((ctx.account.as_str(), ctx.account_ending.as_str()), ("****3000", "3000"));
+    assert_eq!(
+        (ctx.account.as_str(), ctx.account_ending.as_str()),
+        ("****3000", "3000")
+    );
     ctx.set_account("123");
-    assert_eq!((ctx.account.as_str(), ctx.account_ending.as_str()), ("****", "****"));
+    assert_eq!(
+        (ctx.account.as_str(), ctx.account_ending.as_str()),
+        ("****", "****")
+    );
 }
 
 #[test]
@@ -315,7 +513,11 @@ fn zz_dump_preview() {
         for kind in EmailKind::ALL {
             for (i, ctx) in samples(kind, locale).into_iter().enumerate() {
                 let e = t.render_in(kind, locale, &ctx).unwrap();
-                std::fs::write(out.join(format!("{locale}-{kind}-{i}.txt")), format!("Subject: {}\n\n{}", e.subject, e.text)).unwrap();
+                std::fs::write(
+                    out.join(format!("{locale}-{kind}-{i}.txt")),
+                    format!("Subject: {}\n\n{}", e.subject, e.text),
+                )
+                .unwrap();
                 std::fs::write(out.join(format!("{locale}-{kind}-{i}.html")), e.html).unwrap();
             }
         }

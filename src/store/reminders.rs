@@ -1,0 +1,362 @@
+//! Customer emails as work rows: planning, claiming with leases, fenced state changes.
+
+use super::{Inner, NewEvent, Result, Store, StoreError};
+
+/// An installment due within the horizon with no pre-due reminder planned yet.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReminderCandidate {
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub due_date: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReminder {
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub kind: &'static str,
+    pub offset_key: i64,
+    pub scheduled_at_ms: i64,
+    /// What the email must say that is not in the database later (failure, next try).
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct ReminderRow {
+    pub id: i64,
+    pub installment_id: i64,
+    pub agreement_id: i64,
+    pub kind: String,
+    pub offset_key: i64,
+    pub scheduled_at_ms: i64,
+    pub state: String,
+    pub lease_owner: Option<String>,
+    pub tries: i64,
+    pub message_id: Option<String>,
+    pub template: Option<String>,
+    pub detail: String,
+    pub last_error: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub sent_at_ms: Option<i64>,
+}
+
+const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, kind, offset_key, \
+    scheduled_at_ms, state, lease_owner, tries, message_id, template, detail, last_error, \
+    cancel_reason, sent_at_ms";
+
+/// Everything an email about one installment needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReminderContext {
+    pub customer_name: String,
+    pub email: String,
+    pub locale: String,
+    pub time_zone: String,
+    pub agreement_external_id: String,
+    pub agreement_status: String,
+    pub currency: String,
+    pub account_ref: String,
+    pub seq: i64,
+    pub due_date: String,
+    pub total_minor: i64,
+    pub paid_minor: i64,
+    pub installment_status: String,
+    pub installment_count: i64,
+    /// Still owed on the whole agreement.
+    pub remaining_minor: i64,
+    /// The next unpaid installment after this one, if any.
+    pub next_due_date: Option<String>,
+    pub next_due_minor: Option<i64>,
+}
+
+/// A change to one reminder, fenced by state and lease owner.
+#[derive(Debug, Clone, Default)]
+pub struct ReminderChange {
+    pub state: &'static str,
+    pub scheduled_at_ms: Option<i64>,
+    pub message_id: Option<String>,
+    pub template: Option<String>,
+    pub last_error: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub sent_at_ms: Option<i64>,
+    pub bump_tries: bool,
+    pub release_lease: bool,
+}
+
+/// Inserts a reminder with `ON CONFLICT DO NOTHING`; evaluates to the new id, if any.
+macro_rules! insert_reminder_sql {
+    ($conn:expr, $r:expr, $now_ms:expr) => {{
+        let r: &$crate::store::reminders::NewReminder = $r;
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO reminders (installment_id, agreement_id, kind, offset_key, \
+                 scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(r.installment_id)
+        .bind(r.agreement_id)
+        .bind(r.kind)
+        .bind(r.offset_key)
+        .bind(r.scheduled_at_ms)
+        .bind(r.detail.to_string())
+        .bind($now_ms)
+        .fetch_optional($conn)
+        .await?
+    }};
+}
+pub(crate) use insert_reminder_sql;
+
+impl Store {
+    /// Unpaid installments of active agreements due on or before `horizon_date` that have
+    /// no pre-due reminder yet, in id order after `after_id`.
+    pub async fn reminder_candidates(
+        &self,
+        horizon_date: &str,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<ReminderCandidate>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ReminderCandidate>(
+                "SELECT i.id AS installment_id, i.agreement_id, i.due_date, c.time_zone \
+                 FROM installments i \
+                 JOIN agreements a ON a.id = i.agreement_id \
+                 JOIN customers c ON c.id = a.customer_id \
+                 WHERE i.status = 'unpaid' AND a.status = 'active' AND i.due_date <= $1 \
+                   AND i.id > $2 \
+                   AND NOT EXISTS (SELECT 1 FROM reminders r \
+                                   WHERE r.installment_id = i.id AND r.kind = 'upcoming') \
+                 ORDER BY i.id LIMIT $3",
+            )
+            .bind(horizon_date)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Plans several reminders in one transaction; returns how many were new.
+    pub async fn insert_reminders(&self, reminders: &[NewReminder], now_ms: i64) -> Result<u64> {
+        let created = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut created = 0_u64;
+            for r in reminders {
+                if insert_reminder_sql!(&mut *tx, r, now_ms).is_some() {
+                    created += 1;
+                }
+            }
+            tx.commit().await?;
+            created
+        });
+        Ok(created)
+    }
+
+    /// Claims up to `limit` reminders that are due, or whose sender died mid-send (lease
+    /// expired: they are sent again, with the same Message-ID).
+    pub async fn claim_due_reminders(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ReminderRow>> {
+        let due = "(state = 'pending' AND scheduled_at_ms <= $2) \
+                   OR (state = 'sending' AND lease_until_ms < $2)";
+        let mut rows = match &self.inner {
+            Inner::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE reminders SET state = 'sending', lease_owner = $1, \
+                        lease_until_ms = $3, updated_at_ms = $2 \
+                     WHERE id IN (SELECT id FROM reminders WHERE {due} \
+                                  ORDER BY scheduled_at_ms, id LIMIT $4) \
+                     RETURNING {REMINDER_COLUMNS}"
+                );
+                sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_until_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Inner::Postgres(pool) => {
+                let sql = format!(
+                    "WITH picked AS (SELECT id FROM reminders WHERE {due} \
+                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
+                                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE reminders r SET state = 'sending', lease_owner = $1, \
+                        lease_until_ms = $3, updated_at_ms = $2 \
+                     FROM picked WHERE r.id = picked.id \
+                     RETURNING {}",
+                    REMINDER_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("r.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_until_ms)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
+        Ok(rows)
+    }
+
+    pub async fn reminder_context(&self, reminder_id: i64) -> Result<ReminderContext> {
+        let row = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ReminderContext>(
+                "SELECT c.name AS customer_name, c.email, c.locale, c.time_zone, \
+                        a.external_id AS agreement_external_id, a.status AS agreement_status, \
+                        a.currency, f.external_ref AS account_ref, \
+                        i.seq, i.due_date, i.total_minor, i.paid_minor, \
+                        i.status AS installment_status, \
+                        (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
+                            AS installment_count, \
+                        (SELECT COALESCE(SUM(x.total_minor - x.paid_minor), 0) FROM installments x \
+                          WHERE x.agreement_id = a.id AND x.status = 'unpaid') AS remaining_minor, \
+                        (SELECT MIN(x.due_date) FROM installments x \
+                          WHERE x.agreement_id = a.id AND x.status = 'unpaid' AND x.seq > i.seq) \
+                            AS next_due_date, \
+                        (SELECT x.total_minor - x.paid_minor FROM installments x \
+                          WHERE x.agreement_id = a.id AND x.status = 'unpaid' AND x.seq > i.seq \
+                          ORDER BY x.seq LIMIT 1) AS next_due_minor \
+                 FROM reminders r \
+                 JOIN installments i ON i.id = r.installment_id \
+                 JOIN agreements a ON a.id = i.agreement_id \
+                 JOIN customers c ON c.id = a.customer_id \
+                 JOIN funding_accounts f ON f.id = a.funding_account_id \
+                 WHERE r.id = $1",
+            )
+            .bind(reminder_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.ok_or(StoreError::NotFound {
+            what: "reminder",
+            id: reminder_id.to_string(),
+        })
+    }
+
+    /// The smallest offset among this installment's other pre-due reminders that are
+    /// already due and still pending: a later reminder that makes this one redundant.
+    pub async fn superseding_reminder(
+        &self,
+        installment_id: i64,
+        offset_key: i64,
+        now_ms: i64,
+    ) -> Result<Option<i64>> {
+        let found = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(offset_key) FROM reminders \
+                 WHERE installment_id = $1 AND kind = 'upcoming' AND offset_key < $2 \
+                   AND state = 'pending' AND scheduled_at_ms <= $3",
+            )
+            .bind(installment_id)
+            .bind(offset_key)
+            .bind(now_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(found)
+    }
+
+    /// Applies a fenced change to one reminder, with its event, in one transaction.
+    pub async fn apply_reminder_change(
+        &self,
+        reminder_id: i64,
+        owner: &str,
+        change: &ReminderChange,
+        event: Option<&NewEvent>,
+        now_ms: i64,
+    ) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE reminders SET state = $1, \
+                    scheduled_at_ms = COALESCE($2, scheduled_at_ms), \
+                    message_id = COALESCE($3, message_id), \
+                    template = COALESCE($4, template), \
+                    last_error = COALESCE($5, last_error), \
+                    cancel_reason = COALESCE($6, cancel_reason), \
+                    sent_at_ms = COALESCE($7, sent_at_ms), \
+                    tries = tries + $8, \
+                    lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
+                    lease_until_ms = CASE WHEN $9 = 1 THEN NULL ELSE lease_until_ms END, \
+                    updated_at_ms = $10 \
+                 WHERE id = $11 AND state = 'sending' AND lease_owner = $12",
+            )
+            .bind(change.state)
+            .bind(change.scheduled_at_ms)
+            .bind(change.message_id.as_deref())
+            .bind(change.template.as_deref())
+            .bind(change.last_error.as_deref())
+            .bind(change.cancel_reason.as_deref())
+            .bind(change.sent_at_ms)
+            .bind(i64::from(change.bump_tries))
+            .bind(i64::from(change.release_lease))
+            .bind(now_ms)
+            .bind(reminder_id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced {
+                    attempt_id: reminder_id,
+                    expected_state: "sending".into(),
+                });
+            }
+            if let Some(ev) = event {
+                insert_event!(&mut *tx, ev)?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn reminders_for_agreement(&self, agreement_id: i64) -> Result<Vec<ReminderRow>> {
+        let sql = format!(
+            "SELECT {REMINDER_COLUMNS} FROM reminders WHERE agreement_id = $1 \
+             ORDER BY scheduled_at_ms, id"
+        );
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(agreement_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// The earliest instant at which some reminder needs work, if any.
+    pub async fn next_reminder_due_ms(&self) -> Result<Option<i64>> {
+        let next = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(CASE WHEN state = 'pending' THEN scheduled_at_ms ELSE lease_until_ms END) \
+                 FROM reminders WHERE state IN ('pending', 'sending')",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(next)
+    }
+
+    /// Reminders per kind and state, for logs, metrics and tests.
+    pub async fn reminder_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT kind, state, COUNT(*) FROM reminders GROUP BY kind, state ORDER BY kind, state",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}
