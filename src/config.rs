@@ -255,14 +255,20 @@ impl Settings {
                 "database.url",
                 "is required (inline, REPAYD__DATABASE__URL, or database.url_file)",
             ));
-        } else if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        } else if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             problems.push(ConfigError::invalid(
                 "database.url",
                 "must start with sqlite: or postgres:// (the URL itself is not shown, it may hold a password)",
             ));
         }
         if self.database.max_connections == 0 {
-            problems.push(ConfigError::invalid("database.max_connections", "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(ConfigError::invalid("log.level", e.to_string()));
@@ -271,7 +277,10 @@ impl Settings {
             problems.push(ConfigError::invalid("debit.local_time", e.to_string()));
         }
         if self.debit.batch_size == 0 {
-            problems.push(ConfigError::invalid("debit.batch_size", "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "debit.batch_size",
+                "must be at least 1",
+            ));
         }
         if self.debit.lease_seconds < 30 {
             problems.push(ConfigError::invalid(
@@ -295,14 +304,22 @@ impl Settings {
             problems.push(ConfigError::invalid("reminders.local_time", e.to_string()));
         }
         for (key, value) in [
-            ("reminders.quiet_hours_start", &self.reminders.quiet_hours_start),
+            (
+                "reminders.quiet_hours_start",
+                &self.reminders.quiet_hours_start,
+            ),
             ("reminders.quiet_hours_end", &self.reminders.quiet_hours_end),
         ] {
             if let Err(e) = crate::domain::worktime::parse_local_time(value) {
                 problems.push(ConfigError::invalid(key, e.to_string()));
             }
         }
-        if self.reminders.offsets_days.iter().any(|d| *d == 0 || *d > 60) {
+        if self
+            .reminders
+            .offsets_days
+            .iter()
+            .any(|d| *d == 0 || *d > 60)
+        {
             problems.push(ConfigError::invalid(
                 "reminders.offsets_days",
                 "each offset must be between 1 and 60 days before the due date",
@@ -322,7 +339,10 @@ impl Settings {
             }
         }
         if self.retry.max_attempts == 0 {
-            problems.push(ConfigError::invalid("retry.max_attempts", "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "retry.max_attempts",
+                "must be at least 1",
+            ));
         }
         if self.retry.technical_backoff_minutes.is_empty() {
             problems.push(ConfigError::invalid(
@@ -334,7 +354,10 @@ impl Settings {
             problems.push(ConfigError::invalid("engine.planner_cron", e));
         }
         if self.engine.poll_seconds == 0 {
-            problems.push(ConfigError::invalid("engine.poll_seconds", "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "engine.poll_seconds",
+                "must be at least 1",
+            ));
         }
         if let Some(cal) = &self.schedule.calendar {
             if let Err(e) = crate::domain::HolidayCalendar::from_file(cal) {
@@ -390,7 +413,9 @@ pub fn resolve_secret(
                     format!("cannot read {}: {e}", expanded.display()),
                 )
             })?;
-            Ok(Some(SecretString::from(text.trim_end_matches(['\n', '\r']).to_string())))
+            Ok(Some(SecretString::from(
+                text.trim_end_matches(['\n', '\r']).to_string(),
+            )))
         }
         (None, None) => Ok(None),
     }

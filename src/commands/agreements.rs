@@ -195,8 +195,17 @@ pub fn render_list_table(rows: &[AgreementListRow]) -> String {
         return "no agreements\n".to_string();
     }
     let header = [
-        "ID", "AGREEMENT", "STATUS", "CUR", "TOTAL", "PAID", "PAID/N", "NEXT DUE", "MANDATE",
-        "METHOD", "CUSTOMER",
+        "ID",
+        "AGREEMENT",
+        "STATUS",
+        "CUR",
+        "TOTAL",
+        "PAID",
+        "PAID/N",
+        "NEXT DUE",
+        "MANDATE",
+        "METHOD",
+        "CUSTOMER",
     ];
     let right = [
         true, false, false, false, true, true, true, false, false, false, false,
@@ -347,7 +356,13 @@ fn describe_terms(terms_json: Option<&str>) -> String {
     else {
         return "explicit schedule (as the upstream system computed it)".into();
     };
-    let s = |k: &str| terms.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+    let s = |k: &str| {
+        terms
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_string()
+    };
     let n = terms
         .get("installments")
         .and_then(|v| v.as_u64())

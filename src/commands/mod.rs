@@ -37,7 +37,10 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.downcast_ref::<ConfigError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<ConfigError>().is_some())
+    {
         EXIT_CONFIG as u8
     } else {
         1
@@ -93,8 +96,12 @@ fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
     use std::str::FromStr;
     let currency = Currency::parse(&args.currency).context("--currency")?;
     let principal = Money::parse(&args.principal, currency).context("--principal")?;
-    let annual_rate = Decimal::from_str(args.annual_rate.trim())
-        .with_context(|| format!("--annual-rate {:?} is not a decimal fraction", args.annual_rate))?;
+    let annual_rate = Decimal::from_str(args.annual_rate.trim()).with_context(|| {
+        format!(
+            "--annual-rate {:?} is not a decimal fraction",
+            args.annual_rate
+        )
+    })?;
     let fee_rate = Decimal::from_str(args.fee_rate.trim())
         .with_context(|| format!("--fee-rate {:?} is not a decimal fraction", args.fee_rate))?;
     let calendar = match &args.calendar {

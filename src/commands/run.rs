@@ -58,9 +58,12 @@ pub async fn build_gateway(
 ) -> anyhow::Result<Arc<dyn PaymentGateway>> {
     Ok(match settings.gateway.kind {
         GatewayKind::Sandbox => Arc::new(
-            crate::gateway::sandbox::SandboxBank::new(store.clone(), settings.gateway.sandbox.clone())
-                .await
-                .context("starting the sandbox bank")?,
+            crate::gateway::sandbox::SandboxBank::new(
+                store.clone(),
+                settings.gateway.sandbox.clone(),
+            )
+            .await
+            .context("starting the sandbox bank")?,
         ),
         GatewayKind::Http => {
             let http = settings
@@ -81,7 +84,11 @@ pub fn build_mail(settings: &Settings) -> anyhow::Result<crate::engine::MailDeps
         .context("loading email templates")?;
     templates.check_all().context("checking email templates")?;
     let mailer = crate::mail::build_mailer(&settings.mail)?;
-    Ok(crate::engine::MailDeps::new(mailer, templates, settings.mail.clone()))
+    Ok(crate::engine::MailDeps::new(
+        mailer,
+        templates,
+        settings.mail.clone(),
+    ))
 }
 
 /// A name for this worker in leases and logs: host, process id and a random suffix, so a
@@ -137,7 +144,9 @@ fn reload(engine: &Engine, config_path: &std::path::Path) {
             }
             tracing::info!(config = %config_path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the previous settings"),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the previous settings")
+        }
     }
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }

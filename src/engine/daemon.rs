@@ -45,15 +45,23 @@ impl Daemon {
             expr: planner_cron.to_string(),
             reason,
         };
-        let scheduler = JobScheduler::new().await.map_err(|e| cron_err(e.to_string()))?;
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| cron_err(e.to_string()))?;
         let tick = Arc::clone(&plan);
         let job = Job::new_async(planner_cron, move |_id, _sched| {
             let tick = Arc::clone(&tick);
             Box::pin(async move { tick.notify_one() })
         })
         .map_err(|e| cron_err(e.to_string()))?;
-        scheduler.add(job).await.map_err(|e| cron_err(e.to_string()))?;
-        scheduler.start().await.map_err(|e| cron_err(e.to_string()))?;
+        scheduler
+            .add(job)
+            .await
+            .map_err(|e| cron_err(e.to_string()))?;
+        scheduler
+            .start()
+            .await
+            .map_err(|e| cron_err(e.to_string()))?;
 
         let mut tasks = tokio::task::JoinSet::new();
         // Catch up at start: plan once before the first tick.
@@ -92,7 +100,10 @@ impl Daemon {
     /// are reconciled by key after the restart.
     pub async fn run_until_stopped(mut self, drain: Duration) {
         self.shutdown.cancelled().await;
-        tracing::info!(drain_seconds = drain.as_secs(), "stopping: no new work is claimed; finishing in-flight debits");
+        tracing::info!(
+            drain_seconds = drain.as_secs(),
+            "stopping: no new work is claimed; finishing in-flight debits"
+        );
         let _ = self.scheduler.shutdown().await;
         let finished = tokio::time::timeout(drain, async {
             while self.tasks.join_next().await.is_some() {}
@@ -101,7 +112,9 @@ impl Daemon {
         match finished {
             Ok(()) => tracing::info!("stopped cleanly: all in-flight work recorded"),
             Err(_) => {
-                tracing::warn!("drain time exceeded: unfinished attempts keep their lease and are reconciled by key after restart");
+                tracing::warn!(
+                    "drain time exceeded: unfinished attempts keep their lease and are reconciled by key after restart"
+                );
                 self.tasks.abort_all();
             }
         }
@@ -122,7 +135,9 @@ async fn planner_loop(
         match engine.plan().await {
             Ok(report) if report.attempts_created > 0 => work.notify_one(),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "planning failed; will try again on the next tick"),
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "planning failed; will try again on the next tick")
+            }
         }
     }
 }
@@ -130,14 +145,20 @@ async fn planner_loop(
 async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         match engine.run_due(&shutdown).await {
-            Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due debit attempts"),
+            Ok(report) if report.claimed > 0 => {
+                tracing::debug!(?report, "processed due debit attempts")
+            }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "processing due debits failed; will try again"),
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "processing due debits failed; will try again")
+            }
         }
         match engine.run_reminders(&shutdown).await {
             Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due reminders"),
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, retryable = e.is_retryable(), "sending due reminders failed; will try again"),
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "sending due reminders failed; will try again")
+            }
         }
         let poll = engine.policy().poll;
         tokio::select! {

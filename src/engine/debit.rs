@@ -10,7 +10,9 @@ use crate::clock::to_epoch_ms;
 use crate::domain::{Currency, Money, worktime};
 use crate::gateway::{DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome};
 use crate::mask;
-use crate::store::debits::{AttemptChange, AttemptRow, DebitContext, Effects, Fence, NewAttempt, PaymentApplied};
+use crate::store::debits::{
+    AttemptChange, AttemptRow, DebitContext, Effects, Fence, NewAttempt, PaymentApplied,
+};
 use crate::store::{NewEvent, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
@@ -37,7 +39,10 @@ enum Step {
 impl Engine {
     /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
     /// attempts always finish (and are recorded) before this returns.
-    pub async fn run_due(self: &Arc<Self>, shutdown: &CancellationToken) -> Result<RunReport, EngineError> {
+    pub async fn run_due(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> Result<RunReport, EngineError> {
         let mut report = RunReport::default();
         loop {
             if shutdown.is_cancelled() {
@@ -115,7 +120,11 @@ impl Engine {
     }
 
     /// Claim -> context checks -> funds check -> submitted -> debit -> outcome.
-    async fn debit_flow(&self, attempt: &AttemptRow, mut fence: Fence) -> Result<Step, EngineError> {
+    async fn debit_flow(
+        &self,
+        attempt: &AttemptRow,
+        mut fence: Fence,
+    ) -> Result<Step, EngineError> {
         let ctx = self.store.debit_context(attempt.id).await?;
         let currency = currency_of(&ctx)?;
         if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
@@ -132,7 +141,13 @@ impl Engine {
         match answer {
             Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
             Ok(FundsAnswer::Insufficient { shortfall }) => {
-                let next = self.next_attempt(attempt, &ctx, RetryKind::InsufficientFunds, now, &policy.retry)?;
+                let next = self.next_attempt(
+                    attempt,
+                    &ctx,
+                    RetryKind::InsufficientFunds,
+                    now,
+                    &policy.retry,
+                )?;
                 tracing::info!(
                     account = %mask::account(&ctx.account_ref),
                     amount = %amount,
@@ -150,26 +165,51 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                let mut events = vec![self.event(attempt, now_ms, "funds_insufficient", serde_json::json!({
-                    "attempt_no": attempt.attempt_no,
-                    "amount": amount.plain(),
-                    "currency": currency.code(),
-                    "shortfall": shortfall.map(|s| s.plain()),
-                    "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
-                }))];
+                let mut events = vec![self.event(
+                    attempt,
+                    now_ms,
+                    "funds_insufficient",
+                    serde_json::json!({
+                        "attempt_no": attempt.attempt_no,
+                        "amount": amount.plain(),
+                        "currency": currency.code(),
+                        "shortfall": shortfall.map(|s| s.plain()),
+                        "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+                    }),
+                )];
                 if next.is_none() {
-                    events.push(self.event(attempt, now_ms, "debit_retries_exhausted", serde_json::json!({
-                        "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
-                    })));
+                    events.push(self.event(
+                        attempt,
+                        now_ms,
+                        "debit_retries_exhausted",
+                        serde_json::json!({
+                            "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
+                        }),
+                    ));
                 }
-                let reminder = self.debit_notice(attempt, &ctx, "debit_failed", serde_json::json!({
-                    "failure": "insufficient_funds",
-                    "amount_minor": owed,
-                    "shortfall_minor": shortfall.map(|s| s.minor()),
-                    "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
-                }))?;
+                let reminder = self.debit_notice(
+                    attempt,
+                    &ctx,
+                    "debit_failed",
+                    serde_json::json!({
+                        "failure": "insufficient_funds",
+                        "amount_minor": owed,
+                        "shortfall_minor": shortfall.map(|s| s.minor()),
+                        "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+                    }),
+                )?;
                 self.store
-                    .apply_attempt_change(&fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms)
+                    .apply_attempt_change(
+                        &fence,
+                        &change,
+                        &Effects {
+                            events,
+                            next_attempt: next,
+                            payment: None,
+                            reminder,
+                        },
+                        now_ms,
+                    )
                     .await?;
                 return Ok(Step::InsufficientFunds);
             }
@@ -185,7 +225,15 @@ impl Engine {
             "attempt_no": attempt.attempt_no, "amount": amount.plain(), "currency": currency.code(),
         }))];
         self.store
-            .apply_attempt_change(&fence, &change, &Effects { events, ..Default::default() }, now_ms)
+            .apply_attempt_change(
+                &fence,
+                &change,
+                &Effects {
+                    events,
+                    ..Default::default()
+                },
+                now_ms,
+            )
             .await?;
         fence.expected_state = "funds_checked".into();
 
@@ -193,7 +241,13 @@ impl Engine {
     }
 
     /// Marks the attempt submitted (committed), then sends the debit under its key.
-    async fn submit(&self, attempt: &AttemptRow, mut fence: Fence, ctx: &DebitContext, amount: Money) -> Result<Step, EngineError> {
+    async fn submit(
+        &self,
+        attempt: &AttemptRow,
+        mut fence: Fence,
+        ctx: &DebitContext,
+        amount: Money,
+    ) -> Result<Step, EngineError> {
         let now_ms = to_epoch_ms(self.clock.now());
         let resubmission = fence.expected_state != "funds_checked";
         let change = AttemptChange {
@@ -201,14 +255,31 @@ impl Engine {
             submitted_at_ms: Some(now_ms),
             ..Default::default()
         };
-        let events = vec![self.event(attempt, now_ms, if resubmission { "debit_resubmitted" } else { "debit_submitted" }, serde_json::json!({
-            "attempt_no": attempt.attempt_no,
-            "idempotency_key": attempt.idempotency_key,
-            "amount": amount.plain(),
-            "currency": amount.currency().code(),
-        }))];
+        let events = vec![self.event(
+            attempt,
+            now_ms,
+            if resubmission {
+                "debit_resubmitted"
+            } else {
+                "debit_submitted"
+            },
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no,
+                "idempotency_key": attempt.idempotency_key,
+                "amount": amount.plain(),
+                "currency": amount.currency().code(),
+            }),
+        )];
         self.store
-            .apply_attempt_change(&fence, &change, &Effects { events, ..Default::default() }, now_ms)
+            .apply_attempt_change(
+                &fence,
+                &change,
+                &Effects {
+                    events,
+                    ..Default::default()
+                },
+                now_ms,
+            )
             .await?;
         fence.expected_state = "submitted".into();
 
@@ -217,11 +288,15 @@ impl Engine {
             mandate_ref: ctx.mandate_ref.clone(),
             amount,
             idempotency_key: attempt.idempotency_key.clone(),
-            reference: format!("{} {}/{}", ctx.agreement_external_id, ctx.seq, ctx.installment_count),
+            reference: format!(
+                "{} {}/{}",
+                ctx.agreement_external_id, ctx.seq, ctx.installment_count
+            ),
         };
         tracing::info!(account = %mask::account(&ctx.account_ref), amount = %amount, "debit submitted");
         let outcome = self.gateway.debit(&request).await;
-        self.record_outcome(attempt, &fence, ctx, amount, outcome).await
+        self.record_outcome(attempt, &fence, ctx, amount, outcome)
+            .await
     }
 
     /// Records what the gateway said about a submitted debit.
@@ -248,33 +323,60 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                let events = vec![self.event(attempt, now_ms, "debit_succeeded", serde_json::json!({
-                    "attempt_no": attempt.attempt_no,
-                    "amount": amount.plain(),
-                    "currency": amount.currency().code(),
-                    "gateway_ref": gateway_ref,
-                }))];
+                let events = vec![self.event(
+                    attempt,
+                    now_ms,
+                    "debit_succeeded",
+                    serde_json::json!({
+                        "attempt_no": attempt.attempt_no,
+                        "amount": amount.plain(),
+                        "currency": amount.currency().code(),
+                        "gateway_ref": gateway_ref,
+                    }),
+                )];
                 let payment = PaymentApplied {
                     installment_id: attempt.installment_id,
                     agreement_id: attempt.agreement_id,
                     amount_minor: amount.minor(),
                     at_ms: now_ms,
                 };
-                let reminder = self.debit_notice(attempt, ctx, "debit_succeeded", serde_json::json!({
-                    "amount_minor": amount.minor(),
-                    "paid_at_ms": now_ms,
-                    "gateway_ref": gateway_ref,
-                }))?;
+                let reminder = self.debit_notice(
+                    attempt,
+                    ctx,
+                    "debit_succeeded",
+                    serde_json::json!({
+                        "amount_minor": amount.minor(),
+                        "paid_at_ms": now_ms,
+                        "gateway_ref": gateway_ref,
+                    }),
+                )?;
                 let applied = self
                     .store
-                    .apply_attempt_change(fence, &change, &Effects { events, next_attempt: None, payment: Some(payment), reminder }, now_ms)
+                    .apply_attempt_change(
+                        fence,
+                        &change,
+                        &Effects {
+                            events,
+                            next_attempt: None,
+                            payment: Some(payment),
+                            reminder,
+                        },
+                        now_ms,
+                    )
                     .await?;
                 if applied.excess_minor > 0 {
                     let excess = Money::from_minor(applied.excess_minor, amount.currency());
                     tracing::error!(excess = %excess, "debit exceeded what was owed (paid by other means meanwhile): refund needed");
-                    self.store.append_event(&self.event(attempt, now_ms, "overpayment", serde_json::json!({
-                        "excess": excess.plain(), "currency": excess.currency().code(),
-                    }))).await?;
+                    self.store
+                        .append_event(&self.event(
+                            attempt,
+                            now_ms,
+                            "overpayment",
+                            serde_json::json!({
+                                "excess": excess.plain(), "currency": excess.currency().code(),
+                            }),
+                        ))
+                        .await?;
                 }
                 tracing::info!(amount = %amount, installment_paid = applied.installment_paid, agreement_completed = applied.agreement_completed, "debit succeeded");
                 Ok(Step::Succeeded)
@@ -292,11 +394,26 @@ impl Engine {
                 let events = if fence.expected_state == "pending" {
                     Vec::new()
                 } else {
-                    vec![self.event(attempt, now_ms, "debit_pending", serde_json::json!({
-                        "attempt_no": attempt.attempt_no, "gateway_ref": gateway_ref,
-                    }))]
+                    vec![self.event(
+                        attempt,
+                        now_ms,
+                        "debit_pending",
+                        serde_json::json!({
+                            "attempt_no": attempt.attempt_no, "gateway_ref": gateway_ref,
+                        }),
+                    )]
                 };
-                self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+                self.store
+                    .apply_attempt_change(
+                        fence,
+                        &change,
+                        &Effects {
+                            events,
+                            ..Default::default()
+                        },
+                        now_ms,
+                    )
+                    .await?;
                 tracing::info!(next_lookup = %(now + wait).to_rfc3339(), "debit pending at the gateway");
                 Ok(Step::Pending)
             }
@@ -320,17 +437,31 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                let mut events = vec![self.event(attempt, now_ms, if hard { "debit_declined_hard" } else { "debit_declined" }, serde_json::json!({
-                    "attempt_no": attempt.attempt_no,
-                    "code": code,
-                    "reason": reason,
-                    "hard": hard,
-                    "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
-                }))];
+                let mut events = vec![self.event(
+                    attempt,
+                    now_ms,
+                    if hard {
+                        "debit_declined_hard"
+                    } else {
+                        "debit_declined"
+                    },
+                    serde_json::json!({
+                        "attempt_no": attempt.attempt_no,
+                        "code": code,
+                        "reason": reason,
+                        "hard": hard,
+                        "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+                    }),
+                )];
                 if next.is_none() && !hard {
-                    events.push(self.event(attempt, now_ms, "debit_retries_exhausted", serde_json::json!({
-                        "attempt_no": attempt.attempt_no, "last_outcome": code,
-                    })));
+                    events.push(self.event(
+                        attempt,
+                        now_ms,
+                        "debit_retries_exhausted",
+                        serde_json::json!({
+                            "attempt_no": attempt.attempt_no, "last_outcome": code,
+                        }),
+                    ));
                 }
                 let failure = if code == "insufficient_funds" {
                     "insufficient_funds"
@@ -339,12 +470,29 @@ impl Engine {
                 } else {
                     "declined"
                 };
-                let reminder = self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
-                    "failure": failure,
-                    "amount_minor": amount.minor(),
-                    "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
-                }))?;
-                self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms).await?;
+                let reminder = self.debit_notice(
+                    attempt,
+                    ctx,
+                    "debit_failed",
+                    serde_json::json!({
+                        "failure": failure,
+                        "amount_minor": amount.minor(),
+                        "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+                    }),
+                )?;
+                self.store
+                    .apply_attempt_change(
+                        fence,
+                        &change,
+                        &Effects {
+                            events,
+                            next_attempt: next,
+                            payment: None,
+                            reminder,
+                        },
+                        now_ms,
+                    )
+                    .await?;
                 if hard {
                     tracing::warn!(code = %code, reason = %reason, account = %mask::account(&ctx.account_ref), "hard decline: no further debits for this installment; operations must act");
                 } else {
@@ -362,12 +510,27 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                let events = vec![self.event(attempt, now_ms, "debit_outcome_unknown", serde_json::json!({
-                    "attempt_no": attempt.attempt_no,
-                    "error": e.to_string(),
-                    "next_lookup_at": (now + wait).to_rfc3339(),
-                }))];
-                self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+                let events = vec![self.event(
+                    attempt,
+                    now_ms,
+                    "debit_outcome_unknown",
+                    serde_json::json!({
+                        "attempt_no": attempt.attempt_no,
+                        "error": e.to_string(),
+                        "next_lookup_at": (now + wait).to_rfc3339(),
+                    }),
+                )];
+                self.store
+                    .apply_attempt_change(
+                        fence,
+                        &change,
+                        &Effects {
+                            events,
+                            ..Default::default()
+                        },
+                        now_ms,
+                    )
+                    .await?;
                 if retry.technical_exhausted(count + 1) {
                     tracing::error!(error = %e, lookups = count + 1, "debit outcome still unknown after repeated look-ups; operations should check with the gateway");
                 } else {
@@ -387,20 +550,29 @@ impl Engine {
         match self.gateway.lookup(&attempt.idempotency_key).await {
             Ok(LookupOutcome::Found(outcome)) => {
                 tracing::info!(?outcome, "reconciled by idempotency key");
-                self.record_outcome(attempt, &fence, &ctx, amount, Ok(outcome)).await
+                self.record_outcome(attempt, &fence, &ctx, amount, Ok(outcome))
+                    .await
             }
             Ok(LookupOutcome::NotFound) if fence.expected_state == "pending" => {
                 // The gateway told us it had it; now it does not. Keep looking, loudly.
-                self.record_outcome(attempt, &fence, &ctx, amount, Err(GatewayError::Protocol(
-                    "a pending debit is no longer known to the gateway".into(),
-                ))).await
+                self.record_outcome(
+                    attempt,
+                    &fence,
+                    &ctx,
+                    amount,
+                    Err(GatewayError::Protocol(
+                        "a pending debit is no longer known to the gateway".into(),
+                    )),
+                )
+                .await
             }
             Ok(LookupOutcome::NotFound) => {
                 // Never reached the gateway: send it again, under the same key, if it is
                 // still owed and allowed. The funds check of this attempt already passed.
                 if attempt.funds_checked_at_ms.is_none() {
                     return Err(EngineError::Data(format!(
-                        "attempt {} was submitted without a recorded funds check", attempt.id
+                        "attempt {} was submitted without a recorded funds check",
+                        attempt.id
                     )));
                 }
                 if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
@@ -409,23 +581,44 @@ impl Engine {
                 tracing::info!("gateway never saw this debit; re-submitting under the same key");
                 self.submit(attempt, fence, &ctx, amount).await
             }
-            Err(e) => self.record_outcome(attempt, &fence, &ctx, amount, Err(e)).await,
+            Err(e) => {
+                self.record_outcome(attempt, &fence, &ctx, amount, Err(e))
+                    .await
+            }
         }
     }
 
     /// Cancels or fails the attempt when the installment may not be debited (paid,
     /// agreement not active, no active mandate). `None` means go ahead.
-    async fn stop_if_not_debitable(&self, attempt: &AttemptRow, fence: &Fence, ctx: &DebitContext) -> Result<Option<Step>, EngineError> {
+    async fn stop_if_not_debitable(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        ctx: &DebitContext,
+    ) -> Result<Option<Step>, EngineError> {
         let now_ms = to_epoch_ms(self.clock.now());
-        let (state, code, step) = if ctx.installment_status != "unpaid" || ctx.total_minor <= ctx.paid_minor {
-            ("cancelled", format!("installment_{}", ctx.installment_status), Step::Cancelled)
-        } else if ctx.agreement_status != "active" {
-            ("cancelled", format!("agreement_{}", ctx.agreement_status), Step::Cancelled)
-        } else if ctx.mandate_status != "active" {
-            ("failed", format!("mandate_{}", ctx.mandate_status), Step::Failed)
-        } else {
-            return Ok(None);
-        };
+        let (state, code, step) =
+            if ctx.installment_status != "unpaid" || ctx.total_minor <= ctx.paid_minor {
+                (
+                    "cancelled",
+                    format!("installment_{}", ctx.installment_status),
+                    Step::Cancelled,
+                )
+            } else if ctx.agreement_status != "active" {
+                (
+                    "cancelled",
+                    format!("agreement_{}", ctx.agreement_status),
+                    Step::Cancelled,
+                )
+            } else if ctx.mandate_status != "active" {
+                (
+                    "failed",
+                    format!("mandate_{}", ctx.mandate_status),
+                    Step::Failed,
+                )
+            } else {
+                return Ok(None);
+            };
         let change = AttemptChange {
             state,
             finished_at_ms: Some(now_ms),
@@ -433,20 +626,45 @@ impl Engine {
             release_lease: true,
             ..Default::default()
         };
-        let kind = if state == "failed" { "debit_blocked" } else { "debit_attempt_cancelled" };
-        let events = vec![self.event(attempt, now_ms, kind, serde_json::json!({
-            "attempt_no": attempt.attempt_no, "reason": code,
-        }))];
+        let kind = if state == "failed" {
+            "debit_blocked"
+        } else {
+            "debit_attempt_cancelled"
+        };
+        let events = vec![self.event(
+            attempt,
+            now_ms,
+            kind,
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no, "reason": code,
+            }),
+        )];
         // The customer must know to pay another way when we may not debit.
         let reminder = if state == "failed" {
-            self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
-                "failure": "mandate_invalid",
-                "amount_minor": ctx.total_minor - ctx.paid_minor,
-            }))?
+            self.debit_notice(
+                attempt,
+                ctx,
+                "debit_failed",
+                serde_json::json!({
+                    "failure": "mandate_invalid",
+                    "amount_minor": ctx.total_minor - ctx.paid_minor,
+                }),
+            )?
         } else {
             None
         };
-        self.store.apply_attempt_change(fence, &change, &Effects { events, reminder, ..Default::default() }, now_ms).await?;
+        self.store
+            .apply_attempt_change(
+                fence,
+                &change,
+                &Effects {
+                    events,
+                    reminder,
+                    ..Default::default()
+                },
+                now_ms,
+            )
+            .await?;
         if state == "failed" {
             tracing::warn!(reason = %code, account = %mask::account(&ctx.account_ref), "no debit without an active mandate; operations must act");
         } else {
@@ -457,7 +675,13 @@ impl Engine {
 
     /// The funds check itself failed (gateway trouble): nothing was debited, so the same
     /// attempt is tried again after a backoff, until the backoff list is used up.
-    async fn funds_check_failed(&self, attempt: &AttemptRow, fence: &Fence, ctx: &DebitContext, error: GatewayError) -> Result<Step, EngineError> {
+    async fn funds_check_failed(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        ctx: &DebitContext,
+        error: GatewayError,
+    ) -> Result<Step, EngineError> {
         let now = self.clock.now();
         let now_ms = to_epoch_ms(now);
         let policy = self.policy();
@@ -475,7 +699,17 @@ impl Engine {
             let events = vec![self.event(attempt, now_ms, "funds_check_failed", serde_json::json!({
                 "attempt_no": attempt.attempt_no, "error": error.to_string(), "retry_at": (now + wait).to_rfc3339(),
             }))];
-            self.store.apply_attempt_change(fence, &change, &Effects { events, ..Default::default() }, now_ms).await?;
+            self.store
+                .apply_attempt_change(
+                    fence,
+                    &change,
+                    &Effects {
+                        events,
+                        ..Default::default()
+                    },
+                    now_ms,
+                )
+                .await?;
             tracing::warn!(error = %error, retry_at = %(now + wait).to_rfc3339(), "funds check failed; no debit, trying again later");
             return Ok(Step::Rescheduled);
         }
@@ -488,28 +722,59 @@ impl Engine {
             release_lease: true,
             ..Default::default()
         };
-        let events = vec![self.event(attempt, now_ms, "funds_check_failed", serde_json::json!({
-            "attempt_no": attempt.attempt_no, "error": error.to_string(), "final": true,
-            "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
-        }))];
-        let reminder = self.debit_notice(attempt, ctx, "debit_failed", serde_json::json!({
-            "failure": "technical",
-            "amount_minor": ctx.total_minor - ctx.paid_minor,
-            "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
-        }))?;
-        self.store.apply_attempt_change(fence, &change, &Effects { events, next_attempt: next, payment: None, reminder }, now_ms).await?;
+        let events = vec![self.event(
+            attempt,
+            now_ms,
+            "funds_check_failed",
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no, "error": error.to_string(), "final": true,
+                "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+            }),
+        )];
+        let reminder = self.debit_notice(
+            attempt,
+            ctx,
+            "debit_failed",
+            serde_json::json!({
+                "failure": "technical",
+                "amount_minor": ctx.total_minor - ctx.paid_minor,
+                "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
+            }),
+        )?;
+        self.store
+            .apply_attempt_change(
+                fence,
+                &change,
+                &Effects {
+                    events,
+                    next_attempt: next,
+                    payment: None,
+                    reminder,
+                },
+                now_ms,
+            )
+            .await?;
         tracing::error!(error = %error, "funds check kept failing; attempt given up");
         Ok(Step::Failed)
     }
 
     /// The next attempt after a refusal, by policy, at the local debit time.
-    fn next_attempt(&self, attempt: &AttemptRow, ctx: &DebitContext, kind: RetryKind, now: DateTime<Utc>, retry: &RetryPolicy) -> Result<Option<NewAttempt>, EngineError> {
+    fn next_attempt(
+        &self,
+        attempt: &AttemptRow,
+        ctx: &DebitContext,
+        kind: RetryKind,
+        now: DateTime<Utc>,
+        retry: &RetryPolicy,
+    ) -> Result<Option<NewAttempt>, EngineError> {
         let attempt_no = attempt.attempt_no as u32;
         let plan = match kind {
             RetryKind::InsufficientFunds => retry.after_insufficient_funds(attempt_no),
             RetryKind::SoftDecline => retry.after_soft_decline(attempt_no),
         };
-        let Some((days, base)) = plan else { return Ok(None) };
+        let Some((days, base)) = plan else {
+            return Ok(None);
+        };
         let tz = parse_tz(&ctx.time_zone)?;
         let base_date = match base {
             RetryBase::DueDate => parse_date(&ctx.due_date)?,
@@ -522,7 +787,11 @@ impl Engine {
             installment_id: attempt.installment_id,
             agreement_id: attempt.agreement_id,
             attempt_no: next_no,
-            idempotency_key: Self::idempotency_key(&self.policy().debit.key_prefix, attempt.installment_id, next_no),
+            idempotency_key: Self::idempotency_key(
+                &self.policy().debit.key_prefix,
+                attempt.installment_id,
+                next_no,
+            ),
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: ctx.total_minor - ctx.paid_minor,
             currency: ctx.currency.clone(),
@@ -531,12 +800,22 @@ impl Engine {
 
     /// The customer email about an attempt's outcome, at the first decent local hour;
     /// `None` when no mailer is configured.
-    fn debit_notice(&self, attempt: &AttemptRow, ctx: &DebitContext, kind: &'static str, detail: serde_json::Value) -> Result<Option<crate::store::reminders::NewReminder>, EngineError> {
+    fn debit_notice(
+        &self,
+        attempt: &AttemptRow,
+        ctx: &DebitContext,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> Result<Option<crate::store::reminders::NewReminder>, EngineError> {
         if self.mail.is_none() {
             return Ok(None);
         }
         let tz = parse_tz(&ctx.time_zone)?;
-        let at = self.policy().reminders.quiet.next_allowed(self.clock.now(), tz);
+        let at = self
+            .policy()
+            .reminders
+            .quiet
+            .next_allowed(self.clock.now(), tz);
         Ok(Some(crate::store::reminders::NewReminder {
             installment_id: attempt.installment_id,
             agreement_id: attempt.agreement_id,
@@ -547,7 +826,13 @@ impl Engine {
         }))
     }
 
-    fn event(&self, attempt: &AttemptRow, at_ms: i64, kind: &'static str, detail: serde_json::Value) -> NewEvent {
+    fn event(
+        &self,
+        attempt: &AttemptRow,
+        at_ms: i64,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> NewEvent {
         NewEvent {
             at_ms,
             kind,

@@ -95,7 +95,10 @@ impl MailDeps {
     }
 
     pub fn templates(&self) -> Arc<crate::mail::Templates> {
-        self.templates.read().expect("templates lock poisoned").clone()
+        self.templates
+            .read()
+            .expect("templates lock poisoned")
+            .clone()
     }
 
     pub fn set_templates(&self, templates: crate::mail::Templates) {

@@ -53,7 +53,9 @@ impl RetryPolicy {
             return None;
         }
         let idx = (attempt_no as usize - 1).min(self.soft_decline_days.len().checked_sub(1)?);
-        self.soft_decline_days.get(idx).map(|d| (*d, RetryBase::Today))
+        self.soft_decline_days
+            .get(idx)
+            .map(|d| (*d, RetryBase::Today))
     }
 
     /// Wait before the `count`-th technical retry (0-based); the last entry repeats.

@@ -112,7 +112,9 @@ impl Engine {
                     Ok(Sent::Cancelled) => report.cancelled += 1,
                     Ok(Sent::Failed) => report.failed += 1,
                     Ok(Sent::Deferred) => report.deferred += 1,
-                    Err(e) => tracing::warn!(error = %e, "reminder interrupted; it is picked up again when its lease expires"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reminder interrupted; it is picked up again when its lease expires")
+                    }
                 }
             }
         }
@@ -125,7 +127,8 @@ impl Engine {
         let now = self.clock.now();
         let now_ms = to_epoch_ms(now);
         let tz = parse_tz(&ctx.time_zone)?;
-        let currency = Currency::parse(&ctx.currency).map_err(|e| EngineError::Data(e.to_string()))?;
+        let currency =
+            Currency::parse(&ctx.currency).map_err(|e| EngineError::Data(e.to_string()))?;
         let locale = Locale::from_tag(&ctx.locale);
         let policy = self.policy();
         let due = parse_date(&ctx.due_date)?;
@@ -142,19 +145,37 @@ impl Engine {
                     Some(format!("agreement_{}", ctx.agreement_status))
                 } else if now >= debit_at {
                     Some("too_late: the debit time on the due date has passed".to_string())
-                } else if let Some(later) = self.store.superseding_reminder(r.installment_id, r.offset_key, now_ms).await? {
+                } else if let Some(later) = self
+                    .store
+                    .superseding_reminder(r.installment_id, r.offset_key, now_ms)
+                    .await?
+                {
                     Some(format!("superseded by the {later}-day reminder"))
                 } else {
                     None
                 }
             }
-            "debit_failed" if ctx.installment_status == "paid" => Some("installment_paid".to_string()),
+            "debit_failed" if ctx.installment_status == "paid" => {
+                Some("installment_paid".to_string())
+            }
             _ => None,
         };
         if let Some(reason) = stale {
-            let change = ReminderChange { state: "cancelled", cancel_reason: Some(reason.clone()), release_lease: true, ..Default::default() };
-            let ev = self.reminder_event(r, now_ms, "reminder_cancelled", serde_json::json!({"kind": r.kind, "offset": r.offset_key, "reason": reason}));
-            self.store.apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms).await?;
+            let change = ReminderChange {
+                state: "cancelled",
+                cancel_reason: Some(reason.clone()),
+                release_lease: true,
+                ..Default::default()
+            };
+            let ev = self.reminder_event(
+                r,
+                now_ms,
+                "reminder_cancelled",
+                serde_json::json!({"kind": r.kind, "offset": r.offset_key, "reason": reason}),
+            );
+            self.store
+                .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
+                .await?;
             tracing::info!(reason = %reason, "reminder cancelled");
             return Ok(Sent::Cancelled);
         }
@@ -175,17 +196,24 @@ impl Engine {
             "upcoming" => {
                 tc.amount = money(owed);
                 // The check that sets repayd apart: say whether the money is there.
-                let answer = self.gateway.check_funds(&ctx.account_ref, &Money::from_minor(owed, currency)).await;
+                let answer = self
+                    .gateway
+                    .check_funds(&ctx.account_ref, &Money::from_minor(owed, currency))
+                    .await;
                 match answer {
                     Ok(FundsAnswer::Available) => {
                         tc.funds_sufficient = Some(true);
                         (EmailKind::Upcoming, "sufficient")
                     }
-                    Ok(FundsAnswer::Insufficient { shortfall: Some(short) }) => {
+                    Ok(FundsAnswer::Insufficient {
+                        shortfall: Some(short),
+                    }) => {
                         tc.funds_sufficient = Some(false);
                         tc.shortfall = Some(locale.money(&short));
-                        tc.top_up_by = Some(locale.date_time(debit_at.with_timezone(&tz).naive_local()));
-                        tc.top_up_by_short = Some(locale.date_time_short(debit_at.with_timezone(&tz).naive_local()));
+                        tc.top_up_by =
+                            Some(locale.date_time(debit_at.with_timezone(&tz).naive_local()));
+                        tc.top_up_by_short =
+                            Some(locale.date_time_short(debit_at.with_timezone(&tz).naive_local()));
                         (EmailKind::BalanceLow, "short")
                     }
                     Ok(FundsAnswer::Insufficient { shortfall: None }) => {
@@ -201,7 +229,9 @@ impl Engine {
             "debit_succeeded" => {
                 let amount = detail["amount_minor"].as_i64().unwrap_or(ctx.total_minor);
                 tc.amount = money(amount);
-                tc.paid_on = Some(locale.date(local(detail["paid_at_ms"].as_i64().unwrap_or(now_ms)).date()));
+                tc.paid_on = Some(
+                    locale.date(local(detail["paid_at_ms"].as_i64().unwrap_or(now_ms)).date()),
+                );
                 tc.reference = Some(detail["gateway_ref"].as_str().unwrap_or("-").to_string());
                 tc.remaining_balance = Some(money(ctx.remaining_minor));
                 if let (Some(d), Some(m)) = (&ctx.next_due_date, ctx.next_due_minor) {
@@ -229,20 +259,43 @@ impl Engine {
             other => return Err(EngineError::Data(format!("unknown reminder kind {other}"))),
         };
 
-        let message_id = crate::mail::message_id(r.installment_id, &r.kind, r.offset_key, &mail.settings.message_id_domain());
+        let message_id = crate::mail::message_id(
+            r.installment_id,
+            &r.kind,
+            r.offset_key,
+            &mail.settings.message_id_domain(),
+        );
         let rendered = match mail.templates().render_in(kind, locale, &tc) {
             Ok(x) => x,
             Err(e) => {
                 // A template that cannot render is an operator's problem, not a customer's:
                 // record it loudly and do not send a half-made email.
-                let change = ReminderChange { state: "failed", last_error: Some(e.to_string()), bump_tries: true, release_lease: true, ..Default::default() };
-                let ev = self.reminder_event(r, now_ms, "reminder_failed", serde_json::json!({"kind": r.kind, "error": e.to_string()}));
-                self.store.apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms).await?;
+                let change = ReminderChange {
+                    state: "failed",
+                    last_error: Some(e.to_string()),
+                    bump_tries: true,
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let ev = self.reminder_event(
+                    r,
+                    now_ms,
+                    "reminder_failed",
+                    serde_json::json!({"kind": r.kind, "error": e.to_string()}),
+                );
+                self.store
+                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
+                    .await?;
                 tracing::error!(error = %e, "reminder could not be rendered");
                 return Ok(Sent::Failed);
             }
         };
-        let email = rendered.into_outgoing(ctx.email.clone(), ctx.customer_name.clone(), message_id.clone(), locale);
+        let email = rendered.into_outgoing(
+            ctx.email.clone(),
+            ctx.customer_name.clone(),
+            message_id.clone(),
+            locale,
+        );
         match mail.mailer.send(&email).await {
             Ok(()) => {
                 let change = ReminderChange {
@@ -254,11 +307,18 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                let ev = self.reminder_event(r, now_ms, "reminder_sent", serde_json::json!({
-                    "kind": r.kind, "offset": r.offset_key, "template": kind.as_str(),
-                    "message_id": message_id, "locale": locale.as_str(), "funds": funds,
-                }));
-                self.store.apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms).await?;
+                let ev = self.reminder_event(
+                    r,
+                    now_ms,
+                    "reminder_sent",
+                    serde_json::json!({
+                        "kind": r.kind, "offset": r.offset_key, "template": kind.as_str(),
+                        "message_id": message_id, "locale": locale.as_str(), "funds": funds,
+                    }),
+                );
+                self.store
+                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
+                    .await?;
                 tracing::info!(to = %mask::email(&ctx.email), template = kind.as_str(), "reminder sent");
                 Ok(Sent::Sent)
             }
@@ -273,22 +333,49 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
-                self.store.apply_reminder_change(r.id, &self.owner, &change, None, now_ms).await?;
+                self.store
+                    .apply_reminder_change(r.id, &self.owner, &change, None, now_ms)
+                    .await?;
                 tracing::warn!(error = %e, retry_at = %(now + wait).to_rfc3339(), "mail server unavailable; reminder deferred");
                 Ok(Sent::Deferred)
             }
             Err(e) => {
-                let change = ReminderChange { state: "failed", last_error: Some(e.to_string()), bump_tries: true, release_lease: true, ..Default::default() };
-                let ev = self.reminder_event(r, now_ms, "reminder_failed", serde_json::json!({"kind": r.kind, "error": e.to_string()}));
-                self.store.apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms).await?;
+                let change = ReminderChange {
+                    state: "failed",
+                    last_error: Some(e.to_string()),
+                    bump_tries: true,
+                    release_lease: true,
+                    ..Default::default()
+                };
+                let ev = self.reminder_event(
+                    r,
+                    now_ms,
+                    "reminder_failed",
+                    serde_json::json!({"kind": r.kind, "error": e.to_string()}),
+                );
+                self.store
+                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
+                    .await?;
                 tracing::error!(error = %e, to = %mask::email(&ctx.email), "reminder rejected by the mail server");
                 Ok(Sent::Failed)
             }
         }
     }
 
-    fn reminder_event(&self, r: &ReminderRow, at_ms: i64, kind: &'static str, detail: serde_json::Value) -> NewEvent {
-        NewEvent { at_ms, kind, agreement_id: Some(r.agreement_id), installment_id: Some(r.installment_id), attempt_id: None, detail }
+    fn reminder_event(
+        &self,
+        r: &ReminderRow,
+        at_ms: i64,
+        kind: &'static str,
+        detail: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent {
+            at_ms,
+            kind,
+            agreement_id: Some(r.agreement_id),
+            installment_id: Some(r.installment_id),
+            attempt_id: None,
+            detail,
+        }
     }
 }
-

@@ -14,7 +14,9 @@ use serde::Deserialize;
 pub enum FundsAnswer {
     Available,
     /// Not enough money. `shortfall` is how much is missing, when the bank says so.
-    Insufficient { shortfall: Option<Money> },
+    Insufficient {
+        shortfall: Option<Money>,
+    },
 }
 
 /// What a debit request came to, when the gateway gave a definite answer.

@@ -120,13 +120,19 @@ pub struct ImportSummary {
     pub accounts_unchanged: u64,
     /// Not-yet-started debit attempts of updated agreements, deleted for re-planning.
     pub debit_attempts_removed: u64,
+    /// Reminders of updated agreements, deleted for re-planning.
+    pub reminders_removed: u64,
     /// Agreement write transactions committed.
     pub batches: u64,
 }
 
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run { "would be written" } else { "written" };
+        let verb = if self.dry_run {
+            "would be written"
+        } else {
+            "written"
+        };
         writeln!(
             f,
             "agreements: {} new, {} unchanged, {} updated; {} installments {verb}",
@@ -145,11 +151,12 @@ impl fmt::Display for ImportSummary {
             "funding accounts: {} new, {} updated, {} unchanged",
             self.accounts_new, self.accounts_updated, self.accounts_unchanged
         )?;
-        if self.debit_attempts_removed > 0 {
+        if self.debit_attempts_removed + self.reminders_removed > 0 {
             write!(
                 f,
-                "\n{} planned debit attempts of updated agreements removed (the planner plans them again)",
-                self.debit_attempts_removed
+                "\nof updated agreements: {} planned debit attempts and {} reminders removed \
+                 (the planner plans them again for the new schedule)",
+                self.debit_attempts_removed, self.reminders_removed
             )?;
         }
         if self.dry_run {
@@ -266,11 +273,12 @@ pub async fn import_file(
     defaults: &ScheduleDefaults,
     clock: &dyn Clock,
 ) -> Result<ImportSummary, ImportError> {
-    let format = format
-        .or_else(|| Format::from_path(path))
-        .ok_or_else(|| ImportError::UnknownFormat {
-            path: path.to_path_buf(),
-        })?;
+    let format =
+        format
+            .or_else(|| Format::from_path(path))
+            .ok_or_else(|| ImportError::UnknownFormat {
+                path: path.to_path_buf(),
+            })?;
     let rules = Arc::new(rules_for(defaults, format)?);
     let batch_size = options.batch_size.max(1);
     let now_ms = to_epoch_ms(clock.now());
@@ -312,6 +320,7 @@ pub async fn import_file(
     .await?;
     summary.installments_written = written.installments;
     summary.debit_attempts_removed = written.debit_attempts_removed;
+    summary.reminders_removed = written.reminders_removed;
     summary.batches = progress.agreement_batches;
     tracing::info!(
         new = summary.agreements_new,
@@ -552,7 +561,11 @@ async fn plan(
         ..Default::default()
     };
 
-    let keys: Vec<&str> = index.customers.iter().map(|(c, _)| c.external_id.as_str()).collect();
+    let keys: Vec<&str> = index
+        .customers
+        .iter()
+        .map(|(c, _)| c.external_id.as_str())
+        .collect();
     let existing: HashMap<String, _> = store
         .customers_by_external_ids(&keys)
         .await
@@ -585,7 +598,11 @@ async fn plan(
         }
     }
 
-    let refs: Vec<&str> = index.accounts.iter().map(|(a, _, _)| a.external_ref.as_str()).collect();
+    let refs: Vec<&str> = index
+        .accounts
+        .iter()
+        .map(|(a, _, _)| a.external_ref.as_str())
+        .collect();
     let existing: HashMap<String, _> = store
         .funding_accounts_by_refs(&refs)
         .await
@@ -670,6 +687,17 @@ async fn plan(
                 ));
                 continue;
             }
+            Some(state) if state.reminders_sending > 0 => {
+                errors.push(RowError::new(
+                    seen.location,
+                    field,
+                    format!(
+                        "agreement {id} cannot be updated while a reminder about it is being \
+                         sent; run the import again in a minute"
+                    ),
+                ));
+                continue;
+            }
             Some(state) => Action::Update {
                 id: state.id,
                 previous_hash: state.content_hash.clone(),
@@ -743,7 +771,9 @@ async fn write_parties(
                 changed: changed.clone(),
             },
             None => AccountWrite::Create {
-                customer_id: *customers.get(owner).ok_or_else(|| missing_id("customer", owner))?,
+                customer_id: *customers
+                    .get(owner)
+                    .ok_or_else(|| missing_id("customer", owner))?,
                 account: account.clone(),
             },
         });
@@ -778,6 +808,7 @@ fn missing_id(what: &str, key: &str) -> ImportError {
 struct Written {
     installments: u64,
     debit_attempts_removed: u64,
+    reminders_removed: u64,
 }
 
 /// Step 3, second part: reads the file again on a blocking thread, which checks each
@@ -847,10 +878,12 @@ async fn write_agreements(
             .customers
             .get(&agreement.customer_external_id)
             .ok_or_else(|| missing_id("customer", &agreement.customer_external_id))?;
-        let funding_account_id = *ids
-            .accounts
-            .get(&agreement.account_ref)
-            .ok_or_else(|| missing_id("funding account", &crate::mask::account(&agreement.account_ref)))?;
+        let funding_account_id = *ids.accounts.get(&agreement.account_ref).ok_or_else(|| {
+            missing_id(
+                "funding account",
+                &crate::mask::account(&agreement.account_ref),
+            )
+        })?;
         let new = NewAgreement {
             external_id: agreement.external_id,
             customer_id,
@@ -873,10 +906,26 @@ async fn write_agreements(
             _ => AgreementWrite::Create(new),
         });
         if batch.len() >= batch_size {
-            flush(store, &mut batch, &mut batch_start, now_ms, progress, &mut written).await?;
+            flush(
+                store,
+                &mut batch,
+                &mut batch_start,
+                now_ms,
+                progress,
+                &mut written,
+            )
+            .await?;
         }
     }
-    flush(store, &mut batch, &mut batch_start, now_ms, progress, &mut written).await?;
+    flush(
+        store,
+        &mut batch,
+        &mut batch_start,
+        now_ms,
+        progress,
+        &mut written,
+    )
+    .await?;
 
     let (records, problems) = reader
         .await
@@ -910,6 +959,7 @@ async fn flush(
             progress.agreements += w.created + w.replaced;
             written.installments += w.installments;
             written.debit_attempts_removed += w.debit_attempts_removed;
+            written.reminders_removed += w.reminders_removed;
             tracing::debug!(
                 batch = progress.agreement_batches,
                 agreements = w.created + w.replaced,

@@ -61,7 +61,11 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
     }
     for f in Field::ALL {
         if f.required_column() && !columns.contains(&Some(f)) {
-            problems.push(RowError::new(header, f.csv_column(), "required column is missing"));
+            problems.push(RowError::new(
+                header,
+                f.csv_column(),
+                "required column is missing",
+            ));
         }
     }
     if !problems.is_empty() {
@@ -141,7 +145,11 @@ fn csv_failure(e: csv::Error, location: Location) -> std::io::Result<RowError> {
     match e.into_kind() {
         csv::ErrorKind::Io(io) => Err(io),
         csv::ErrorKind::Utf8 { .. } => Ok(RowError::new(location, "", "is not valid UTF-8")),
-        other => Ok(RowError::new(location, "", format!("cannot be read as CSV: {other:?}"))),
+        other => Ok(RowError::new(
+            location,
+            "",
+            format!("cannot be read as CSV: {other:?}"),
+        )),
     }
 }
 
@@ -222,9 +230,11 @@ fn record_from_json(index: u64, value: Value) -> RawRecord {
                         let path = format!("{key}.{sub}");
                         match Field::from_json_path(&path) {
                             Some(f) => set_scalar(&mut record, f, &path, v),
-                            None => record
-                                .errors
-                                .push(RowError::new(location, path, "unknown field")),
+                            None => {
+                                record
+                                    .errors
+                                    .push(RowError::new(location, path, "unknown field"))
+                            }
                         }
                     }
                 }
@@ -311,9 +321,9 @@ fn scalar_text(value: &Value) -> Result<Option<String>, &'static str> {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
-        Value::Number(_) => Err(
-            "write decimal numbers as strings (\"1000.50\", \"0.12\") so no digit is lost",
-        ),
+        Value::Number(_) => {
+            Err("write decimal numbers as strings (\"1000.50\", \"0.12\") so no digit is lost")
+        }
         Value::Bool(_) | Value::Array(_) | Value::Object(_) => Err("expected a string"),
     }
 }

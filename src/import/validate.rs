@@ -85,7 +85,8 @@ impl Report {
     }
 
     fn fail_at(&mut self, field: String, reason: impl Into<String>) {
-        self.errors.push(RowError::new(self.location, field, reason));
+        self.errors
+            .push(RowError::new(self.location, field, reason));
     }
 
     /// A required text field: present, within `max` characters, no control characters
@@ -162,7 +163,14 @@ pub fn check(raw: &RawRecord, rules: &Rules) -> Checked {
         (Some(a), Some(c)) => Some((a.clone(), c.external_id.clone())),
         _ => None,
     };
-    let agreement = match (&agreement_id, &customer, &account, currency, principal, lines) {
+    let agreement = match (
+        &agreement_id,
+        &customer,
+        &account,
+        currency,
+        principal,
+        lines,
+    ) {
         (Some(id), Some(c), Some(a), Some(cur), Some(p), Some(plan))
             if report.errors.is_empty() =>
         {
@@ -218,7 +226,9 @@ fn check_customer(raw: &RawRecord, report: &mut Report) -> Option<NewCustomer> {
             Err(_) => {
                 report.fail(
                     Field::TimeZone,
-                    format!("unknown time zone {tz:?} (expected an IANA name such as Europe/London)"),
+                    format!(
+                        "unknown time zone {tz:?} (expected an IANA name such as Europe/London)"
+                    ),
                 );
                 None
             }
@@ -268,7 +278,9 @@ pub fn normalize_locale(tag: &str) -> Option<String> {
             let (first, tail) = sub.split_at(1);
             out.push_str(&first.to_ascii_uppercase());
             out.push_str(&tail.to_ascii_lowercase());
-        } else if (sub.len() == 2 && alpha) || (sub.len() == 3 && sub.chars().all(|c| c.is_ascii_digit())) {
+        } else if (sub.len() == 2 && alpha)
+            || (sub.len() == 3 && sub.chars().all(|c| c.is_ascii_digit()))
+        {
             out.push_str(&sub.to_ascii_uppercase());
         } else {
             out.push_str(&sub.to_ascii_lowercase());
@@ -335,7 +347,10 @@ fn check_principal(
     };
     match parse_amount(text, currency) {
         Ok(v) if v <= Decimal::ZERO => {
-            report.fail(Field::Principal, format!("must be greater than zero, got {text}"));
+            report.fail(
+                Field::Principal,
+                format!("must be greater than zero, got {text}"),
+            );
             None
         }
         Ok(v) => currency.map(|_| v),
@@ -425,9 +440,13 @@ fn parse_rate(text: &str) -> Result<Decimal, String> {
 fn parse_date(text: &str) -> Result<NaiveDate, String> {
     // chrono accepts unpadded fields with %m/%d; insist on the one canonical spelling.
     let ok_shape = text.len() == 10
-        && text
-            .char_indices()
-            .all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+        && text.char_indices().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
     match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         Ok(d) if ok_shape => Ok(d),
         _ => Err(format!("{text:?} is not a date in YYYY-MM-DD form")),
@@ -443,7 +462,10 @@ fn check_terms(
 ) -> Option<Plan> {
     let method = match raw.get(Field::Method) {
         None => {
-            report.fail(Field::Method, "missing (or give an explicit schedule instead)");
+            report.fail(
+                Field::Method,
+                "missing (or give an explicit schedule instead)",
+            );
             None
         }
         Some(m) => parse_choice::<Method>(m)
@@ -518,8 +540,12 @@ fn check_terms(
     let minor = |d: Decimal| Money::from_decimal(d, terms.currency).map(|m| m.minor());
     let mut lines = Vec::with_capacity(generated.installments.len());
     for i in &generated.installments {
-        let (Ok(p), Ok(int), Ok(fee)) = (minor(i.principal), minor(i.interest), minor(i.fee)) else {
-            report.fail(Field::Principal, "an installment amount does not fit in minor units");
+        let (Ok(p), Ok(int), Ok(fee)) = (minor(i.principal), minor(i.interest), minor(i.fee))
+        else {
+            report.fail(
+                Field::Principal,
+                "an installment amount does not fit in minor units",
+            );
             return None;
         };
         lines.push(NewInstallment {
@@ -594,7 +620,10 @@ fn schedule_error_field(e: &ScheduleError) -> Field {
 /// `schedule` cell, so the entry goes in the reason; JSON has a path to the value.
 fn entry_error(report: &mut Report, k: usize, part: &str, reason: impl Into<String>) {
     match report.format {
-        Format::Csv => report.fail(Field::Schedule, format!("entry {k} ({part}): {}", reason.into())),
+        Format::Csv => report.fail(
+            Field::Schedule,
+            format!("entry {k} ({part}): {}", reason.into()),
+        ),
         Format::Json => report.fail_at(format!("schedule[{}].{part}", k - 1), reason),
     }
 }
@@ -641,7 +670,10 @@ fn check_explicit(
     if entries.is_empty() || entries.len() > MAX_INSTALLMENTS {
         report.fail(
             Field::Schedule,
-            format!("needs 1 to {MAX_INSTALLMENTS} installments, has {}", entries.len()),
+            format!(
+                "needs 1 to {MAX_INSTALLMENTS} installments, has {}",
+                entries.len()
+            ),
         );
         return None;
     }
@@ -858,7 +890,10 @@ mod tests {
     #[test]
     fn locales_are_normalized_and_garbage_is_refused() {
         assert_eq!(normalize_locale("zh-cn").as_deref(), Some("zh-CN"));
-        assert_eq!(normalize_locale("zh_hans_cn").as_deref(), Some("zh-Hans-CN"));
+        assert_eq!(
+            normalize_locale("zh_hans_cn").as_deref(),
+            Some("zh-Hans-CN")
+        );
         assert_eq!(normalize_locale("EN").as_deref(), Some("en"));
         assert_eq!(normalize_locale("es-419").as_deref(), Some("es-419"));
         assert_eq!(normalize_locale("english"), None);

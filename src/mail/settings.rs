@@ -292,13 +292,13 @@ impl MailSettings {
         if let Err(e) = self.from_mailbox() {
             problems.push(e);
         }
-        if let Some(domain) = &self.message_id_domain {
-            if !is_domain(domain) {
-                problems.push(ConfigError::invalid(
-                    "mail.message_id_domain",
-                    format!("{domain:?} is not a domain name like example.com"),
-                ));
-            }
+        if let Some(domain) = &self.message_id_domain
+            && !is_domain(domain)
+        {
+            problems.push(ConfigError::invalid(
+                "mail.message_id_domain",
+                format!("{domain:?} is not a domain name like example.com"),
+            ));
         }
         if self.kind == MailKind::Outbox && self.outbox_dir.as_os_str().is_empty() {
             problems.push(ConfigError::invalid(
@@ -312,23 +312,22 @@ impl MailSettings {
                 "must be a non-empty name on one line",
             ));
         }
-        if let Some(contact) = &self.support_contact {
-            if contact.trim().is_empty() || contact.contains(char::is_control) {
-                problems.push(ConfigError::invalid(
-                    "mail.support_contact",
-                    "must be non-empty text on one line, or left out",
-                ));
-            }
+        if let Some(contact) = &self.support_contact
+            && (contact.trim().is_empty() || contact.contains(char::is_control))
+        {
+            problems.push(ConfigError::invalid(
+                "mail.support_contact",
+                "must be non-empty text on one line, or left out",
+            ));
         }
-        if let Some(url) = &self.payment_url {
-            if !url.starts_with("https://")
-                || url.contains(|c: char| c.is_whitespace() || c.is_control())
-            {
-                problems.push(ConfigError::invalid(
-                    "mail.payment_url",
-                    "must be an https:// URL without spaces",
-                ));
-            }
+        if let Some(url) = &self.payment_url
+            && (!url.starts_with("https://")
+                || url.contains(|c: char| c.is_whitespace() || c.is_control()))
+        {
+            problems.push(ConfigError::invalid(
+                "mail.payment_url",
+                "must be an https:// URL without spaces",
+            ));
         }
         match (&self.kind, &self.smtp) {
             (MailKind::Smtp, None) => problems.push(ConfigError::invalid(
@@ -338,14 +337,14 @@ impl MailSettings {
             (_, Some(smtp)) => smtp.check(&mut problems),
             (MailKind::Outbox, None) => {}
         }
-        if let Some(dir) = &self.templates_dir {
-            if !dir.is_dir() {
-                problems.push(ConfigError::invalid(
-                    "mail.templates_dir",
-                    format!("{} is not a directory", dir.display()),
-                ));
-                return problems;
-            }
+        if let Some(dir) = &self.templates_dir
+            && !dir.is_dir()
+        {
+            problems.push(ConfigError::invalid(
+                "mail.templates_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+            return problems;
         }
         if let Err(e) = self.templates().and_then(|t| t.check_all()) {
             problems.push(ConfigError::invalid("mail.templates_dir", e.to_string()));

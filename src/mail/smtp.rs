@@ -83,10 +83,10 @@ impl Drop for SmtpMailer {
         // lettre's pool spawns a task to close its connections when dropped, which panics
         // outside a runtime (e.g. the last `Arc` released after the runtime shut down).
         // Then there is nothing left to close politely: let the process exit do it.
-        if let Some(transport) = self.transport.take() {
-            if tokio::runtime::Handle::try_current().is_err() {
-                std::mem::forget(transport);
-            }
+        if let Some(transport) = self.transport.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            std::mem::forget(transport);
         }
     }
 }

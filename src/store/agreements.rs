@@ -3,8 +3,8 @@
 //! transaction per batch, each with its events, so a batch commits or rolls back whole.
 
 use super::{Result, Store, StoreError};
-use std::collections::HashMap;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// Rows per multi-row `INSERT`. SQLite allows 32 766 bound parameters per statement and
 /// PostgreSQL 65 535; these stay well below both for every table here.
@@ -18,6 +18,11 @@ const KEYS_PER_LOOKUP: usize = 500;
 /// Debit attempt states that mean nothing has been asked of the bank yet: an agreement
 /// whose attempts are all in these states may still be replaced.
 const UNSTARTED_DEBIT_STATES: &str = "('scheduled', 'cancelled')";
+
+/// Reminders for an agreement being replaced are deleted (the planner plans them again
+/// for the new schedule), except one being sent at this moment: its sender would then
+/// announce a schedule that no longer exists, so the replacement waits for it.
+const REMINDER_IN_FLIGHT: &str = "'sending'";
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize)]
 pub struct CustomerRow {
@@ -222,6 +227,8 @@ pub struct AgreementState {
     pub paid_installments: i64,
     /// Debit attempts past `scheduled` (claimed, submitted, finished...), cancelled aside.
     pub started_debits: i64,
+    /// Reminders being sent right now (a replacement waits for them).
+    pub reminders_sending: i64,
 }
 
 /// What one call to [`Store::write_agreements`] did.
@@ -233,6 +240,9 @@ pub struct AgreementsWritten {
     pub replaced: u64,
     pub installments: u64,
     pub debit_attempts_removed: u64,
+    /// Planned, sent, failed or cancelled reminders of replaced agreements, deleted with
+    /// the installments they were about.
+    pub reminders_removed: u64,
 }
 
 /// Filters for [`Store::list_agreements`].
@@ -281,6 +291,7 @@ pub struct TableCounts {
     pub agreements: i64,
     pub installments: i64,
     pub debit_attempts: i64,
+    pub reminders: i64,
     pub events: i64,
 }
 
@@ -347,7 +358,11 @@ macro_rules! insert_events {
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in chunk {
-                q = q.bind($now_ms).bind(e.kind).bind(e.agreement_id).bind(&e.detail);
+                q = q
+                    .bind($now_ms)
+                    .bind(e.kind)
+                    .bind(e.agreement_id)
+                    .bind(&e.detail);
             }
             q.execute(&mut *$tx).await?;
         }
@@ -476,7 +491,10 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn agreement_by_external_id(&self, external_id: &str) -> Result<Option<AgreementRow>> {
+    pub async fn agreement_by_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<AgreementRow>> {
         let sql = format!("SELECT {AGREEMENT_COLUMNS} FROM agreements WHERE external_id = $1");
         let row = on_pool!(self, |pool| {
             sqlx::query_as::<_, AgreementRow>(sqlx::AssertSqlSafe(sql))
@@ -498,7 +516,10 @@ impl Store {
                    AS paid_installments, \
                  CAST((SELECT COUNT(*) FROM debit_attempts d \
                        WHERE d.agreement_id = a.id AND d.state NOT IN {UNSTARTED_DEBIT_STATES}) \
-                   AS BIGINT) AS started_debits \
+                   AS BIGINT) AS started_debits, \
+                 CAST((SELECT COUNT(*) FROM reminders r \
+                       WHERE r.agreement_id = a.id AND r.state = {REMINDER_IN_FLIGHT}) \
+                   AS BIGINT) AS reminders_sending \
                  FROM agreements a WHERE a.external_id IN ({})",
                 in_list(chunk.len())
             );
@@ -803,20 +824,21 @@ impl Store {
                 else {
                     continue;
                 };
-                let state: Option<(String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(
-                    format!(
+                let state: Option<(String, i64, i64, i64)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(format!(
                         "SELECT a.content_hash, \
                          CAST((SELECT COUNT(*) FROM installments i \
                                WHERE i.agreement_id = a.id AND i.paid_minor > 0) AS BIGINT), \
                          CAST((SELECT COUNT(*) FROM debit_attempts d WHERE d.agreement_id = a.id \
-                               AND d.state NOT IN {UNSTARTED_DEBIT_STATES}) AS BIGINT) \
+                               AND d.state NOT IN {UNSTARTED_DEBIT_STATES}) AS BIGINT), \
+                         CAST((SELECT COUNT(*) FROM reminders r WHERE r.agreement_id = a.id \
+                               AND r.state = {REMINDER_IN_FLIGHT}) AS BIGINT) \
                          FROM agreements a WHERE a.id = $1"
-                    ),
-                ))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some((hash, paid, started)) = state else {
+                    )))
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((hash, paid, started, sending)) = state else {
                     return Err(StoreError::NotFound {
                         what: "agreement",
                         id: a.external_id.clone(),
@@ -835,6 +857,13 @@ impl Store {
                         a.external_id
                     )));
                 }
+                if sending > 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "agreement {} cannot be replaced while a reminder about it is being \
+                         sent; run the import again in a minute",
+                        a.external_id
+                    )));
+                }
                 let removed = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM debit_attempts WHERE agreement_id = $1 \
                      AND state IN {UNSTARTED_DEBIT_STATES}"
@@ -843,10 +872,34 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                let reminders = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM reminders WHERE agreement_id = $1 \
+                     AND state <> {REMINDER_IN_FLIGHT}"
+                )))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                // Anything else still pointing at the installments (a debit claimed since
+                // the check above, a table added later) makes this fail: a refusal, never
+                // a dangling reference.
                 sqlx::query("DELETE FROM installments WHERE agreement_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(|e| {
+                        if e.as_database_error().is_some_and(|d| {
+                            matches!(d.kind(), sqlx::error::ErrorKind::ForeignKeyViolation)
+                        }) {
+                            StoreError::Conflict(format!(
+                                "agreement {} cannot be replaced: other records refer to its \
+                                 installments (a debit may have just started)",
+                                a.external_id
+                            ))
+                        } else {
+                            StoreError::Db(e)
+                        }
+                    })?;
                 let done = sqlx::query(
                     "UPDATE agreements SET customer_id = $2, funding_account_id = $3, \
                      currency = $4, principal_minor = $5, total_interest_minor = $6, \
@@ -877,6 +930,7 @@ impl Store {
                 }
                 written.replaced += 1;
                 written.debit_attempts_removed += removed;
+                written.reminders_removed += reminders;
                 written.ids.push((a.external_id.clone(), *id));
                 schedules.push((*id, a));
                 events.push(EventRow4 {
@@ -888,6 +942,7 @@ impl Store {
                         "previous_content_hash": expected_hash,
                         "content_hash": a.content_hash,
                         "debit_attempts_removed": removed,
+                        "reminders_removed": reminders,
                     })
                     .to_string(),
                 });
@@ -1022,7 +1077,10 @@ impl Store {
 
     /// One agreement by external id or, failing that, by numeric id; with its customer,
     /// funding account and schedule.
-    pub async fn agreement_detail(&self, id_or_external_id: &str) -> Result<Option<AgreementDetail>> {
+    pub async fn agreement_detail(
+        &self,
+        id_or_external_id: &str,
+    ) -> Result<Option<AgreementDetail>> {
         let mut agreement = self.agreement_by_external_id(id_or_external_id).await?;
         if agreement.is_none()
             && let Ok(id) = id_or_external_id.trim().parse::<i64>()
@@ -1033,7 +1091,10 @@ impl Store {
             return Ok(None);
         };
         let customer = self.customer(agreement.customer_id).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("agreement {} has no customer", agreement.external_id))
+            StoreError::Corrupt(format!(
+                "agreement {} has no customer",
+                agreement.external_id
+            ))
         })?;
         let funding_account = self
             .funding_account(agreement.funding_account_id)
@@ -1063,6 +1124,7 @@ impl Store {
                  CAST((SELECT COUNT(*) FROM agreements) AS BIGINT) AS agreements, \
                  CAST((SELECT COUNT(*) FROM installments) AS BIGINT) AS installments, \
                  CAST((SELECT COUNT(*) FROM debit_attempts) AS BIGINT) AS debit_attempts, \
+                 CAST((SELECT COUNT(*) FROM reminders) AS BIGINT) AS reminders, \
                  CAST((SELECT COUNT(*) FROM events) AS BIGINT) AS events",
             )
             .fetch_one(pool)

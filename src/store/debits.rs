@@ -323,66 +323,7 @@ impl Store {
             }
             let mut applied = Applied::default();
             if let Some(p) = &effects.payment {
-                let (total, paid): (i64, i64) = sqlx::query_as(
-                    "SELECT total_minor, paid_minor FROM installments WHERE id = $1",
-                )
-                .bind(p.installment_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let take = p.amount_minor.min(total - paid).max(0);
-                applied.excess_minor = p.amount_minor - take;
-                applied.installment_paid = paid + take >= total;
-                sqlx::query(
-                    "UPDATE installments SET paid_minor = paid_minor + $1, \
-                        status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
-                        paid_at_ms = CASE WHEN paid_minor + $1 >= total_minor THEN $2 ELSE paid_at_ms END \
-                     WHERE id = $3",
-                )
-                .bind(take)
-                .bind(p.at_ms)
-                .bind(p.installment_id)
-                .execute(&mut *tx)
-                .await?;
-                if applied.installment_paid {
-                    // Pre-due reminders for a paid installment must never go out.
-                    sqlx::query(
-                        "UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
-                            updated_at_ms = $1 \
-                         WHERE installment_id = $2 AND state = 'pending' AND kind = 'upcoming'",
-                    )
-                    .bind(p.at_ms)
-                    .bind(p.installment_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    // Later planned attempts for a paid installment must never run.
-                    sqlx::query(
-                        "UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $1, \
-                            outcome_code = 'installment_paid', updated_at_ms = $1 \
-                         WHERE installment_id = $2 AND state = 'scheduled' AND id <> $3",
-                    )
-                    .bind(p.at_ms)
-                    .bind(p.installment_id)
-                    .bind(fence.attempt_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    let open: i64 = sqlx::query_scalar(
-                        "SELECT COUNT(*) FROM installments WHERE agreement_id = $1 AND status = 'unpaid'",
-                    )
-                    .bind(p.agreement_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    if open == 0 {
-                        sqlx::query(
-                            "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
-                             WHERE id = $2 AND status = 'active'",
-                        )
-                        .bind(p.at_ms)
-                        .bind(p.agreement_id)
-                        .execute(&mut *tx)
-                        .await?;
-                        applied.agreement_completed = true;
-                    }
-                }
+                applied = apply_payment_sql!(&mut *tx, p, Some(fence.attempt_id));
             }
             if let Some(next) = &effects.next_attempt {
                 if let Some(id) = insert_attempt_sql!(&mut *tx, next, now_ms) {
@@ -409,6 +350,58 @@ impl Store {
             for ev in &effects.events {
                 insert_event!(&mut *tx, ev)?;
             }
+            tx.commit().await?;
+            applied
+        });
+        Ok(applied)
+    }
+
+    /// Records money received for one installment by other means (bank transfer, cash),
+    /// with its event, in one transaction. Planned debits and pre-due reminders of a paid
+    /// installment are cancelled.
+    pub async fn record_installment_payment(
+        &self,
+        installment_id: i64,
+        amount_minor: i64,
+        reference: &str,
+        at_ms: i64,
+    ) -> Result<Applied> {
+        let applied = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let agreement_id: Option<i64> =
+                sqlx::query_scalar("SELECT agreement_id FROM installments WHERE id = $1")
+                    .bind(installment_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let Some(agreement_id) = agreement_id else {
+                return Err(StoreError::NotFound {
+                    what: "installment",
+                    id: installment_id.to_string(),
+                });
+            };
+            let p = PaymentApplied {
+                installment_id,
+                agreement_id,
+                amount_minor,
+                at_ms,
+            };
+            let applied = apply_payment_sql!(&mut *tx, &p, None);
+            insert_event!(
+                &mut *tx,
+                &NewEvent {
+                    at_ms,
+                    kind: "payment_received",
+                    agreement_id: Some(agreement_id),
+                    installment_id: Some(installment_id),
+                    attempt_id: None,
+                    detail: serde_json::json!({
+                        "amount_minor": amount_minor,
+                        "reference": reference,
+                        "excess_minor": applied.excess_minor,
+                        "installment_paid": applied.installment_paid,
+                    }),
+                }
+            )?;
             tx.commit().await?;
             applied
         });
@@ -495,3 +488,76 @@ macro_rules! insert_attempt_sql {
     }};
 }
 use insert_attempt_sql;
+
+/// Applies money received to one installment inside a transaction: never more than is
+/// owed (the excess is reported), and once the installment is paid its pending pre-due
+/// reminders and planned debit attempts (other than `except_attempt`) are cancelled and,
+/// when nothing is left unpaid, the agreement is completed. Evaluates to [`Applied`].
+macro_rules! apply_payment_sql {
+    ($conn:expr, $p:expr, $except_attempt:expr) => {{
+        let p: &PaymentApplied = $p;
+        let except_attempt: Option<i64> = $except_attempt;
+        let mut applied = Applied::default();
+        let (total, paid): (i64, i64) =
+            sqlx::query_as("SELECT total_minor, paid_minor FROM installments WHERE id = $1")
+                .bind(p.installment_id)
+                .fetch_one($conn)
+                .await?;
+        let take = p.amount_minor.min(total - paid).max(0);
+        applied.excess_minor = p.amount_minor - take;
+        applied.installment_paid = paid + take >= total;
+        sqlx::query(
+            "UPDATE installments SET paid_minor = paid_minor + $1, \
+                status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
+                paid_at_ms = CASE WHEN paid_minor + $1 >= total_minor THEN $2 ELSE paid_at_ms END \
+             WHERE id = $3",
+        )
+        .bind(take)
+        .bind(p.at_ms)
+        .bind(p.installment_id)
+        .execute($conn)
+        .await?;
+        if applied.installment_paid {
+            // Pre-due reminders for a paid installment must never go out.
+            sqlx::query(
+                "UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
+                    updated_at_ms = $1 \
+                 WHERE installment_id = $2 AND state = 'pending' AND kind = 'upcoming'",
+            )
+            .bind(p.at_ms)
+            .bind(p.installment_id)
+            .execute($conn)
+            .await?;
+            // Later planned attempts for a paid installment must never run.
+            sqlx::query(
+                "UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $1, \
+                    outcome_code = 'installment_paid', updated_at_ms = $1 \
+                 WHERE installment_id = $2 AND state = 'scheduled' AND id <> $3",
+            )
+            .bind(p.at_ms)
+            .bind(p.installment_id)
+            .bind(except_attempt.unwrap_or(0))
+            .execute($conn)
+            .await?;
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM installments WHERE agreement_id = $1 AND status = 'unpaid'",
+            )
+            .bind(p.agreement_id)
+            .fetch_one($conn)
+            .await?;
+            if open == 0 {
+                sqlx::query(
+                    "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
+                     WHERE id = $2 AND status = 'active'",
+                )
+                .bind(p.at_ms)
+                .bind(p.agreement_id)
+                .execute($conn)
+                .await?;
+                applied.agreement_completed = true;
+            }
+        }
+        applied
+    }};
+}
+use apply_payment_sql;

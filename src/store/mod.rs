@@ -89,13 +89,15 @@ impl StoreError {
     /// database), as opposed to a fault in the data or the code.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Db(e) => matches!(
-                e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) || e
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c == "5" || c == "517" || c == "40001" || c == "40P01"),
+            StoreError::Db(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "5" || c == "517" || c == "40001" || c == "40P01")
+            }
             _ => false,
         }
     }

@@ -218,7 +218,7 @@ impl Store {
                         i.status AS installment_status, \
                         (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
                             AS installment_count, \
-                        (SELECT COALESCE(SUM(x.total_minor - x.paid_minor), 0) FROM installments x \
+                        (SELECT CAST(COALESCE(SUM(x.total_minor - x.paid_minor), 0) AS BIGINT) FROM installments x \
                           WHERE x.agreement_id = a.id AND x.status = 'unpaid') AS remaining_minor, \
                         (SELECT MIN(x.due_date) FROM installments x \
                           WHERE x.agreement_id = a.id AND x.status = 'unpaid' AND x.seq > i.seq) \
@@ -255,7 +255,7 @@ impl Store {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(offset_key) FROM reminders \
                  WHERE installment_id = $1 AND kind = 'upcoming' AND offset_key < $2 \
-                   AND state = 'pending' AND scheduled_at_ms <= $3",
+                   AND state IN ('pending', 'sending', 'sent') AND scheduled_at_ms <= $3",
             )
             .bind(installment_id)
             .bind(offset_key)

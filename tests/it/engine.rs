@@ -36,6 +36,11 @@ fn policy() -> EnginePolicy {
             soft_decline_days: vec![1, 3],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
         },
+        reminders: repayd::engine::policy::ReminderPolicy {
+            offsets_days: vec![7, 3, 1],
+            local_time: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
+            quiet: repayd::domain::worktime::QuietHours::parse("21:00", "08:00").unwrap(),
+        },
         poll: std::time::Duration::from_secs(1),
         drain: std::time::Duration::from_secs(5),
     }
@@ -146,7 +151,12 @@ async fn bank(store: &Store, clock: &ManualClock) -> Arc<SandboxBank> {
     )
 }
 
-fn engine(store: &Store, gateway: Arc<dyn PaymentGateway>, clock: &ManualClock, owner: &str) -> Arc<Engine> {
+fn engine(
+    store: &Store,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: &ManualClock,
+    owner: &str,
+) -> Arc<Engine> {
     Arc::new(Engine::new(
         store.clone(),
         gateway,
@@ -201,28 +211,60 @@ async fn portfolio_runs_through_months(db: TestDb) {
         &store,
         &[
             // Shanghai: 06:00 local is 22:00 UTC the day before; a month-end series.
-            Spec { id: "SH", tz: "Asia/Shanghai", currency: "CNY", account: "ACC-SH", mandate: "active",
-                   installments: &[("2027-01-31", 100_000), ("2027-02-28", 100_000), ("2027-03-31", 100_034)] },
+            Spec {
+                id: "SH",
+                tz: "Asia/Shanghai",
+                currency: "CNY",
+                account: "ACC-SH",
+                mandate: "active",
+                installments: &[
+                    ("2027-01-31", 100_000),
+                    ("2027-02-28", 100_000),
+                    ("2027-03-31", 100_034),
+                ],
+            },
             // New York: crosses the start of daylight saving time on 2027-03-14; the
             // account is short on the first due date and topped up the day after.
-            Spec { id: "NY", tz: "America/New_York", currency: "USD", account: "ACC-NY", mandate: "active",
-                   installments: &[("2027-02-14", 25_000), ("2027-03-14", 25_000)] },
+            Spec {
+                id: "NY",
+                tz: "America/New_York",
+                currency: "USD",
+                account: "ACC-NY",
+                mandate: "active",
+                installments: &[("2027-02-14", 25_000), ("2027-03-14", 25_000)],
+            },
             // London: the bank declines the debit hard (mandate invalid).
-            Spec { id: "LN", tz: "Europe/London", currency: "GBP", account: "ACC-LN", mandate: "active",
-                   installments: &[("2027-01-15", 9_999)] },
+            Spec {
+                id: "LN",
+                tz: "Europe/London",
+                currency: "GBP",
+                account: "ACC-LN",
+                mandate: "active",
+                installments: &[("2027-01-15", 9_999)],
+            },
             // A revoked mandate: never debited.
-            Spec { id: "RV", tz: "Asia/Shanghai", currency: "CNY", account: "ACC-RV", mandate: "revoked",
-                   installments: &[("2027-01-20", 5_000)] },
+            Spec {
+                id: "RV",
+                tz: "Asia/Shanghai",
+                currency: "CNY",
+                account: "ACC-RV",
+                mandate: "revoked",
+                installments: &[("2027-01-20", 5_000)],
+            },
         ],
     )
     .await;
     let usd = Currency::parse("USD").unwrap();
     bank.set_balance("ACC-NY", usd, 10_000).await.unwrap();
-    bank.set_balance("ACC-LN", Currency::parse("GBP").unwrap(), 50_000).await.unwrap();
+    bank.set_balance("ACC-LN", Currency::parse("GBP").unwrap(), 50_000)
+        .await
+        .unwrap();
     // London's is the first debit of the run: the bank refuses it hard.
     bank.inject(SandboxFault::DeclineNextDebitHard);
     let sh_start = 100_000_00;
-    bank.set_balance("ACC-SH", Currency::parse("CNY").unwrap(), sh_start).await.unwrap();
+    bank.set_balance("ACC-SH", Currency::parse("CNY").unwrap(), sh_start)
+        .await
+        .unwrap();
 
     let engine = engine(&store, bank.clone(), &clock, "worker-a");
     let topped_up = AtomicBool::new(false);
@@ -242,27 +284,62 @@ async fn portfolio_runs_through_months(db: TestDb) {
     assert_eq!(sh.len(), 3, "{sh:#?}");
     for (a, due) in sh.iter().zip(["2027-01-31", "2027-02-28", "2027-03-31"]) {
         assert_eq!(a.state, "succeeded");
-        assert_eq!(from_epoch_ms(a.scheduled_at_ms), six_local(due, chrono_tz::Asia::Shanghai));
-        assert_eq!(a.finished_at_ms, Some(a.scheduled_at_ms), "debited at the planned instant");
+        assert_eq!(
+            from_epoch_ms(a.scheduled_at_ms),
+            six_local(due, chrono_tz::Asia::Shanghai)
+        );
+        assert_eq!(
+            a.finished_at_ms,
+            Some(a.scheduled_at_ms),
+            "debited at the planned instant"
+        );
     }
     assert_eq!(
         from_epoch_ms(sh[0].scheduled_at_ms),
         utc(2027, 1, 30, 22, 0),
         "06:00 in Shanghai is 22:00 UTC the day before"
     );
-    assert_eq!(bank.balance("ACC-SH").await.unwrap(), Some(sh_start - 300_034));
+    assert_eq!(
+        bank.balance("ACC-SH").await.unwrap(),
+        Some(sh_start - 300_034)
+    );
     assert_eq!(bank.debit_count("ACC-SH").await.unwrap(), 3);
 
     // New York: short on 02-14 (no debit), retried at 06:00 on 02-15 after the top-up;
     // the March debit runs at 06:00 EDT, an hour earlier in UTC than in February.
     let ny = attempts(&store, p.agreement_ids[1]).await;
-    let states: Vec<_> = ny.iter().map(|a| (a.attempt_no, a.state.as_str())).collect();
-    assert_eq!(states, vec![(1, "insufficient_funds"), (2, "succeeded"), (1, "succeeded")]);
-    assert_eq!(from_epoch_ms(ny[0].scheduled_at_ms), utc(2027, 2, 14, 11, 0), "EST");
-    assert_eq!(from_epoch_ms(ny[1].scheduled_at_ms), utc(2027, 2, 15, 11, 0), "retry +1 day");
-    assert_eq!(from_epoch_ms(ny[2].scheduled_at_ms), utc(2027, 3, 14, 10, 0), "EDT after the change");
+    let states: Vec<_> = ny
+        .iter()
+        .map(|a| (a.attempt_no, a.state.as_str()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (1, "insufficient_funds"),
+            (2, "succeeded"),
+            (1, "succeeded")
+        ]
+    );
+    assert_eq!(
+        from_epoch_ms(ny[0].scheduled_at_ms),
+        utc(2027, 2, 14, 11, 0),
+        "EST"
+    );
+    assert_eq!(
+        from_epoch_ms(ny[1].scheduled_at_ms),
+        utc(2027, 2, 15, 11, 0),
+        "retry +1 day"
+    );
+    assert_eq!(
+        from_epoch_ms(ny[2].scheduled_at_ms),
+        utc(2027, 3, 14, 10, 0),
+        "EDT after the change"
+    );
     assert_eq!(bank.debit_count("ACC-NY").await.unwrap(), 2);
-    assert_eq!(bank.balance("ACC-NY").await.unwrap(), Some(100_000 - 50_000));
+    assert_eq!(
+        bank.balance("ACC-NY").await.unwrap(),
+        Some(100_000 - 50_000)
+    );
 
     // London: declined hard once, nothing more planned.
     let ln = attempts(&store, p.agreement_ids[2]).await;
@@ -301,32 +378,66 @@ async fn portfolio_runs_through_months(db: TestDb) {
     let events = store.events(None).await.unwrap();
     for submitted in events.iter().filter(|e| e.kind == "debit_submitted") {
         let confirmed = events.iter().find(|e| {
-            e.kind == "funds_confirmed" && e.attempt_id == submitted.attempt_id && e.id < submitted.id
+            e.kind == "funds_confirmed"
+                && e.attempt_id == submitted.attempt_id
+                && e.id < submitted.id
         });
-        assert!(confirmed.is_some(), "debit without funds check: {submitted:?}");
+        assert!(
+            confirmed.is_some(),
+            "debit without funds check: {submitted:?}"
+        );
     }
 }
-both_backends!(portfolio_runs_through_months, super::portfolio_runs_through_months);
+both_backends!(
+    portfolio_runs_through_months,
+    super::portfolio_runs_through_months
+);
 
 async fn planner_twice_creates_nothing_new(db: TestDb) {
     let store = db.store.clone();
     let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
     let bank = bank(&store, &clock).await;
-    load(&store, &[Spec { id: "P", tz: "Europe/London", currency: "GBP", account: "ACC-P", mandate: "active",
-        installments: &[("2027-01-10", 1_000), ("2027-01-20", 1_000), ("2027-06-20", 1_000)] }]).await;
+    load(
+        &store,
+        &[Spec {
+            id: "P",
+            tz: "Europe/London",
+            currency: "GBP",
+            account: "ACC-P",
+            mandate: "active",
+            installments: &[
+                ("2027-01-10", 1_000),
+                ("2027-01-20", 1_000),
+                ("2027-06-20", 1_000),
+            ],
+        }],
+    )
+    .await;
     let engine = engine(&store, bank, &clock, "w");
     let first = engine.plan().await.unwrap();
-    assert_eq!(first.attempts_created, 2, "only the installments within the horizon");
+    assert_eq!(
+        first.attempts_created, 2,
+        "only the installments within the horizon"
+    );
     let second = engine.plan().await.unwrap();
     assert_eq!(second.attempts_created, 0);
     // Two planners racing (two daemons on PostgreSQL) still create nothing twice.
-    let other = Arc::new(Engine::new(db.reconnect().await, engine_gateway(&store, &clock).await, Arc::new(clock.clone()), policy(), "w2"));
+    let other = Arc::new(Engine::new(
+        db.reconnect().await,
+        engine_gateway(&store, &clock).await,
+        Arc::new(clock.clone()),
+        policy(),
+        "w2",
+    ));
     let (a, b) = tokio::join!(engine.plan(), other.plan());
     assert_eq!(a.unwrap().attempts_created + b.unwrap().attempts_created, 0);
     let counts = store.attempt_state_counts().await.unwrap();
     assert_eq!(counts, vec![("scheduled".to_string(), 2)]);
 }
-both_backends!(planner_twice_creates_nothing_new, super::planner_twice_creates_nothing_new);
+both_backends!(
+    planner_twice_creates_nothing_new,
+    super::planner_twice_creates_nothing_new
+);
 
 async fn engine_gateway(store: &Store, clock: &ManualClock) -> Arc<dyn PaymentGateway> {
     bank(store, clock).await
@@ -343,7 +454,11 @@ struct Hang {
 
 #[async_trait::async_trait]
 impl PaymentGateway for Hang {
-    async fn check_funds(&self, account_ref: &str, amount: &repayd::domain::Money) -> Result<FundsAnswer, GatewayError> {
+    async fn check_funds(
+        &self,
+        account_ref: &str,
+        amount: &repayd::domain::Money,
+    ) -> Result<FundsAnswer, GatewayError> {
         self.inner.check_funds(account_ref, amount).await
     }
     async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
@@ -365,9 +480,21 @@ async fn crash_between_debit_and_record(db: TestDb, after_booking: bool) {
     let store = db.store.clone();
     let clock = ManualClock::new(utc(2027, 1, 9, 0, 0));
     let bank = bank(&store, &clock).await;
-    let p = load(&store, &[Spec { id: "K", tz: "Europe/London", currency: "GBP", account: "ACC-K", mandate: "active",
-        installments: &[("2027-01-10", 12_345)] }]).await;
-    bank.set_balance("ACC-K", Currency::parse("GBP").unwrap(), 50_000).await.unwrap();
+    let p = load(
+        &store,
+        &[Spec {
+            id: "K",
+            tz: "Europe/London",
+            currency: "GBP",
+            account: "ACC-K",
+            mandate: "active",
+            installments: &[("2027-01-10", 12_345)],
+        }],
+    )
+    .await;
+    bank.set_balance("ACC-K", Currency::parse("GBP").unwrap(), 50_000)
+        .await
+        .unwrap();
     let hang = Arc::new(Hang {
         inner: bank.clone(),
         hang_after_booking: AtomicBool::new(after_booking),
@@ -376,7 +503,9 @@ async fn crash_between_debit_and_record(db: TestDb, after_booking: bool) {
     let first = engine(&store, hang.clone(), &clock, "doomed");
     first.plan().await.unwrap();
     clock.set(utc(2027, 1, 10, 6, 0));
-    let key = attempts(&store, p.agreement_ids[0]).await[0].idempotency_key.clone();
+    let key = attempts(&store, p.agreement_ids[0]).await[0]
+        .idempotency_key
+        .clone();
 
     // Run the worker until the debit is out, then kill it mid-flight.
     let task = {
@@ -396,7 +525,10 @@ async fn crash_between_debit_and_record(db: TestDb, after_booking: bool) {
     let _ = task.await;
     let a = &attempts(&store, p.agreement_ids[0]).await[0];
     assert_eq!(a.state, "submitted", "killed between sending and recording");
-    assert_eq!(bank.debits_for_key(&key).await.unwrap(), i64::from(after_booking));
+    assert_eq!(
+        bank.debits_for_key(&key).await.unwrap(),
+        i64::from(after_booking)
+    );
 
     // A fresh worker (a restarted daemon) waits for the lease, then reconciles by key.
     let second = engine(&db.reconnect().await, bank.clone(), &clock, "restarted");
@@ -408,15 +540,28 @@ async fn crash_between_debit_and_record(db: TestDb, after_booking: bool) {
     let a = &attempts(&store, p.agreement_ids[0]).await[0];
     assert_eq!(a.state, "succeeded");
     assert_eq!(a.idempotency_key, key, "reconciled under the same key");
-    assert_eq!(bank.debits_for_key(&key).await.unwrap(), 1, "exactly one debit at the bank");
+    assert_eq!(
+        bank.debits_for_key(&key).await.unwrap(),
+        1,
+        "exactly one debit at the bank"
+    );
     assert_eq!(bank.debit_count("ACC-K").await.unwrap(), 1);
     assert_eq!(bank.balance("ACC-K").await.unwrap(), Some(50_000 - 12_345));
     let inst = &store.installments(p.agreement_ids[0]).await.unwrap()[0];
     assert_eq!((inst.status.as_str(), inst.paid_minor), ("paid", 12_345));
-    let kinds: Vec<String> = store.events(Some(p.agreement_ids[0])).await.unwrap().into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = store
+        .events(Some(p.agreement_ids[0]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds.iter().filter(|k| *k == "debit_succeeded").count(), 1);
     if !after_booking {
-        assert!(kinds.contains(&"debit_resubmitted".to_string()), "{kinds:?}");
+        assert!(
+            kinds.contains(&"debit_resubmitted".to_string()),
+            "{kinds:?}"
+        );
     }
 }
 
@@ -426,16 +571,39 @@ async fn crash_after_booking(db: TestDb) {
 async fn crash_before_booking(db: TestDb) {
     crash_between_debit_and_record(db, false).await
 }
-both_backends!(killed_after_the_bank_booked_reconciles_to_one_debit, super::crash_after_booking);
-both_backends!(killed_before_the_bank_booked_resubmits_under_the_same_key, super::crash_before_booking);
+both_backends!(
+    killed_after_the_bank_booked_reconciles_to_one_debit,
+    super::crash_after_booking
+);
+both_backends!(
+    killed_before_the_bank_booked_resubmits_under_the_same_key,
+    super::crash_before_booking
+);
 
 async fn lost_answers_and_gateway_faults_never_double_debit(db: TestDb) {
     let store = db.store.clone();
     let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
     let bank = bank(&store, &clock).await;
-    let p = load(&store, &[Spec { id: "F", tz: "Asia/Shanghai", currency: "CNY", account: "ACC-F", mandate: "active",
-        installments: &[("2027-01-05", 1_000), ("2027-01-06", 2_000), ("2027-01-07", 3_000), ("2027-01-08", 4_000)] }]).await;
-    bank.set_balance("ACC-F", Currency::parse("CNY").unwrap(), 1_000_000).await.unwrap();
+    let p = load(
+        &store,
+        &[Spec {
+            id: "F",
+            tz: "Asia/Shanghai",
+            currency: "CNY",
+            account: "ACC-F",
+            mandate: "active",
+            installments: &[
+                ("2027-01-05", 1_000),
+                ("2027-01-06", 2_000),
+                ("2027-01-07", 3_000),
+                ("2027-01-08", 4_000),
+            ],
+        }],
+    )
+    .await;
+    bank.set_balance("ACC-F", Currency::parse("CNY").unwrap(), 1_000_000)
+        .await
+        .unwrap();
     bank.inject(SandboxFault::LoseNextDebitAnswer);
     bank.inject(SandboxFault::FailNextFundsCheck);
     bank.inject(SandboxFault::FailNextDebitBeforeBooking);
@@ -445,10 +613,20 @@ async fn lost_answers_and_gateway_faults_never_double_debit(db: TestDb) {
     for inst in store.installments(p.agreement_ids[0]).await.unwrap() {
         assert_eq!(inst.status, "paid", "{inst:?}");
     }
-    assert_eq!(bank.debit_count("ACC-F").await.unwrap(), 4, "one debit per installment");
-    assert_eq!(bank.balance("ACC-F").await.unwrap(), Some(1_000_000 - 10_000));
+    assert_eq!(
+        bank.debit_count("ACC-F").await.unwrap(),
+        4,
+        "one debit per installment"
+    );
+    assert_eq!(
+        bank.balance("ACC-F").await.unwrap(),
+        Some(1_000_000 - 10_000)
+    );
 }
-both_backends!(lost_answers_and_gateway_faults_never_double_debit, super::lost_answers_and_gateway_faults_never_double_debit);
+both_backends!(
+    lost_answers_and_gateway_faults_never_double_debit,
+    super::lost_answers_and_gateway_faults_never_double_debit
+);
 
 async fn two_workers_share_the_work_without_doubling(db: TestDb) {
     let store = db.store.clone();
@@ -456,7 +634,18 @@ async fn two_workers_share_the_work_without_doubling(db: TestDb) {
     let bank = bank(&store, &clock).await;
     let dues: Vec<(&str, i64)> = (0..30).map(|_| ("2027-01-10", 1_00)).collect();
     let dues: &'static [(&'static str, i64)] = Box::leak(dues.into_boxed_slice());
-    let p = load(&store, &[Spec { id: "M", tz: "UTC", currency: "EUR", account: "ACC-M", mandate: "active", installments: dues }]).await;
+    let p = load(
+        &store,
+        &[Spec {
+            id: "M",
+            tz: "UTC",
+            currency: "EUR",
+            account: "ACC-M",
+            mandate: "active",
+            installments: dues,
+        }],
+    )
+    .await;
     let a = engine(&store, bank.clone(), &clock, "worker-a");
     let b = engine(&db.reconnect().await, bank.clone(), &clock, "worker-b");
     a.plan().await.unwrap();
@@ -466,10 +655,19 @@ async fn two_workers_share_the_work_without_doubling(db: TestDb) {
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(ra.succeeded + rb.succeeded, 30, "{ra:?} {rb:?}");
     assert_eq!(bank.debit_count("ACC-M").await.unwrap(), 30);
-    let paid = store.installments(p.agreement_ids[0]).await.unwrap().iter().filter(|i| i.status == "paid").count();
+    let paid = store
+        .installments(p.agreement_ids[0])
+        .await
+        .unwrap()
+        .iter()
+        .filter(|i| i.status == "paid")
+        .count();
     assert_eq!(paid, 30);
 }
-both_backends!(two_workers_share_the_work_without_doubling, super::two_workers_share_the_work_without_doubling);
+both_backends!(
+    two_workers_share_the_work_without_doubling,
+    super::two_workers_share_the_work_without_doubling
+);
 
 #[tokio::test]
 async fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
@@ -480,5 +678,8 @@ async fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
     let err = other.lock_for_daemon().unwrap_err();
     assert!(err.to_string().contains("another repayd process"), "{err}");
     drop(first);
-    assert!(other.lock_for_daemon().unwrap().is_some(), "free again once the first stops");
+    assert!(
+        other.lock_for_daemon().unwrap().is_some(),
+        "free again once the first stops"
+    );
 }

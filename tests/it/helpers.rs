@@ -124,6 +124,9 @@ fn replace_db_name(url: &str, name: &str) -> String {
 macro_rules! both_backends {
     ($name:ident, $body:path) => {
         mod $name {
+            // Lets `$body` be a bare name from the calling module.
+            #[allow(unused_imports)]
+            use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
                 $body($crate::helpers::TestDb::sqlite().await).await

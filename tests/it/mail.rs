@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 /// A message as the listener received it.
 #[derive(Debug, Clone)]
-struct Received {
-    from: String,
-    to: Vec<String>,
-    data: Vec<u8>,
+pub(crate) struct Received {
+    pub(crate) from: String,
+    pub(crate) to: Vec<String>,
+    pub(crate) data: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -72,20 +72,30 @@ impl Handler for Recorder {
 }
 
 /// A listener on 127.0.0.1 and a free port; it serves until the test process ends.
-struct SmtpListener {
+pub(crate) struct SmtpListener {
     port: u16,
     log: Arc<Mutex<Log>>,
 }
 
 impl SmtpListener {
-    fn start() -> SmtpListener {
+    pub(crate) fn start() -> SmtpListener {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let port = listener.local_addr().unwrap().port();
         let recorder = Recorder::default();
         let log = recorder.log.clone();
         let mut server = Server::new(recorder);
-        server.with_name("smtp.test").with_tcp_listener(listener);
-        std::thread::spawn(move || server.serve());
+        // lettre keeps pooled connections open and mailin gives each a thread: enough
+        // threads that idle pooled sessions never starve a new one.
+        server
+            .with_name("smtp.test")
+            .with_num_threads(16)
+            .with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            // serve() only returns on a listener error; say it, the test will then fail.
+            if let Err(e) = server.serve() {
+                eprintln!("SMTP test listener stopped: {e}");
+            }
+        });
         SmtpListener { port, log }
     }
 
@@ -97,7 +107,7 @@ impl SmtpListener {
             .push_back(Response::custom(code, text.to_string()));
     }
 
-    fn messages(&self) -> Vec<Received> {
+    pub(crate) fn messages(&self) -> Vec<Received> {
         self.log.lock().unwrap().messages.clone()
     }
 
@@ -125,7 +135,7 @@ impl SmtpListener {
         .expect("valid mail settings")
     }
 
-    fn mailer(&self, retry_delays_ms: &str) -> Arc<dyn Mailer> {
+    pub(crate) fn mailer(&self, retry_delays_ms: &str) -> Arc<dyn Mailer> {
         let settings = self.settings(retry_delays_ms);
         assert!(settings.check().is_empty(), "{:?}", settings.check());
         build_mailer(&settings).expect("mailer builds")
@@ -136,21 +146,26 @@ impl SmtpListener {
 // Reading a message as a mail client would.
 
 /// A parsed message: unfolded, decoded headers and the decoded text of each MIME part.
-struct Parsed {
+pub(crate) struct Parsed {
     headers: Vec<(String, String)>,
     raw_headers: String,
     parts: Vec<(String, String)>,
 }
 
 impl Parsed {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     }
 
-    fn part(&self, content_type: &str) -> &str {
+    /// The Subject header, RFC 2047 decoded.
+    pub(crate) fn subject(&self) -> String {
+        decode_rfc2047(&self.header("Subject").unwrap_or_default())
+    }
+
+    pub(crate) fn part(&self, content_type: &str) -> &str {
         self.parts
             .iter()
             .find(|(ct, _)| ct.starts_with(content_type))
@@ -159,7 +174,7 @@ impl Parsed {
     }
 }
 
-fn parse(raw: &[u8]) -> Parsed {
+pub(crate) fn parse(raw: &[u8]) -> Parsed {
     let text = String::from_utf8(raw.to_vec()).expect("message is UTF-8 (in fact ASCII)");
     assert!(
         text.is_ascii(),
@@ -376,7 +391,7 @@ async fn smtp_delivers_a_readable_chinese_reminder() {
     );
     assert_eq!(
         msg.header("From").as_deref(),
-        Some("Example Finance <repayments@example.com>")
+        Some("\"Example Finance\" <repayments@example.com>")
     );
     assert_eq!(msg.header("Content-Language").as_deref(), Some("zh-CN"));
     assert!(msg.header("Date").is_some());

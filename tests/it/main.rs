@@ -2,8 +2,11 @@
 //! PostgreSQL when `REPAYD_TEST_POSTGRES_URL` is set, a real SMTP listener and a real HTTP
 //! gateway on loopback.
 
-mod helpers;
 mod engine;
 mod gateway_http;
+mod helpers;
+mod import;
 mod mail;
+mod reminders;
 mod sandbox;
+mod store_contract;

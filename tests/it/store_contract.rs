@@ -5,10 +5,9 @@
 use crate::both_backends;
 use crate::helpers::TestDb;
 use repayd::store::agreements::{
-    AgreementFilter, AgreementWrite, NewAgreement, NewCustomer, NewFundingAccount,
-    NewInstallment,
+    AgreementFilter, AgreementWrite, NewAgreement, NewCustomer, NewFundingAccount, NewInstallment,
 };
-use repayd::store::{Backend, NewEvent, Store, StoreError};
+use repayd::store::{NewEvent, Store, StoreError};
 
 const NOW: i64 = 1_795_600_000_000; // 2026-11-25
 
@@ -93,15 +92,29 @@ async fn writes_read_back_exactly(db: TestDb) {
 
     let row = store.customer(c).await.unwrap().expect("customer row");
     assert_eq!(
-        (row.external_id.as_str(), row.name.as_str(), row.email.as_str()),
+        (
+            row.external_id.as_str(),
+            row.name.as_str(),
+            row.email.as_str()
+        ),
         ("C-A1", "李伟", "li.wei@example.com")
     );
-    assert_eq!((row.locale.as_str(), row.time_zone.as_str()), ("zh-CN", "Asia/Shanghai"));
+    assert_eq!(
+        (row.locale.as_str(), row.time_zone.as_str()),
+        ("zh-CN", "Asia/Shanghai")
+    );
     assert_eq!((row.created_at_ms, row.updated_at_ms), (NOW, NOW));
-    let by_ext = store.customers_by_external_ids(&["C-A1", "nobody"]).await.unwrap();
+    let by_ext = store
+        .customers_by_external_ids(&["C-A1", "nobody"])
+        .await
+        .unwrap();
     assert_eq!(by_ext, vec![row]);
 
-    let acc = store.funding_account(f).await.unwrap().expect("account row");
+    let acc = store
+        .funding_account(f)
+        .await
+        .unwrap()
+        .expect("account row");
     assert_eq!(acc.customer_id, c);
     assert_eq!(acc.external_ref, "ACC-A1");
     assert_eq!(acc.mandate_status, "active");
@@ -111,7 +124,10 @@ async fn writes_read_back_exactly(db: TestDb) {
 
     let expected = agreement("A1", c, f);
     let row = store.agreement(a).await.unwrap().expect("agreement row");
-    assert_eq!(row, store.agreement_by_external_id("A1").await.unwrap().unwrap());
+    assert_eq!(
+        row,
+        store.agreement_by_external_id("A1").await.unwrap().unwrap()
+    );
     assert_eq!(row.principal_minor, 1_000_000);
     assert_eq!(row.total_interest_minor, 2_100);
     assert_eq!(row.total_fee_minor, 21);
@@ -150,13 +166,33 @@ async fn writes_read_back_exactly(db: TestDb) {
 
     let states = store.agreement_states(&["A1"]).await.unwrap();
     assert_eq!(states.len(), 1);
-    assert_eq!((states[0].id, states[0].paid_installments, states[0].started_debits), (a, 0, 0));
+    assert_eq!(
+        (
+            states[0].id,
+            states[0].paid_installments,
+            states[0].started_debits
+        ),
+        (a, 0, 0)
+    );
 
     let events = store.events(Some(a)).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, "agreement_imported");
-    let all: Vec<String> = store.events(None).await.unwrap().into_iter().map(|e| e.kind).collect();
-    assert_eq!(all, ["customer_imported", "funding_account_imported", "agreement_imported"]);
+    let all: Vec<String> = store
+        .events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        all,
+        [
+            "customer_imported",
+            "funding_account_imported",
+            "agreement_imported"
+        ]
+    );
 
     let listed = store
         .list_agreements(&AgreementFilter {
@@ -180,23 +216,37 @@ async fn writes_read_back_exactly(db: TestDb) {
         .unwrap();
     assert!(none.is_empty());
 
-    let detail = store.agreement_detail("A1").await.unwrap().expect("by external id");
+    let detail = store
+        .agreement_detail("A1")
+        .await
+        .unwrap()
+        .expect("by external id");
     assert_eq!(detail.installments, lines);
     assert_eq!(detail.customer.id, c);
     assert_eq!(detail.funding_account.id, f);
-    let by_id = store.agreement_detail(&a.to_string()).await.unwrap().expect("by id");
+    let by_id = store
+        .agreement_detail(&a.to_string())
+        .await
+        .unwrap()
+        .expect("by id");
     assert_eq!(by_id, detail);
     assert!(store.agreement_detail("nope").await.unwrap().is_none());
 }
-both_backends!(writes_read_back_exactly_, writes_read_back_exactly);
+both_backends!(writes_read_back_exactly, super::writes_read_back_exactly);
 
 async fn unique_ids_are_conflicts(db: TestDb) {
     let store = &db.store;
     let (c, f, _) = seed(store, "U1").await;
     let before = store.table_counts().await.unwrap();
 
-    let err = store.insert_customer(&customer("C-U1"), NOW).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("C-U1")), "{err:?}");
+    let err = store
+        .insert_customer(&customer("C-U1"), NOW)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("C-U1")),
+        "{err:?}"
+    );
     let err = store
         .insert_funding_account(c, &account("ACC-U1"), NOW)
         .await
@@ -208,7 +258,10 @@ async fn unique_ids_are_conflicts(db: TestDb) {
         .insert_agreement(&agreement("U1", c, f), NOW)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("U1")), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("U1")),
+        "{err:?}"
+    );
 
     // A batch with one duplicate writes nothing at all, events included.
     let batch = vec![
@@ -219,7 +272,7 @@ async fn unique_ids_are_conflicts(db: TestDb) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     assert_eq!(store.table_counts().await.unwrap(), before);
 }
-both_backends!(unique_ids_are_conflicts_, unique_ids_are_conflicts);
+both_backends!(unique_ids_are_conflicts, super::unique_ids_are_conflicts);
 
 async fn events_are_append_only(db: TestDb) {
     let store = &db.store;
@@ -246,7 +299,7 @@ async fn events_are_append_only(db: TestDb) {
     assert_eq!(events[0].kind, "test_event");
     assert_eq!(events[0].detail, r#"{"n":1}"#);
 }
-both_backends!(events_are_append_only_, events_are_append_only);
+both_backends!(events_are_append_only, super::events_are_append_only);
 
 async fn check_constraints_hold(db: TestDb) {
     let store = &db.store;
@@ -259,20 +312,29 @@ async fn check_constraints_hold(db: TestDb) {
         first.id
     );
     assert!(store.execute_admin(&over).await.is_err());
-    let negative = format!("UPDATE installments SET paid_minor = -1 WHERE id = {}", first.id);
+    let negative = format!(
+        "UPDATE installments SET paid_minor = -1 WHERE id = {}",
+        first.id
+    );
     assert!(store.execute_admin(&negative).await.is_err());
     let exact = format!(
         "UPDATE installments SET paid_minor = total_minor WHERE id = {}",
         first.id
     );
-    store.execute_admin(&exact).await.expect("paying exactly is fine");
+    store
+        .execute_admin(&exact)
+        .await
+        .expect("paying exactly is fine");
     // A total that is not principal + interest + fee.
     let skewed = format!(
         "UPDATE installments SET total_minor = total_minor + 1 WHERE id = {}",
         first.id
     );
     assert!(store.execute_admin(&skewed).await.is_err());
-    assert_eq!(store.installments(a).await.unwrap()[0].paid_minor, first.total_minor);
+    assert_eq!(
+        store.installments(a).await.unwrap()[0].paid_minor,
+        first.total_minor
+    );
 
     // Through the store API: a bad mandate status or a zero principal is an error, not a
     // panic, and nothing of the failed write remains.
@@ -283,17 +345,23 @@ async fn check_constraints_hold(db: TestDb) {
         store.insert_funding_account(c, &bad, NOW).await,
         Err(StoreError::Db(_))
     ));
-    let f = store.insert_funding_account(c, &account("ACC-K3"), NOW).await.unwrap();
+    let f = store
+        .insert_funding_account(c, &account("ACC-K3"), NOW)
+        .await
+        .unwrap();
     let mut zero = agreement("K-zero", c, f);
     zero.principal_minor = 0;
     zero.installments[0].principal_minor = 0;
     zero.installments.truncate(1);
-    assert!(matches!(store.insert_agreement(&zero, NOW).await, Err(StoreError::Db(_))));
+    assert!(matches!(
+        store.insert_agreement(&zero, NOW).await,
+        Err(StoreError::Db(_))
+    ));
     let after = store.table_counts().await.unwrap();
     assert_eq!(after.agreements, before.agreements);
     assert_eq!(after.funding_accounts, before.funding_accounts + 1);
 }
-both_backends!(check_constraints_hold_, check_constraints_hold);
+both_backends!(check_constraints_hold, super::check_constraints_hold);
 
 /// A debit attempt row for `installment_id` in `state` (the debit module owns that SQL;
 /// this is set-up only).
@@ -304,7 +372,10 @@ async fn add_attempt(store: &Store, agreement_id: i64, installment_id: i64, stat
          VALUES ({installment_id}, {agreement_id}, 1, 'key-{installment_id}-{state}', {NOW}, 1, 'CNY', \
          '{state}', {NOW}, {NOW})"
     );
-    store.execute_admin(&sql).await.expect("insert debit attempt");
+    store
+        .execute_admin(&sql)
+        .await
+        .expect("insert debit attempt");
 }
 
 async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
@@ -312,6 +383,8 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
     let (c, f, a) = seed(store, "R1").await;
     let lines = store.installments(a).await.unwrap();
     add_attempt(store, a, lines[0].id, "scheduled").await;
+    add_reminder(store, a, lines[0].id, 7, "sent").await;
+    add_reminder(store, a, lines[1].id, 7, "pending").await;
 
     let mut changed = agreement("R1", c, f);
     changed.content_hash = "h2".into();
@@ -329,17 +402,37 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 
-    // Scheduled attempts do not block; they are removed for the planner to re-plan.
+    // Scheduled attempts and reminders do not block; they are removed for the planner
+    // to plan again for the new schedule.
     let done = store
         .write_agreements(&[replace("h1", changed.clone())], NOW + 1)
         .await
         .unwrap();
-    assert_eq!((done.replaced, done.installments, done.debit_attempts_removed), (1, 3, 1));
+    assert_eq!(
+        (
+            done.replaced,
+            done.installments,
+            done.debit_attempts_removed,
+            done.reminders_removed
+        ),
+        (1, 3, 1, 2)
+    );
+    let counts = store.table_counts().await.unwrap();
+    assert_eq!((counts.debit_attempts, counts.reminders), (0, 0));
     let lines = store.installments(a).await.unwrap();
     assert_eq!(lines[2].due_date, "2027-02-15");
     let row = store.agreement(a).await.unwrap().unwrap();
-    assert_eq!((row.content_hash.as_str(), row.updated_at_ms), ("h2", NOW + 1));
-    let kinds: Vec<String> = store.events(Some(a)).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        (row.content_hash.as_str(), row.updated_at_ms),
+        ("h2", NOW + 1)
+    );
+    let kinds: Vec<String> = store
+        .events(Some(a))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["agreement_imported", "agreement_updated"]);
 
     // A started debit blocks.
@@ -351,14 +444,19 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
         .write_agreements(&[replace("h2", again.clone())], NOW)
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("debit")), "{err:?}");
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("debit")),
+        "{err:?}"
+    );
     assert_eq!(store.table_counts().await.unwrap(), before);
 
     // So does money received.
     let (c2, f2, a2) = seed(store, "R2").await;
     let paid = store.installments(a2).await.unwrap()[0].id;
     store
-        .execute_admin(&format!("UPDATE installments SET paid_minor = 100 WHERE id = {paid}"))
+        .execute_admin(&format!(
+            "UPDATE installments SET paid_minor = 100 WHERE id = {paid}"
+        ))
         .await
         .unwrap();
     let states = store.agreement_states(&["R2"]).await.unwrap();
@@ -376,11 +474,52 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("payments")), "{err:?}");
-    // Both backends agree on what they are.
-    assert!(matches!(store.backend(), Backend::Sqlite | Backend::Postgres));
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("payments")),
+        "{err:?}"
+    );
+
+    // And a reminder being sent at this very moment (until it is done).
+    let (c3, f3, a3) = seed(store, "R3").await;
+    let first = store.installments(a3).await.unwrap()[0].id;
+    add_reminder(store, a3, first, 3, "sending").await;
+    let states = store.agreement_states(&["R3"]).await.unwrap();
+    assert_eq!(states[0].reminders_sending, 1);
+    let mut changed = agreement("R3", c3, f3);
+    changed.content_hash = "h8".into();
+    let err = store
+        .write_agreements(
+            &[AgreementWrite::Replace {
+                id: a3,
+                expected_hash: "h1".into(),
+                agreement: changed,
+            }],
+            NOW,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(ref m) if m.contains("reminder")),
+        "{err:?}"
+    );
+}
+
+/// A reminder row (set-up only: the reminders module owns that SQL).
+async fn add_reminder(
+    store: &Store,
+    agreement_id: i64,
+    installment_id: i64,
+    offset: i64,
+    state: &str,
+) {
+    let sql = format!(
+        "INSERT INTO reminders (installment_id, agreement_id, kind, offset_key, scheduled_at_ms, \
+         state, created_at_ms, updated_at_ms) \
+         VALUES ({installment_id}, {agreement_id}, 'upcoming', {offset}, {NOW}, '{state}', {NOW}, {NOW})"
+    );
+    store.execute_admin(&sql).await.expect("insert reminder");
 }
 both_backends!(
-    replacing_refuses_paid_or_debited_agreements_,
-    replacing_refuses_paid_or_debited_agreements
+    replacing_refuses_paid_or_debited_agreements,
+    super::replacing_refuses_paid_or_debited_agreements
 );

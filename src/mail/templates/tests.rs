@@ -505,21 +505,8 @@ fn tidy_text_keeps_paragraphs_and_drops_noise() {
 }
 
 #[test]
-fn zz_dump_preview() {
-    let t = builtin();
-    let out = std::path::Path::new("/tmp/mail_preview");
-    std::fs::create_dir_all(out).unwrap();
-    for locale in Locale::ALL {
-        for kind in EmailKind::ALL {
-            for (i, ctx) in samples(kind, locale).into_iter().enumerate() {
-                let e = t.render_in(kind, locale, &ctx).unwrap();
-                std::fs::write(
-                    out.join(format!("{locale}-{kind}-{i}.txt")),
-                    format!("Subject: {}\n\n{}", e.subject, e.text),
-                )
-                .unwrap();
-                std::fs::write(out.join(format!("{locale}-{kind}-{i}.html")), e.html).unwrap();
-            }
-        }
-    }
+fn templates_and_mailers_can_be_shared_between_workers() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Templates>();
+    shared::<std::sync::Arc<dyn crate::mail::Mailer>>();
 }
