@@ -325,18 +325,17 @@ impl Settings {
                 "each offset must be between 1 and 60 days before the due date",
             ));
         }
-        if let Ok(t) = crate::domain::worktime::parse_local_time(&self.reminders.local_time) {
-            if let Ok(q) = crate::domain::worktime::QuietHours::parse(
+        if let Ok(t) = crate::domain::worktime::parse_local_time(&self.reminders.local_time)
+            && let Ok(q) = crate::domain::worktime::QuietHours::parse(
                 &self.reminders.quiet_hours_start,
                 &self.reminders.quiet_hours_end,
-            ) {
-                if q.is_quiet(t) {
-                    problems.push(ConfigError::invalid(
-                        "reminders.local_time",
-                        "falls inside the quiet hours; reminders would always be delayed",
-                    ));
-                }
-            }
+            )
+            && q.is_quiet(t)
+        {
+            problems.push(ConfigError::invalid(
+                "reminders.local_time",
+                "falls inside the quiet hours; reminders would always be delayed",
+            ));
         }
         if self.retry.max_attempts == 0 {
             problems.push(ConfigError::invalid(
@@ -359,10 +358,10 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if let Some(cal) = &self.schedule.calendar {
-            if let Err(e) = crate::domain::HolidayCalendar::from_file(cal) {
-                problems.push(ConfigError::invalid("schedule.calendar", e.to_string()));
-            }
+        if let Some(cal) = &self.schedule.calendar
+            && let Err(e) = crate::domain::HolidayCalendar::from_file(cal)
+        {
+            problems.push(ConfigError::invalid("schedule.calendar", e.to_string()));
         }
         problems.extend(self.gateway.check());
         problems.extend(self.mail.check());
@@ -423,10 +422,10 @@ pub fn resolve_secret(
 
 fn expand_credentials_dir(path: &Path) -> PathBuf {
     let text = path.to_string_lossy();
-    if text.contains("$CREDENTIALS_DIRECTORY") {
-        if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
-            return PathBuf::from(text.replace("$CREDENTIALS_DIRECTORY", &dir));
-        }
+    if text.contains("$CREDENTIALS_DIRECTORY")
+        && let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY")
+    {
+        return PathBuf::from(text.replace("$CREDENTIALS_DIRECTORY", &dir));
     }
     path.to_path_buf()
 }

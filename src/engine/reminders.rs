@@ -28,7 +28,7 @@ pub struct ReminderReport {
 }
 
 enum Sent {
-    Sent,
+    Delivered,
     Cancelled,
     Failed,
     Deferred,
@@ -108,7 +108,7 @@ impl Engine {
                 );
                 let _enter = span.enter();
                 match self.send_one(&reminder).await {
-                    Ok(Sent::Sent) => report.sent += 1,
+                    Ok(Sent::Delivered) => report.sent += 1,
                     Ok(Sent::Cancelled) => report.cancelled += 1,
                     Ok(Sent::Failed) => report.failed += 1,
                     Ok(Sent::Deferred) => report.deferred += 1,
@@ -145,14 +145,11 @@ impl Engine {
                     Some(format!("agreement_{}", ctx.agreement_status))
                 } else if now >= debit_at {
                     Some("too_late: the debit time on the due date has passed".to_string())
-                } else if let Some(later) = self
-                    .store
-                    .superseding_reminder(r.installment_id, r.offset_key, now_ms)
-                    .await?
-                {
-                    Some(format!("superseded by the {later}-day reminder"))
                 } else {
-                    None
+                    self.store
+                        .superseding_reminder(r.installment_id, r.offset_key, now_ms)
+                        .await?
+                        .map(|later| format!("superseded by the {later}-day reminder"))
                 }
             }
             "debit_failed" if ctx.installment_status == "paid" => {
@@ -320,7 +317,7 @@ impl Engine {
                     .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
                     .await?;
                 tracing::info!(to = %mask::email(&ctx.email), template = kind.as_str(), "reminder sent");
-                Ok(Sent::Sent)
+                Ok(Sent::Delivered)
             }
             Err(MailError::Transient(e)) => {
                 // An outage delays, it loses nothing: back to pending after a backoff.

@@ -325,24 +325,24 @@ impl Store {
             if let Some(p) = &effects.payment {
                 applied = apply_payment_sql!(&mut *tx, p, Some(fence.attempt_id));
             }
-            if let Some(next) = &effects.next_attempt {
-                if let Some(id) = insert_attempt_sql!(&mut *tx, next, now_ms) {
-                    insert_event!(
-                        &mut *tx,
-                        &NewEvent {
-                            at_ms: now_ms,
-                            kind: "debit_attempt_planned",
-                            agreement_id: Some(next.agreement_id),
-                            installment_id: Some(next.installment_id),
-                            attempt_id: Some(id),
-                            detail: serde_json::json!({
-                                "attempt_no": next.attempt_no,
-                                "scheduled_at_ms": next.scheduled_at_ms,
-                                "reason": "retry",
-                            }),
-                        }
-                    )?;
-                }
+            if let Some(next) = &effects.next_attempt
+                && let Some(id) = insert_attempt_sql!(&mut *tx, next, now_ms)
+            {
+                insert_event!(
+                    &mut *tx,
+                    &NewEvent {
+                        at_ms: now_ms,
+                        kind: "debit_attempt_planned",
+                        agreement_id: Some(next.agreement_id),
+                        installment_id: Some(next.installment_id),
+                        attempt_id: Some(id),
+                        detail: serde_json::json!({
+                            "attempt_no": next.attempt_no,
+                            "scheduled_at_ms": next.scheduled_at_ms,
+                            "reason": "retry",
+                        }),
+                    }
+                )?;
             }
             if let Some(r) = &effects.reminder {
                 super::reminders::insert_reminder_sql!(&mut *tx, r, now_ms);

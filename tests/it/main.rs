@@ -2,6 +2,9 @@
 //! PostgreSQL when `REPAYD_TEST_POSTGRES_URL` is set, a real SMTP listener and a real HTTP
 //! gateway on loopback.
 
+// Amounts in minor units are written major_minor (`1_066_19` is 1066.19) on purpose.
+#![allow(clippy::inconsistent_digit_grouping)]
+
 mod engine;
 mod gateway_http;
 mod helpers;
