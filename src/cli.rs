@@ -28,13 +28,37 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: plan work, check funds, debit, retry, until SIGTERM.
-    Run,
+    Run(RunArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Validate the configuration (and everything it names); exit 78 if it is bad.
     CheckConfig,
     /// Preview a repayment schedule. Nothing is stored; no configuration needed.
     Quote(QuoteArgs),
+    /// Load agreements from a CSV or JSON file (validated as a whole first).
+    Import(crate::commands::import::ImportArgs),
+    /// List agreements or show one with its schedule.
+    Agreements(crate::commands::agreements::AgreementsArgs),
+    /// Record payments received by other means, or settle an agreement early.
+    Payments(crate::commands::payments::PaymentsArgs),
+    /// Overdue accounts: the report for collections and credit-bureau files.
+    Overdue(crate::commands::overdue::OverdueArgs),
+    /// Debit mandates: revoke one (no more debits; customers asked to pay another way).
+    Mandates(crate::commands::lifecycle::MandatesArgs),
+    /// Dry run on a virtual clock over a copy of the data: what would be sent and debited
+    /// in the next N days. Nothing is sent, debited or written.
+    Simulate(crate::commands::simulate::SimulateArgs),
+    /// Man pages and shell completions, for packaging.
+    #[command(hide = true)]
+    Generate(crate::commands::generate::GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Import this agreements file before starting (as `repayd import` would; importing
+    /// the same file again changes nothing). For first runs and demos.
+    #[arg(long, value_name = "FILE")]
+    pub import: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

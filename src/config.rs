@@ -49,8 +49,17 @@ pub struct Settings {
     pub reminders: ReminderSettings,
     #[serde(default)]
     pub engine: EngineSettings,
+    #[serde(default)]
+    pub overdue: crate::engine::overdue::OverdueSettings,
+    #[serde(default)]
+    pub payments: crate::engine::overdue::PaymentSettings,
+    #[serde(default)]
+    pub alerts: crate::engine::alerts::AlertSettings,
     pub gateway: GatewaySettings,
     pub mail: MailSettings,
+    /// The operations endpoint: /healthz, /readyz, /metrics.
+    #[serde(default)]
+    pub http: crate::http::HttpSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +237,11 @@ impl Settings {
             settings.database.url.as_ref(),
             settings.database.url_file.as_deref(),
         )?;
+        settings.alerts.webhook_secret = resolve_secret(
+            "alerts.webhook_secret",
+            settings.alerts.webhook_secret.as_ref(),
+            settings.alerts.webhook_secret_file.as_deref(),
+        )?;
         settings.check()?;
         Ok(settings)
     }
@@ -365,6 +379,10 @@ impl Settings {
         }
         problems.extend(self.gateway.check());
         problems.extend(self.mail.check());
+        problems.extend(self.overdue.check());
+        problems.extend(self.payments.check());
+        problems.extend(self.alerts.check());
+        problems.extend(self.http.check());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.remove(0)),

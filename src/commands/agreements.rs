@@ -22,6 +22,9 @@ pub enum AgreementsCommand {
     List(ListArgs),
     /// Show one agreement: customer, funding account and mandate, schedule with payments.
     Show(ShowArgs),
+    /// pause | resume | cancel (see `commands::lifecycle`; dispatched by `commands::mod`).
+    #[command(flatten)]
+    Lifecycle(crate::commands::lifecycle::LifecycleCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,6 +98,9 @@ pub async fn run(store: &Store, args: &AgreementsArgs) -> anyhow::Result<ExitCod
                 OutputFormat::Table => print!("{}", render_detail_table(&detail)),
             }
             Ok(ExitCode::SUCCESS)
+        }
+        AgreementsCommand::Lifecycle(_) => {
+            anyhow::bail!("agreement life-cycle commands are run by commands::lifecycle")
         }
     }
 }

@@ -54,7 +54,12 @@ pub async fn run(
     let result = import_file(store, &args.file, args.format, &options, defaults, clock).await;
     match result {
         Ok(summary) => {
-            println!("{}: {summary}", args.file.display());
+            let verb = if summary.dry_run {
+                "checked"
+            } else {
+                "imported"
+            };
+            println!("{verb} {}\n{summary}", args.file.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(ImportError::Invalid(problems)) => {

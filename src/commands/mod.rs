@@ -1,10 +1,18 @@
 //! One function per `repayd` subcommand. `main.rs` parses the command line and calls
 //! [`main`]; everything else happens here and below.
 
+pub mod agreements;
+pub mod generate;
+pub mod import;
+pub mod lifecycle;
+pub mod overdue;
+pub mod payments;
 pub mod quote;
 pub mod run;
+pub mod simulate;
 
 use crate::cli::{Cli, Command};
+use crate::clock::SystemClock;
 use crate::config::{ConfigError, EXIT_CONFIG, Settings};
 use crate::store::Store;
 use anyhow::Context;
@@ -69,10 +77,83 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run => {
+        Command::Run(args) => {
             let settings = load_settings(&cli.config)?;
             crate::telemetry::init(&settings.log);
+            if let Some(file) = &args.import {
+                let store = open_store(&settings).await?;
+                store.migrate().await.context("applying migrations")?;
+                let import = import::ImportArgs {
+                    file: file.clone(),
+                    format: None,
+                    update: false,
+                    dry_run: false,
+                    batch_size: crate::import::DEFAULT_BATCH_SIZE,
+                };
+                let code = import::run(&store, &import, &settings.schedule, &SystemClock).await?;
+                store.close().await;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
+                }
+            }
             run::run(settings, cli.config.clone()).await
+        }
+        Command::Simulate(args) => {
+            let settings = load_settings(&cli.config)?;
+            // Warnings only: the timeline on stdout is the output.
+            crate::telemetry::init_stderr();
+            simulate::run(&settings, &args).await
+        }
+        Command::Generate(args) => generate::run(&args),
+        Command::Import(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = import::run(&store, &args, &settings.schedule, &SystemClock).await;
+            store.close().await;
+            code
+        }
+        Command::Agreements(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = match &args.command {
+                agreements::AgreementsCommand::Lifecycle(lc) => {
+                    lifecycle::run_agreements(&store, &settings, chrono::Utc::now(), lc).await
+                }
+                _ => agreements::run(&store, &args).await,
+            };
+            store.close().await;
+            code
+        }
+        Command::Payments(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = payments::run(&store, &settings, chrono::Utc::now(), &args).await;
+            store.close().await;
+            code
+        }
+        Command::Overdue(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = overdue::run(&store, &settings, chrono::Utc::now(), &args).await;
+            store.close().await;
+            code
+        }
+        Command::Mandates(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = lifecycle::run_mandates(&store, &settings, chrono::Utc::now(), &args).await;
+            store.close().await;
+            code
         }
     }
 }

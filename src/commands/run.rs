@@ -1,6 +1,8 @@
 //! `repayd run`: the daemon. Opens (and on SQLite locks) the database, applies
-//! migrations, builds the gateway, starts the planner and workers, tells systemd it is
-//! ready, and stops cleanly on SIGTERM/SIGINT.
+//! migrations, builds the gateway and mailer (both metered), starts the planner, the
+//! workers and the operations endpoint (/healthz, /readyz, /metrics), tells systemd it is
+//! ready, pings its watchdog, reloads policy and templates on SIGHUP, and stops cleanly
+//! on SIGTERM/SIGINT: in-flight debits finish and are recorded, then the endpoint closes.
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
@@ -8,6 +10,8 @@ use crate::engine::Engine;
 use crate::engine::daemon::Daemon;
 use crate::engine::policy::EnginePolicy;
 use crate::gateway::{GatewayKind, PaymentGateway};
+use crate::http::{HttpServer, HttpState};
+use crate::metrics::{MeteredGateway, MeteredMailer, Metrics};
 use crate::store::Store;
 use anyhow::Context;
 use sd_notify::NotifyState;
@@ -21,14 +25,44 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     // Before anything writes: a second daemon on the same SQLite file must not start.
     let _lock = store.lock_for_daemon()?;
     store.migrate().await.context("applying migrations")?;
-    let gateway = build_gateway(&settings, &store).await?;
+    let metrics = Arc::new(Metrics::new());
+    let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway::new(
+        build_gateway(&settings, &store).await?,
+        Arc::clone(&metrics),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let policy = EnginePolicy::from_settings(&settings)?;
-    let mail = build_mail(&settings)?;
+    let mut mail = build_mail(&settings)?;
+    mail.mailer = Arc::new(MeteredMailer::new(mail.mailer, Arc::clone(&metrics)));
     let engine = Arc::new(
-        Engine::new(store.clone(), gateway, clock, policy.clone(), worker_name()).with_mail(mail),
+        Engine::new(
+            store.clone(),
+            gateway,
+            Arc::clone(&clock),
+            policy.clone(),
+            worker_name(),
+        )
+        .with_mail(mail),
     );
     let shutdown = CancellationToken::new();
+    // The endpoint is up before READY=1, so a unit ordered after this one can probe it.
+    let http = if settings.http.enabled {
+        let state = HttpState {
+            store: store.clone(),
+            metrics: Arc::clone(&metrics),
+            clock: Arc::clone(&clock),
+            gateway: format!("{:?}", settings.gateway.kind).to_lowercase(),
+            mailer: format!("{:?}", settings.mail.kind).to_lowercase(),
+            stopping: shutdown.clone(),
+        };
+        Some(
+            HttpServer::start(&settings.http, state)
+                .await
+                .context("starting the operations endpoint ([http])")?,
+        )
+    } else {
+        None
+    };
     let daemon = Daemon::start(
         Arc::clone(&engine),
         &settings.engine.planner_cron,
@@ -36,7 +70,10 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     )
     .await?;
     spawn_signal_handlers(shutdown.clone(), Arc::clone(&engine), config_path.clone());
-    spawn_watchdog(shutdown.clone());
+    // Pings go on through the drain: a drain longer than WatchdogSec must not get the
+    // process killed with in-flight debits.
+    let drained = CancellationToken::new();
+    spawn_watchdog(drained.clone());
     tracing::info!(
         config = %config_path.display(),
         backend = ?store.backend(),
@@ -46,8 +83,13 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     );
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     daemon.run_until_stopped(policy.drain).await;
-    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    drained.cancel();
+    // After the drain, so /metrics can be scraped while in-flight debits finish.
+    if let Some(http) = http {
+        http.stop().await;
+    }
     store.close().await;
+    tracing::info!("repayd stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -117,12 +159,19 @@ fn spawn_signal_handlers(shutdown: CancellationToken, engine: Arc<Engine>, confi
         };
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM received"); shutdown.cancel(); break; }
-                _ = int.recv() => { tracing::info!("SIGINT received"); shutdown.cancel(); break; }
+                _ = term.recv() => { tracing::info!("SIGTERM received"); stop(&shutdown); break; }
+                _ = int.recv() => { tracing::info!("SIGINT received"); stop(&shutdown); break; }
                 _ = hup.recv() => reload(&engine, &config_path),
             }
         }
     });
+}
+
+/// Tells systemd at once (so `systemctl status` says "deactivating" during the drain) and
+/// starts the drain.
+fn stop(shutdown: &CancellationToken) {
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    shutdown.cancel();
 }
 
 /// SIGHUP: re-read the configuration, then apply the debit, retry and reminder policy
@@ -151,8 +200,9 @@ fn reload(engine: &Engine, config_path: &std::path::Path) {
     let _ = sd_notify::notify(&[NotifyState::Ready]);
 }
 
-/// Pings systemd's watchdog at half its interval while the process is healthy.
-fn spawn_watchdog(shutdown: CancellationToken) {
+/// Pings systemd's watchdog at half its interval until `drained` (the runtime stays
+/// responsive as long as this task gets to run).
+fn spawn_watchdog(drained: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -160,7 +210,7 @@ fn spawn_watchdog(shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(interval / 2);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = drained.cancelled() => break,
                 _ = tick.tick() => { let _ = sd_notify::notify(&[NotifyState::Watchdog]); }
             }
         }

@@ -2,6 +2,7 @@
 //! Nothing here performs I/O or reads the clock.
 
 pub mod calendar;
+pub mod delinquency;
 pub mod money;
 pub mod schedule;
 pub mod worktime;

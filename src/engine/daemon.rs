@@ -139,6 +139,15 @@ async fn planner_loop(
                 tracing::error!(error = %e, retryable = e.is_retryable(), "planning failed; will try again on the next tick")
             }
         }
+        // Delinquency is computed from dates: running it on every tick is idempotent and
+        // catches up whatever was missed while the daemon was down.
+        match engine.assess_overdue().await {
+            Ok(report) if report.changed > 0 => work.notify_one(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "overdue assessment failed; will try again on the next tick")
+            }
+        }
     }
 }
 
@@ -158,6 +167,15 @@ async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: Cancellat
             Ok(_) => {}
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.is_retryable(), "sending due reminders failed; will try again")
+            }
+        }
+        match engine.run_alerts().await {
+            Ok(report) if report.sent + report.retried + report.failed > 0 => {
+                tracing::debug!(?report, "delivered operations alerts")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, retryable = e.is_retryable(), "delivering operations alerts failed; will try again")
             }
         }
         let poll = engine.policy().poll;

@@ -130,7 +130,8 @@ impl Engine {
         if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
             return Ok(step);
         }
-        let owed = ctx.total_minor - ctx.paid_minor;
+        // The installment and its open charges (late fees) in one debit.
+        let owed = ctx.total_minor - ctx.paid_minor + ctx.open_charges_minor;
         let amount = Money::from_minor(owed, currency);
         let now = self.clock.now();
         let policy = self.policy();

@@ -3,8 +3,10 @@
 //! debit and outcome, and the reconciler settles unknown and pending outcomes by
 //! idempotency key. [`daemon`] runs them under cron triggers and signals.
 
+pub mod alerts;
 pub mod daemon;
 pub mod debit;
+pub mod overdue;
 pub mod policy;
 pub mod reminders;
 

@@ -89,6 +89,8 @@ pub struct EnginePolicy {
     pub debit: DebitPolicy,
     pub retry: RetryPolicy,
     pub reminders: ReminderPolicy,
+    /// Delinquency assessment, late fees, payment allocation and operations alerts.
+    pub overdue: super::overdue::OverduePolicy,
     pub poll: std::time::Duration,
     pub drain: std::time::Duration,
 }
@@ -123,6 +125,11 @@ impl EnginePolicy {
                     &settings.reminders.quiet_hours_end,
                 )?,
             },
+            overdue: super::overdue::OverduePolicy::from_settings(
+                &settings.overdue,
+                &settings.payments,
+                &settings.alerts,
+            )?,
             poll: std::time::Duration::from_secs(u64::from(settings.engine.poll_seconds)),
             drain: std::time::Duration::from_secs(u64::from(settings.engine.drain_seconds)),
         })

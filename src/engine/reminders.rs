@@ -16,6 +16,7 @@ use crate::store::reminders::{NewReminder, ReminderChange, ReminderRow};
 use chrono::Duration;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// What one pass over due reminders did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -106,8 +107,7 @@ impl Engine {
                     kind = %reminder.kind,
                     offset = reminder.offset_key,
                 );
-                let _enter = span.enter();
-                match self.send_one(&reminder).await {
+                match self.send_one(&reminder).instrument(span).await {
                     Ok(Sent::Delivered) => report.sent += 1,
                     Ok(Sent::Cancelled) => report.cancelled += 1,
                     Ok(Sent::Failed) => report.failed += 1,
@@ -136,8 +136,33 @@ impl Engine {
         let owed = ctx.total_minor - ctx.paid_minor;
         let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
 
+        // Overdue escalations speak of the agreement's current delinquency state.
+        let delinquency = if matches!(r.kind.as_str(), "overdue" | "credit_warning") {
+            self.store.delinquency(r.agreement_id).await?
+        } else {
+            None
+        };
+
         // Is it still worth sending?
         let stale = match r.kind.as_str() {
+            "overdue" | "credit_warning" => {
+                if ctx.installment_status != "unpaid" || owed <= 0 {
+                    Some(format!("installment_{}", ctx.installment_status))
+                } else if ctx.agreement_status != "active" {
+                    Some(format!("agreement_{}", ctx.agreement_status))
+                } else if delinquency.as_ref().is_none_or(|d| d.dpd == 0) {
+                    Some("no_longer_overdue".to_string())
+                } else if r.kind == "credit_warning"
+                    && (policy.overdue.rules.credit_report_after_days.is_none()
+                        || delinquency
+                            .as_ref()
+                            .is_some_and(|d| d.credit_flag == "reportable"))
+                {
+                    Some("too_late: already reportable, or credit reporting is off".to_string())
+                } else {
+                    None
+                }
+            }
             "upcoming" => {
                 if ctx.installment_status != "unpaid" || owed <= 0 {
                     Some(format!("installment_{}", ctx.installment_status))
@@ -252,6 +277,36 @@ impl Engine {
                     tc.next_attempt = Some(locale.date_time(local(ms)));
                 }
                 (EmailKind::DebitFailed, "")
+            }
+            "overdue" | "credit_warning" => {
+                let d = delinquency
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Data("overdue reminder without state".into()))?;
+                tc.amount = money(owed);
+                tc.days_past_due = Some(d.dpd);
+                tc.amount_overdue = Some(money(d.amount_overdue_minor));
+                if let Some(ms) = self.store.next_scheduled_attempt_ms(r.agreement_id).await? {
+                    tc.next_attempt = Some(locale.date_time(local(ms)));
+                }
+                if r.kind == "credit_warning" {
+                    let oldest = match d.oldest_due_date.as_deref() {
+                        Some(text) => parse_date(text)?,
+                        None => due,
+                    };
+                    let reportable_on = policy
+                        .overdue
+                        .rules
+                        .reportable_on(oldest)
+                        .ok_or_else(|| EngineError::Data("credit reporting is off".into()))?;
+                    // Reported at the assessment time on that day: pay by the end of the day before.
+                    let last_day = reportable_on - Duration::days(1);
+                    let end = last_day.and_hms_opt(23, 59, 0).unwrap_or_default();
+                    tc.pay_by = Some(locale.date_time(end));
+                    tc.pay_by_short = Some(locale.date_short(last_day));
+                    (EmailKind::CreditWarning, "")
+                } else {
+                    (EmailKind::Overdue, "")
+                }
             }
             other => return Err(EngineError::Data(format!("unknown reminder kind {other}"))),
         };

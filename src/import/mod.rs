@@ -675,32 +675,15 @@ async fn plan(
                 ));
                 continue;
             }
-            Some(state) if state.paid_installments > 0 || state.started_debits > 0 => {
-                errors.push(RowError::new(
-                    seen.location,
-                    field,
-                    format!(
-                        "agreement {id} cannot be updated: {} installment(s) have payments \
-                         and {} debit attempt(s) have started",
-                        state.paid_installments, state.started_debits
-                    ),
-                ));
-                continue;
-            }
-            Some(state) if state.reminders_sending > 0 => {
-                errors.push(RowError::new(
-                    seen.location,
-                    field,
-                    format!(
-                        "agreement {id} cannot be updated while a reminder about it is being \
-                         sent; run the import again in a minute"
-                    ),
-                ));
-                continue;
-            }
-            Some(state) => Action::Update {
-                id: state.id,
-                previous_hash: state.content_hash.clone(),
+            Some(state) => match state.replace_refusal() {
+                Some(reason) => {
+                    errors.push(RowError::new(seen.location, field, reason));
+                    continue;
+                }
+                None => Action::Update {
+                    id: state.id,
+                    previous_hash: state.content_hash.clone(),
+                },
             },
         };
         match action {

@@ -39,6 +39,9 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
         Ok(h) => h.clone(),
         Err(e) => return csv_failure(e, header).map(|e| vec![e]),
     };
+    if headers.is_empty() {
+        return Ok(vec![RowError::new(Location::File, "", "the file is empty")]);
+    }
     let mut problems = Vec::new();
     let mut columns: Vec<Option<Field>> = Vec::with_capacity(headers.len());
     for name in headers.iter() {
@@ -71,9 +74,6 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
     if !problems.is_empty() {
         // Without a sound header no row can be read for what it means.
         return Ok(problems);
-    }
-    if headers.is_empty() {
-        return Ok(vec![RowError::new(Location::File, "", "the file is empty")]);
     }
 
     let mut row = csv::StringRecord::new();
@@ -385,6 +385,14 @@ mod tests {
         assert!(fields.contains(&"customer_name"), "{fields:?}");
         assert!(fields.contains(&"principal"), "{fields:?}");
         assert!(problems.iter().all(|p| p.row == Location::Line(1)));
+    }
+
+    #[test]
+    fn an_empty_csv_says_so() {
+        let (records, problems) = collect(Format::Csv, "");
+        assert!(records.is_empty());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].reason, "the file is empty");
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub struct DebitContext {
     pub mandate_status: String,
     pub time_zone: String,
     pub installment_count: i64,
+    /// Open charges (late fees) of this installment: the next debit collects them too.
+    pub open_charges_minor: i64,
 }
 
 /// Who holds an attempt and in which state they found it: the fence for every change.
@@ -250,7 +252,10 @@ impl Store {
                         f.external_ref AS account_ref, f.mandate_ref, f.mandate_status, \
                         c.time_zone, \
                         (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
-                            AS installment_count \
+                            AS installment_count, \
+                        (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor), 0) AS BIGINT) \
+                           FROM charges g WHERE g.installment_id = i.id AND g.status = 'open') \
+                            AS open_charges_minor \
                  FROM debit_attempts d \
                  JOIN installments i ON i.id = d.installment_id \
                  JOIN agreements a ON a.id = i.agreement_id \
@@ -504,8 +509,38 @@ macro_rules! apply_payment_sql {
                 .fetch_one($conn)
                 .await?;
         let take = p.amount_minor.min(total - paid).max(0);
-        applied.excess_minor = p.amount_minor - take;
         applied.installment_paid = paid + take >= total;
+        // What is left settles the installment's open charges (late fees), oldest first.
+        let mut rest = p.amount_minor - take;
+        if rest > 0 {
+            let open: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT id, amount_minor - paid_minor FROM charges \
+                 WHERE installment_id = $1 AND status = 'open' ORDER BY id",
+            )
+            .bind(p.installment_id)
+            .fetch_all($conn)
+            .await?;
+            for (charge_id, owed) in open {
+                let pay = rest.min(owed);
+                if pay <= 0 {
+                    break;
+                }
+                sqlx::query(
+                    "UPDATE charges SET paid_minor = paid_minor + $1, \
+                        status = CASE WHEN paid_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
+                        settled_at_ms = CASE WHEN paid_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
+                        updated_at_ms = $2 \
+                     WHERE id = $3 AND status = 'open'",
+                )
+                .bind(pay)
+                .bind(p.at_ms)
+                .bind(charge_id)
+                .execute($conn)
+                .await?;
+                rest -= pay;
+            }
+        }
+        applied.excess_minor = rest;
         sqlx::query(
             "UPDATE installments SET paid_minor = paid_minor + $1, \
                 status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
@@ -518,11 +553,13 @@ macro_rules! apply_payment_sql {
         .execute($conn)
         .await?;
         if applied.installment_paid {
-            // Pre-due reminders for a paid installment must never go out.
+            // Pre-due reminders and overdue escalations for a paid installment must never
+            // go out.
             sqlx::query(
                 "UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
                     updated_at_ms = $1 \
-                 WHERE installment_id = $2 AND state = 'pending' AND kind = 'upcoming'",
+                 WHERE installment_id = $2 AND state = 'pending' \
+                   AND kind IN ('upcoming', 'overdue', 'credit_warning')",
             )
             .bind(p.at_ms)
             .bind(p.installment_id)
@@ -560,4 +597,4 @@ macro_rules! apply_payment_sql {
         applied
     }};
 }
-use apply_payment_sql;
+pub(crate) use apply_payment_sql;

@@ -53,8 +53,12 @@ pub(crate) use insert_event;
 
 pub mod agreements;
 pub mod debits;
+pub mod delinquency;
+pub mod metrics;
+pub mod payments;
 pub mod reminders;
 pub mod sandbox;
+pub mod snapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -41,6 +41,7 @@ fn policy() -> EnginePolicy {
             local_time: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
             quiet: repayd::domain::worktime::QuietHours::parse("21:00", "08:00").unwrap(),
         },
+        overdue: Default::default(),
         poll: std::time::Duration::from_secs(1),
         drain: std::time::Duration::from_secs(5),
     }

@@ -324,7 +324,7 @@ async fn changes_need_update_and_nothing_paid_or_debited(db: TestDb) {
     );
     let text = err.to_string();
     assert!(
-        text.contains("AGR-2026-0003") && text.contains("payments"),
+        text.contains("AGR-2026-0003") && text.contains("money received"),
         "{text}"
     );
     assert!(

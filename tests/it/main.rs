@@ -5,11 +5,14 @@
 // Amounts in minor units are written major_minor (`1_066_19` is 1066.19) on purpose.
 #![allow(clippy::inconsistent_digit_grouping)]
 
+mod daemon;
 mod engine;
 mod gateway_http;
 mod helpers;
 mod import;
 mod mail;
+mod overdue;
 mod reminders;
 mod sandbox;
+mod simulate;
 mod store_contract;

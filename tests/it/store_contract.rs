@@ -475,7 +475,7 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict(ref m) if m.contains("payments")),
+        matches!(err, StoreError::Conflict(ref m) if m.contains("money received")),
         "{err:?}"
     );
 
@@ -503,6 +503,58 @@ async fn replacing_refuses_paid_or_debited_agreements(db: TestDb) {
         "{err:?}"
     );
 }
+
+/// Late fees and payments recorded by other means are money facts too: no replacement.
+async fn charges_and_payments_block_replacement(db: TestDb) {
+    let store = &db.store;
+    for (ext, setup, needle) in [
+        (
+            "P1",
+            "INSERT INTO charges (installment_id, agreement_id, kind, accrual_key, amount_minor, \
+             currency, created_at_ms, updated_at_ms) VALUES ({i}, {a}, 'late_fee', 5, 2500, 'CNY', 0, 0)",
+            "1 charge(s) raised",
+        ),
+        (
+            "P2",
+            "INSERT INTO payments (agreement_id, reference, amount_minor, currency, received_at_ms, \
+             created_at_ms) VALUES ({a}, 'TRANSFER-{a}', 2500, 'CNY', 0, 0)",
+            "1 payment(s) recorded",
+        ),
+    ] {
+        let (c, f, a) = seed(store, ext).await;
+        let i = store.installments(a).await.unwrap()[0].id;
+        let sql = setup
+            .replace("{i}", &i.to_string())
+            .replace("{a}", &a.to_string());
+        store.execute_admin(&sql).await.expect("set-up row");
+        let state = store.agreement_states(&[ext]).await.unwrap().remove(0);
+        assert!(
+            state.replace_refusal().is_some_and(|r| r.contains(needle)),
+            "{state:?}"
+        );
+        let mut changed = agreement(ext, c, f);
+        changed.content_hash = "h7".into();
+        let err = store
+            .write_agreements(
+                &[AgreementWrite::Replace {
+                    id: a,
+                    expected_hash: "h1".into(),
+                    agreement: changed,
+                }],
+                NOW,
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains(needle)),
+            "{err:?}"
+        );
+    }
+}
+both_backends!(
+    charges_and_payments_block_replacement,
+    super::charges_and_payments_block_replacement
+);
 
 /// A reminder row (set-up only: the reminders module owns that SQL).
 async fn add_reminder(

@@ -1,0 +1,449 @@
+//! `repayd simulate --days N`: a dry run on a virtual clock over the real data. Operations
+//! use it before changing a retry or reminder policy: "with this config, what would be
+//! sent and debited over the next N days?"
+//!
+//! How it stays dry: the SQLite database is copied with `VACUUM INTO` over a read-only
+//! connection (the file is not changed by a byte, and a running daemon is not disturbed),
+//! the engine runs against the copy in a temporary directory, the gateway is the sandbox
+//! bank on the copy (or a bank where funds are always available), and email is captured
+//! in memory. The timeline is read back from the copy's event log, then the copy is
+//! deleted.
+//!
+//! PostgreSQL is refused: copying a live PostgreSQL database needs either exclusive
+//! access (CREATE DATABASE ... TEMPLATE) or a table-by-table export that would have to
+//! follow every migration. The documented way is to copy it to SQLite or a scratch
+//! PostgreSQL instance first (docs/operations.md).
+
+use crate::cli::OutputFormat;
+use crate::clock::{Clock, ManualClock, SystemClock, from_epoch_ms};
+use crate::config::Settings;
+use crate::domain::{Currency, Money};
+use crate::engine::policy::EnginePolicy;
+use crate::engine::{Engine, MailDeps};
+use crate::gateway::{
+    DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+};
+use crate::mail::CaptureMailer;
+use crate::store::{EventRow, Store};
+use anyhow::{Context, bail};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// The longest simulation: ten years, far beyond any planning horizon.
+const MAX_DAYS: u32 = 3660;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// How many days to simulate.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_DAYS)))]
+    pub days: u32,
+    /// Start at 00:00 UTC of this date (YYYY-MM-DD) instead of now.
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: OutputFormat,
+    /// Where funds checks and debits are answered: the sandbox bank on the copy (its
+    /// configured balances, 5000.00 for accounts it has not seen), or a bank where every
+    /// funds check passes and every debit succeeds.
+    #[arg(long, value_enum, default_value = "sandbox")]
+    pub funds: FundsModel,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FundsModel {
+    Sandbox,
+    Always,
+}
+
+impl FundsModel {
+    fn as_str(self) -> &'static str {
+        match self {
+            FundsModel::Sandbox => "sandbox",
+            FundsModel::Always => "always",
+        }
+    }
+}
+
+/// Runs the simulation and prints the timeline.
+pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let url = settings.database_url();
+    if !url.expose_secret().starts_with("sqlite:") {
+        bail!(
+            "repayd simulate runs on a copy of a SQLite database; database.url is PostgreSQL. \
+             Copy the data into a SQLite file or a scratch PostgreSQL first and point a copy \
+             of the config at it (see docs/operations.md, \"Simulate\")"
+        );
+    }
+    let start = match args.from {
+        Some(date) => date.and_time(chrono::NaiveTime::MIN).and_utc(),
+        None => SystemClock.now(),
+    };
+    let until = start + Duration::days(i64::from(args.days));
+
+    let scratch = tempfile::Builder::new()
+        .prefix("repayd-simulate-")
+        .tempdir()
+        .context("creating a temporary directory for the copy")?;
+    let copy_path = scratch.path().join("simulate.db");
+    crate::store::snapshot::sqlite_snapshot(url.expose_secret(), &copy_path)
+        .await
+        .context("copying the database (VACUUM INTO)")?;
+    let copy = Store::connect(
+        &SecretString::from(format!("sqlite://{}", copy_path.display())),
+        4,
+    )
+    .await
+    .context("opening the copy")?;
+    copy.migrate().await.context("migrating the copy")?;
+
+    let timeline = simulate(&copy, settings, args.funds, start, until).await;
+    copy.close().await;
+    drop(scratch);
+    let timeline = timeline?;
+    let out = match args.format {
+        OutputFormat::Json => render_json(&timeline),
+        OutputFormat::Table => render_table(&timeline),
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What happened on the copy.
+#[derive(Debug)]
+pub struct Timeline {
+    pub start: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub funds: FundsModel,
+    pub events: Vec<TimelineEvent>,
+    /// Money debited during the run, per currency (minor units).
+    pub debited_minor: BTreeMap<String, i64>,
+    pub emails: usize,
+    /// Debit attempts planned (not shown one by one in the table).
+    pub attempts_planned: usize,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TimelineEvent {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub agreement: Option<String>,
+    pub installment: Option<i64>,
+    pub attempt_id: Option<i64>,
+    pub detail: serde_json::Value,
+}
+
+/// Drives the engine on `copy` from `start` to `until` like the daemon would: planning
+/// once a (virtual) day and jumping from one due work row to the next.
+pub async fn simulate(
+    copy: &Store,
+    settings: &Settings,
+    funds: FundsModel,
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> anyhow::Result<Timeline> {
+    let clock = ManualClock::new(start);
+    let gateway: Arc<dyn PaymentGateway> = match funds {
+        FundsModel::Sandbox => {
+            let mut sandbox = settings.gateway.sandbox.clone();
+            // Virtual time: waiting for a simulated bank would only slow the run.
+            sandbox.latency_ms = 0;
+            Arc::new(
+                crate::gateway::sandbox::SandboxBank::new(copy.clone(), sandbox)
+                    .await
+                    .context("starting the sandbox bank on the copy")?
+                    .with_clock(Arc::new(clock.clone())),
+            )
+        }
+        FundsModel::Always => Arc::new(FundsAlwaysAvailable::default()),
+    };
+    let templates = settings
+        .mail
+        .templates()
+        .context("loading email templates")?;
+    templates.check_all().context("checking email templates")?;
+    let capture = Arc::new(CaptureMailer::new());
+    let mail = MailDeps::new(capture.clone(), templates, settings.mail.clone());
+    let policy = EnginePolicy::from_settings(settings)?;
+    let engine = Arc::new(
+        Engine::new(
+            copy.clone(),
+            gateway,
+            Arc::new(clock.clone()),
+            policy,
+            "simulate",
+        )
+        .with_mail(mail),
+    );
+
+    let first_event = copy.last_event_id().await?;
+    let debited_before: HashMap<String, i64> = copy
+        .debited_minor_by_currency()
+        .await?
+        .into_iter()
+        .collect();
+    drive(&engine, &clock, until).await?;
+
+    let mut agreements: HashMap<i64, (String, HashMap<i64, i64>)> = HashMap::new();
+    let mut events = Vec::new();
+    let mut attempts_planned = 0;
+    for row in copy.events_after(first_event).await? {
+        if row.kind == "debit_attempt_planned" {
+            attempts_planned += 1;
+            continue;
+        }
+        events.push(timeline_event(copy, &mut agreements, row).await?);
+    }
+    events.sort_by_key(|e| e.at);
+    let debited_minor = copy
+        .debited_minor_by_currency()
+        .await?
+        .into_iter()
+        .map(|(c, n)| {
+            let before = debited_before.get(&c).copied().unwrap_or(0);
+            (c, n - before)
+        })
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    Ok(Timeline {
+        start,
+        until,
+        funds,
+        events,
+        debited_minor,
+        emails: capture.sent().len(),
+        attempts_planned,
+    })
+}
+
+/// The daemon's loop on a virtual clock: plan at the start and then once a day, and in
+/// between jump straight to the next due debit attempt or reminder.
+async fn drive(
+    engine: &Arc<Engine>,
+    clock: &ManualClock,
+    until: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let store = engine.store().clone();
+    let mut next_plan = clock.now();
+    let mut last: Option<DateTime<Utc>> = None;
+    loop {
+        let due_attempt = store.next_attempt_due_ms().await?;
+        let due_reminder = store.next_reminder_due_ms().await?;
+        let next_due = [due_attempt, due_reminder]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(from_epoch_ms);
+        let mut now = match next_due {
+            Some(due) if due < next_plan => due.max(clock.now()),
+            _ => next_plan,
+        };
+        if last == Some(now) && now < next_plan {
+            // Work that stays due after a pass (a permanent fault) must not hold the clock:
+            // it is tried again at the next daily planning.
+            now = next_plan;
+        }
+        if now > until {
+            break;
+        }
+        last = Some(now);
+        clock.set(now);
+        if now >= next_plan {
+            engine.plan().await.context("planning")?;
+            next_plan = now + Duration::days(1);
+        }
+        engine
+            .run_due(&shutdown)
+            .await
+            .context("processing due debits")?;
+        engine
+            .run_reminders(&shutdown)
+            .await
+            .context("sending due reminders")?;
+    }
+    Ok(())
+}
+
+async fn timeline_event(
+    store: &Store,
+    agreements: &mut HashMap<i64, (String, HashMap<i64, i64>)>,
+    row: EventRow,
+) -> anyhow::Result<TimelineEvent> {
+    let mut agreement = None;
+    let mut installment = None;
+    if let Some(id) = row.agreement_id {
+        if let std::collections::hash_map::Entry::Vacant(slot) = agreements.entry(id) {
+            let external = store
+                .agreement(id)
+                .await?
+                .map(|a| a.external_id)
+                .unwrap_or_else(|| format!("#{id}"));
+            let seqs = store
+                .installments(id)
+                .await?
+                .into_iter()
+                .map(|i| (i.id, i.seq))
+                .collect();
+            slot.insert((external, seqs));
+        }
+        let (external, seqs) = &agreements[&id];
+        agreement = Some(external.clone());
+        installment = row.installment_id.and_then(|i| seqs.get(&i).copied());
+    }
+    Ok(TimelineEvent {
+        at: from_epoch_ms(row.at_ms),
+        kind: row.kind,
+        agreement,
+        installment,
+        attempt_id: row.attempt_id,
+        detail: serde_json::from_str(&row.detail).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn money(currency: &str, minor: i64) -> String {
+    match Currency::parse(currency) {
+        Ok(c) => format!("{currency} {}", Money::from_minor(minor, c).plain()),
+        Err(_) => format!("{currency} {minor} (minor units)"),
+    }
+}
+
+fn kind_counts(events: &[TimelineEvent]) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for e in events {
+        *counts.entry(e.kind.as_str()).or_default() += 1;
+    }
+    counts
+}
+
+pub fn render_json(t: &Timeline) -> String {
+    let debited: BTreeMap<&str, String> = t
+        .debited_minor
+        .iter()
+        .map(|(c, n)| (c.as_str(), money(c, *n)))
+        .collect();
+    let value = serde_json::json!({
+        "from": t.start.to_rfc3339(),
+        "until": t.until.to_rfc3339(),
+        "funds": t.funds.as_str(),
+        "events": t.events,
+        "summary": {
+            "events_by_kind": kind_counts(&t.events),
+            "debit_attempts_planned": t.attempts_planned,
+            "debited": debited,
+            "debited_minor": t.debited_minor,
+            "emails": t.emails,
+        },
+    });
+    let mut out = serde_json::to_string_pretty(&value).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+pub fn render_table(t: &Timeline) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "repayd simulate: {} to {} UTC, funds: {}. Run on a copy of the database: nothing was sent, debited or written.\n",
+        t.start.format("%Y-%m-%d %H:%M"),
+        t.until.format("%Y-%m-%d %H:%M"),
+        t.funds.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "{:<17} {:<16} {:>4}  {:<24} DETAIL",
+        "TIME (UTC)", "AGREEMENT", "INST", "EVENT"
+    );
+    for e in &t.events {
+        let _ = writeln!(
+            out,
+            "{:<17} {:<16} {:>4}  {:<24} {}",
+            e.at.format("%Y-%m-%d %H:%M"),
+            e.agreement.as_deref().unwrap_or("-"),
+            e.installment
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.kind,
+            detail_text(&e.detail)
+        );
+    }
+    if t.events.is_empty() {
+        let _ = writeln!(out, "(nothing happens in this period)");
+    }
+    let _ = writeln!(out, "\nSummary");
+    for (kind, n) in kind_counts(&t.events) {
+        let _ = writeln!(out, "  {kind:<28} {n:>6}");
+    }
+    let _ = writeln!(
+        out,
+        "  {:<28} {:>6}",
+        "debit attempts planned", t.attempts_planned
+    );
+    let _ = writeln!(out, "  {:<28} {:>6}", "emails rendered", t.emails);
+    for (currency, minor) in &t.debited_minor {
+        let _ = writeln!(out, "  debited {}", money(currency, *minor));
+    }
+    out
+}
+
+/// `key=value` pairs of an event's detail, sorted by key; Message-IDs left out
+/// (long, and of no use when deciding on a policy).
+fn detail_text(detail: &serde_json::Value) -> String {
+    let Some(map) = detail.as_object() else {
+        return String::new();
+    };
+    map.iter()
+        .filter(|(k, v)| !v.is_null() && *v != "" && k.as_str() != "message_id")
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A bank where every funds check passes and every debit succeeds (once per key).
+#[derive(Debug, Default)]
+struct FundsAlwaysAvailable {
+    booked: Mutex<HashSet<String>>,
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for FundsAlwaysAvailable {
+    async fn check_funds(
+        &self,
+        _account_ref: &str,
+        _amount: &Money,
+    ) -> Result<FundsAnswer, GatewayError> {
+        Ok(FundsAnswer::Available)
+    }
+
+    async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
+        self.booked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(request.idempotency_key.clone());
+        Ok(DebitOutcome::Succeeded {
+            gateway_ref: format!("sim-{}", request.idempotency_key),
+        })
+    }
+
+    async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
+        let booked = self
+            .booked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(idempotency_key);
+        Ok(if booked {
+            LookupOutcome::Found(DebitOutcome::Succeeded {
+                gateway_ref: format!("sim-{idempotency_key}"),
+            })
+        } else {
+            LookupOutcome::NotFound
+        })
+    }
+}

@@ -1,0 +1,315 @@
+//! The operations endpoint of `repayd run`: `/healthz` (the process answers), `/readyz`
+//! (the database is reachable and migrated, the gateway and mailer are built, the daemon
+//! is not stopping) and `/metrics` (Prometheus text format, see [`crate::metrics`]).
+//!
+//! Bound to 127.0.0.1 by default. With a token (`http.token` / `http.token_file`),
+//! `/readyz` and `/metrics` need `Authorization: Bearer <token>`; `/healthz` never does,
+//! since it says nothing but "alive" and probes rarely carry secrets.
+
+use crate::clock::Clock;
+use crate::config::ConfigError;
+use crate::metrics::{DatabaseGauges, Metrics};
+use crate::store::Store;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a readiness or metrics query may take before the answer is "not ready":
+/// a hung database must not hang the probe.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The `[http]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Serve /healthz, /readyz and /metrics while `repayd run` runs.
+    pub enabled: bool,
+    /// Address and port, e.g. `127.0.0.1:9464`; port 0 picks a free one (it is logged).
+    pub listen: String,
+    /// Bearer token for /readyz and /metrics; best given as `token_file`.
+    pub token: Option<SecretString>,
+    /// A file holding the token, e.g. `$CREDENTIALS_DIRECTORY/http-token`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".into(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// Every problem, each naming its key.
+    pub fn check(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.listen_addr() {
+            problems.push(e);
+        }
+        match self.token() {
+            Ok(Some(t)) if t.expose_secret().trim().is_empty() => problems.push(
+                ConfigError::invalid("http.token", "is empty; leave it out for no token"),
+            ),
+            Ok(_) => {}
+            Err(e) => problems.push(e),
+        }
+        problems
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an address and port such as \"127.0.0.1:9464\"",
+                    self.listen
+                ),
+            )
+        })
+    }
+
+    /// The token from `token` or `token_file`.
+    pub fn token(&self) -> Result<Option<SecretString>, ConfigError> {
+        crate::config::resolve_secret(
+            "http.token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr} (http.listen): {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+}
+
+/// What the endpoints read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+    /// Names of the built gateway and mailer, shown by /readyz.
+    pub gateway: String,
+    pub mailer: String,
+    /// Cancelled when the daemon starts stopping: /readyz then answers 503.
+    pub stopping: CancellationToken,
+}
+
+/// The running server.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HttpServer {
+    /// Binds (so a taken port fails the start, before READY=1) and serves in a task.
+    pub async fn start(settings: &HttpSettings, state: HttpState) -> Result<Self, HttpError> {
+        let addr = settings.listen_addr()?;
+        let token = settings.token()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HttpError::Bind {
+                addr,
+                reason: e.to_string(),
+            })?;
+        let addr = listener.local_addr().map_err(|e| HttpError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
+        if token.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "http.listen is not loopback and no http.token is set: /metrics is open to the network");
+        }
+        let router = router(Arc::new(Shared { state, token }));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "http server failed");
+                }
+            }
+        });
+        tracing::info!(addr = %addr, "http server listening (/healthz, /readyz, /metrics)");
+        Ok(Self { addr, stop, task })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets requests in progress finish (at most a few seconds).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: HttpState,
+    token: Option<SecretString>,
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Whether the request carries the configured token (always, when none is configured).
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let Some(token) = &shared.token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes())
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required (http.token)\n",
+    )
+        .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let state = &shared.state;
+    let database = match tokio::time::timeout(DATABASE_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => format!("unreachable: {e}"),
+        Err(_) => "unreachable: no answer within 3 s".to_string(),
+    };
+    let migrations =
+        match tokio::time::timeout(DATABASE_TIMEOUT, state.store.migrations_current()).await {
+            Ok(Ok(true)) => "ok".to_string(),
+            Ok(Ok(false)) => "behind: run `repayd migrate` or restart".to_string(),
+            Ok(Err(e)) => format!("unknown: {e}"),
+            Err(_) => "unknown: no answer within 3 s".to_string(),
+        };
+    let stopping = state.stopping.is_cancelled();
+    let ready = database == "ok" && migrations == "ok" && !stopping;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else if stopping { "stopping" } else { "not ready" },
+        "checks": {
+            "database": database,
+            "migrations": migrations,
+            "gateway": state.gateway,
+            "mailer": state.mailer,
+        },
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let state = &shared.state;
+    let now = state.clock.now();
+    let mut out = String::with_capacity(8 * 1024);
+    state.metrics.render_process(&mut out);
+    let gauges = tokio::time::timeout(DATABASE_TIMEOUT, DatabaseGauges::read(&state.store, now))
+        .await
+        .map_err(|_| "no answer within 3 s".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let up = match gauges {
+        Ok(gauges) => {
+            gauges.render(&mut out, now);
+            1
+        }
+        Err(e) => {
+            // The process metrics still go out: they say most about why the database is not.
+            tracing::warn!(error = %e, "metrics: cannot read the database");
+            0
+        }
+    };
+    out.push_str("# HELP repayd_database_up Whether this scrape could read the database.\n");
+    out.push_str("# TYPE repayd_database_up gauge\n");
+    out.push_str(&format!("repayd_database_up {up}\n"));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_bind_loopback_and_check_names_the_key() {
+        let s = HttpSettings::default();
+        assert!(s.enabled);
+        assert!(s.listen_addr().unwrap().ip().is_loopback());
+        assert!(s.check().is_empty());
+        let bad = HttpSettings {
+            listen: "localhost".into(),
+            ..HttpSettings::default()
+        };
+        let problems = bad.check();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].to_string().contains("http.listen"));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

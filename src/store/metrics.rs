@@ -1,0 +1,100 @@
+//! Read-only aggregates for `/metrics`: what has been debited, how much work is due and
+//! waiting, when money last moved. Every query is one indexed aggregate, cheap enough to
+//! run on each scrape.
+
+use super::{Result, Store};
+
+/// Due work that no worker has finished yet: how many rows and the oldest due instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DueWork {
+    pub rows: i64,
+    /// The earliest `scheduled_at` (or expired lease) among them, epoch milliseconds.
+    pub oldest_due_ms: Option<i64>,
+}
+
+impl Store {
+    /// Sum of succeeded debit attempts per currency, in minor units.
+    pub async fn debited_minor_by_currency(&self) -> Result<Vec<(String, i64)>> {
+        // The cast: PostgreSQL's SUM(bigint) is numeric, which does not decode as i64.
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT currency, CAST(SUM(amount_minor) AS BIGINT) FROM debit_attempts \
+                 WHERE state = 'succeeded' GROUP BY currency ORDER BY currency",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Debit attempts due at `now_ms` and not yet processed: scheduled ones (and unknown or
+    /// pending ones waiting for reconciliation) whose time has come, and claimed ones whose
+    /// lease has run out (the worker died). The same rule as `next_attempt_due_ms`.
+    pub async fn due_debit_work(&self, now_ms: i64) -> Result<DueWork> {
+        let (rows, oldest) = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (i64, Option<i64>)>(
+                "SELECT COUNT(*), MIN(due_ms) FROM ( \
+                   SELECT CASE WHEN state IN ('scheduled', 'unknown', 'pending') \
+                               THEN scheduled_at_ms ELSE lease_until_ms END AS due_ms \
+                   FROM debit_attempts \
+                   WHERE state IN ('scheduled', 'unknown', 'pending', 'claimed', 'funds_checked', 'submitted') \
+                 ) AS open_attempts WHERE due_ms <= $1",
+            )
+            .bind(now_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(DueWork {
+            rows,
+            oldest_due_ms: oldest,
+        })
+    }
+
+    /// Reminders due at `now_ms` and not yet sent (pending, or sending with an expired
+    /// lease).
+    pub async fn due_reminder_work(&self, now_ms: i64) -> Result<DueWork> {
+        let (rows, oldest) = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (i64, Option<i64>)>(
+                "SELECT COUNT(*), MIN(due_ms) FROM ( \
+                   SELECT CASE WHEN state = 'pending' THEN scheduled_at_ms ELSE lease_until_ms END AS due_ms \
+                   FROM reminders WHERE state IN ('pending', 'sending') \
+                 ) AS open_reminders WHERE due_ms <= $1",
+            )
+            .bind(now_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(DueWork {
+            rows,
+            oldest_due_ms: oldest,
+        })
+    }
+
+    /// When the last debit succeeded, epoch milliseconds; `None` if none ever did.
+    pub async fn last_debit_succeeded_ms(&self) -> Result<Option<i64>> {
+        let last = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(finished_at_ms) FROM debit_attempts WHERE state = 'succeeded'",
+            )
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(last)
+    }
+}
+
+impl Store {
+    /// Agreements overdue now (days past due above zero), per delinquency bucket. Errs if
+    /// the delinquency table is missing (a database not yet migrated to it).
+    pub async fn overdue_agreements_by_bucket(&self) -> Result<Vec<(String, i64)>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT COALESCE(bucket, 'unbucketed'), COUNT(*) FROM delinquency \
+                 WHERE dpd > 0 GROUP BY COALESCE(bucket, 'unbucketed') ORDER BY 1",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+}

@@ -1,0 +1,458 @@
+//! The real `repayd` binary as operations run it: started with a config file, probed over
+//! /readyz and /metrics, reloaded with SIGHUP (a broken template is refused, the old one
+//! stays), stopped with SIGTERM while debits are in flight (all recorded, exit 0), and its
+//! logs searched for personal data that should have been masked.
+
+use repayd::clock::SystemClock;
+use repayd::config::ScheduleDefaults;
+use repayd::import::{ImportOptions, import_file};
+use repayd::store::Store;
+use secrecy::SecretString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Sample personal data: none of it may appear whole in a log line.
+fn email(i: usize) -> String {
+    format!("customer.{i:02}@example.com")
+}
+fn account(i: usize) -> String {
+    format!("CN62220202{i:08}")
+}
+
+const HEADER: &str = "customer_external_id,customer_name,email,locale,time_zone,account_ref,mandate_ref,mandate_status,agreement_id,currency,principal,method,installments,annual_rate,fee_rate,first_due,frequency,rounding,remainder,business_day,schedule";
+
+/// Agreements `ids`, each 100.00 CNY in two interest-free installments, the first due
+/// today (UTC), so 50.00 is due at once.
+fn agreements_csv(dir: &Path, name: &str, ids: std::ops::Range<usize>) -> PathBuf {
+    let today = chrono::Utc::now().date_naive();
+    let mut csv = format!("{HEADER}\n");
+    for i in ids {
+        csv.push_str(&format!(
+            "CUST-{i:03},Customer {i},{},en,UTC,{},MND-{i:03},active,AGR-{i:03},CNY,100.00,interest-free,2,0,0,{today},monthly,,,,\n",
+            email(i),
+            account(i)
+        ));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// Imports through the library, as `repayd import` does, with its own short runtime.
+pub(crate) fn import(db_url: &str, file: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&SecretString::from(db_url.to_string()), 2)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        import_file(
+            &store,
+            file,
+            None,
+            &ImportOptions::default(),
+            &ScheduleDefaults::default(),
+            &SystemClock,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("import {}: {e}", file.display()));
+        store.close().await;
+    });
+}
+
+/// Attempts per state, read from the database file directly.
+fn attempt_states(db_url: &str) -> Vec<(String, i64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&SecretString::from(db_url.to_string()), 1)
+            .await
+            .unwrap();
+        let counts = store.attempt_state_counts().await.unwrap();
+        store.close().await;
+        counts
+    })
+}
+
+/// The daemon under test, its output collected line by line as it comes.
+struct Daemon {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_repayd"))
+            .args(["--config", config.to_str().unwrap(), "run"])
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start repayd");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon { child, lines }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits for a log line containing `text`; returns it.
+    fn wait_for_line(&mut self, text: &str, timeout: Duration) -> String {
+        let found = wait_until(timeout, || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned()
+        });
+        found.unwrap_or_else(|| {
+            let status = self.child.try_wait().ok().flatten();
+            panic!(
+                "no log line with {text:?} (daemon exited: {status:?}); output:\n{}",
+                self.output()
+            )
+        })
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let status = wait_until(timeout, || self.child.try_wait().unwrap());
+        status.unwrap_or_else(|| {
+            let _ = self.child.kill();
+            panic!(
+                "repayd did not exit within {timeout:?}; output:\n{}",
+                self.output()
+            )
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // A failed assertion must not leave a daemon behind.
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `probe` every 50 ms until it gives something or `timeout` passes.
+pub(crate) fn wait_until<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The value of the sample `name` (with its labels, exactly as written) in a scrape.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "/metrics: {body}");
+    body
+}
+
+/// Subjects of the receipts (debit succeeded) in the outbox.
+fn receipt_subjects(outbox: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(outbox) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.contains(".debit_succeeded.") && name.ends_with(".eml")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        })
+        .collect()
+}
+
+const SUCCEEDED: &str = "repayd_debit_attempts{state=\"succeeded\"}";
+const IN_FLIGHT: [&str; 3] = ["claimed", "funds_checked", "submitted"];
+
+#[test]
+fn real_binary_serves_metrics_reloads_and_stops_cleanly() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("repayd.db").display());
+    let outbox = dir.path().join("outbox");
+    let templates = dir.path().join("templates");
+    let subject = templates.join("en").join("debit_succeeded.subject.txt");
+    std::fs::create_dir_all(subject.parent().unwrap()).unwrap();
+    std::fs::write(&subject, "Payment received (template v1)\n").unwrap();
+    let config = dir.path().join("repayd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[database]
+url = "{db_url}"
+
+[log]
+format = "json"
+level = "info"
+
+[debit]
+local_time = "00:00"     # due today means due now
+lease_seconds = 30
+key_prefix = "it-daemon"
+
+[reminders]
+quiet_hours_start = "00:00"   # none: receipts go out whatever the hour of the test
+quiet_hours_end = "00:00"
+
+[engine]
+planner_cron = "* * * * * *"
+poll_seconds = 1
+drain_seconds = 20
+
+[gateway]
+kind = "sandbox"
+
+[gateway.sandbox]
+latency_ms = 150              # slow debits, so SIGTERM finds some in flight
+
+[mail]
+kind = "outbox"
+from = "Repayments <repayments@example.com>"
+outbox_dir = "{outbox}"
+templates_dir = "{templates}"
+lender_name = "Example Lending"
+
+[http]
+listen = "127.0.0.1:0"
+"#,
+            outbox = outbox.display(),
+            templates = templates.display(),
+        ),
+    )
+    .unwrap();
+
+    // Four agreements due now, before the daemon starts.
+    import(&db_url, &agreements_csv(dir.path(), "a.csv", 0..4));
+    let mut daemon = Daemon::start(&config);
+
+    // Every line is one JSON object (log.format = "json"); one names the bound address.
+    let line = daemon.wait_for_line("http server listening", Duration::from_secs(20));
+    let json: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    let addr: SocketAddr = json["fields"]["addr"].as_str().unwrap().parse().unwrap();
+
+    let ready = wait_until(Duration::from_secs(10), || {
+        http_get(addr, "/readyz").ok().filter(|(s, _)| *s == 200)
+    });
+    let (_, body) = ready.expect("/readyz never answered 200");
+    assert!(body.contains("\"database\":\"ok\""), "{body}");
+    assert_eq!(http_get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
+
+    // Work done: four debits of 50.00 CNY, with receipts from the v1 template.
+    let metrics = wait_until(Duration::from_secs(15), || {
+        let m = scrape(addr);
+        (sample(&m, SUCCEEDED) == Some(4.0)).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("4 succeeded debits never showed:\n{}", scrape(addr)));
+    assert_eq!(
+        sample(&metrics, "repayd_debited_minor_units{currency=\"CNY\"}"),
+        Some(20_000.0)
+    );
+    assert_eq!(
+        sample(&metrics, "repayd_debited_amount{currency=\"CNY\"}"),
+        Some(200.0)
+    );
+    assert!(
+        sample(
+            &metrics,
+            "repayd_gateway_request_duration_seconds_count{operation=\"debit\",result=\"ok\"}"
+        )
+        .unwrap()
+            >= 4.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "repayd_gateway_debit_outcomes_total{outcome=\"succeeded\"}"
+        ),
+        Some(4.0)
+    );
+    assert!(metrics.contains("repayd_oldest_due_work_age_seconds{work=\"debit\"}"));
+    assert_eq!(sample(&metrics, "repayd_database_up"), Some(1.0));
+    wait_until(Duration::from_secs(10), || {
+        (receipt_subjects(&outbox).len() == 4).then_some(())
+    })
+    .expect("4 receipts in the outbox");
+
+    // simulate beside the running daemon: it takes no lock and disturbs nothing.
+    let simulated = Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "simulate",
+            "--days",
+            "2",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        simulated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&simulated.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&simulated.stdout).expect("JSON timeline");
+    assert_eq!(sample(&scrape(addr), SUCCEEDED), Some(4.0));
+
+    // SIGHUP with a broken override: refused, old templates kept, daemon still serving.
+    std::fs::write(&subject, "Payment received {{ broken\n").unwrap();
+    daemon.signal("HUP");
+    let rejected = daemon.wait_for_line("reload rejected", Duration::from_secs(10));
+    assert!(
+        rejected.contains("debit_succeeded.subject.txt"),
+        "{rejected}"
+    );
+    assert_eq!(http_get(addr, "/healthz").unwrap().0, 200);
+    import(&db_url, &agreements_csv(dir.path(), "b.csv", 4..6));
+    wait_until(Duration::from_secs(15), || {
+        (receipt_subjects(&outbox).len() == 6).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "6 receipts never showed: {:?}\n{}",
+            receipt_subjects(&outbox),
+            daemon.output()
+        )
+    });
+    for s in receipt_subjects(&outbox) {
+        assert_eq!(s, "Payment received (template v1)");
+    }
+
+    // SIGTERM while debits are in flight: they finish and are recorded; exit code 0.
+    import(&db_url, &agreements_csv(dir.path(), "c.csv", 6..22));
+    wait_until(Duration::from_secs(15), || {
+        let m = scrape(addr);
+        IN_FLIGHT
+            .iter()
+            .any(|s| sample(&m, &format!("repayd_debit_attempts{{state=\"{s}\"}}")) > Some(0.0))
+            .then_some(())
+    })
+    .expect("no debit was ever seen in flight");
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(25));
+    let output = daemon.output();
+    assert!(status.success(), "exit {status:?}; output:\n{output}");
+    assert!(output.contains("stopped cleanly"), "{output}");
+    if std::env::var_os("REPAYD_TEST_SHOW_LOGS").is_some() {
+        eprintln!("{output}");
+    }
+    let states = attempt_states(&db_url);
+    for (state, n) in &states {
+        assert!(
+            !IN_FLIGHT.contains(&state.as_str()),
+            "{n} attempts left {state} after exit: {states:?}"
+        );
+    }
+    let succeeded = states
+        .iter()
+        .find(|(s, _)| s == "succeeded")
+        .map(|(_, n)| *n);
+    assert!(
+        succeeded.is_some_and(|n| n > 6),
+        "in-flight debits were not recorded: {states:?}"
+    );
+
+    // Personal data: masked forms present, whole values absent, in every line.
+    assert!(
+        output.contains("c***@example.com"),
+        "no masked email logged"
+    );
+    for i in 0..22 {
+        assert!(!output.contains(&email(i)), "{} in the logs", email(i));
+        assert!(!output.contains(&account(i)), "{} in the logs", account(i));
+    }
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}
