@@ -220,8 +220,9 @@ pub async fn simulate(
     })
 }
 
-/// The daemon's loop on a virtual clock: plan at the start and then once a day, and in
-/// between jump straight to the next due debit attempt or reminder.
+/// The daemon's loop on a virtual clock: plan and assess overdue agreements at the start
+/// and then once a day, and in between jump straight to the next due debit attempt or
+/// reminder.
 async fn drive(
     engine: &Arc<Engine>,
     clock: &ManualClock,
@@ -255,6 +256,12 @@ async fn drive(
         clock.set(now);
         if now >= next_plan {
             engine.plan().await.context("planning")?;
+            // Days past due move once a day. Operations alerts (webhooks) are not run:
+            // a dry run must not page anyone.
+            engine
+                .assess_overdue()
+                .await
+                .context("assessing overdue agreements")?;
             next_plan = now + Duration::days(1);
         }
         engine

@@ -12,6 +12,7 @@ mod helpers;
 mod import;
 mod mail;
 mod overdue;
+mod payments;
 mod reminders;
 mod sandbox;
 mod simulate;

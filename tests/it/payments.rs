@@ -1,0 +1,286 @@
+//! Payments and the agreement life cycle against real databases: early settlement with
+//! future interest waived, a late fee collected by the next debit and the overdue state
+//! cleared by it, pause / resume re-planning the next attempt number, and a mandate
+//! revocation stopping debits, emailing the customer once per installment and alerting
+//! operations.
+
+use crate::both_backends;
+use crate::helpers::TestDb;
+use crate::mail::{SmtpListener, parse};
+use crate::overdue::{SHANGHAI, agreement, drive, hook_server, local, policy, setup, utc};
+use repayd::clock::{Clock, ManualClock, from_epoch_ms};
+use repayd::commands::lifecycle::{LifecycleArgs, LifecycleCommand, change, revoke_mandate};
+use repayd::commands::payments::{PaymentError, RecordRequest, record_payment};
+use repayd::domain::Currency;
+
+async fn early_settlement_waives_future_interest(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(None, None)).await;
+    let store = &db.store;
+    let (a, insts) = agreement(
+        store,
+        "ST-1",
+        "Li Wei",
+        "6222020000001111",
+        &["2027-01-20", "2027-02-20", "2027-03-20"],
+    )
+    .await;
+    bank.set_balance("6222020000001111", Currency::parse("CNY").unwrap(), 0)
+        .await
+        .unwrap();
+    // 1 Feb: the first installment is 9 days past due (late fee 25.00), the others not due.
+    drive(&engine, &clock, local("2027-02-01", 12, 0, SHANGHAI)).await;
+    assert_eq!(store.delinquency(a).await.unwrap().unwrap().dpd, 9);
+    let p = engine.policy();
+    let req = |amount: &str, settle| RecordRequest {
+        agreement: "ST-1".into(),
+        amount: amount.into(),
+        reference: "SETTLE-1".into(),
+        received_at: None,
+        settle,
+    };
+    // Owed now: 25.00 + 1066.19 + 2 x 1000.00 principal = 3091.19; 132.38 interest waived.
+    let wrong = record_payment(store, &p.overdue, clock.now(), &req("3223.57", true)).await;
+    match &wrong {
+        Err(PaymentError::Rejected(m)) => {
+            assert!(m.contains("3091.19"), "{m}");
+            assert!(m.contains("132.38"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(store.payment_by_reference("SETTLE-1").await.unwrap().is_none());
+    let s = record_payment(store, &p.overdue, clock.now(), &req("3091.19", true))
+        .await
+        .unwrap();
+    assert!(s.settlement && s.agreement_completed && s.delinquency_cleared);
+    assert_eq!(s.waived_total, "132.38");
+    assert_eq!(s.installments_paid, vec![1, 2, 3]);
+    assert_eq!(
+        s.allocations
+            .iter()
+            .map(|x| (x.seq, x.component, x.amount.as_str()))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "penalties", "25.00"),
+            (1, "interest", "66.19"),
+            (1, "principal", "1000.00"),
+            (2, "principal", "1000.00"),
+            (3, "principal", "1000.00"),
+        ]
+    );
+    let rows = store.installments(a).await.unwrap();
+    assert!(rows.iter().all(|i| i.status == "paid"));
+    assert_eq!(
+        rows.iter().map(|i| i.paid_minor).collect::<Vec<_>>(),
+        vec![1_066_19, 1_000_00, 1_000_00]
+    );
+    for id in &insts {
+        assert!(
+            store
+                .attempts_for_installment(*id)
+                .await
+                .unwrap()
+                .iter()
+                .all(|x| x.state != "scheduled")
+        );
+    }
+    assert!(
+        store
+            .reminders_for_agreement(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.state != "pending")
+    );
+    let d = store.delinquency(a).await.unwrap().unwrap();
+    assert_eq!((d.dpd, d.credit_flag.as_str()), (0, "none"));
+    let allocs = store.payment_allocations(s.payment_id).await.unwrap();
+    assert_eq!(
+        allocs
+            .iter()
+            .filter(|x| x.component.starts_with("waived"))
+            .map(|x| x.amount_minor)
+            .sum::<i64>(),
+        132_38
+    );
+    // Nothing happens any more on a settled agreement.
+    let before = smtp.messages().len();
+    drive(&engine, &clock, local("2027-04-01", 12, 0, SHANGHAI)).await;
+    assert_eq!(smtp.messages().len(), before);
+}
+
+async fn late_fee_is_collected_by_the_next_debit_which_clears_the_flags(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(None, None)).await;
+    let store = &db.store;
+    let cny = Currency::parse("CNY").unwrap();
+    let (a, insts) = agreement(store, "LF-1", "Li Wei", "6222020000002222", &["2027-01-20"]).await;
+    bank.set_balance("6222020000002222", cny, 0).await.unwrap();
+    // 01:00 on the 24th: 1 DPD, late fee charged, a re-attempt planned for 06:00.
+    drive(&engine, &clock, local("2027-01-24", 2, 0, SHANGHAI)).await;
+    let d = store.delinquency(a).await.unwrap().unwrap();
+    assert_eq!((d.dpd, d.credit_flag.as_str()), (1, "at_risk"));
+    bank.set_balance("6222020000002222", cny, 5_000_00).await.unwrap();
+    drive(&engine, &clock, local("2027-01-26", 12, 0, SHANGHAI)).await;
+    let attempts = store.attempts_for_installment(insts[0]).await.unwrap();
+    let last = attempts.last().unwrap();
+    assert_eq!((last.attempt_no, last.state.as_str()), (4, "succeeded"));
+    assert_eq!(last.amount_minor, 1_066_19 + 25_00, "installment and late fee");
+    assert_eq!(
+        from_epoch_ms(last.scheduled_at_ms),
+        local("2027-01-24", 6, 0, SHANGHAI)
+    );
+    let charges = store.charges_for_agreement(a).await.unwrap();
+    assert_eq!(charges.len(), 1);
+    assert_eq!((charges[0].paid_minor, charges[0].status.as_str()), (25_00, "paid"));
+    let d = store.delinquency(a).await.unwrap().unwrap();
+    assert_eq!(
+        (d.dpd, d.bucket.clone(), d.credit_flag.as_str()),
+        (0, None, "none"),
+        "flags cleared once paid"
+    );
+    // The 09:00 overdue email was cancelled: the debit paid it at 06:00.
+    let rows = store.reminders_for_agreement(a).await.unwrap();
+    let overdue: Vec<_> = rows.iter().filter(|r| r.kind == "overdue").collect();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].state, "cancelled");
+    assert!(
+        smtp.messages()
+            .iter()
+            .all(|m| !parse(&m.data).header("Message-ID").unwrap().contains(".overdue."))
+    );
+}
+
+async fn pause_resume_and_mandate_revocation(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let (hook, url) = hook_server().await;
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, bank) =
+        setup(&db, &clock, smtp.mailer("[10]"), policy(Some(url), None)).await;
+    let store = &db.store;
+    let (a, insts) = agreement(
+        store,
+        "LC-1",
+        "Li Wei",
+        "6222020000003333",
+        &["2027-01-20", "2027-02-20"],
+    )
+    .await;
+    bank.set_balance("6222020000003333", Currency::parse("CNY").unwrap(), 0)
+        .await
+        .unwrap();
+    drive(&engine, &clock, local("2027-01-21", 12, 0, SHANGHAI)).await;
+    let p = engine.policy();
+    let id = || LifecycleArgs {
+        agreement: "LC-1".into(),
+    };
+    change(store, &p, clock.now(), &LifecycleCommand::Pause(id()))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .attempts_for_agreement(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.state != "scheduled"),
+        "pause cancels planned debits"
+    );
+    let runs_before = store.attempts_for_agreement(a).await.unwrap();
+    drive(&engine, &clock, local("2027-01-25", 12, 0, SHANGHAI)).await;
+    assert_eq!(
+        store.attempts_for_agreement(a).await.unwrap().len(),
+        runs_before.len(),
+        "nothing planned or run while paused"
+    );
+    assert!(
+        change(store, &p, clock.now(), &LifecycleCommand::Pause(id()))
+            .await
+            .is_err(),
+        "already paused"
+    );
+    let out = change(store, &p, clock.now(), &LifecycleCommand::Resume(id()))
+        .await
+        .unwrap();
+    assert_eq!(out.attempts_planned, 2);
+    let planned: Vec<(i64, i64)> = store
+        .attempts_for_agreement(a)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|x| x.state == "scheduled")
+        .map(|x| (x.installment_id, x.attempt_no))
+        .collect();
+    assert_eq!(
+        planned,
+        vec![(insts[0], 3), (insts[1], 2)],
+        "the next attempt numbers, not attempt 1 again"
+    );
+
+    revoke_mandate(store, &p, clock.now(), "6222020000003333")
+        .await
+        .unwrap();
+    let attempts = store.attempts_for_agreement(a).await.unwrap();
+    assert!(attempts.iter().all(|x| x.state != "scheduled"));
+    assert_eq!(
+        attempts
+            .iter()
+            .filter(|x| x.outcome_code.as_deref() == Some("mandate_revoked"))
+            .count(),
+        2
+    );
+    assert!(
+        revoke_mandate(store, &p, clock.now(), "6222020000003333")
+            .await
+            .is_err(),
+        "revoking twice changes nothing"
+    );
+    drive(&engine, &clock, local("2027-01-27", 12, 0, SHANGHAI)).await;
+    let notices: Vec<_> = smtp
+        .messages()
+        .iter()
+        .map(|m| parse(&m.data))
+        .filter(|m| {
+            let id = m.header("Message-ID").unwrap();
+            id.contains(&format!("i{}.debit_failed.3@", insts[0]))
+                || id.contains(&format!("i{}.debit_failed.2@", insts[1]))
+        })
+        .collect();
+    assert_eq!(notices.len(), 2, "one notice per installment, once");
+    // Operations heard about the blocked debits, signed.
+    let received = hook.received.lock().unwrap().clone();
+    let blocked: Vec<_> = received
+        .iter()
+        .filter(|(v, ok)| *ok && v["kind"] == "debit_blocked")
+        .collect();
+    assert_eq!(blocked.len(), 2, "{received:?}");
+    assert_eq!(blocked[0].0["agreement"], "LC-1");
+    // The agreement still becomes overdue (the mandate is gone, the debt is not).
+    drive(&engine, &clock, local("2027-02-01", 12, 0, SHANGHAI)).await;
+    let d = store.delinquency(a).await.unwrap().unwrap();
+    assert_eq!(d.dpd, 9);
+    assert!(
+        store
+            .attempts_for_agreement(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.state != "scheduled" && x.state != "succeeded"),
+        "no debit without a mandate, not even on bucket entry"
+    );
+}
+
+both_backends!(
+    early_settlement_waives_future_interest,
+    early_settlement_waives_future_interest
+);
+both_backends!(
+    late_fee_is_collected_by_the_next_debit_which_clears_the_flags,
+    late_fee_is_collected_by_the_next_debit_which_clears_the_flags
+);
+both_backends!(
+    pause_resume_and_mandate_revocation,
+    pause_resume_and_mandate_revocation
+);
