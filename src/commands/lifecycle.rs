@@ -104,7 +104,8 @@ pub async fn change(
             let today = worktime::local_date(now, tz);
             let mut at = worktime::local_instant(due.max(today), policy.debit.local_time, tz);
             if at < now {
-                at = worktime::local_instant(today + Duration::days(1), policy.debit.local_time, tz);
+                at =
+                    worktime::local_instant(today + Duration::days(1), policy.debit.local_time, tz);
             }
             let attempt_no = c.max_attempt_no + 1;
             let attempt = NewAttempt {

@@ -166,7 +166,14 @@ pub fn load_settings(path: &std::path::Path) -> anyhow::Result<Settings> {
 /// Checks what the configuration names beyond its own keys: templates render, the
 /// gateway and mailer can be built.
 pub async fn check_components(settings: &Settings) -> anyhow::Result<()> {
-    let _ = settings;
+    // Templates are rendered with sample data by `MailSettings::check` already.
+    if let Some(http) = &settings.gateway.http
+        && settings.gateway.kind == crate::gateway::GatewayKind::Http
+    {
+        crate::gateway::http::HttpGateway::new(http).context("gateway.http")?;
+    }
+    crate::engine::policy::EnginePolicy::from_settings(settings)
+        .map_err(|e| ConfigError::invalid("engine policy", format!("{e:#}")))?;
     Ok(())
 }
 

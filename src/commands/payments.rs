@@ -138,11 +138,10 @@ pub async fn record_payment(
             p.id, p.amount_minor
         )));
     }
-    let currency = Currency::parse(&agreement.currency)
-        .map_err(|e| PaymentError::Rejected(e.to_string()))?;
-    let amount = Money::parse(&req.amount, currency).map_err(|e| {
-        PaymentError::Rejected(format!("--amount {:?}: {e}", req.amount))
-    })?;
+    let currency =
+        Currency::parse(&agreement.currency).map_err(|e| PaymentError::Rejected(e.to_string()))?;
+    let amount = Money::parse(&req.amount, currency)
+        .map_err(|e| PaymentError::Rejected(format!("--amount {:?}: {e}", req.amount)))?;
     if amount.minor() <= 0 {
         return Err(PaymentError::Rejected("--amount must be positive".into()));
     }
@@ -158,8 +157,8 @@ pub async fn record_payment(
         .map_err(|_| PaymentError::Rejected(format!("bad time zone {:?}", agreement.time_zone)))?;
     let open = store.open_installments(agreement.id).await?;
     let charges = store.charges_for_agreement(agreement.id).await?;
-    let insts = open_for_allocation(&open, &charges)
-        .map_err(|e| PaymentError::Rejected(e.to_string()))?;
+    let insts =
+        open_for_allocation(&open, &charges).map_err(|e| PaymentError::Rejected(e.to_string()))?;
     let order = &policy.allocation;
     let owed: i64 = insts
         .iter()
@@ -203,8 +202,8 @@ pub async fn record_payment(
         (slices, Vec::new())
     };
     let rules = &policy.rules;
-    let overdue_cutoff = rules.assessment_date(now, tz)
-        - Duration::days(i64::from(rules.grace_days) + 1);
+    let overdue_cutoff =
+        rules.assessment_date(now, tz) - Duration::days(i64::from(rules.grace_days) + 1);
     let payment = NewPayment {
         agreement_id: agreement.id,
         reference: reference.to_string(),
@@ -232,11 +231,7 @@ pub async fn record_payment(
             .collect::<Vec<_>>()
     };
     let waived_total: i64 = waived.iter().map(|w| w.amount_minor).sum();
-    let remaining = if req.settle {
-        0
-    } else {
-        owed - amount.minor()
-    };
+    let remaining = if req.settle { 0 } else { owed - amount.minor() };
     tracing::info!(
         agreement = %agreement.external_id,
         amount = %amount,
@@ -310,7 +305,8 @@ pub async fn run(
     now: DateTime<Utc>,
     args: &PaymentsArgs,
 ) -> anyhow::Result<ExitCode> {
-    let policy = OverduePolicy::from_settings(&settings.overdue, &settings.payments, &settings.alerts)?;
+    let policy =
+        OverduePolicy::from_settings(&settings.overdue, &settings.payments, &settings.alerts)?;
     match &args.command {
         PaymentsCommand::Record(r) => {
             let req = RecordRequest {

@@ -11,8 +11,9 @@
 //!
 //! PostgreSQL is refused: copying a live PostgreSQL database needs either exclusive
 //! access (CREATE DATABASE ... TEMPLATE) or a table-by-table export that would have to
-//! follow every migration. The documented way is to copy it to SQLite or a scratch
-//! PostgreSQL instance first (docs/operations.md).
+//! follow every migration, and running the engine on the live database is out of the
+//! question. The documented way is to export the tables into a SQLite file first
+//! (docs/operations.md, "Simulate").
 
 use crate::cli::OutputFormat;
 use crate::clock::{Clock, ManualClock, SystemClock, from_epoch_ms};
@@ -75,8 +76,8 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exi
     if !url.expose_secret().starts_with("sqlite:") {
         bail!(
             "repayd simulate runs on a copy of a SQLite database; database.url is PostgreSQL. \
-             Copy the data into a SQLite file or a scratch PostgreSQL first and point a copy \
-             of the config at it (see docs/operations.md, \"Simulate\")"
+             Export the data into a SQLite file and point a copy of the config at it \
+             (docs/operations.md, \"Simulate\")"
         );
     }
     let start = match args.from {
@@ -362,13 +363,13 @@ pub fn render_table(t: &Timeline) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<17} {:<16} {:>4}  {:<24} DETAIL",
+        "{:<17} {:<16} {:>4}  {:<27} DETAIL",
         "TIME (UTC)", "AGREEMENT", "INST", "EVENT"
     );
     for e in &t.events {
         let _ = writeln!(
             out,
-            "{:<17} {:<16} {:>4}  {:<24} {}",
+            "{:<17} {:<16} {:>4}  {:<27} {}",
             e.at.format("%Y-%m-%d %H:%M"),
             e.agreement.as_deref().unwrap_or("-"),
             e.installment

@@ -461,6 +461,8 @@ pub fn allocate_settlement(
 }
 
 #[cfg(test)]
+// Amounts in minor units are written major_minor (`1_066_19` is 1066.19) on purpose.
+#[allow(clippy::inconsistent_digit_grouping)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -480,12 +482,7 @@ mod tests {
         DelinquencyRules {
             grace_days: 3,
             local_time: NaiveTime::from_hms_opt(0, 30, 0).unwrap(),
-            buckets: vec![
-                b("1-30", 1),
-                b("31-60", 31),
-                b("61-90", 61),
-                b("90+", 91),
-            ],
+            buckets: vec![b("1-30", 1), b("31-60", 31), b("61-90", 61), b("90+", 91)],
             at_risk_after_days: Some(1),
             credit_report_after_days: Some(90),
             credit_warning_days_before: 10,

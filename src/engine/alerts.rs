@@ -64,7 +64,8 @@ impl AlertSettings {
         if let Some(url) = &self.webhook_url {
             match reqwest::Url::parse(url) {
                 Ok(u) => {
-                    let loopback = matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+                    let loopback =
+                        matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
                     if u.scheme() != "https" && !(u.scheme() == "http" && loopback) {
                         problems.push(ConfigError::invalid(
                             "alerts.webhook_url",
@@ -96,7 +97,10 @@ impl AlertSettings {
             ));
         }
         if self.max_tries == 0 {
-            problems.push(ConfigError::invalid("alerts.max_tries", "must be at least 1"));
+            problems.push(ConfigError::invalid(
+                "alerts.max_tries",
+                "must be at least 1",
+            ));
         }
         if self.timeout_seconds == 0 {
             problems.push(ConfigError::invalid(
@@ -206,7 +210,10 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
         ipad[i] ^= k[i];
         opad[i] ^= k[i];
     }
-    let inner = Sha256::new().chain_update(ipad).chain_update(message).finalize();
+    let inner = Sha256::new()
+        .chain_update(ipad)
+        .chain_update(message)
+        .finalize();
     Sha256::new()
         .chain_update(opad)
         .chain_update(inner)

@@ -125,7 +125,9 @@ impl PaymentSettings {
         let order = self.order();
         let mut sorted: Vec<&str> = order.iter().map(|c| c.as_str()).collect();
         sorted.sort_unstable();
-        if order.len() != self.allocation.len() || sorted != ["fees", "interest", "penalties", "principal"] {
+        if order.len() != self.allocation.len()
+            || sorted != ["fees", "interest", "penalties", "principal"]
+        {
             vec![ConfigError::invalid(
                 "payments.allocation",
                 format!(
@@ -447,7 +449,8 @@ impl Engine {
         let rules = &op.rules;
         let now_ms = to_epoch_ms(now);
         let tz = parse_tz(&c.time_zone)?;
-        let currency = Currency::parse(&c.currency).map_err(|e| EngineError::Data(e.to_string()))?;
+        let currency =
+            Currency::parse(&c.currency).map_err(|e| EngineError::Data(e.to_string()))?;
         let on = rules.assessment_date(now, tz);
         let live = c.agreement_status == "active" || c.agreement_status == "paused";
         let open = if live {
@@ -561,10 +564,14 @@ impl Engine {
             detail,
         };
         let oldest_id = oldest.map(|(_, id)| id);
-        let bucket_name = |i: Option<i64>| i.and_then(|i| rules.buckets.get(i as usize)).map(|b| b.name.clone());
+        let bucket_name = |i: Option<i64>| {
+            i.and_then(|i| rules.buckets.get(i as usize))
+                .map(|b| b.name.clone())
+        };
         let mut reminders = Vec::new();
         let mut alerts = Vec::new();
-        let cleared = prev_dpd > 0 && next.dpd == 0 || (prev_flag != CreditFlag::None && assessment.flag == CreditFlag::None);
+        let cleared = prev_dpd > 0 && next.dpd == 0
+            || (prev_flag != CreditFlag::None && assessment.flag == CreditFlag::None);
         if cleared {
             events.push(ev(
                 "delinquency_cleared",
@@ -739,7 +746,11 @@ impl Engine {
             installment_id,
             agreement_id: c.agreement_id,
             attempt_no,
-            idempotency_key: Self::idempotency_key(&policy.debit.key_prefix, installment_id, attempt_no),
+            idempotency_key: Self::idempotency_key(
+                &policy.debit.key_prefix,
+                installment_id,
+                attempt_no,
+            ),
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: inst.total_minor - inst.paid_minor,
             currency: c.currency.clone(),

@@ -356,11 +356,18 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
         (d.dpd, d.bucket.as_deref(), d.credit_flag.as_str()),
         (1, Some("1-30"), "at_risk")
     );
-    assert_eq!(d.amount_overdue_minor, 1_066_19 + 25_00, "with the late fee");
+    assert_eq!(
+        d.amount_overdue_minor,
+        1_066_19 + 25_00,
+        "with the late fee"
+    );
     // Running it again changes nothing (idempotent).
     let events_before = store.events(Some(agreement)).await.unwrap().len();
     engine.assess_overdue().await.unwrap();
-    assert_eq!(store.events(Some(agreement)).await.unwrap().len(), events_before);
+    assert_eq!(
+        store.events(Some(agreement)).await.unwrap().len(),
+        events_before
+    );
 
     // On to the day it becomes reportable: 20 Jan + 3 + 90 = 23 April.
     drive(&engine, &clock, local("2027-04-23", 14, 0, SHANGHAI)).await;
@@ -449,13 +456,25 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     assert_eq!(customer_mail.len(), 4);
     let texts: Vec<&str> = customer_mail.iter().map(|p| p.part("text/plain")).collect();
     assert!(texts[0].contains("1 day overdue"), "{}", texts[0]);
-    assert!(texts[0].contains("1,091.19"), "installment + late fee: {}", texts[0]);
+    assert!(
+        texts[0].contains("1,091.19"),
+        "installment + late fee: {}",
+        texts[0]
+    );
     assert!(texts[1].contains("31 days overdue"), "{}", texts[1]);
     assert!(texts[2].contains("61 days overdue"), "{}", texts[2]);
-    assert!(texts[2].contains("2,182.38"), "both installments + fees: {}", texts[2]);
+    assert!(
+        texts[2].contains("2,182.38"),
+        "both installments + fees: {}",
+        texts[2]
+    );
     assert!(texts[3].contains("80 days overdue"), "{}", texts[3]);
     assert!(texts[3].contains("2,182.38"), "{}", texts[3]);
-    assert!(texts[3].contains("22 April 2027"), "pay by the day before: {}", texts[3]);
+    assert!(
+        texts[3].contains("22 April 2027"),
+        "pay by the day before: {}",
+        texts[3]
+    );
     assert!(
         customer_mail[3].subject().contains("credit report"),
         "{}",
@@ -637,7 +656,12 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     // settled, no escalation or debit left planned for the paid installments.
     let d = store.delinquency(agreement).await.unwrap().unwrap();
     assert_eq!(
-        (d.dpd, d.bucket.clone(), d.credit_flag.as_str(), d.amount_overdue_minor),
+        (
+            d.dpd,
+            d.bucket.clone(),
+            d.credit_flag.as_str(),
+            d.amount_overdue_minor
+        ),
         (0, None, "none", 0)
     );
     assert!(

@@ -49,7 +49,13 @@ async fn early_settlement_waives_future_interest(db: TestDb) {
         }
         other => panic!("{other:?}"),
     }
-    assert!(store.payment_by_reference("SETTLE-1").await.unwrap().is_none());
+    assert!(
+        store
+            .payment_by_reference("SETTLE-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let s = record_payment(store, &p.overdue, clock.now(), &req("3091.19", true))
         .await
         .unwrap();
@@ -122,19 +128,28 @@ async fn late_fee_is_collected_by_the_next_debit_which_clears_the_flags(db: Test
     drive(&engine, &clock, local("2027-01-24", 2, 0, SHANGHAI)).await;
     let d = store.delinquency(a).await.unwrap().unwrap();
     assert_eq!((d.dpd, d.credit_flag.as_str()), (1, "at_risk"));
-    bank.set_balance("6222020000002222", cny, 5_000_00).await.unwrap();
+    bank.set_balance("6222020000002222", cny, 5_000_00)
+        .await
+        .unwrap();
     drive(&engine, &clock, local("2027-01-26", 12, 0, SHANGHAI)).await;
     let attempts = store.attempts_for_installment(insts[0]).await.unwrap();
     let last = attempts.last().unwrap();
     assert_eq!((last.attempt_no, last.state.as_str()), (4, "succeeded"));
-    assert_eq!(last.amount_minor, 1_066_19 + 25_00, "installment and late fee");
+    assert_eq!(
+        last.amount_minor,
+        1_066_19 + 25_00,
+        "installment and late fee"
+    );
     assert_eq!(
         from_epoch_ms(last.scheduled_at_ms),
         local("2027-01-24", 6, 0, SHANGHAI)
     );
     let charges = store.charges_for_agreement(a).await.unwrap();
     assert_eq!(charges.len(), 1);
-    assert_eq!((charges[0].paid_minor, charges[0].status.as_str()), (25_00, "paid"));
+    assert_eq!(
+        (charges[0].paid_minor, charges[0].status.as_str()),
+        (25_00, "paid")
+    );
     let d = store.delinquency(a).await.unwrap().unwrap();
     assert_eq!(
         (d.dpd, d.bucket.clone(), d.credit_flag.as_str()),
@@ -146,19 +161,19 @@ async fn late_fee_is_collected_by_the_next_debit_which_clears_the_flags(db: Test
     let overdue: Vec<_> = rows.iter().filter(|r| r.kind == "overdue").collect();
     assert_eq!(overdue.len(), 1);
     assert_eq!(overdue[0].state, "cancelled");
-    assert!(
-        smtp.messages()
-            .iter()
-            .all(|m| !parse(&m.data).header("Message-ID").unwrap().contains(".overdue."))
-    );
+    assert!(smtp.messages().iter().all(|m| {
+        !parse(&m.data)
+            .header("Message-ID")
+            .unwrap()
+            .contains(".overdue.")
+    }));
 }
 
 async fn pause_resume_and_mandate_revocation(db: TestDb) {
     let smtp = SmtpListener::start();
     let (hook, url) = hook_server().await;
     let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
-    let (engine, bank) =
-        setup(&db, &clock, smtp.mailer("[10]"), policy(Some(url), None)).await;
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(Some(url), None)).await;
     let store = &db.store;
     let (a, insts) = agreement(
         store,
@@ -215,7 +230,7 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         .collect();
     assert_eq!(
         planned,
-        vec![(insts[0], 3), (insts[1], 2)],
+        vec![(insts[0], 4), (insts[1], 2)],
         "the next attempt numbers, not attempt 1 again"
     );
 
@@ -244,7 +259,7 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         .map(|m| parse(&m.data))
         .filter(|m| {
             let id = m.header("Message-ID").unwrap();
-            id.contains(&format!("i{}.debit_failed.3@", insts[0]))
+            id.contains(&format!("i{}.debit_failed.4@", insts[0]))
                 || id.contains(&format!("i{}.debit_failed.2@", insts[1]))
         })
         .collect();

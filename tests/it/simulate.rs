@@ -101,6 +101,17 @@ fn simulate_shows_the_policy_at_work_and_writes_nothing() {
         1
     );
     assert!(events_of(&timeline, "debit_succeeded", short).is_empty());
+    // ... and the agreement turns overdue (after the grace period), in the timeline too.
+    let overdue = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["agreement"] == short)
+        .any(|e| {
+            let kind = e["kind"].as_str().unwrap_or("");
+            kind.contains("delinquency") || kind.contains("overdue")
+        });
+    assert!(overdue, "no overdue transition for {short}:\n{json}");
 
     // The others have money (5000.00 opening balance): debited once each, on time.
     for (agreement, local_debit_utc) in [
