@@ -190,10 +190,13 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
     let Some(token) = &shared.token else {
         return true;
     };
+    // The scheme name is case-insensitive (RFC 9110); the token is not.
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or("");
     constant_time_eq(given.as_bytes(), token.expose_secret().as_bytes())
 }
@@ -304,6 +307,60 @@ mod tests {
         let problems = bad.check();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].to_string().contains("http.listen"));
+    }
+
+    /// A raw HTTP/1.1 GET, with an optional Authorization header: (status, body).
+    async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn token_guards_readyz_and_metrics_and_stopping_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&SecretString::from(url), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let stopping = CancellationToken::new();
+        let settings = HttpSettings {
+            listen: "127.0.0.1:0".into(),
+            token: Some(SecretString::from("s3cret")),
+            ..HttpSettings::default()
+        };
+        let state = HttpState {
+            store,
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(crate::clock::SystemClock),
+            gateway: "sandbox".into(),
+            mailer: "outbox".into(),
+            stopping: stopping.clone(),
+        };
+        let server = HttpServer::start(&settings, state).await.unwrap();
+        let addr = server.local_addr();
+        assert_eq!(get(addr, "/healthz", None).await, (200, "ok\n".into()));
+        assert_eq!(get(addr, "/metrics", None).await.0, 401);
+        assert_eq!(get(addr, "/readyz", Some("Bearer wrong")).await.0, 401);
+        let (status, body) = get(addr, "/metrics", Some("bearer s3cret")).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("repayd_database_up 1"), "{body}");
+        assert!(body.contains("repayd_debit_attempts{state=\"scheduled\"} 0"));
+        let (status, body) = get(addr, "/readyz", Some("Bearer s3cret")).await;
+        assert_eq!(status, 200, "{body}");
+        stopping.cancel();
+        let (status, body) = get(addr, "/readyz", Some("Bearer s3cret")).await;
+        assert_eq!(status, 503);
+        assert!(body.contains("\"status\":\"stopping\""), "{body}");
+        server.stop().await;
     }
 
     #[test]

@@ -134,8 +134,12 @@ pub async fn record_payment(
     }
     if let Some(p) = store.payment_by_reference(reference).await? {
         return Err(PaymentError::Rejected(format!(
-            "payment reference {reference:?} was already recorded (payment {}, {} minor units); nothing was changed",
-            p.id, p.amount_minor
+            "payment reference {reference:?} was already recorded (payment {}, {} {}); nothing was changed",
+            p.id,
+            Currency::parse(&p.currency)
+                .map(|c| Money::from_minor(p.amount_minor, c).plain())
+                .unwrap_or_else(|_| p.amount_minor.to_string()),
+            p.currency
         )));
     }
     let currency =

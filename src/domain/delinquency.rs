@@ -190,10 +190,8 @@ impl LateFeeRule {
                 let mut grown = base;
                 for _ in 0..dpd {
                     grown += grown * r;
-                    if let Some(cap) = self.cap {
-                        if grown - base >= cap {
-                            break;
-                        }
+                    if self.cap.is_some_and(|cap| grown - base >= cap) {
+                        break;
                     }
                 }
                 grown - base

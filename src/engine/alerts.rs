@@ -82,13 +82,13 @@ impl AlertSettings {
                 ));
             }
         }
-        if let Some(addr) = &self.ops_email {
-            if addr.parse::<lettre::Address>().is_err() {
-                problems.push(ConfigError::invalid(
-                    "alerts.ops_email",
-                    format!("{addr:?} is not an email address"),
-                ));
-            }
+        if let Some(addr) = &self.ops_email
+            && addr.parse::<lettre::Address>().is_err()
+        {
+            problems.push(ConfigError::invalid(
+                "alerts.ops_email",
+                format!("{addr:?} is not an email address"),
+            ));
         }
         if self.backoff_seconds.is_empty() {
             problems.push(ConfigError::invalid(

@@ -651,36 +651,34 @@ impl Engine {
                 ));
             }
         }
-        if let (Some(warn_dpd), Some(inst_id)) = (rules.credit_warning_dpd(), oldest_id) {
-            if next.dpd >= i64::from(warn_dpd)
-                && assessment.flag != CreditFlag::Reportable
-                && self.mail.is_some()
-                && c.agreement_status == "active"
-            {
-                reminders.push(NewReminder {
-                    installment_id: inst_id,
-                    agreement_id: c.agreement_id,
-                    kind: "credit_warning",
-                    offset_key: i64::from(warn_dpd),
-                    scheduled_at_ms: send_at,
-                    detail: serde_json::json!({"dpd": next.dpd}),
-                });
-            }
+        if let (Some(warn_dpd), Some(inst_id)) = (rules.credit_warning_dpd(), oldest_id)
+            && next.dpd >= i64::from(warn_dpd)
+            && assessment.flag != CreditFlag::Reportable
+            && self.mail.is_some()
+            && c.agreement_status == "active"
+        {
+            reminders.push(NewReminder {
+                installment_id: inst_id,
+                agreement_id: c.agreement_id,
+                kind: "credit_warning",
+                offset_key: i64::from(warn_dpd),
+                scheduled_at_ms: send_at,
+                detail: serde_json::json!({"dpd": next.dpd}),
+            });
         }
         if assessment.flag == CreditFlag::Reportable
             && prev_flag != CreditFlag::Reportable
             && op.alerts.on_reportable
+            && let Some(inst_id) = oldest_id
         {
-            if let Some(inst_id) = oldest_id {
-                alerts.extend(op.alerts.rows(
-                    "account_reportable",
-                    &format!("reportable-a{}-i{inst_id}", c.agreement_id),
-                    Some(c.agreement_id),
-                    None,
-                    payload("account_reportable"),
-                    now_ms,
-                ));
-            }
+            alerts.extend(op.alerts.rows(
+                "account_reportable",
+                &format!("reportable-a{}-i{inst_id}", c.agreement_id),
+                Some(c.agreement_id),
+                None,
+                payload("account_reportable"),
+                now_ms,
+            ));
         }
         let change = DelinquencyChange {
             agreement_id: c.agreement_id,
@@ -703,11 +701,11 @@ impl Engine {
                 "delinquency changed"
             );
         }
-        if let (Some(_), Some(inst_id)) = (entered_bucket, oldest_id) {
-            if op.retry_on_bucket_entry && c.agreement_status == "active" {
-                self.retry_on_bucket_entry(c, inst_id, entered_bucket.unwrap_or(0), now)
-                    .await?;
-            }
+        if let (Some(bucket), Some(inst_id)) = (entered_bucket, oldest_id)
+            && op.retry_on_bucket_entry
+            && c.agreement_status == "active"
+        {
+            self.retry_on_bucket_entry(c, inst_id, bucket, now).await?;
         }
         Ok(Some(cleared))
     }

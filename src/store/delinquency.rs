@@ -595,6 +595,7 @@ impl Store {
 
     /// Records a delivery outcome, fenced by state `sending` and the lease owner.
     /// `next_at_ms = Some(..)` puts it back to pending for a retry.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_alert(
         &self,
         alert_id: i64,

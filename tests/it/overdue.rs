@@ -27,6 +27,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
+/// (kind, installment, offset, state, sent at) of one escalation email row.
+type EmailRow = (String, i64, i64, String, Option<DateTime<Utc>>);
+
 pub(crate) const SECRET: &str = "whsec-test-4f9a";
 pub(crate) const SHANGHAI: Tz = chrono_tz::Asia::Shanghai;
 
@@ -413,7 +416,7 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
         .iter()
         .filter(|r| r.kind == "overdue" || r.kind == "credit_warning")
         .collect();
-    let got: Vec<(String, i64, i64, String, Option<DateTime<Utc>>)> = escalations
+    let got: Vec<EmailRow> = escalations
         .iter()
         .map(|r| {
             (

@@ -69,6 +69,9 @@ fn agreement(ext: &str, customer_id: i64, funding_account_id: i64) -> NewAgreeme
     }
 }
 
+/// An installment as (seq, due date, principal, interest, fee, total, paid, status).
+type Line<'a> = (i64, &'a str, i64, i64, i64, i64, i64, &'a str);
+
 /// A customer, an account and an agreement; returns their ids.
 async fn seed(store: &Store, ext: &str) -> (i64, i64, i64) {
     let c = store
@@ -138,7 +141,7 @@ async fn writes_read_back_exactly(db: TestDb) {
     assert_eq!(row.content_hash, "h1");
 
     let lines = store.installments(a).await.unwrap();
-    let got: Vec<(i64, &str, i64, i64, i64, i64, i64, &str)> = lines
+    let got: Vec<Line> = lines
         .iter()
         .map(|i| {
             (
