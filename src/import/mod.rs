@@ -44,7 +44,7 @@ use std::sync::Arc;
 use validate::{Checked, Rules};
 
 /// Agreements per write transaction unless told otherwise.
-pub const DEFAULT_BATCH_SIZE: usize = 500;
+pub const DEFAULT_BATCH_SIZE: usize = 1_000;
 
 /// sysexits.h codes an import ends with.
 pub mod exit {
