@@ -5,7 +5,7 @@
 //!     cargo bench --bench import
 //!     REPAYD_BENCH_AGREEMENTS=10000 cargo bench --bench import
 //!
-//! Also: `REPAYD_BENCH_BATCH` (agreements per transaction, default 500) and
+//! Also: `REPAYD_BENCH_BATCH` (agreements per transaction, default 1000) and
 //! `REPAYD_BENCH_DATABASE_URL` (an empty, migrated-or-not database instead of the
 //! temporary SQLite file, e.g. a PostgreSQL database made for the purpose).
 
@@ -119,6 +119,10 @@ fn main() {
             n as f64 / secs
         );
 
+        if let Some(peak) = peak_rss_mib() {
+            println!("peak RSS after the import (VmHWM): {peak:.0} MiB");
+        }
+
         let t = Instant::now();
         let again = import_file(&store, &csv, None, &options, &defaults, &SystemClock)
             .await
@@ -131,7 +135,7 @@ fn main() {
         store.close().await;
     });
     if let Some(peak) = peak_rss_mib() {
-        println!("peak RSS (VmHWM): {peak:.0} MiB");
+        println!("peak RSS after the re-import (VmHWM): {peak:.0} MiB");
     }
     let db = dir.path().join("bench.db");
     if let Ok(m) = std::fs::metadata(&db) {

@@ -22,6 +22,35 @@ pub fn account(reference: &str) -> String {
     format!("****{tail}")
 }
 
+/// Masks every email address found in free text (e.g. an SMTP server's reply such as
+/// `550 <alice@example.com>: mailbox unavailable`) before it reaches a log line.
+pub fn emails_in(text: &str) -> String {
+    let is_part = |c: char| c.is_alphanumeric() || "._%+-@".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let looks_like_address = word
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        if looks_like_address {
+            out.push_str(&email(word));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if is_part(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +62,17 @@ mod tests {
         assert_eq!(account("DE89370400440532013000"), "****3000");
         assert_eq!(account("123"), "****");
         assert_eq!(account("账户12345"), "****2345");
+    }
+
+    #[test]
+    fn addresses_inside_server_replies_are_masked() {
+        assert_eq!(
+            emails_in("550 5.1.1 <alice.smith@example.com>: Recipient address rejected"),
+            "550 5.1.1 <a***@example.com>: Recipient address rejected"
+        );
+        assert_eq!(
+            emails_in("no address @ here, a@b"),
+            "no address @ here, a@b"
+        );
     }
 }

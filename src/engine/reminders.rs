@@ -388,7 +388,7 @@ impl Engine {
                 self.store
                     .apply_reminder_change(r.id, &self.owner, &change, None, now_ms)
                     .await?;
-                tracing::warn!(error = %e, retry_at = %(now + wait).to_rfc3339(), "mail server unavailable; reminder deferred");
+                tracing::warn!(error = %mask::emails_in(&e), retry_at = %(now + wait).to_rfc3339(), "mail server unavailable; reminder deferred");
                 Ok(Sent::Deferred)
             }
             Err(e) => {
@@ -408,7 +408,7 @@ impl Engine {
                 self.store
                     .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
                     .await?;
-                tracing::error!(error = %e, to = %mask::email(&ctx.email), "reminder rejected by the mail server");
+                tracing::error!(error = %mask::emails_in(&e.to_string()), to = %mask::email(&ctx.email), "reminder rejected by the mail server");
                 Ok(Sent::Failed)
             }
         }

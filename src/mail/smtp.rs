@@ -119,7 +119,7 @@ impl Mailer for SmtpMailer {
                         message_id = %email.message_id,
                         tries,
                         retry_in_ms = delay.as_millis() as u64,
-                        "temporary mail failure, trying again: {reason}"
+                        "temporary mail failure, trying again: {}", crate::mask::emails_in(&reason.to_string())
                     );
                     tokio::time::sleep(*delay).await;
                 }
@@ -128,7 +128,7 @@ impl Mailer for SmtpMailer {
                         to = %crate::mask::email(&email.to),
                         message_id = %email.message_id,
                         tries,
-                        "email not sent: {error}"
+                        "email not sent: {}", crate::mask::emails_in(&error.to_string())
                     );
                     return Err(error);
                 }
