@@ -13,7 +13,10 @@
 //!   written.
 //! - [`gateway`]: the `PaymentGateway` trait, the sandbox bank and the HTTP connector.
 //! - [`mail`]: the `Mailer` trait, SMTP and the file outbox, templates.
-//! - [`engine`]: the daemon: planner, debit worker, reconciler, shutdown.
+//! - [`engine`]: the daemon: planner, debit worker, reconciler, reminders, overdue
+//!   assessment, operations alerts, shutdown.
+//! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`; latency histograms
+//!   around the gateway and the mailer.
 //! - [`commands`]: one function per `repayd` subcommand; `main.rs` only parses and calls.
 #![forbid(unsafe_code)]
 
