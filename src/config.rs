@@ -221,7 +221,9 @@ impl Settings {
                 config::Environment::with_prefix("REPAYD")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    // Values stay text: numbers and booleans are converted when a key asks for
+                    // one, so a numeric password (leading zeros included) stays a string.
+                    .try_parsing(false),
             );
         let raw = builder.build().map_err(|e| ConfigError::Load {
             path: path.display().to_string(),
