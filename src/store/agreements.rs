@@ -9,7 +9,7 @@ use std::collections::HashMap;
 /// Bound parameters per generated statement (multi-row `INSERT`s, `IN (...)` look-ups);
 /// both stay far below the limits (SQLite 32 766, PostgreSQL 65 535).
 const SQLITE_PARAMS_PER_STATEMENT: usize = 4_096;
-const POSTGRES_PARAMS_PER_STATEMENT: usize = 8_192;
+const POSTGRES_PARAMS_PER_STATEMENT: usize = 65_000;
 
 /// Debit attempt states that mean nothing has been asked of the bank yet: an agreement
 /// whose attempts are all in these states may still be replaced.

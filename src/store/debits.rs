@@ -190,55 +190,18 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<AttemptRow>> {
-        let due = "(state IN ('scheduled', 'unknown', 'pending') AND scheduled_at_ms <= $2 \
-                     AND (lease_until_ms IS NULL OR lease_until_ms < $2)) \
-                    OR (state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms < $2)";
-        let rows = match &self.inner {
-            super::Inner::Sqlite(pool) => {
-                // One writer at a time on SQLite: the UPDATE itself is the claim.
-                let sql = format!(
-                    "UPDATE debit_attempts SET \
-                        state = CASE WHEN state = 'scheduled' THEN 'claimed' ELSE state END, \
-                        lease_owner = $1, lease_until_ms = $3, updated_at_ms = $2 \
-                     WHERE id IN (SELECT id FROM debit_attempts WHERE {due} \
-                                  ORDER BY scheduled_at_ms, id LIMIT $4) \
-                     RETURNING {ATTEMPT_COLUMNS}"
-                );
-                sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            super::Inner::Postgres(pool) => {
-                // Several daemons share the work: each skips rows another has locked.
-                let sql = format!(
-                    "WITH picked AS (SELECT id FROM debit_attempts WHERE {due} \
-                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
-                                     FOR UPDATE SKIP LOCKED) \
-                     UPDATE debit_attempts d SET \
-                        state = CASE WHEN d.state = 'scheduled' THEN 'claimed' ELSE d.state END, \
-                        lease_owner = $1, lease_until_ms = $3, updated_at_ms = $2 \
-                     FROM picked WHERE d.id = picked.id \
-                     RETURNING {}",
-                    ATTEMPT_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("d.{}", c.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
+        let claim = super::Claim {
+            table: "debit_attempts",
+            due: "(state IN ('scheduled', 'unknown', 'pending') AND scheduled_at_ms <= $2 \
+                   AND (lease_until_ms IS NULL OR lease_until_ms < $2)) \
+                  OR (state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms < $2)",
+            // Other states are kept so the worker knows to reconcile, not start over.
+            set_state: "state = CASE WHEN state = 'scheduled' THEN 'claimed' ELSE state END",
+            columns: ATTEMPT_COLUMNS,
         };
-        let mut rows = rows;
+        let mut rows: Vec<AttemptRow> = self
+            .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
+            .await?;
         rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
         Ok(rows)
     }

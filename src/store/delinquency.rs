@@ -4,7 +4,7 @@
 //! report's rows, and operations alerts as leased work rows.
 
 use super::reminders::{NewReminder, insert_reminder_sql};
-use super::{Inner, NewEvent, Result, Store, StoreError};
+use super::{NewEvent, Result, Store, StoreError};
 
 /// An agreement that may be overdue (an unpaid installment due on or before the cutoff)
 /// or that is flagged and may need clearing.
@@ -546,49 +546,16 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<AlertRow>> {
-        let due = "(state = 'pending' AND scheduled_at_ms <= $2) \
-                   OR (state = 'sending' AND lease_until_ms < $2)";
-        let mut rows = match &self.inner {
-            Inner::Sqlite(pool) => {
-                let sql = format!(
-                    "UPDATE alerts SET state = 'sending', lease_owner = $1, \
-                        lease_until_ms = $3, updated_at_ms = $2 \
-                     WHERE id IN (SELECT id FROM alerts WHERE {due} \
-                                  ORDER BY scheduled_at_ms, id LIMIT $4) \
-                     RETURNING {ALERT_COLUMNS}"
-                );
-                sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Inner::Postgres(pool) => {
-                let sql = format!(
-                    "WITH picked AS (SELECT id FROM alerts WHERE {due} \
-                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
-                                     FOR UPDATE SKIP LOCKED) \
-                     UPDATE alerts r SET state = 'sending', lease_owner = $1, \
-                        lease_until_ms = $3, updated_at_ms = $2 \
-                     FROM picked WHERE r.id = picked.id \
-                     RETURNING {}",
-                    ALERT_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("r.{}", c.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                sqlx::query_as::<_, AlertRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
+        let claim = super::Claim {
+            table: "alerts",
+            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
+                  OR (state = 'sending' AND lease_until_ms < $2)",
+            set_state: "state = 'sending'",
+            columns: ALERT_COLUMNS,
         };
+        let mut rows: Vec<AlertRow> = self
+            .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
+            .await?;
         rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
         Ok(rows)
     }

@@ -156,6 +156,53 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// How to claim rows of one leased work table (see [`Store::claim_rows`]).
+pub(crate) struct Claim<'a> {
+    pub table: &'a str,
+    /// Which rows are due; `$2` is now.
+    pub due: &'a str,
+    /// The state change of a claim, e.g. `state = 'sending'`.
+    pub set_state: &'a str,
+    /// Comma-separated columns to return.
+    pub columns: &'a str,
+}
+
+impl Claim<'_> {
+    fn statement(&self, backend: Backend) -> String {
+        let Claim {
+            table,
+            due,
+            set_state,
+            columns,
+        } = self;
+        match backend {
+            Backend::Sqlite => format!(
+                "UPDATE {table} SET {set_state}, lease_owner = $1, lease_until_ms = $3, \
+                    updated_at_ms = $2 \
+                 WHERE id IN (SELECT id FROM {table} WHERE {due} \
+                              ORDER BY scheduled_at_ms, id LIMIT $4) \
+                 RETURNING {columns}"
+            ),
+            Backend::Postgres => {
+                let returning = columns
+                    .split(',')
+                    .map(|c| format!("w.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "WITH picked AS (SELECT id FROM {table} WHERE {due} \
+                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
+                                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE {table} w SET {set_state}, lease_owner = $1, lease_until_ms = $3, \
+                        updated_at_ms = $2 \
+                     FROM picked WHERE w.id = picked.id \
+                     RETURNING {returning}"
+                )
+            }
+        }
+    }
+}
+
 /// Held by a daemon running on SQLite: while it lives, no other daemon may open the file.
 #[derive(Debug)]
 pub struct DaemonLock {
@@ -303,6 +350,37 @@ impl Store {
             sqlx::raw_sql(sql).execute(pool).await?;
         });
         Ok(())
+    }
+
+    /// Claims up to `limit` rows of a leased work table (`debit_attempts`, `reminders`,
+    /// `alerts`): rows matching `due` (which may use `$2`, now), oldest first, get
+    /// `set_state` and this worker's lease (`$1` owner, `$3` expiry). PostgreSQL skips rows
+    /// another daemon has locked; SQLite has one writer, so the UPDATE itself is the claim.
+    pub(crate) async fn claim_rows<R>(
+        &self,
+        claim: &Claim<'_>,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let sql = claim.statement(self.backend());
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(now_ms)
+                .bind(lease_until_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
     }
 
     pub async fn close(&self) {

@@ -1,6 +1,6 @@
 //! Customer emails as work rows: planning, claiming with leases, fenced state changes.
 
-use super::{Inner, NewEvent, Result, Store, StoreError};
+use super::{NewEvent, Result, Store, StoreError};
 
 /// An installment due within the horizon with no pre-due reminder planned yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -161,49 +161,16 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<ReminderRow>> {
-        let due = "(state = 'pending' AND scheduled_at_ms <= $2) \
-                   OR (state = 'sending' AND lease_until_ms < $2)";
-        let mut rows = match &self.inner {
-            Inner::Sqlite(pool) => {
-                let sql = format!(
-                    "UPDATE reminders SET state = 'sending', lease_owner = $1, \
-                        lease_until_ms = $3, updated_at_ms = $2 \
-                     WHERE id IN (SELECT id FROM reminders WHERE {due} \
-                                  ORDER BY scheduled_at_ms, id LIMIT $4) \
-                     RETURNING {REMINDER_COLUMNS}"
-                );
-                sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Inner::Postgres(pool) => {
-                let sql = format!(
-                    "WITH picked AS (SELECT id FROM reminders WHERE {due} \
-                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
-                                     FOR UPDATE SKIP LOCKED) \
-                     UPDATE reminders r SET state = 'sending', lease_owner = $1, \
-                        lease_until_ms = $3, updated_at_ms = $2 \
-                     FROM picked WHERE r.id = picked.id \
-                     RETURNING {}",
-                    REMINDER_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("r.{}", c.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(owner)
-                    .bind(now_ms)
-                    .bind(lease_until_ms)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
+        let claim = super::Claim {
+            table: "reminders",
+            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
+                  OR (state = 'sending' AND lease_until_ms < $2)",
+            set_state: "state = 'sending'",
+            columns: REMINDER_COLUMNS,
         };
+        let mut rows: Vec<ReminderRow> = self
+            .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
+            .await?;
         rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
         Ok(rows)
     }
