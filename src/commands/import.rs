@@ -19,7 +19,7 @@ pub struct ImportArgs {
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// Replace agreements whose content changed, as long as nothing has been paid or
-    /// debited on them (their planned debits are planned again).
+    /// debited on them (their planned debits and reminders are planned again).
     #[arg(long)]
     pub update: bool,
     /// Check the file and compare it with the database; write nothing.

@@ -307,6 +307,14 @@ pub async fn import_file(
 
     let mut progress = Progress::default();
     let ids = write_parties(store, &plan, batch_size, now_ms, &mut progress).await?;
+    if summary.agreements_new + summary.agreements_updated == 0 {
+        // Nothing to write: no need to read the file a second time.
+        tracing::info!(
+            unchanged = summary.agreements_unchanged,
+            "import committed: no new or changed agreements"
+        );
+        return Ok(summary);
+    }
     let written = write_agreements(
         store,
         path,
@@ -549,158 +557,190 @@ struct Plan {
     summary: ImportSummary,
 }
 
+/// Records compared with the database per round trip in step 2: what is fetched is
+/// dropped chunk by chunk, so re-importing a large portfolio stays as lean as importing it.
+const PLAN_CHUNK: usize = 5_000;
+
+/// Takes up to `n` items off `iter`.
+fn next_chunk<T>(iter: &mut impl Iterator<Item = T>, n: usize) -> Vec<T> {
+    iter.by_ref().take(n).collect()
+}
+
 async fn plan(
     store: &Store,
-    index: FileIndex,
+    mut index: FileIndex,
     options: &ImportOptions,
     format: Format,
 ) -> Result<Plan, ImportError> {
+    let db = |e: StoreError| ImportError::Store(Box::new(e));
     let mut errors = Vec::new();
     let mut summary = ImportSummary {
         records: index.records,
         ..Default::default()
     };
 
-    let keys: Vec<&str> = index
-        .customers
-        .iter()
-        .map(|(c, _)| c.external_id.as_str())
-        .collect();
-    let existing: HashMap<String, _> = store
-        .customers_by_external_ids(&keys)
-        .await
-        .map_err(|e| ImportError::Store(Box::new(e)))?
-        .into_iter()
-        .map(|row| (row.external_id.clone(), row))
-        .collect();
     let mut customer_writes = Vec::new();
     let mut customer_ids = HashMap::new();
-    for (customer, _) in index.customers {
-        match existing.get(&customer.external_id) {
-            None => {
-                summary.customers_new += 1;
-                customer_writes.push(CustomerWrite::Create(customer));
-            }
-            Some(row) => {
-                customer_ids.insert(row.external_id.clone(), row.id);
-                let changed = customer.changed_fields(row);
-                if changed.is_empty() {
-                    summary.customers_unchanged += 1;
-                } else {
-                    summary.customers_updated += 1;
-                    customer_writes.push(CustomerWrite::Update {
-                        id: row.id,
-                        customer,
-                        changed,
-                    });
+    let mut customers = std::mem::take(&mut index.customers).into_iter();
+    index.customer_pos = HashMap::new();
+    loop {
+        let chunk = next_chunk(&mut customers, PLAN_CHUNK);
+        if chunk.is_empty() {
+            break;
+        }
+        let keys: Vec<&str> = chunk.iter().map(|(c, _)| c.external_id.as_str()).collect();
+        let existing: HashMap<String, _> = store
+            .customers_by_external_ids(&keys)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|row| (row.external_id.clone(), row))
+            .collect();
+        for (customer, _) in chunk {
+            match existing.get(&customer.external_id) {
+                None => {
+                    summary.customers_new += 1;
+                    customer_writes.push(CustomerWrite::Create(customer));
+                }
+                Some(row) => {
+                    customer_ids.insert(row.external_id.clone(), row.id);
+                    let changed = customer.changed_fields(row);
+                    if changed.is_empty() {
+                        summary.customers_unchanged += 1;
+                    } else {
+                        summary.customers_updated += 1;
+                        customer_writes.push(CustomerWrite::Update {
+                            id: row.id,
+                            customer,
+                            changed,
+                        });
+                    }
                 }
             }
         }
     }
 
-    let refs: Vec<&str> = index
-        .accounts
-        .iter()
-        .map(|(a, _, _)| a.external_ref.as_str())
-        .collect();
-    let existing: HashMap<String, _> = store
-        .funding_accounts_by_refs(&refs)
-        .await
-        .map_err(|e| ImportError::Store(Box::new(e)))?
-        .into_iter()
-        .map(|row| (row.external_ref.clone(), row))
-        .collect();
     let mut account_writes = Vec::new();
     let mut account_ids = HashMap::new();
-    for (account, owner, at) in index.accounts {
-        match existing.get(&account.external_ref) {
-            None => {
-                summary.accounts_new += 1;
-                account_writes.push((account, owner, None));
-            }
-            Some(row) if row.customer_external_id != owner => errors.push(RowError::new(
-                at,
-                Field::AccountRef.name(format),
-                format!(
-                    "account {} belongs to customer {} in the database, not to {owner}",
-                    crate::mask::account(&account.external_ref),
-                    row.customer_external_id
-                ),
-            )),
-            Some(row) => {
-                account_ids.insert(row.external_ref.clone(), row.id);
-                let mut changed = Vec::new();
-                if row.mandate_ref != account.mandate_ref {
-                    changed.push("mandate_ref");
+    let mut accounts = std::mem::take(&mut index.accounts).into_iter();
+    index.account_pos = HashMap::new();
+    loop {
+        let chunk = next_chunk(&mut accounts, PLAN_CHUNK);
+        if chunk.is_empty() {
+            break;
+        }
+        let refs: Vec<&str> = chunk
+            .iter()
+            .map(|(a, _, _)| a.external_ref.as_str())
+            .collect();
+        let existing: HashMap<String, _> = store
+            .funding_accounts_by_refs(&refs)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|row| (row.external_ref.clone(), row))
+            .collect();
+        for (account, owner, at) in chunk {
+            match existing.get(&account.external_ref) {
+                None => {
+                    summary.accounts_new += 1;
+                    account_writes.push((account, owner, None));
                 }
-                if row.mandate_status != account.mandate_status {
-                    changed.push("mandate_status");
-                }
-                if changed.is_empty() {
-                    summary.accounts_unchanged += 1;
-                } else {
-                    summary.accounts_updated += 1;
-                    account_writes.push((account, owner, Some((row.id, changed))));
+                Some(row) if row.customer_external_id != owner => errors.push(RowError::new(
+                    at,
+                    Field::AccountRef.name(format),
+                    format!(
+                        "account {} belongs to customer {} in the database, not to {owner}",
+                        crate::mask::account(&account.external_ref),
+                        row.customer_external_id
+                    ),
+                )),
+                Some(row) => {
+                    account_ids.insert(row.external_ref.clone(), row.id);
+                    let mut changed = Vec::new();
+                    if row.mandate_ref != account.mandate_ref {
+                        changed.push("mandate_ref");
+                    }
+                    if row.mandate_status != account.mandate_status {
+                        changed.push("mandate_status");
+                    }
+                    if changed.is_empty() {
+                        summary.accounts_unchanged += 1;
+                    } else {
+                        summary.accounts_updated += 1;
+                        account_writes.push((account, owner, Some((row.id, changed))));
+                    }
                 }
             }
         }
     }
 
-    let ids: Vec<&str> = index.agreement_order.iter().map(String::as_str).collect();
-    let existing: HashMap<String, _> = store
-        .agreement_states(&ids)
-        .await
-        .map_err(|e| ImportError::Store(Box::new(e)))?
-        .into_iter()
-        .map(|s| (s.external_id.clone(), s))
-        .collect();
     let mut agreements = HashMap::with_capacity(index.agreements.len());
     let field = Field::AgreementId.name(format);
-    for (id, seen) in index.agreements {
-        let Some(content_hash) = seen.content_hash else {
-            // Unreachable: records with problems stopped the import in step 1.
-            continue;
-        };
-        let action = match existing.get(&id) {
-            None => Action::New,
-            Some(state) if state.content_hash == content_hash => Action::Unchanged,
-            Some(_) if !options.update => {
-                errors.push(RowError::new(
-                    seen.location,
-                    field,
-                    format!(
-                        "agreement {id} was imported before with different content; \
-                         pass --update to replace it (allowed while nothing is paid or debited)"
-                    ),
-                ));
+    let mut order = std::mem::take(&mut index.agreement_order).into_iter();
+    loop {
+        let chunk = next_chunk(&mut order, PLAN_CHUNK);
+        if chunk.is_empty() {
+            break;
+        }
+        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let existing: HashMap<String, _> = store
+            .agreement_states(&ids)
+            .await
+            .map_err(db)?
+            .into_iter()
+            .map(|s| (s.external_id.clone(), s))
+            .collect();
+        for id in chunk {
+            let Some(seen) = index.agreements.remove(&id) else {
                 continue;
-            }
-            Some(state) => match state.replace_refusal() {
-                Some(reason) => {
-                    errors.push(RowError::new(seen.location, field, reason));
+            };
+            let Some(content_hash) = seen.content_hash else {
+                // Unreachable: records with problems stopped the import in step 1.
+                continue;
+            };
+            let action = match existing.get(&id) {
+                None => Action::New,
+                Some(state) if state.content_hash == content_hash => Action::Unchanged,
+                Some(_) if !options.update => {
+                    errors.push(RowError::new(
+                        seen.location,
+                        field,
+                        format!(
+                            "agreement {id} was imported before with different content; \
+                             pass --update to replace it (allowed while nothing is paid or \
+                             debited)"
+                        ),
+                    ));
                     continue;
                 }
-                None => Action::Update {
-                    id: state.id,
-                    previous_hash: state.content_hash.clone(),
+                Some(state) => match state.replace_refusal() {
+                    Some(reason) => {
+                        errors.push(RowError::new(seen.location, field, reason));
+                        continue;
+                    }
+                    None => Action::Update {
+                        id: state.id,
+                        previous_hash: state.content_hash.clone(),
+                    },
                 },
-            },
-        };
-        match action {
-            Action::New => summary.agreements_new += 1,
-            Action::Unchanged => summary.agreements_unchanged += 1,
-            Action::Update { .. } => summary.agreements_updated += 1,
+            };
+            match action {
+                Action::New => summary.agreements_new += 1,
+                Action::Unchanged => summary.agreements_unchanged += 1,
+                Action::Update { .. } => summary.agreements_updated += 1,
+            }
+            if action != Action::Unchanged {
+                summary.installments_written += seen.installments;
+            }
+            agreements.insert(
+                id,
+                Planned {
+                    content_hash,
+                    action,
+                },
+            );
         }
-        if action != Action::Unchanged {
-            summary.installments_written += seen.installments;
-        }
-        agreements.insert(
-            id,
-            Planned {
-                content_hash,
-                action,
-            },
-        );
     }
     if !errors.is_empty() {
         return Err(invalid(errors));

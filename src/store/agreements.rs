@@ -6,8 +6,12 @@ use super::{Result, Store, StoreError};
 use serde::Serialize;
 use std::collections::HashMap;
 
-/// Bound parameters per generated statement (multi-row `INSERT`s, `IN (...)` look-ups);
-/// both stay far below the limits (SQLite 32 766, PostgreSQL 65 535).
+/// Bound parameters per generated statement (multi-row `INSERT`s, `IN (...)` look-ups),
+/// below the limits (SQLite 32 766, PostgreSQL 65 535). On PostgreSQL as few statements
+/// as possible: over TCP, sqlx 0.9.0 leaves Nagle's algorithm on, and each statement can
+/// wait ~40 ms for a delayed ACK (transact-rs/sqlx#4335), so one big statement per table
+/// per batch beats many small ones (measured: 1 024 parameters per statement 9 900
+/// installment rows/s, 8 192 17 000, 65 000 26 500; 46 000 over a Unix socket).
 const SQLITE_PARAMS_PER_STATEMENT: usize = 4_096;
 const POSTGRES_PARAMS_PER_STATEMENT: usize = 65_000;
 

@@ -75,10 +75,10 @@ async fn samples_import_and_reimport_is_a_no_op(db: TestDb) {
             first.agreements_unchanged,
             first.agreements_updated
         ),
-        (5, 0, 0)
+        (6, 0, 0)
     );
-    assert_eq!(first.installments_written, 12 + 6 + 6 + 12 + 3);
-    assert_eq!((first.customers_new, first.accounts_new), (3, 4));
+    assert_eq!(first.installments_written, 12 + 6 + 6 + 12 + 3 + 6);
+    assert_eq!((first.customers_new, first.accounts_new), (4, 5));
     assert_eq!(first.batches, 1);
     let counts = store.table_counts().await.unwrap();
     assert_eq!(
@@ -88,9 +88,9 @@ async fn samples_import_and_reimport_is_a_no_op(db: TestDb) {
             counts.agreements,
             counts.installments
         ),
-        (3, 4, 5, 39)
+        (4, 5, 6, 45)
     );
-    assert_eq!(counts.events, 3 + 4 + 5);
+    assert_eq!(counts.events, 4 + 5 + 6);
 
     // Every schedule sums exactly, and the explicit one is stored as given.
     for ext in [
@@ -99,6 +99,7 @@ async fn samples_import_and_reimport_is_a_no_op(db: TestDb) {
         "AGR-2026-0003",
         "AGR-2026-0004",
         "AGR-2026-0005",
+        "AGR-2026-0006",
     ] {
         let d = store.agreement_detail(ext).await.unwrap().expect(ext);
         let total: i64 = d.installments.iter().map(|i| i.total_minor).sum();
@@ -161,14 +162,14 @@ async fn samples_import_and_reimport_is_a_no_op(db: TestDb) {
                 again.agreements_unchanged,
                 again.agreements_updated
             ),
-            (0, 5, 0),
+            (0, 6, 0),
             "{}",
             path.display()
         );
         assert_eq!(again.installments_written, 0);
         assert_eq!(
             (again.customers_unchanged, again.accounts_unchanged),
-            (3, 4)
+            (4, 5)
         );
         assert_eq!(store.table_counts().await.unwrap(), counts);
     }
@@ -187,7 +188,7 @@ async fn json_samples_import_on_their_own(db: TestDb) {
     )
     .await
     .expect("json samples import");
-    assert_eq!((s.agreements_new, s.installments_written), (5, 39));
+    assert_eq!((s.agreements_new, s.installments_written), (6, 45));
     let again = import(
         store,
         &samples().join("agreements.csv"),
@@ -195,7 +196,7 @@ async fn json_samples_import_on_their_own(db: TestDb) {
     )
     .await
     .expect("csv twin");
-    assert_eq!(again.agreements_unchanged, 5);
+    assert_eq!(again.agreements_unchanged, 6);
 }
 both_backends!(
     json_samples_import_on_their_own,
@@ -214,7 +215,7 @@ async fn dry_run_writes_nothing(db: TestDb) {
     assert!(s.dry_run);
     assert_eq!(
         (s.agreements_new, s.installments_written, s.customers_new),
-        (5, 39, 3)
+        (6, 45, 4)
     );
     assert_eq!(store.table_counts().await.unwrap(), Default::default());
 }
@@ -262,7 +263,7 @@ async fn changes_need_update_and_nothing_paid_or_debited(db: TestDb) {
             s.agreements_unchanged,
             s.agreements_updated
         ),
-        (0, 4, 1)
+        (0, 5, 1)
     );
     assert_eq!((s.installments_written, s.debit_attempts_removed), (6, 1));
     let lines = store.installments(a2.id).await.unwrap();
@@ -285,7 +286,7 @@ async fn changes_need_update_and_nothing_paid_or_debited(db: TestDb) {
     assert_eq!(kinds, ["agreement_imported", "agreement_updated"]);
     // The update is now what the database holds: importing it again is a no-op.
     let s = import(store, &grown, update()).await.expect("same again");
-    assert_eq!(s.agreements_unchanged, 5);
+    assert_eq!(s.agreements_unchanged, 6);
 
     // Money received on AGR-2026-0003 (line 4), a debit under way on AGR-2026-0004
     // (line 5): --update refuses both, names both, and writes nothing.
@@ -358,15 +359,15 @@ async fn customer_and_mandate_changes_are_updates(db: TestDb) {
     let s = import(store, &changed, ImportOptions::default())
         .await
         .expect("updates");
-    assert_eq!((s.customers_updated, s.customers_unchanged), (1, 2));
-    assert_eq!((s.accounts_updated, s.accounts_unchanged), (1, 3));
+    assert_eq!((s.customers_updated, s.customers_unchanged), (1, 3));
+    assert_eq!((s.accounts_updated, s.accounts_unchanged), (1, 4));
     assert_eq!(
         (
             s.agreements_unchanged,
             s.agreements_new,
             s.agreements_updated
         ),
-        (5, 0, 0)
+        (6, 0, 0)
     );
     let d = store
         .agreement_detail("AGR-2026-0003")

@@ -118,7 +118,7 @@ fn simulate_shows_the_policy_at_work_and_writes_nothing() {
         // 06:00 in Shanghai is 22:00 UTC the day before.
         ("AGR-2026-0001", "2026-11-30T22:00:00Z"),
         // 06:00 in New York (EST) is 11:00 UTC.
-        ("AGR-2026-0003", "2026-12-04T11:00:00Z"),
+        ("AGR-2026-0003", "2026-12-01T11:00:00Z"),
     ] {
         let debits = events_of(&timeline, "debit_succeeded", agreement);
         assert_eq!(debits.len(), 1, "{agreement}: {debits:?}");
