@@ -23,8 +23,19 @@ use tokio_util::sync::CancellationToken;
 pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&settings).await?;
     // Before anything writes: a second daemon on the same SQLite file must not start.
-    let _lock = store.lock_for_daemon()?;
+    let lock = store.lock_for_daemon()?;
     store.migrate().await.context("applying migrations")?;
+    if let Some(lock) = &lock {
+        // We hold the only lock on this file: whatever is in flight was left by a process
+        // that died. Take it over now rather than after its lease runs out.
+        let n = store.take_over_orphaned_leases(lock).await?;
+        if n > 0 {
+            tracing::warn!(
+                rows = n,
+                "work left in flight by a previous run (crash or kill -9) is taken over; debits are reconciled by idempotency key"
+            );
+        }
+    }
     let metrics = Arc::new(Metrics::new());
     let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway::new(
         build_gateway(&settings, &store).await?,

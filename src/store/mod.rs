@@ -315,6 +315,28 @@ impl Store {
         }
     }
 
+    /// Ends the leases of work left in flight by a previous process, so it is picked up
+    /// (and reconciled by key) at once instead of when the lease would have expired.
+    /// Only sound where no other daemon can be running: on SQLite, under the
+    /// [`DaemonLock`]. Returns how many rows were taken over.
+    pub async fn take_over_orphaned_leases(&self, _lock: &DaemonLock) -> Result<u64> {
+        let n = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let mut n = 0;
+            for sql in [
+                "UPDATE debit_attempts SET lease_until_ms = 0 \
+                 WHERE state IN ('claimed', 'funds_checked', 'submitted') AND lease_owner IS NOT NULL",
+                "UPDATE reminders SET lease_until_ms = 0 WHERE state = 'sending'",
+                "UPDATE alerts SET lease_until_ms = 0 WHERE state = 'sending'",
+            ] {
+                n += sqlx::query(sql).execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, |pool| {

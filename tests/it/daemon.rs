@@ -456,3 +456,108 @@ listen = "127.0.0.1:0"
         started.elapsed()
     );
 }
+
+/// Invariant 5 with the real process: `kill -9` while debits are at the bank, restart,
+/// and every installment ends debited exactly once (counted at the sandbox bank by key).
+#[test]
+fn kill_9_mid_debit_then_restart_debits_each_installment_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("repayd.db").display());
+    let config = dir.path().join("repayd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[database]
+url = "{db_url}"
+
+[log]
+format = "json"
+
+[debit]
+local_time = "00:00"
+lease_seconds = 300           # far longer than the test: the restart must not wait for it
+key_prefix = "it-kill"
+
+[engine]
+planner_cron = "* * * * * *"
+poll_seconds = 1
+
+[gateway]
+kind = "sandbox"
+
+[gateway.sandbox]
+latency_ms = 400              # each bank call takes a while: kill -9 lands mid-debit
+
+[mail]
+kind = "outbox"
+from = "Repayments <repayments@example.com>"
+outbox_dir = "{outbox}"
+
+[http]
+enabled = false
+"#,
+            outbox = dir.path().join("outbox").display(),
+        ),
+    )
+    .unwrap();
+    import(&db_url, &agreements_csv(dir.path(), "k.csv", 0..12));
+
+    let mut first = Daemon::start(&config);
+    let in_flight = wait_until(Duration::from_secs(20), || {
+        let states = attempt_states(&db_url);
+        states
+            .iter()
+            .any(|(s, n)| s == "submitted" && *n > 0)
+            .then_some(states)
+    });
+    assert!(
+        in_flight.is_some(),
+        "no debit ever in flight:\n{}",
+        first.output()
+    );
+    first.signal("KILL");
+    let status = first.wait_exit(Duration::from_secs(10));
+    assert!(!status.success(), "killed, not exited");
+    let left = attempt_states(&db_url);
+    assert!(
+        left.iter()
+            .any(|(s, n)| IN_FLIGHT.contains(&s.as_str()) && *n > 0),
+        "the kill should leave work in flight: {left:?}"
+    );
+
+    let mut second = Daemon::start(&config);
+    second.wait_for_line("taken over", Duration::from_secs(20));
+    let done = wait_until(Duration::from_secs(60), || {
+        let states = attempt_states(&db_url);
+        // The second installments (next month) stay planned.
+        (states == vec![("scheduled".to_string(), 12), ("succeeded".to_string(), 12)]).then_some(())
+    });
+    assert!(
+        done.is_some(),
+        "not all 12 debits succeeded: {:?}\n{}",
+        attempt_states(&db_url),
+        second.output()
+    );
+    second.signal("TERM");
+    assert!(second.wait_exit(Duration::from_secs(30)).success());
+
+    // At the bank: one booking per key, twelve in all, 50.00 CNY each.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&SecretString::from(db_url.clone()), 1)
+            .await
+            .unwrap();
+        for i in 0..12 {
+            assert_eq!(
+                store.sandbox_debit_count(&account(i)).await.unwrap(),
+                1,
+                "account {i} debited once"
+            );
+        }
+        store.close().await;
+    });
+}
