@@ -121,7 +121,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             store.migrate().await.context("applying migrations")?;
             let code = match &args.command {
                 agreements::AgreementsCommand::Lifecycle(lc) => {
-                    lifecycle::run_agreements(&store, &settings, chrono::Utc::now(), lc).await
+                    lifecycle::run_agreements(&store, &settings, now(), lc).await
                 }
                 _ => agreements::run(&store, &args).await,
             };
@@ -133,7 +133,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init_stderr();
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
-            let code = payments::run(&store, &settings, chrono::Utc::now(), &args).await;
+            let code = payments::run(&store, &settings, now(), &args).await;
             store.close().await;
             code
         }
@@ -142,7 +142,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init_stderr();
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
-            let code = overdue::run(&store, &settings, chrono::Utc::now(), &args).await;
+            let code = overdue::run(&store, &settings, now(), &args).await;
             store.close().await;
             code
         }
@@ -151,7 +151,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init_stderr();
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
-            let code = lifecycle::run_mandates(&store, &settings, chrono::Utc::now(), &args).await;
+            let code = lifecycle::run_mandates(&store, &settings, now(), &args).await;
             store.close().await;
             code
         }
@@ -225,4 +225,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect(&settings.database_url(), settings.database.max_connections)
         .await
         .context("opening the database (database.url)")
+}
+
+/// The current instant for a one-shot command, from the same Clock the daemon uses.
+fn now() -> chrono::DateTime<chrono::Utc> {
+    crate::clock::Clock::now(&SystemClock)
 }
