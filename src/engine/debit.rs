@@ -188,30 +188,21 @@ impl Engine {
                         }),
                     ));
                 }
-                let reminder = self.debit_notice(
+                self.record_failure(
                     attempt,
+                    &fence,
                     &ctx,
-                    "debit_failed",
+                    change,
+                    events,
+                    next,
                     serde_json::json!({
                         "failure": "insufficient_funds",
                         "amount_minor": owed,
                         "shortfall_minor": shortfall.map(|s| s.minor()),
-                        "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
                     }),
-                )?;
-                self.store
-                    .apply_attempt_change(
-                        &fence,
-                        &change,
-                        &Effects {
-                            events,
-                            next_attempt: next,
-                            payment: None,
-                            reminder,
-                        },
-                        now_ms,
-                    )
-                    .await?;
+                    now_ms,
+                )
+                .await?;
                 return Ok(Step::InsufficientFunds);
             }
             Ok(FundsAnswer::Available) => {}
@@ -471,29 +462,20 @@ impl Engine {
                 } else {
                     "declined"
                 };
-                let reminder = self.debit_notice(
+                self.record_failure(
                     attempt,
+                    fence,
                     ctx,
-                    "debit_failed",
+                    change,
+                    events,
+                    next,
                     serde_json::json!({
                         "failure": failure,
                         "amount_minor": amount.minor(),
-                        "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
                     }),
-                )?;
-                self.store
-                    .apply_attempt_change(
-                        fence,
-                        &change,
-                        &Effects {
-                            events,
-                            next_attempt: next,
-                            payment: None,
-                            reminder,
-                        },
-                        now_ms,
-                    )
-                    .await?;
+                    now_ms,
+                )
+                .await?;
                 if hard {
                     tracing::warn!(code = %code, reason = %reason, account = %mask::account(&ctx.account_ref), "hard decline: no further debits for this installment; operations must act");
                 } else {
@@ -732,29 +714,20 @@ impl Engine {
                 "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
             }),
         )];
-        let reminder = self.debit_notice(
+        self.record_failure(
             attempt,
+            fence,
             ctx,
-            "debit_failed",
+            change,
+            events,
+            next,
             serde_json::json!({
                 "failure": "technical",
                 "amount_minor": ctx.total_minor - ctx.paid_minor,
-                "next_attempt_at_ms": next.as_ref().map(|n| n.scheduled_at_ms),
             }),
-        )?;
-        self.store
-            .apply_attempt_change(
-                fence,
-                &change,
-                &Effects {
-                    events,
-                    next_attempt: next,
-                    payment: None,
-                    reminder,
-                },
-                now_ms,
-            )
-            .await?;
+            now_ms,
+        )
+        .await?;
         tracing::error!(error = %error, "funds check kept failing; attempt given up");
         Ok(Step::Failed)
     }
@@ -797,6 +770,35 @@ impl Engine {
             amount_minor: ctx.total_minor - ctx.paid_minor,
             currency: ctx.currency.clone(),
         }))
+    }
+
+    /// Records an attempt that ended without money moving: its final change and events,
+    /// the next attempt when the policy gives one, and the customer's failure notice
+    /// (saying when the next try is), all in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_failure(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        ctx: &DebitContext,
+        change: AttemptChange,
+        events: Vec<NewEvent>,
+        next: Option<NewAttempt>,
+        mut notice: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        notice["next_attempt_at_ms"] = serde_json::json!(next.as_ref().map(|n| n.scheduled_at_ms));
+        let reminder = self.debit_notice(attempt, ctx, "debit_failed", notice)?;
+        let effects = Effects {
+            events,
+            next_attempt: next,
+            payment: None,
+            reminder,
+        };
+        self.store
+            .apply_attempt_change(fence, &change, &effects, now_ms)
+            .await?;
+        Ok(())
     }
 
     /// The customer email about an attempt's outcome, at the first decent local hour;
