@@ -391,7 +391,8 @@ impl Store {
     }
 
     /// Pauses, resumes or cancels an agreement (fenced on its current status), with its
-    /// event. Pause and cancel cancel its scheduled debit attempts and pending reminders.
+    /// event. Pause and cancel cancel its scheduled debit attempts and pending reminders
+    /// (receipts excepted); resuming re-opens the pre-due reminders the pause stopped.
     pub async fn change_agreement_status(
         &self,
         agreement_id: i64,
@@ -451,13 +452,30 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                // Receipts stay: they are about money already collected.
                 cancelled_reminders = sqlx::query(
                     "UPDATE reminders SET state = 'cancelled', cancel_reason = $2, \
                         updated_at_ms = $1 \
-                     WHERE agreement_id = $3 AND state = 'pending'",
+                     WHERE agreement_id = $3 AND state = 'pending' AND kind <> 'debit_succeeded'",
                 )
                 .bind(now_ms)
                 .bind(reason.as_str())
+                .bind(agreement_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let mut reopened_reminders = 0;
+            if current == "paused" && to == "active" {
+                // Pre-due reminders the pause stopped go back to pending; the sender still
+                // drops any that are too late or overtaken by a later one.
+                reopened_reminders = sqlx::query(
+                    "UPDATE reminders SET state = 'pending', cancel_reason = NULL, \
+                        updated_at_ms = $1 \
+                     WHERE agreement_id = $2 AND state = 'cancelled' AND kind = 'upcoming' \
+                       AND cancel_reason = 'agreement_paused'",
+                )
+                .bind(now_ms)
                 .bind(agreement_id)
                 .execute(&mut *tx)
                 .await?
@@ -478,6 +496,7 @@ impl Store {
                         "from": current, "to": to,
                         "cancelled_attempts": cancelled_attempts,
                         "cancelled_reminders": cancelled_reminders,
+                        "reopened_reminders": reopened_reminders,
                     }),
                 }
             )?;

@@ -233,6 +233,19 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         vec![(insts[0], 4), (insts[1], 2)],
         "the next attempt numbers, not attempt 1 again"
     );
+    let upcoming: Vec<(i64, String)> = store
+        .reminders_for_agreement(a)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.installment_id == insts[1] && r.kind == "upcoming")
+        .map(|r| (r.offset_key, r.state))
+        .collect();
+    assert_eq!(
+        upcoming,
+        vec![(3, "pending".into())],
+        "the second installment's 3-day reminder, stopped by the pause, is back"
+    );
 
     revoke_mandate(store, &p, clock.now(), "6222020000003333")
         .await
