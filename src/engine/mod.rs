@@ -180,6 +180,7 @@ impl Engine {
                 .await?;
             let Some(last) = batch.last() else { break };
             after = last.installment_id;
+            let mut planned = Vec::with_capacity(batch.len());
             for c in batch {
                 report.examined += 1;
                 let tz = parse_tz(&c.time_zone)?;
@@ -214,10 +215,9 @@ impl Engine {
                         "reason": "due",
                     }),
                 };
-                if self.store.insert_attempt(&attempt, &event).await? {
-                    report.attempts_created += 1;
-                }
+                planned.push((attempt, event));
             }
+            report.attempts_created += self.store.insert_attempts(&planned).await?;
         }
         if self.mail.is_some() {
             report.reminders_created = self.plan_reminders(&horizon).await?;

@@ -385,8 +385,18 @@ impl Engine {
                     release_lease: true,
                     ..Default::default()
                 };
+                let ev = self.reminder_event(
+                    r,
+                    now_ms,
+                    "reminder_deferred",
+                    serde_json::json!({
+                        "kind": r.kind, "offset": r.offset_key,
+                        "error": mask::emails_in(&e),
+                        "retry_at": (now + wait).to_rfc3339(),
+                    }),
+                );
                 self.store
-                    .apply_reminder_change(r.id, &self.owner, &change, None, now_ms)
+                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
                     .await?;
                 tracing::warn!(error = %mask::emails_in(&e), retry_at = %(now + wait).to_rfc3339(), "mail server unavailable; reminder deferred");
                 Ok(Sent::Deferred)

@@ -409,6 +409,31 @@ impl Bulk {
 }
 
 impl Store {
+    /// Runs `select` (ending in `IN (`) once per chunk of `keys` that fits the backend's
+    /// parameter limit, closing the list itself, and collects the rows.
+    async fn fetch_by_keys<R>(&self, select: &str, keys: &[&str]) -> Result<Vec<R>>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        let mut out = Vec::with_capacity(keys.len());
+        let bulk = self.bulk();
+        for chunk in keys.chunks(bulk.budget) {
+            let sql = format!("{select}{})", bulk.in_list(chunk.len()));
+            let rows = on_pool!(self, |pool| {
+                let mut q = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql));
+                for key in chunk {
+                    q = q.bind(*key);
+                }
+                q.fetch_all(pool).await?
+            });
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     fn bulk(&self) -> Bulk {
         let backend = self.backend();
         let budget = match backend {
@@ -519,23 +544,8 @@ impl Store {
 
     /// Customers with any of these external ids (in no particular order).
     pub async fn customers_by_external_ids(&self, ids: &[&str]) -> Result<Vec<CustomerRow>> {
-        let mut out = Vec::with_capacity(ids.len());
-        let bulk = self.bulk();
-        for chunk in ids.chunks(bulk.budget) {
-            let sql = format!(
-                "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE external_id IN ({})",
-                bulk.in_list(chunk.len())
-            );
-            let rows = on_pool!(self, |pool| {
-                let mut q = sqlx::query_as::<_, CustomerRow>(sqlx::AssertSqlSafe(sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows);
-        }
-        Ok(out)
+        let select = format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE external_id IN (");
+        self.fetch_by_keys(&select, ids).await
     }
 
     pub async fn funding_account(&self, id: i64) -> Result<Option<FundingAccountRow>> {
@@ -554,26 +564,14 @@ impl Store {
         &self,
         refs: &[&str],
     ) -> Result<Vec<FundingAccountOwner>> {
-        let mut out = Vec::with_capacity(refs.len());
-        let bulk = self.bulk();
-        for chunk in refs.chunks(bulk.budget) {
-            let sql = format!(
-                "SELECT f.id, f.external_ref, f.mandate_ref, f.mandate_status, f.customer_id, \
-                 c.external_id AS customer_external_id \
-                 FROM funding_accounts f JOIN customers c ON c.id = f.customer_id \
-                 WHERE f.external_ref IN ({})",
-                bulk.in_list(chunk.len())
-            );
-            let rows = on_pool!(self, |pool| {
-                let mut q = sqlx::query_as::<_, FundingAccountOwner>(sqlx::AssertSqlSafe(sql));
-                for r in chunk {
-                    q = q.bind(*r);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows);
-        }
-        Ok(out)
+        self.fetch_by_keys(
+            "SELECT f.id, f.external_ref, f.mandate_ref, f.mandate_status, f.customer_id, \
+             c.external_id AS customer_external_id \
+             FROM funding_accounts f JOIN customers c ON c.id = f.customer_id \
+             WHERE f.external_ref IN (",
+            refs,
+        )
+        .await
     }
 
     pub async fn agreement(&self, id: i64) -> Result<Option<AgreementRow>> {
@@ -603,23 +601,9 @@ impl Store {
 
     /// Content hash and paid/debited state of the agreements with these external ids.
     pub async fn agreement_states(&self, external_ids: &[&str]) -> Result<Vec<AgreementState>> {
-        let mut out = Vec::with_capacity(external_ids.len());
-        let bulk = self.bulk();
-        for chunk in external_ids.chunks(bulk.budget) {
-            let sql = format!(
-                "SELECT {AGREEMENT_STATE_COLUMNS} FROM agreements a WHERE a.external_id IN ({})",
-                bulk.in_list(chunk.len())
-            );
-            let rows = on_pool!(self, |pool| {
-                let mut q = sqlx::query_as::<_, AgreementState>(sqlx::AssertSqlSafe(sql));
-                for id in chunk {
-                    q = q.bind(*id);
-                }
-                q.fetch_all(pool).await?
-            });
-            out.extend(rows);
-        }
-        Ok(out)
+        let select =
+            format!("SELECT {AGREEMENT_STATE_COLUMNS} FROM agreements a WHERE a.external_id IN (");
+        self.fetch_by_keys(&select, external_ids).await
     }
 
     /// An agreement's installments in schedule order.

@@ -165,16 +165,29 @@ impl Store {
     /// Creates an attempt unless one with the same (installment, attempt number) exists.
     /// Returns whether it was created; the event is written only then.
     pub async fn insert_attempt(&self, attempt: &NewAttempt, event: &NewEvent) -> Result<bool> {
+        Ok(self
+            .insert_attempts(std::slice::from_ref(&(attempt.clone(), event.clone())))
+            .await?
+            == 1)
+    }
+
+    /// Creates several attempts in one transaction (one commit per planner batch, not per
+    /// row), skipping those that exist; returns how many were new. Each new attempt's
+    /// event is written with it.
+    pub async fn insert_attempts(&self, planned: &[(NewAttempt, NewEvent)]) -> Result<u64> {
         let created = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let id = insert_attempt_sql!(&mut *tx, attempt, event.at_ms);
-            if let Some(id) = id {
-                let mut ev = event.clone();
-                ev.attempt_id = Some(id);
-                insert_event!(&mut *tx, &ev)?;
+            let mut created = 0_u64;
+            for (attempt, event) in planned {
+                if let Some(id) = insert_attempt_sql!(&mut *tx, attempt, event.at_ms) {
+                    let mut ev = event.clone();
+                    ev.attempt_id = Some(id);
+                    insert_event!(&mut *tx, &ev)?;
+                    created += 1;
+                }
             }
             tx.commit().await?;
-            id.is_some()
+            created
         });
         Ok(created)
     }

@@ -546,13 +546,7 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<AlertRow>> {
-        let claim = super::Claim {
-            table: "alerts",
-            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
-                  OR (state = 'sending' AND lease_until_ms < $2)",
-            set_state: "state = 'sending'",
-            columns: ALERT_COLUMNS,
-        };
+        let claim = super::Claim::messages("alerts", ALERT_COLUMNS);
         let mut rows: Vec<AlertRow> = self
             .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
             .await?;

@@ -167,7 +167,19 @@ pub(crate) struct Claim<'a> {
     pub columns: &'a str,
 }
 
-impl Claim<'_> {
+impl<'a> Claim<'a> {
+    /// Outgoing messages (reminders, alerts): pending ones that are due, and ones whose
+    /// sender died mid-send; claiming marks them `sending`.
+    pub(crate) fn messages(table: &'a str, columns: &'a str) -> Self {
+        Claim {
+            table,
+            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
+                  OR (state = 'sending' AND lease_until_ms < $2)",
+            set_state: "state = 'sending'",
+            columns,
+        }
+    }
+
     fn statement(&self, backend: Backend) -> String {
         let Claim {
             table,

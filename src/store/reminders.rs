@@ -161,13 +161,7 @@ impl Store {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<ReminderRow>> {
-        let claim = super::Claim {
-            table: "reminders",
-            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
-                  OR (state = 'sending' AND lease_until_ms < $2)",
-            set_state: "state = 'sending'",
-            columns: REMINDER_COLUMNS,
-        };
+        let claim = super::Claim::messages("reminders", REMINDER_COLUMNS);
         let mut rows: Vec<ReminderRow> = self
             .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
             .await?;
