@@ -140,7 +140,13 @@ pub enum ScheduleError {
     },
     #[error("amount {0} is too large to hold in minor units")]
     AmountTooLarge(Decimal),
+    #[error("{field} {value} has more than {MAX_RATE_PLACES} decimal places")]
+    RateTooPrecise { field: &'static str, value: Decimal },
 }
+
+/// Rates carry at most this many decimal places (0.123456789012345678), so a period's
+/// interest, balance x rate in minor units, is exact in 128-bit integers.
+pub const MAX_RATE_PLACES: u32 = 18;
 
 /// Generates the schedule for `terms`, adjusting due dates against `calendar`.
 ///
@@ -157,6 +163,8 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
     let digits = terms.currency.minor_digits();
     let mode = terms.rounding;
     let n = terms.installments;
+    // The periodic rate only shapes the annuity's level payment; every period's interest
+    // is computed exactly from the annual rate (period_interest).
     let rate = terms.annual_rate / Decimal::from(terms.frequency.periods_per_year());
 
     let parts = match terms.method {
@@ -177,11 +185,11 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
             even_split(principal, n, digits, mode, terms.remainder)?
                 .into_iter()
                 .map(|p| {
-                    let interest = round(balance * rate, digits, mode);
+                    let interest = period_interest(balance, terms, digits)?;
                     balance -= p;
-                    Parts::new(p, interest, Decimal::ZERO)
+                    Ok(Parts::new(p, interest, Decimal::ZERO))
                 })
-                .collect()
+                .collect::<Result<_, ScheduleError>>()?
         }
         Method::Annuity if rate.is_zero() => {
             even_split(principal, n, digits, mode, terms.remainder)?
@@ -189,7 +197,7 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
                 .map(|p| Parts::new(p, Decimal::ZERO, Decimal::ZERO))
                 .collect()
         }
-        Method::Annuity => annuity(principal, n, rate, digits, mode)?,
+        Method::Annuity => annuity(principal, terms, rate, digits)?,
     };
 
     let mut installments = Vec::with_capacity(parts.len());
@@ -358,6 +366,9 @@ fn validate(terms: &Terms) -> Result<Decimal, ScheduleError> {
         if value < Decimal::ZERO || value >= Decimal::ONE {
             return Err(ScheduleError::BadRate { field, value });
         }
+        if value.normalize().scale() > MAX_RATE_PLACES {
+            return Err(ScheduleError::RateTooPrecise { field, value });
+        }
     }
     // A rate the method ignores is a mistake in the terms, not something to drop quietly:
     // a quote that reads "interest-free" must not have been asked for at 12 %.
@@ -386,6 +397,45 @@ fn validate(terms: &Terms) -> Result<Decimal, ScheduleError> {
         });
     }
     Ok(principal)
+}
+
+/// One period's interest: balance x annual rate / periods per year, rounded once at the
+/// end. Computed exactly in integer minor units (never through a periodic rate cut to
+/// 28 digits, which lands a cent low at exact half-cents: 1002.00 at 13 % for a month is
+/// exactly 10.855, so 10.86 half-up).
+fn period_interest(balance: Decimal, terms: &Terms, digits: u32) -> Result<Decimal, ScheduleError> {
+    let too_large = || ScheduleError::AmountTooLarge(balance);
+    let mut minor = balance;
+    minor.rescale(digits);
+    let rate = terms.annual_rate.normalize();
+    // balance_minor x rate_mantissa / (10^rate_scale x periods per year)
+    let numerator = minor
+        .mantissa()
+        .checked_mul(rate.mantissa())
+        .ok_or_else(too_large)?;
+    let denominator = 10_i128
+        .checked_pow(rate.scale())
+        .and_then(|p| p.checked_mul(i128::from(terms.frequency.periods_per_year())))
+        .ok_or_else(too_large)?;
+    let quotient = round_ratio(numerator, denominator, terms.rounding);
+    Decimal::try_from_i128_with_scale(quotient, digits).map_err(|_| too_large())
+}
+
+/// `numerator / denominator` (denominator > 0) rounded to an integer by `mode`, with the
+/// same meaning as the Decimal strategies (half-up and up are away from zero).
+pub fn round_ratio(numerator: i128, denominator: i128, mode: RoundingMode) -> i128 {
+    let magnitude = numerator.unsigned_abs();
+    let den = denominator.unsigned_abs();
+    let (q, r) = (magnitude / den, magnitude % den);
+    let twice = 2 * r; // r < den <= i128::MAX, so this fits in u128
+    let up = match mode {
+        RoundingMode::Down => false,
+        RoundingMode::Up => r > 0,
+        RoundingMode::HalfUp => twice >= den,
+        RoundingMode::HalfEven => twice > den || (twice == den && q % 2 == 1),
+    };
+    let q = (q + u128::from(up)) as i128;
+    if numerator < 0 { -q } else { q }
 }
 
 /// Splits `principal` into `n` rounded parts; the remainder of the split (positive or, when
@@ -436,11 +486,11 @@ fn power(base: Decimal, mut exp: u32) -> Decimal {
 /// that no intermediate exceeds Decimal's range (g reaches ~1e21 at 600 months of 99 %).
 fn annuity(
     principal: Decimal,
-    n: u32,
+    terms: &Terms,
     rate: Decimal,
     digits: u32,
-    mode: RoundingMode,
 ) -> Result<Vec<Parts>, ScheduleError> {
+    let (n, mode) = (terms.installments, terms.rounding);
     let growth = power(Decimal::ONE + rate, n);
     let payment = round(
         principal * (rate * growth / (growth - Decimal::ONE)),
@@ -450,7 +500,7 @@ fn annuity(
     let mut balance = principal;
     let mut parts = Vec::with_capacity(n as usize);
     for seq in 1..=n {
-        let interest = round(balance * rate, digits, mode);
+        let interest = period_interest(balance, terms, digits)?;
         let principal_part = if seq == n {
             balance
         } else {
@@ -1077,6 +1127,195 @@ mod tests {
             due_dates(&s),
             [d(2026, 2, 9), d(2026, 2, 24), d(2026, 2, 24), d(2026, 3, 2)]
         );
+    }
+
+    #[test]
+    fn interest_at_an_exact_half_cent_rounds_by_the_mode() {
+        // 1002.00 x 13 % / 12 = 10.855 exactly: half-up 10.86, half-even 10.86, down 10.85.
+        for (mode, want) in [
+            (RoundingMode::HalfUp, "10.86"),
+            (RoundingMode::HalfEven, "10.86"),
+            (RoundingMode::Down, "10.85"),
+            (RoundingMode::Up, "10.86"),
+        ] {
+            let mut t = terms("CNY", "1002.00", 1, Method::EqualPrincipal);
+            t.annual_rate = dec("0.13");
+            t.rounding = mode;
+            let s = gen_plain(&t);
+            assert_eq!(interests(&s), decs(&[want]), "{mode:?}");
+        }
+        // 1200.00 x 13 % / 12 = 13.00 exactly, whatever the mode.
+        for mode in [RoundingMode::Down, RoundingMode::Up, RoundingMode::HalfUp] {
+            let mut t = terms("GBP", "1200.00", 1, Method::EqualPrincipal);
+            t.annual_rate = dec("0.13");
+            t.rounding = mode;
+            assert_eq!(interests(&gen_plain(&t)), decs(&["13.00"]), "{mode:?}");
+        }
+        // The annuity's first period charges the same exact interest.
+        let mut t = terms("CNY", "1002.00", 3, Method::Annuity);
+        t.annual_rate = dec("0.13");
+        assert_eq!(interests(&gen_plain(&t))[0], dec("10.86"));
+    }
+
+    #[test]
+    fn rates_beyond_the_supported_places_are_refused() {
+        let mut t = terms("CNY", "1000", 3, Method::Annuity);
+        t.annual_rate = dec("0.1234567890123456789");
+        assert!(matches!(
+            generate(&t, &HolidayCalendar::default()),
+            Err(ScheduleError::RateTooPrecise {
+                field: "annual_rate",
+                ..
+            })
+        ));
+        t.annual_rate = dec("0.123456789012345678");
+        assert!(generate(&t, &HolidayCalendar::default()).is_ok());
+    }
+
+    #[test]
+    fn round_ratio_follows_each_mode() {
+        use RoundingMode::*;
+        for (n, d, mode, want) in [
+            (5, 2, HalfUp, 3),
+            (5, 2, HalfEven, 2),
+            (7, 2, HalfEven, 4),
+            (5, 2, Down, 2),
+            (5, 2, Up, 3),
+            (4, 2, Up, 2),
+            (-5, 2, HalfUp, -3),
+            (-5, 2, Down, -2),
+            (-5, 2, Up, -3),
+            (0, 7, Up, 0),
+        ] {
+            assert_eq!(round_ratio(n, d, mode), want, "{n}/{d} {mode:?}");
+        }
+    }
+
+    /// Exact rational oracle: a decimal as a BigRational.
+    fn exact(value: Decimal) -> num_rational::BigRational {
+        use num_bigint::BigInt;
+        num_rational::BigRational::new(
+            BigInt::from(value.mantissa()),
+            BigInt::from(10u8).pow(value.scale()),
+        )
+    }
+
+    /// Rounds an exact non-negative value to the currency's minor unit by `mode`.
+    fn oracle_round(value: &num_rational::BigRational, digits: u32, mode: RoundingMode) -> Decimal {
+        use num_bigint::BigInt;
+        use num_rational::BigRational;
+        let scaled = value * BigRational::from_integer(BigInt::from(10u8).pow(digits));
+        let floor = scaled.floor();
+        let frac = &scaled - &floor;
+        let half = BigRational::new(BigInt::from(1), BigInt::from(2));
+        let zero = BigRational::from_integer(BigInt::from(0));
+        let floor = floor.to_integer();
+        let odd = (&floor % BigInt::from(2)) == BigInt::from(1);
+        let up = match mode {
+            RoundingMode::Down => false,
+            RoundingMode::Up => frac > zero,
+            RoundingMode::HalfUp => frac >= half,
+            RoundingMode::HalfEven => frac > half || (frac == half && odd),
+        };
+        let minor = if up { floor + 1 } else { floor };
+        let minor: i128 = minor.try_into().expect("fits");
+        Decimal::from_i128_with_scale(minor, digits)
+    }
+
+    fn oracle_terms() -> impl Strategy<Value = Terms> {
+        let currency = prop_oneof![
+            Just("CNY"),
+            Just("GBP"),
+            Just("USD"),
+            Just("JPY"),
+            Just("KWD")
+        ];
+        let method = prop_oneof![Just(Method::Annuity), Just(Method::EqualPrincipal)];
+        let rounding = prop_oneof![
+            Just(RoundingMode::HalfUp),
+            Just(RoundingMode::HalfEven),
+            Just(RoundingMode::Down),
+            Just(RoundingMode::Up)
+        ];
+        let frequency = prop_oneof![
+            Just(Frequency::Monthly),
+            Just(Frequency::Biweekly),
+            Just(Frequency::Weekly)
+        ];
+        // Whole and half percents hit exact half minor units often (1002.00 at 13 %);
+        // rates with many places exercise the wide products.
+        let rate = prop_oneof![
+            3 => (1i64..=36).prop_map(|p| Decimal::new(p, 2)),
+            2 => (1i64..=72).prop_map(|p| Decimal::new(p * 5, 3)),
+            1 => (1i64..=360_000_000_000).prop_map(|p| Decimal::new(p, 12)),
+        ];
+        let magnitude = (2u32..=11).prop_flat_map(|e| 10i64.pow(e)..10i64.pow(e + 1));
+        (
+            currency,
+            1u32..=60,
+            method,
+            rounding,
+            frequency,
+            rate,
+            magnitude,
+        )
+            .prop_map(
+                |(code, n, method, rounding, frequency, annual_rate, extra)| {
+                    let currency = cur(code);
+                    Terms {
+                        currency,
+                        principal: Decimal::new(
+                            i64::from(n) * 10_000 + extra,
+                            currency.minor_digits(),
+                        ),
+                        installments: n,
+                        method,
+                        annual_rate,
+                        fee_rate: Decimal::ZERO,
+                        first_due: d(2026, 1, 31),
+                        frequency,
+                        rounding,
+                        remainder: RemainderPlacement::Last,
+                        business_day: BusinessDayRule::None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Every period's interest is exactly balance x annual rate / periods per year,
+        /// rounded once, as an exact rational computes it; the annuity's level payment is
+        /// within one minor unit of the exact one.
+        #[test]
+        fn interest_matches_the_exact_rational_oracle(t in oracle_terms()) {
+            use num_bigint::BigInt;
+            use num_rational::BigRational;
+            let s = generate(&t, &HolidayCalendar::default())
+                .map_err(|e| TestCaseError::fail(format!("{t:?}: {e}")))?;
+            let digits = t.currency.minor_digits();
+            let ppy = BigRational::from_integer(BigInt::from(t.frequency.periods_per_year()));
+            let rate = exact(t.annual_rate) / &ppy;
+            let mut balance = t.principal;
+            for line in &s.installments {
+                let want = oracle_round(&(exact(balance) * &rate), digits, t.rounding);
+                prop_assert_eq!(line.interest, want, "installment {} of {:?}", line.seq, t);
+                balance = line.balance_after;
+            }
+            if t.method == Method::Annuity && t.installments > 1 {
+                let one = BigRational::from_integer(BigInt::from(1));
+                let mut growth = one.clone();
+                for _ in 0..t.installments {
+                    growth *= &one + &rate;
+                }
+                let payment = exact(t.principal) * &rate * &growth / (&growth - &one);
+                let unit = exact(t.currency.minor_unit());
+                let level = exact(s.installments[0].total);
+                let gap = if level > payment { &level - &payment } else { &payment - &level };
+                prop_assert!(gap <= unit, "payment {} vs exact {} in {:?}", level, payment, t);
+            }
+        }
     }
 
     /// The invariants every generated schedule must satisfy.
