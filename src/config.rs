@@ -154,6 +154,10 @@ pub struct RetrySettings {
     pub soft_decline_days: Vec<u32>,
     /// Minutes to wait after a technical failure before reconciling / trying again.
     pub technical_backoff_minutes: Vec<u32>,
+    /// At least this many days between two attempts of one installment, counted from the
+    /// outcome that caused the retry (at the local debit time), so that after downtime or
+    /// a late import retries are re-spaced from now instead of running all at once.
+    pub min_spacing_days: u32,
 }
 
 impl Default for RetrySettings {
@@ -163,6 +167,7 @@ impl Default for RetrySettings {
             insufficient_funds_days: vec![1, 3, 5],
             soft_decline_days: vec![1, 3],
             technical_backoff_minutes: vec![5, 15, 60, 240],
+            min_spacing_days: 1,
         }
     }
 }
@@ -178,6 +183,15 @@ pub struct ReminderSettings {
     /// midnight). Equal start and end means no quiet hours.
     pub quiet_hours_start: String,
     pub quiet_hours_end: String,
+    /// Kinds of message that may be sent inside quiet hours (e.g. `["debit_succeeded"]`
+    /// for a lender that wants receipts at once). Default: none.
+    pub quiet_hours_exempt: Vec<String>,
+    /// Messages to one customer due within this many minutes of each other are decided
+    /// together: the most important one about an agreement supersedes the others.
+    pub merge_window_minutes: u32,
+    /// At most this many messages to one customer per local day; more wait for the next
+    /// day (and are cancelled if no longer true by then).
+    pub max_per_customer_per_day: u32,
 }
 
 impl Default for ReminderSettings {
@@ -187,6 +201,9 @@ impl Default for ReminderSettings {
             local_time: "09:00".into(),
             quiet_hours_start: "21:00".into(),
             quiet_hours_end: "08:00".into(),
+            quiet_hours_exempt: Vec::new(),
+            merge_window_minutes: 30,
+            max_per_customer_per_day: 3,
         }
     }
 }
@@ -351,6 +368,37 @@ impl Settings {
             problems.push(ConfigError::invalid(
                 "reminders.local_time",
                 "falls inside the quiet hours; reminders would always be delayed",
+            ));
+        }
+        for kind in &self.reminders.quiet_hours_exempt {
+            if !crate::engine::conversation::MESSAGE_KINDS.contains(&kind.as_str()) {
+                problems.push(ConfigError::invalid(
+                    "reminders.quiet_hours_exempt",
+                    format!(
+                        "unknown message kind {kind:?} (expected one of {})",
+                        crate::engine::conversation::MESSAGE_KINDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.reminders.merge_window_minutes > 24 * 60 {
+            problems.push(ConfigError::invalid(
+                "reminders.merge_window_minutes",
+                "must be at most 1440 (one day)",
+            ));
+        }
+        if self.reminders.max_per_customer_per_day == 0
+            || self.reminders.max_per_customer_per_day > 50
+        {
+            problems.push(ConfigError::invalid(
+                "reminders.max_per_customer_per_day",
+                "must be between 1 and 50",
+            ));
+        }
+        if self.retry.min_spacing_days == 0 || self.retry.min_spacing_days > 31 {
+            problems.push(ConfigError::invalid(
+                "retry.min_spacing_days",
+                "must be between 1 and 31: retries of one installment never run on the same day",
             ));
         }
         if self.retry.max_attempts == 0 {

@@ -99,6 +99,7 @@ pub async fn change(
             .date_naive()
             .format("%Y-%m-%d")
             .to_string();
+        let deployment = store.deployment_id().await?;
         for c in store.resume_candidates(agreement.id, &horizon).await? {
             let due = NaiveDate::parse_from_str(&c.due_date, "%Y-%m-%d")?;
             let today = worktime::local_date(now, tz);
@@ -114,6 +115,7 @@ pub async fn change(
                 attempt_no,
                 idempotency_key: Engine::idempotency_key(
                     &policy.debit.key_prefix,
+                    &deployment,
                     c.installment_id,
                     attempt_no,
                 ),

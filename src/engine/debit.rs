@@ -4,17 +4,17 @@
 //! `submitted` and committed, and only then is the gateway asked to debit. An outcome we
 //! did not hear is looked up by the same key, never retried under a new one.
 
-use super::policy::{RetryBase, RetryPolicy};
+use super::policy::{RetryKind, RetryPolicy};
 use super::{Engine, EngineError, RunReport, parse_date, parse_tz};
 use crate::clock::to_epoch_ms;
-use crate::domain::{Currency, Money, worktime};
+use crate::domain::{Currency, Money};
 use crate::gateway::{DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome};
 use crate::mask;
 use crate::store::debits::{
     AttemptChange, AttemptRow, DebitContext, Effects, Fence, NewAttempt, PaymentApplied,
 };
 use crate::store::{NewEvent, StoreError};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -142,13 +142,15 @@ impl Engine {
         match answer {
             Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
             Ok(FundsAnswer::Insufficient { shortfall }) => {
-                let next = self.next_attempt(
-                    attempt,
-                    &ctx,
-                    RetryKind::InsufficientFunds,
-                    now,
-                    &policy.retry,
-                )?;
+                let next = self
+                    .next_attempt(
+                        attempt,
+                        &ctx,
+                        RetryKind::InsufficientFunds,
+                        now,
+                        &policy.retry,
+                    )
+                    .await?;
                 tracing::info!(
                     account = %mask::account(&ctx.account_ref),
                     amount = %amount,
@@ -418,7 +420,7 @@ impl Engine {
                     Some(RetryKind::SoftDecline)
                 };
                 let next = match kind {
-                    Some(k) => self.next_attempt(attempt, ctx, k, now, retry)?,
+                    Some(k) => self.next_attempt(attempt, ctx, k, now, retry).await?,
                     None => None,
                 };
                 let change = AttemptChange {
@@ -622,17 +624,22 @@ impl Engine {
                 "attempt_no": attempt.attempt_no, "reason": code,
             }),
         )];
-        // The customer must know to pay another way when we may not debit.
+        // The customer must know to pay another way when we may not debit: one notice per
+        // agreement (the message gate drops repeats), worded by the mandate's status.
         let reminder = if state == "failed" {
             self.debit_notice(
                 attempt,
                 ctx,
-                "debit_failed",
+                "mandate_notice",
                 serde_json::json!({
-                    "failure": "mandate_invalid",
+                    "mandate_status": ctx.mandate_status,
                     "amount_minor": ctx.total_minor - ctx.paid_minor,
                 }),
             )?
+            .map(|mut notice| {
+                notice.offset_key = 0;
+                notice
+            })
         } else {
             None
         };
@@ -696,7 +703,9 @@ impl Engine {
             tracing::warn!(error = %error, retry_at = %(now + wait).to_rfc3339(), "funds check failed; no debit, trying again later");
             return Ok(Step::Rescheduled);
         }
-        let next = self.next_attempt(attempt, ctx, RetryKind::SoftDecline, now, &policy.retry)?;
+        let next = self
+            .next_attempt(attempt, ctx, RetryKind::SoftDecline, now, &policy.retry)
+            .await?;
         let change = AttemptChange {
             state: "failed",
             finished_at_ms: Some(now_ms),
@@ -732,8 +741,9 @@ impl Engine {
         Ok(Step::Failed)
     }
 
-    /// The next attempt after a refusal, by policy, at the local debit time.
-    fn next_attempt(
+    /// The next attempt after a refusal, by policy, at the local debit time; never in the
+    /// past and never on the same local day (see [`RetryPolicy::next_attempt_at`]).
+    async fn next_attempt(
         &self,
         attempt: &AttemptRow,
         ctx: &DebitContext,
@@ -741,21 +751,17 @@ impl Engine {
         now: DateTime<Utc>,
         retry: &RetryPolicy,
     ) -> Result<Option<NewAttempt>, EngineError> {
-        let attempt_no = attempt.attempt_no as u32;
-        let plan = match kind {
-            RetryKind::InsufficientFunds => retry.after_insufficient_funds(attempt_no),
-            RetryKind::SoftDecline => retry.after_soft_decline(attempt_no),
-        };
-        let Some((days, base)) = plan else {
+        let tz = parse_tz(&ctx.time_zone)?;
+        let Some(at) = retry.next_attempt_at(
+            kind,
+            attempt.attempt_no as u32,
+            parse_date(&ctx.due_date)?,
+            now,
+            tz,
+            self.policy().debit.local_time,
+        ) else {
             return Ok(None);
         };
-        let tz = parse_tz(&ctx.time_zone)?;
-        let base_date = match base {
-            RetryBase::DueDate => parse_date(&ctx.due_date)?,
-            RetryBase::Today => worktime::local_date(now, tz),
-        };
-        let date = base_date + Duration::days(i64::from(days));
-        let at = worktime::local_instant(date, self.policy().debit.local_time, tz).max(now);
         let next_no = attempt.attempt_no + 1;
         Ok(Some(NewAttempt {
             installment_id: attempt.installment_id,
@@ -763,6 +769,7 @@ impl Engine {
             attempt_no: next_no,
             idempotency_key: Self::idempotency_key(
                 &self.policy().debit.key_prefix,
+                self.deployment_id().await?,
                 attempt.installment_id,
                 next_no,
             ),
@@ -845,12 +852,6 @@ impl Engine {
             detail,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum RetryKind {
-    InsufficientFunds,
-    SoftDecline,
 }
 
 fn currency_of(ctx: &DebitContext) -> Result<Currency, EngineError> {

@@ -4,6 +4,7 @@
 //! idempotency key. [`daemon`] runs them under cron triggers and signals.
 
 pub mod alerts;
+pub mod conversation;
 pub mod daemon;
 pub mod debit;
 pub mod overdue;
@@ -72,6 +73,8 @@ pub struct Engine {
     pub(crate) owner: String,
     /// Customer email; without it no reminders are planned or sent.
     pub(crate) mail: Option<MailDeps>,
+    /// The database's deployment id (see [`Store::deployment_id`]), read once.
+    pub(crate) deployment: tokio::sync::OnceCell<String>,
 }
 
 /// What the engine needs to email customers.
@@ -123,6 +126,7 @@ impl Engine {
             policy: std::sync::RwLock::new(Arc::new(policy)),
             owner: owner.into(),
             mail: None,
+            deployment: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -154,9 +158,25 @@ impl Engine {
     }
 
     /// The idempotency key of an attempt: deterministic, so a crash between committing
-    /// the attempt and calling the gateway can never produce a second, different key.
-    pub fn idempotency_key(prefix: &str, installment_id: i64, attempt_no: i64) -> String {
-        format!("{prefix}-i{installment_id}-a{attempt_no}")
+    /// the attempt and calling the gateway can never produce a second, different key; and
+    /// carrying the database's deployment id, so a second database (or a recreated one)
+    /// never sends a bank a key it has seen for another debit.
+    pub fn idempotency_key(
+        prefix: &str,
+        deployment: &str,
+        installment_id: i64,
+        attempt_no: i64,
+    ) -> String {
+        format!("{prefix}-{deployment}-i{installment_id}-a{attempt_no}")
+    }
+
+    /// This database's deployment id, read once and kept.
+    pub async fn deployment_id(&self) -> Result<&str, EngineError> {
+        let id = self
+            .deployment
+            .get_or_try_init(|| self.store.deployment_id())
+            .await?;
+        Ok(id.as_str())
     }
 
     /// Materializes attempt 1 for every unpaid installment of an active agreement that
@@ -171,6 +191,7 @@ impl Engine {
             .date_naive()
             .format("%Y-%m-%d")
             .to_string();
+        let deployment = self.deployment_id().await?;
         let mut report = PlanReport::default();
         let mut after = 0_i64;
         loop {
@@ -192,6 +213,7 @@ impl Engine {
                     attempt_no: 1,
                     idempotency_key: Self::idempotency_key(
                         &policy.debit.key_prefix,
+                        deployment,
                         c.installment_id,
                         1,
                     ),

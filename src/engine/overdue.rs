@@ -746,6 +746,7 @@ impl Engine {
             attempt_no,
             idempotency_key: Self::idempotency_key(
                 &policy.debit.key_prefix,
+                self.deployment_id().await?,
                 installment_id,
                 attempt_no,
             ),

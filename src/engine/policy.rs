@@ -3,7 +3,8 @@
 
 use crate::config::Settings;
 use crate::domain::worktime;
-use chrono::{Duration, NaiveTime};
+use chrono::{DateTime, Days, Duration, NaiveDate, NaiveTime, Utc};
+use chrono_tz::Tz;
 
 #[derive(Debug, Clone)]
 pub struct DebitPolicy {
@@ -27,6 +28,15 @@ pub struct RetryPolicy {
     /// Waits before reconciling an unknown outcome, polling a pending one, or retrying a
     /// failed funds check; the last one repeats.
     pub technical_backoff: Vec<Duration>,
+    /// Days between two attempts of one installment, at least (see `retry.min_spacing_days`).
+    pub min_spacing_days: u32,
+}
+
+/// What ended an attempt that may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryKind {
+    InsufficientFunds,
+    SoftDecline,
 }
 
 /// The next try after a refusal: which attempt, how many days out, counted from what.
@@ -58,6 +68,39 @@ impl RetryPolicy {
             .map(|d| (*d, RetryBase::Today))
     }
 
+    /// When the attempt after `attempt_no` runs, if the policy gives one: the policy's date
+    /// at the local debit time, but never sooner than `min_spacing_days` local days after
+    /// `now` (the outcome that caused the retry). So a retry is never in the past, two
+    /// attempts of one installment never run on the same local day, and after downtime or
+    /// a late import the rest of the schedule is re-spaced from now.
+    pub fn next_attempt_at(
+        &self,
+        kind: RetryKind,
+        attempt_no: u32,
+        due_date: NaiveDate,
+        now: DateTime<Utc>,
+        tz: Tz,
+        debit_time: NaiveTime,
+    ) -> Option<DateTime<Utc>> {
+        let (days, base) = match kind {
+            RetryKind::InsufficientFunds => self.after_insufficient_funds(attempt_no)?,
+            RetryKind::SoftDecline => self.after_soft_decline(attempt_no)?,
+        };
+        let today = worktime::local_date(now, tz);
+        let base_date = match base {
+            RetryBase::DueDate => due_date,
+            RetryBase::Today => today,
+        };
+        let by_policy = base_date.checked_add_days(Days::new(u64::from(days)))?;
+        let earliest =
+            today.checked_add_days(Days::new(u64::from(self.min_spacing_days.max(1))))?;
+        Some(worktime::local_instant(
+            by_policy.max(earliest),
+            debit_time,
+            tz,
+        ))
+    }
+
     /// Wait before the `count`-th technical retry (0-based); the last entry repeats.
     pub fn technical_wait(&self, count: u32) -> Duration {
         let idx = (count as usize).min(self.technical_backoff.len().saturating_sub(1));
@@ -82,6 +125,32 @@ pub struct ReminderPolicy {
     pub local_time: NaiveTime,
     /// No email in these local hours; anything due then waits for their end.
     pub quiet: worktime::QuietHours,
+    /// Message kinds that may go out inside quiet hours.
+    pub quiet_exempt: Vec<String>,
+    /// Messages to one customer due this close together are decided together.
+    pub merge_window: Duration,
+    /// At most this many messages to one customer per local day.
+    pub max_per_customer_per_day: u32,
+}
+
+impl ReminderPolicy {
+    /// A policy with the given offsets, send time and quiet hours, and the default
+    /// conversation rules (no exempt kinds, a 30-minute window, 3 messages a day).
+    pub fn new(offsets_days: Vec<u32>, local_time: NaiveTime, quiet: worktime::QuietHours) -> Self {
+        Self {
+            offsets_days,
+            local_time,
+            quiet,
+            quiet_exempt: Vec::new(),
+            merge_window: Duration::minutes(30),
+            max_per_customer_per_day: 3,
+        }
+    }
+
+    /// Whether a message of `kind` must wait for the end of quiet hours.
+    pub fn respects_quiet_hours(&self, kind: &str) -> bool {
+        !self.quiet_exempt.iter().any(|k| k == kind)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +185,7 @@ impl EnginePolicy {
                     .iter()
                     .map(|m| Duration::minutes(i64::from(*m)))
                     .collect(),
+                min_spacing_days: settings.retry.min_spacing_days,
             },
             reminders: ReminderPolicy {
                 offsets_days: settings.reminders.offsets_days.clone(),
@@ -124,6 +194,9 @@ impl EnginePolicy {
                     &settings.reminders.quiet_hours_start,
                     &settings.reminders.quiet_hours_end,
                 )?,
+                quiet_exempt: settings.reminders.quiet_hours_exempt.clone(),
+                merge_window: Duration::minutes(i64::from(settings.reminders.merge_window_minutes)),
+                max_per_customer_per_day: settings.reminders.max_per_customer_per_day,
             },
             overdue: super::overdue::OverduePolicy::from_settings(
                 &settings.overdue,
@@ -146,6 +219,88 @@ mod tests {
             insufficient_funds_days: vec![1, 3, 5],
             soft_decline_days: vec![1, 3],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
+            min_spacing_days: 1,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_retry_after_downtime_is_respaced_from_the_outcome_never_in_the_past() {
+        let p = policy();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+        let due = NaiveDate::from_ymd_opt(2026, 10, 19).unwrap();
+        // Imported 40 days past due: the first attempt runs now (2026-11-28 10:00 local);
+        // the policy's "due + 1 day" is long gone, so the retry is tomorrow 06:00 local.
+        let now = at("2026-11-28T02:00:00Z");
+        let next = p
+            .next_attempt_at(RetryKind::InsufficientFunds, 1, due, now, tz, six)
+            .unwrap();
+        assert_eq!(next, at("2026-11-28T22:00:00Z"), "29 Nov 06:00 in Shanghai");
+        // The one after that is another day later, not at the same time.
+        let next2 = p
+            .next_attempt_at(RetryKind::InsufficientFunds, 2, due, next, tz, six)
+            .unwrap();
+        assert_eq!(next2, at("2026-11-29T22:00:00Z"));
+        // On time, the policy's own dates hold: due + 3 days.
+        let due = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let on_time = at("2026-11-30T22:00:00Z"); // 1 Dec 06:00 local
+        let retry = p
+            .next_attempt_at(RetryKind::InsufficientFunds, 1, due, on_time, tz, six)
+            .unwrap();
+        assert_eq!(retry, at("2026-12-01T22:00:00Z"), "2 Dec 06:00: due + 1");
+        let retry = p
+            .next_attempt_at(RetryKind::InsufficientFunds, 2, due, retry, tz, six)
+            .unwrap();
+        assert_eq!(retry, at("2026-12-03T22:00:00Z"), "4 Dec 06:00: due + 3");
+        assert_eq!(
+            p.next_attempt_at(RetryKind::InsufficientFunds, 4, due, retry, tz, six),
+            None
+        );
+    }
+
+    #[test]
+    fn a_retry_across_a_dst_change_keeps_the_local_debit_time() {
+        let p = policy();
+        let tz: Tz = "America/New_York".parse().unwrap();
+        let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+        let due = NaiveDate::from_ymd_opt(2027, 3, 13).unwrap();
+        let now = at("2027-03-13T11:00:00Z"); // 06:00 EST
+        let next = p
+            .next_attempt_at(RetryKind::InsufficientFunds, 1, due, now, tz, six)
+            .unwrap();
+        assert_eq!(
+            next,
+            at("2027-03-14T10:00:00Z"),
+            "06:00 EDT after the change"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retries_are_never_in_the_past_nor_on_the_same_local_day(
+            due_offset in -400_i64..60,
+            minutes in 0_i64..(3 * 24 * 60),
+            attempt_no in 1_u32..4,
+            tz_index in 0_usize..4,
+            soft in proptest::bool::ANY,
+        ) {
+            let p = policy();
+            let tz: Tz = ["Asia/Shanghai", "America/New_York", "Europe/London", "Pacific/Auckland"][tz_index]
+                .parse()
+                .unwrap();
+            let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+            let now = at("2026-06-01T00:00:00Z") + Duration::minutes(minutes);
+            let due = worktime::local_date(now, tz) + Duration::days(due_offset);
+            let kind = if soft { RetryKind::SoftDecline } else { RetryKind::InsufficientFunds };
+            if let Some(next) = p.next_attempt_at(kind, attempt_no, due, now, tz, six) {
+                proptest::prop_assert!(next > now);
+                proptest::prop_assert!(worktime::local_date(next, tz) > worktime::local_date(now, tz));
+                proptest::prop_assert_eq!(next.with_timezone(&tz).time(), six);
+            }
         }
     }
 

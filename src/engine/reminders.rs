@@ -5,11 +5,12 @@
 //! customer's language, and sends with a deterministic Message-ID. A crash between the
 //! SMTP server's accept and the commit can repeat a message once, with the same id.
 
+use super::conversation::Verdict;
 use super::{Engine, EngineError, parse_date, parse_tz};
 use crate::clock::{from_epoch_ms, to_epoch_ms};
 use crate::domain::{Currency, Money, worktime};
 use crate::gateway::FundsAnswer;
-use crate::mail::{DebitFailure, EmailKind, Locale, MailError};
+use crate::mail::{ChargeLine, DebitFailure, EmailKind, Locale, MailError};
 use crate::mask;
 use crate::store::NewEvent;
 use crate::store::reminders::{NewReminder, ReminderChange, ReminderRow};
@@ -28,7 +29,7 @@ pub struct ReminderReport {
     pub deferred: u64,
 }
 
-enum Sent {
+pub(crate) enum Sent {
     Delivered,
     Cancelled,
     Failed,
@@ -132,6 +133,7 @@ impl Engine {
         let locale = Locale::from_tag(&ctx.locale);
         let policy = self.policy();
         let due = parse_date(&ctx.due_date)?;
+        let today = worktime::local_date(now, tz);
         let debit_at = worktime::local_instant(due, policy.debit.local_time, tz);
         let owed = ctx.total_minor - ctx.paid_minor;
         let detail: serde_json::Value = serde_json::from_str(&r.detail).unwrap_or_default();
@@ -143,64 +145,29 @@ impl Engine {
             None
         };
 
-        // Is it still worth sending?
-        let stale = match r.kind.as_str() {
-            "overdue" | "credit_warning" => {
-                if ctx.installment_status != "unpaid" || owed <= 0 {
-                    Some(format!("installment_{}", ctx.installment_status))
-                } else if ctx.agreement_status != "active" {
-                    Some(format!("agreement_{}", ctx.agreement_status))
-                } else if delinquency.as_ref().is_none_or(|d| d.dpd == 0) {
-                    Some("no_longer_overdue".to_string())
-                } else if r.kind == "credit_warning"
-                    && (policy.overdue.rules.credit_report_after_days.is_none()
-                        || delinquency
-                            .as_ref()
-                            .is_some_and(|d| d.credit_flag == "reportable"))
-                {
-                    Some("too_late: already reportable, or credit reporting is off".to_string())
-                } else {
-                    None
-                }
-            }
-            "upcoming" => {
-                if ctx.installment_status != "unpaid" || owed <= 0 {
-                    Some(format!("installment_{}", ctx.installment_status))
-                } else if ctx.agreement_status != "active" {
-                    Some(format!("agreement_{}", ctx.agreement_status))
-                } else if now >= debit_at {
-                    Some("too_late: the debit time on the due date has passed".to_string())
-                } else {
-                    self.store
-                        .superseding_reminder(r.installment_id, r.offset_key, now_ms)
-                        .await?
-                        .map(|later| format!("superseded by the {later}-day reminder"))
-                }
-            }
-            "debit_failed" if ctx.installment_status == "paid" => {
-                Some("installment_paid".to_string())
-            }
-            _ => None,
+        // The gate: quiet hours now, truth now, then the customer's conversation.
+        let verdict = match self
+            .stale_reason(r, &ctx, delinquency.as_ref(), now, debit_at)
+            .await?
+        {
+            Some(reason) => Verdict::Cancel(reason),
+            None => self.conversation_gate(r, &ctx, now, tz).await?,
         };
-        if let Some(reason) = stale {
-            let change = ReminderChange {
-                state: "cancelled",
-                cancel_reason: Some(reason.clone()),
-                release_lease: true,
-                ..Default::default()
-            };
-            let ev = self.reminder_event(
-                r,
-                now_ms,
-                "reminder_cancelled",
-                serde_json::json!({"kind": r.kind, "offset": r.offset_key, "reason": reason}),
-            );
-            self.store
-                .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-                .await?;
-            tracing::info!(reason = %reason, "reminder cancelled");
-            return Ok(Sent::Cancelled);
+        match verdict {
+            Verdict::Send => {}
+            Verdict::Cancel(reason) => return self.cancel_message(r, &reason, now_ms).await,
+            Verdict::Defer(at, reason) => return self.defer_message(r, at, &reason, now).await,
         }
+
+        // What the email asserts, read from the ledger now.
+        let ledger = self
+            .store
+            .agreement_ledger(r.agreement_id, &today.format("%Y-%m-%d").to_string())
+            .await?;
+        let this_in_arrears = due < today && owed > 0;
+        let arrears_other = ledger.arrears_minor - if this_in_arrears { owed } else { 0 };
+        let charges_minor = ledger.charges_minor();
+        let total_due = owed + arrears_other + charges_minor;
 
         let mut tc = mail.settings.base_context();
         tc.customer_name = ctx.customer_name.clone();
@@ -211,16 +178,42 @@ impl Engine {
         tc.due_date = locale.date(due);
         tc.due_date_short = locale.date_short(due);
         tc.set_account(&ctx.account_ref);
+        tc.installment_state = if due > today {
+            "pre_due"
+        } else if due == today {
+            "due"
+        } else {
+            "overdue"
+        }
+        .to_string();
         let money = |minor: i64| locale.money(&Money::from_minor(minor, currency));
-        let local = |ms: i64| from_epoch_ms(ms).with_timezone(&tz).naive_local();
+        let local = |ms: i64| from_epoch_ms(ms).with_timezone(&tz);
+        if r.kind != "debit_succeeded" {
+            if arrears_other > 0 {
+                tc.arrears = Some(money(arrears_other));
+            }
+            tc.charges = ledger
+                .charges
+                .iter()
+                .map(|c| ChargeLine {
+                    kind: c.kind.clone(),
+                    installment_seq: c.seq as u32,
+                    amount: money(c.open_minor),
+                })
+                .collect();
+            if arrears_other > 0 || charges_minor > 0 {
+                tc.total_due = Some(money(total_due));
+            }
+        }
 
         let (kind, funds) = match r.kind.as_str() {
             "upcoming" => {
                 tc.amount = money(owed);
-                // The check that sets repayd apart: say whether the money is there.
+                // The check that sets repayd apart: say whether the money is there, for
+                // everything that will be collected (arrears and fees included).
                 let answer = self
                     .gateway
-                    .check_funds(&ctx.account_ref, &Money::from_minor(owed, currency))
+                    .check_funds(&ctx.account_ref, &Money::from_minor(total_due, currency))
                     .await;
                 match answer {
                     Ok(FundsAnswer::Available) => {
@@ -232,10 +225,9 @@ impl Engine {
                     }) => {
                         tc.funds_sufficient = Some(false);
                         tc.shortfall = Some(locale.money(&short));
-                        tc.top_up_by =
-                            Some(locale.date_time(debit_at.with_timezone(&tz).naive_local()));
+                        tc.top_up_by = Some(locale.date_time_at(debit_at.with_timezone(&tz)));
                         tc.top_up_by_short =
-                            Some(locale.date_time_short(debit_at.with_timezone(&tz).naive_local()));
+                            Some(locale.date_time_short_at(debit_at.with_timezone(&tz)));
                         (EmailKind::BalanceLow, "short")
                     }
                     Ok(FundsAnswer::Insufficient { shortfall: None }) => {
@@ -252,7 +244,8 @@ impl Engine {
                 let amount = detail["amount_minor"].as_i64().unwrap_or(ctx.total_minor);
                 tc.amount = money(amount);
                 tc.paid_on = Some(
-                    locale.date(local(detail["paid_at_ms"].as_i64().unwrap_or(now_ms)).date()),
+                    locale
+                        .date(local(detail["paid_at_ms"].as_i64().unwrap_or(now_ms)).date_naive()),
                 );
                 tc.reference = Some(detail["gateway_ref"].as_str().unwrap_or("-").to_string());
                 tc.remaining_balance = Some(money(ctx.remaining_minor));
@@ -263,7 +256,7 @@ impl Engine {
                 (EmailKind::DebitSucceeded, "")
             }
             "debit_failed" => {
-                tc.amount = money(detail["amount_minor"].as_i64().unwrap_or(owed));
+                tc.amount = money(owed);
                 tc.failure = Some(match detail["failure"].as_str() {
                     Some("insufficient_funds") => DebitFailure::InsufficientFunds,
                     Some("mandate_invalid") => DebitFailure::MandateInvalid,
@@ -273,10 +266,20 @@ impl Engine {
                 if let Some(s) = detail["shortfall_minor"].as_i64() {
                     tc.shortfall = Some(money(s));
                 }
-                if let Some(ms) = detail["next_attempt_at_ms"].as_i64() {
-                    tc.next_attempt = Some(locale.date_time(local(ms)));
+                // Promise only the attempt that is planned now, at the minute it runs.
+                if let Some(ms) = self
+                    .store
+                    .next_planned_attempt_ms(r.installment_id, now_ms)
+                    .await?
+                {
+                    tc.next_attempt = Some(locale.date_time_at(local(ms)));
                 }
                 (EmailKind::DebitFailed, "")
+            }
+            "mandate_notice" => {
+                tc.amount = money(owed);
+                tc.mandate_status = Some(ctx.mandate_status.clone());
+                (EmailKind::MandateNotice, "")
             }
             "overdue" | "credit_warning" => {
                 let d = delinquency
@@ -284,9 +287,19 @@ impl Engine {
                     .ok_or_else(|| EngineError::Data("overdue reminder without state".into()))?;
                 tc.amount = money(owed);
                 tc.days_past_due = Some(d.dpd);
-                tc.amount_overdue = Some(money(d.amount_overdue_minor));
-                if let Some(ms) = self.store.next_scheduled_attempt_ms(r.agreement_id).await? {
-                    tc.next_attempt = Some(locale.date_time(local(ms)));
+                // Everything needed to become current, from the ledger now.
+                tc.amount_overdue = Some(money(ledger.arrears_minor + charges_minor));
+                tc.total_due = Some(money(ledger.arrears_minor + charges_minor));
+                if let Some(ms) = self
+                    .store
+                    .next_planned_arrears_attempt_ms(
+                        r.agreement_id,
+                        &today.format("%Y-%m-%d").to_string(),
+                        now_ms,
+                    )
+                    .await?
+                {
+                    tc.next_attempt = Some(locale.date_time_at(local(ms)));
                 }
                 if r.kind == "credit_warning" {
                     let oldest = match d.oldest_due_date.as_deref() {
@@ -300,8 +313,12 @@ impl Engine {
                         .ok_or_else(|| EngineError::Data("credit reporting is off".into()))?;
                     // Reported at the assessment time on that day: pay by the end of the day before.
                     let last_day = reportable_on - Duration::days(1);
-                    let end = last_day.and_hms_opt(23, 59, 0).unwrap_or_default();
-                    tc.pay_by = Some(locale.date_time(end));
+                    let end = worktime::local_instant(
+                        last_day,
+                        chrono::NaiveTime::from_hms_opt(23, 59, 0).unwrap_or_default(),
+                        tz,
+                    );
+                    tc.pay_by = Some(locale.date_time_at(end.with_timezone(&tz)));
                     tc.pay_by_short = Some(locale.date_short(last_day));
                     (EmailKind::CreditWarning, "")
                 } else {
@@ -312,6 +329,7 @@ impl Engine {
         };
 
         let message_id = crate::mail::message_id(
+            self.deployment_id().await?,
             r.installment_id,
             &r.kind,
             r.offset_key,
@@ -377,9 +395,15 @@ impl Engine {
             Err(MailError::Transient(e)) => {
                 // An outage delays, it loses nothing: back to pending after a backoff.
                 let wait = policy.retry.technical_wait(r.tries as u32);
+                // The retry, too, waits for the end of quiet hours.
+                let retry_at = if policy.reminders.respects_quiet_hours(&r.kind) {
+                    policy.reminders.quiet.next_allowed(now + wait, tz)
+                } else {
+                    now + wait
+                };
                 let change = ReminderChange {
                     state: "pending",
-                    scheduled_at_ms: Some(to_epoch_ms(now + wait)),
+                    scheduled_at_ms: Some(to_epoch_ms(retry_at)),
                     last_error: Some(e.clone()),
                     bump_tries: true,
                     release_lease: true,
@@ -392,13 +416,13 @@ impl Engine {
                     serde_json::json!({
                         "kind": r.kind, "offset": r.offset_key,
                         "error": mask::emails_in(&e),
-                        "retry_at": (now + wait).to_rfc3339(),
+                        "retry_at": retry_at.to_rfc3339(),
                     }),
                 );
                 self.store
                     .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
                     .await?;
-                tracing::warn!(error = %mask::emails_in(&e), retry_at = %(now + wait).to_rfc3339(), "mail server unavailable; reminder deferred");
+                tracing::warn!(error = %mask::emails_in(&e), retry_at = %retry_at.to_rfc3339(), "mail server unavailable; reminder deferred");
                 Ok(Sent::Deferred)
             }
             Err(e) => {
@@ -424,7 +448,7 @@ impl Engine {
         }
     }
 
-    fn reminder_event(
+    pub(crate) fn reminder_event(
         &self,
         r: &ReminderRow,
         at_ms: i64,

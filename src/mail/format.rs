@@ -3,19 +3,23 @@
 //! currency, so a symbol is shown only where it is unambiguous and the ISO code otherwise.
 
 use crate::domain::Money;
-use chrono::{Datelike, NaiveDate, NaiveDateTime, Weekday};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Weekday};
+use chrono_tz::Tz;
 use std::fmt;
 
 /// A language repayd writes emails in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Locale {
+    /// English as written outside the US: `Saturday, 31 January 2026`, 24-hour clock.
     En,
+    /// US English: `Saturday, January 31, 2026`, 12-hour clock. Same templates as `En`.
+    EnUs,
     /// Simplified Chinese.
     ZhCn,
 }
 
 impl Locale {
-    pub const ALL: [Locale; 2] = [Locale::En, Locale::ZhCn];
+    pub const ALL: [Locale; 3] = [Locale::En, Locale::EnUs, Locale::ZhCn];
 
     /// The locale to write in for a customer's locale string: `zh-CN`, `zh_CN`, `zh-Hans`,
     /// `zh-SG` and plain `zh` are Simplified Chinese; anything else (Traditional Chinese
@@ -23,8 +27,10 @@ impl Locale {
     pub fn from_tag(tag: &str) -> Locale {
         let tag = tag.trim().replace('_', "-").to_ascii_lowercase();
         let mut parts = tag.split('-');
-        if parts.next() != Some("zh") {
-            return Locale::En;
+        match parts.next() {
+            Some("zh") => {}
+            Some("en") if parts.next() == Some("us") => return Locale::EnUs,
+            _ => return Locale::En,
         }
         match parts.next() {
             None | Some("cn") | Some("hans") | Some("sg") | Some("my") => Locale::ZhCn,
@@ -32,10 +38,19 @@ impl Locale {
         }
     }
 
-    /// The tag and template directory name: `en`, `zh-CN`.
+    /// The language tag sent as Content-Language: `en`, `en-US`, `zh-CN`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Locale::En => "en",
+            Locale::EnUs => "en-US",
+            Locale::ZhCn => "zh-CN",
+        }
+    }
+
+    /// The template directory: `en` (both English locales) or `zh-CN`.
+    pub fn template_dir(&self) -> &'static str {
+        match self {
+            Locale::En | Locale::EnUs => "en",
             Locale::ZhCn => "zh-CN",
         }
     }
@@ -49,6 +64,7 @@ impl Locale {
     pub fn date(&self, date: NaiveDate) -> String {
         match self {
             Locale::En => date.format("%A, %-d %B %Y").to_string(),
+            Locale::EnUs => date.format("%A, %B %-d, %Y").to_string(),
             Locale::ZhCn => format!(
                 "{}年{}月{}日（{}）",
                 date.year(),
@@ -63,28 +79,76 @@ impl Locale {
     pub fn date_short(&self, date: NaiveDate) -> String {
         match self {
             Locale::En => date.format("%-d %b").to_string(),
+            Locale::EnUs => date.format("%b %-d").to_string(),
             Locale::ZhCn => format!("{}月{}日", date.month(), date.day()),
         }
     }
 
-    /// A local date and time (already in the customer's time zone):
+    /// A local date and time (already in the customer's time zone), without a zone:
     /// en `18:00 on Friday, 30 January 2026`; zh-CN `2026年1月30日（星期五）18:00`.
+    /// Customer emails use [`Locale::date_time_at`], which names the zone.
     pub fn date_time(&self, at: NaiveDateTime) -> String {
-        let time = at.format("%H:%M");
-        match self {
-            Locale::En => format!("{time} on {}", self.date(at.date())),
-            Locale::ZhCn => format!("{}{time}", self.date(at.date())),
-        }
+        self.date_time_with(at, None)
     }
 
     /// For subject lines: en `18:00, 30 Jan`; zh-CN `1月30日18:00`.
     pub fn date_time_short(&self, at: NaiveDateTime) -> String {
-        let time = at.format("%H:%M");
+        self.date_time_short_with(at, None)
+    }
+
+    /// An instant in the customer's time zone, naming the zone: en `18:00 GMT on Friday,
+    /// 30 January 2026`; en-US `6:00 PM EST on Friday, January 30, 2026`; zh-CN
+    /// `2026年1月30日（星期五）18:00（北京时间）`.
+    pub fn date_time_at(&self, at: DateTime<Tz>) -> String {
+        self.date_time_with(at.naive_local(), Some(&zone_name(*self, &at)))
+    }
+
+    /// For subject lines, naming the zone: en `18:00 GMT, 30 Jan`; en-US `6:00 PM EST,
+    /// Jan 30`; zh-CN `1月30日18:00（北京时间）`.
+    pub fn date_time_short_at(&self, at: DateTime<Tz>) -> String {
+        self.date_time_short_with(at.naive_local(), Some(&zone_name(*self, &at)))
+    }
+
+    fn time_of(&self, at: NaiveDateTime, zone: Option<&str>) -> String {
+        let time = match self {
+            Locale::EnUs => at.format("%-I:%M %p").to_string(),
+            Locale::En | Locale::ZhCn => at.format("%H:%M").to_string(),
+        };
+        match (self, zone) {
+            (_, None) => time,
+            (Locale::ZhCn, Some(zone)) => format!("{time}（{zone}）"),
+            (_, Some(zone)) => format!("{time} {zone}"),
+        }
+    }
+
+    fn date_time_with(&self, at: NaiveDateTime, zone: Option<&str>) -> String {
+        let time = self.time_of(at, zone);
         match self {
-            Locale::En => format!("{time}, {}", self.date_short(at.date())),
+            Locale::En | Locale::EnUs => format!("{time} on {}", self.date(at.date())),
+            Locale::ZhCn => format!("{}{time}", self.date(at.date())),
+        }
+    }
+
+    fn date_time_short_with(&self, at: NaiveDateTime, zone: Option<&str>) -> String {
+        let time = self.time_of(at, zone);
+        match self {
+            Locale::En | Locale::EnUs => format!("{time}, {}", self.date_short(at.date())),
             Locale::ZhCn => format!("{}{time}", self.date_short(at.date())),
         }
     }
+}
+
+/// The zone as a reader of `locale` names it: the tz database abbreviation (`EST`,
+/// `GMT`, `CST`), or for Chinese readers in China's zone `北京时间`, the name they use.
+fn zone_name(locale: Locale, at: &DateTime<Tz>) -> String {
+    let china = matches!(
+        at.timezone(),
+        Tz::Asia__Shanghai | Tz::Asia__Chongqing | Tz::Asia__Harbin | Tz::PRC
+    );
+    if china && locale == Locale::ZhCn {
+        return "北京时间".to_string();
+    }
+    at.format("%Z").to_string()
 }
 
 impl fmt::Display for Locale {
@@ -116,7 +180,7 @@ pub fn format_money(locale: Locale, money: &Money) -> String {
     let currency = money.currency();
     let code = currency.code();
     let with_symbol = match locale {
-        Locale::En => matches!(code, "USD" | "EUR" | "GBP" | "CNY"),
+        Locale::En | Locale::EnUs => matches!(code, "USD" | "EUR" | "GBP" | "CNY"),
         Locale::ZhCn => code == "CNY",
     };
     let plain = money.plain();
@@ -162,6 +226,40 @@ mod tests {
     }
 
     #[test]
+    fn times_follow_the_locale_and_name_the_zone() {
+        let ny: Tz = "America/New_York".parse().unwrap();
+        let london: Tz = "Europe/London".parse().unwrap();
+        let shanghai: Tz = "Asia/Shanghai".parse().unwrap();
+        let at = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2027, 1, 30, 23, 0, 0).unwrap();
+        assert_eq!(
+            Locale::EnUs.date_time_at(at.with_timezone(&ny)),
+            "6:00 PM EST on Saturday, January 30, 2027"
+        );
+        assert_eq!(
+            Locale::EnUs.date_time_short_at(at.with_timezone(&ny)),
+            "6:00 PM EST, Jan 30"
+        );
+        assert_eq!(
+            Locale::En.date_time_at(at.with_timezone(&london)),
+            "23:00 GMT on Saturday, 30 January 2027"
+        );
+        // Summer time is named as such.
+        let july = chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2027, 7, 1, 8, 0, 0).unwrap();
+        assert_eq!(
+            Locale::En.date_time_short_at(july.with_timezone(&london)),
+            "09:00 BST, 1 Jul"
+        );
+        assert_eq!(
+            Locale::ZhCn.date_time_at(at.with_timezone(&shanghai)),
+            "2027年1月31日（星期日）07:00（北京时间）"
+        );
+        assert_eq!(
+            Locale::En.date_time_at(at.with_timezone(&shanghai)),
+            "07:00 CST on Sunday, 31 January 2027"
+        );
+    }
+
+    #[test]
     fn locale_falls_back_to_english() {
         for tag in [
             "zh-CN",
@@ -175,10 +273,14 @@ mod tests {
             assert_eq!(Locale::from_tag(tag), Locale::ZhCn, "{tag}");
         }
         for tag in [
-            "en", "en-US", "en_GB", "", "fr-FR", "zh-TW", "zh-Hant", "zhx", "klingon",
+            "en", "en_GB", "", "fr-FR", "zh-TW", "zh-Hant", "zhx", "klingon",
         ] {
             assert_eq!(Locale::from_tag(tag), Locale::En, "{tag}");
         }
+        for tag in ["en-US", "en_us", "EN-US"] {
+            assert_eq!(Locale::from_tag(tag), Locale::EnUs, "{tag}");
+        }
+        assert_eq!(Locale::EnUs.template_dir(), "en");
         assert_eq!(Locale::ZhCn.as_str(), "zh-CN");
         assert_eq!(Locale::En.to_string(), "en");
     }

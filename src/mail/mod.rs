@@ -14,7 +14,7 @@ pub use outbox::{CaptureMailer, OutboxMailer};
 pub use settings::{MailKind, MailSettings, SmtpSettings, TlsMode};
 pub use smtp::SmtpMailer;
 pub use templates::{
-    DebitFailure, EmailKind, RenderedEmail, TemplateContext, TemplateError, Templates,
+    ChargeLine, DebitFailure, EmailKind, RenderedEmail, TemplateContext, TemplateError, Templates,
 };
 
 use crate::config::ConfigError;
@@ -99,9 +99,17 @@ pub trait Mailer: Send + Sync + fmt::Debug {
 }
 
 /// The deterministic Message-ID of a customer email, without angle brackets:
-/// `repayd.i123.upcoming.7@example.com`. `offset_or_attempt` tells reminders of one kind
-/// apart (days before due, attempt number, days past due).
-pub fn message_id(installment_id: i64, kind: &str, offset_or_attempt: i64, domain: &str) -> String {
+/// `repayd.3f9a0c1d2b4e.i123.upcoming.7@example.com`. The deployment id (random per
+/// database) keeps ids unique across databases, a recreated one included;
+/// `offset_or_attempt` tells messages of one kind apart (days before due, attempt number,
+/// bucket).
+pub fn message_id(
+    deployment: &str,
+    installment_id: i64,
+    kind: &str,
+    offset_or_attempt: i64,
+    domain: &str,
+) -> String {
     // Only dot-atom characters, so the id is valid whatever the caller passes as kind.
     let kind: String = kind
         .chars()
@@ -113,7 +121,11 @@ pub fn message_id(installment_id: i64, kind: &str, offset_or_attempt: i64, domai
             }
         })
         .collect();
-    format!("repayd.i{installment_id}.{kind}.{offset_or_attempt}@{domain}")
+    let deployment: String = deployment
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("repayd.{deployment}.i{installment_id}.{kind}.{offset_or_attempt}@{domain}")
 }
 
 /// The mailer the settings ask for: the outbox directory is created if missing, the SMTP
@@ -149,16 +161,21 @@ mod tests {
     #[test]
     fn message_ids_are_deterministic_and_valid() {
         assert_eq!(
-            message_id(123, "upcoming", 7, "example.com"),
-            "repayd.i123.upcoming.7@example.com"
+            message_id("d1", 123, "upcoming", 7, "example.com"),
+            "repayd.d1.i123.upcoming.7@example.com"
+        );
+        assert_ne!(
+            message_id("d1", 123, "upcoming", 7, "example.com"),
+            message_id("d2", 123, "upcoming", 7, "example.com"),
+            "another database never reuses an id"
         );
         assert_eq!(
-            message_id(123, "upcoming", 7, "example.com"),
-            message_id(123, "upcoming", 7, "example.com")
+            message_id("d1", 123, "upcoming", 7, "example.com"),
+            message_id("d1", 123, "upcoming", 7, "example.com")
         );
         assert_eq!(
-            message_id(5, "debit_failed <x>\r\n", 2, "example.com"),
-            "repayd.i5.debit_failed--x---.2@example.com"
+            message_id("d1", 5, "debit_failed <x>\r\n", 2, "example.com"),
+            "repayd.d1.i5.debit_failed--x---.2@example.com"
         );
     }
 

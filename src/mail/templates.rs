@@ -31,16 +31,19 @@ pub enum EmailKind {
     Overdue,
     /// Last warning before the arrears are reported to the credit bureau.
     CreditWarning,
+    /// The debit mandate is not (or no longer) in force: pay another way.
+    MandateNotice,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 6] = [
+    pub const ALL: [EmailKind; 7] = [
         EmailKind::Upcoming,
         EmailKind::BalanceLow,
         EmailKind::DebitSucceeded,
         EmailKind::DebitFailed,
         EmailKind::Overdue,
         EmailKind::CreditWarning,
+        EmailKind::MandateNotice,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -51,6 +54,7 @@ impl EmailKind {
             EmailKind::DebitFailed => "debit_failed",
             EmailKind::Overdue => "overdue",
             EmailKind::CreditWarning => "credit_warning",
+            EmailKind::MandateNotice => "mandate_notice",
         }
     }
 
@@ -89,6 +93,10 @@ impl EmailKind {
                 need(ctx.pay_by.is_some(), "pay_by");
                 need(ctx.pay_by_short.is_some(), "pay_by_short");
             }
+            EmailKind::MandateNotice => {
+                need(!ctx.account.is_empty(), "account");
+                need(ctx.mandate_status.is_some(), "mandate_status");
+            }
         }
         missing
     }
@@ -102,7 +110,7 @@ impl fmt::Display for EmailKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning)"
+    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice)"
 )]
 pub struct UnknownEmailKind(pub String);
 
@@ -179,6 +187,29 @@ pub struct TemplateContext {
     pub lender_name: String,
     pub support_contact: Option<String>,
     pub payment_url: Option<String>,
+    /// Where the installment stands on the customer's local today: `pre_due`, `due` or
+    /// `overdue`; the wording follows it.
+    pub installment_state: String,
+    /// Unpaid amounts of earlier installments that are past due (arrears), formatted;
+    /// `None` when there are none.
+    pub arrears: Option<String>,
+    /// Open charges (late fees), itemized.
+    pub charges: Vec<ChargeLine>,
+    /// Everything needed to be up to date: this installment, arrears and charges; set when
+    /// it differs from `amount`.
+    pub total_due: Option<String>,
+    /// Mandate notice: `revoked` or `pending`.
+    pub mandate_status: Option<String>,
+}
+
+/// One open charge as an email itemizes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChargeLine {
+    /// `late_fee`.
+    pub kind: String,
+    /// The installment it was charged on.
+    pub installment_seq: u32,
+    pub amount: String,
 }
 
 impl TemplateContext {
@@ -246,7 +277,8 @@ pub enum TemplateError {
 }
 
 const LOCALES: &str = "en or zh-CN";
-const KINDS: &str = "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning";
+const KINDS: &str =
+    "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice";
 
 macro_rules! builtin_templates {
     ($($path:literal),* $(,)?) => {
@@ -277,6 +309,11 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "en/credit_warning.subject.txt",
     "en/credit_warning.txt",
     "en/credit_warning.html",
+    "en/mandate_notice.subject.txt",
+    "en/mandate_notice.txt",
+    "en/mandate_notice.html",
+    "en/_ledger.txt",
+    "en/_ledger.html",
     "zh-CN/_layout.html",
     "zh-CN/_footer.txt",
     "zh-CN/upcoming.subject.txt",
@@ -297,10 +334,15 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "zh-CN/credit_warning.subject.txt",
     "zh-CN/credit_warning.txt",
     "zh-CN/credit_warning.html",
+    "zh-CN/mandate_notice.subject.txt",
+    "zh-CN/mandate_notice.txt",
+    "zh-CN/mandate_notice.html",
+    "zh-CN/_ledger.txt",
+    "zh-CN/_ledger.html",
 ];
 
 fn template_name(locale: Locale, kind: EmailKind, part: &str) -> String {
-    format!("{}/{}.{}", locale.as_str(), kind.as_str(), part)
+    format!("{}/{}.{}", locale.template_dir(), kind.as_str(), part)
 }
 
 /// The compiled templates. Cheap to share (`Send + Sync`); load once at start-up.
@@ -577,7 +619,7 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
     };
     let mut base = TemplateContext {
         customer_name: match locale {
-            Locale::En => "Alex Chen".into(),
+            Locale::En | Locale::EnUs => "Alex Chen".into(),
             Locale::ZhCn => "陈明".into(),
         },
         agreement_ref: "AGR-2025-0042".into(),
@@ -590,6 +632,7 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
         lender_name: "Example Finance".into(),
         support_contact: Some("help@example.com, 400-800-1234".into()),
         payment_url: Some("https://pay.example.com/a/AGR-2025-0042".into()),
+        installment_state: "pre_due".into(),
         ..TemplateContext::default()
     };
     base.set_account("6222020200113000");
@@ -617,6 +660,16 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
         c.paid_on = Some(locale.date(date(1, 31)));
         c.reference = Some("PAY-7F3K2Q".into());
     };
+    // Arrears of an earlier installment and its late fee, itemized.
+    let ledger = |c: &mut TemplateContext| {
+        c.arrears = money(106_619);
+        c.charges = vec![ChargeLine {
+            kind: "late_fee".into(),
+            installment_seq: 2,
+            amount: money(2_500).unwrap_or_default(),
+        }];
+        c.total_due = money(215_738);
+    };
     let pay_by = |c: &mut TemplateContext| {
         c.pay_by = Some(locale.date_time(at(4, 20, 23, 59)));
         c.pay_by_short = Some(locale.date_short(date(4, 20)));
@@ -630,6 +683,10 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
             }),
             bare(&|c| c.funds_sufficient = Some(false)),
             bare(&|_| {}),
+            with(&|c| {
+                c.funds_sufficient = Some(true);
+                ledger(c);
+            }),
         ],
         EmailKind::BalanceLow => vec![
             with(&|c| {
@@ -637,6 +694,10 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 c.next_attempt = Some(locale.date_time(at(1, 31, 6, 0)));
             }),
             bare(&|c| top_up(c, at(1, 31, 5, 0))),
+            with(&|c| {
+                top_up(c, at(1, 31, 5, 0));
+                ledger(c);
+            }),
         ],
         EmailKind::DebitSucceeded => vec![
             with(&|c| {
@@ -667,6 +728,11 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                     c.next_attempt = Some(locale.date_time(at(2, 1, 6, 0)));
                 }),
                 bare(&|c| c.failure = Some(failure)),
+                with(&|c| {
+                    c.failure = Some(failure);
+                    c.installment_state = "overdue".into();
+                    ledger(c);
+                }),
             ]
         })
         .collect(),
@@ -684,6 +750,12 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 c.days_past_due = Some(10);
                 c.amount_overdue = money(106_619);
             }),
+            with(&|c| {
+                c.installment_state = "overdue".into();
+                c.days_past_due = Some(12);
+                c.amount_overdue = money(215_738);
+                ledger(c);
+            }),
         ],
         EmailKind::CreditWarning => vec![
             with(&|c| {
@@ -697,6 +769,19 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 pay_by(c);
             }),
         ],
+        EmailKind::MandateNotice => ["revoked", "pending"]
+            .into_iter()
+            .flat_map(|status| {
+                [
+                    with(&|c| c.mandate_status = Some(status.into())),
+                    bare(&|c| {
+                        c.mandate_status = Some(status.into());
+                        c.installment_state = "overdue".into();
+                        ledger(c);
+                    }),
+                ]
+            })
+            .collect(),
     }
 }
 

@@ -52,6 +52,7 @@ macro_rules! insert_event {
 pub(crate) use insert_event;
 
 pub mod agreements;
+pub mod conversation;
 pub mod debits;
 pub mod delinquency;
 pub mod metrics;
@@ -347,6 +348,18 @@ impl Store {
             n
         });
         Ok(n)
+    }
+
+    /// This database's deployment id: random, created with the database by the first
+    /// migration, part of every idempotency key and Message-ID so that no identifier
+    /// leaving the process repeats across databases (a recreated one included).
+    pub async fn deployment_id(&self) -> Result<String> {
+        let id = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, String>("SELECT id FROM deployment WHERE singleton = 1")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(id)
     }
 
     /// A cheap round trip, for readiness.

@@ -582,7 +582,7 @@ impl Store {
                  JOIN installments i ON i.id = d.installment_id \
                  JOIN agreements a ON a.id = d.agreement_id \
                  WHERE a.funding_account_id = $1 AND d.state = 'scheduled' \
-                 ORDER BY d.id",
+                 ORDER BY d.agreement_id, d.scheduled_at_ms, d.id",
             )
             .bind(account_id)
             .fetch_all(&mut *tx)
@@ -615,15 +615,16 @@ impl Store {
                         }),
                     }
                 )?;
-                if notices {
+                // One "pay another way" notice per agreement, about its next installment.
+                if notices && !agreements.contains(&agreement_id) {
                     let r = super::reminders::NewReminder {
                         installment_id,
                         agreement_id,
-                        kind: "debit_failed",
-                        offset_key: attempt_no,
+                        kind: "mandate_notice",
+                        offset_key: 0,
                         scheduled_at_ms: notice_at_ms,
                         detail: serde_json::json!({
-                            "failure": "mandate_invalid", "amount_minor": owed,
+                            "mandate_status": "revoked", "amount_minor": owed,
                         }),
                     };
                     super::reminders::insert_reminder_sql!(&mut *tx, &r, now_ms);

@@ -48,6 +48,7 @@ const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, kind, offset_k
 /// Everything an email about one installment needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReminderContext {
+    pub customer_id: i64,
     pub customer_name: String,
     pub email: String,
     pub locale: String,
@@ -56,6 +57,8 @@ pub struct ReminderContext {
     pub agreement_status: String,
     pub currency: String,
     pub account_ref: String,
+    /// The funding account's debit mandate: `active`, `pending` or `revoked`.
+    pub mandate_status: String,
     pub seq: i64,
     pub due_date: String,
     pub total_minor: i64,
@@ -88,9 +91,10 @@ macro_rules! insert_reminder_sql {
     ($conn:expr, $r:expr, $now_ms:expr) => {{
         let r: &$crate::store::reminders::NewReminder = $r;
         sqlx::query_scalar::<_, i64>(
-            "INSERT INTO reminders (installment_id, agreement_id, kind, offset_key, \
-                 scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $7) \
+            "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
+                 offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
+             SELECT $1, $2, a.customer_id, $3, $4, $5, 'pending', $6, $7, $7 \
+             FROM agreements a WHERE a.id = $2 \
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(r.installment_id)
@@ -172,9 +176,9 @@ impl Store {
     pub async fn reminder_context(&self, reminder_id: i64) -> Result<ReminderContext> {
         let row = on_pool!(self, |pool| {
             sqlx::query_as::<_, ReminderContext>(
-                "SELECT c.name AS customer_name, c.email, c.locale, c.time_zone, \
+                "SELECT c.id AS customer_id, c.name AS customer_name, c.email, c.locale, c.time_zone, \
                         a.external_id AS agreement_external_id, a.status AS agreement_status, \
-                        a.currency, f.external_ref AS account_ref, \
+                        a.currency, f.external_ref AS account_ref, f.mandate_status, \
                         i.seq, i.due_date, i.total_minor, i.paid_minor, \
                         i.status AS installment_status, \
                         (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \

@@ -345,6 +345,7 @@ fn upcoming(locale: Locale, name: &str) -> (OutgoingEmail, TemplateContext) {
         .render_in(EmailKind::Upcoming, locale, &ctx)
         .unwrap();
     let id = message_id(
+        "3f9a0c1d2b4e",
         123,
         EmailKind::Upcoming.as_str(),
         7,
@@ -374,7 +375,7 @@ async fn smtp_delivers_a_readable_chinese_reminder() {
     let msg = parse(&received.data);
     assert_eq!(
         msg.header("Message-ID").as_deref(),
-        Some("<repayd.i123.upcoming.7@example.com>")
+        Some("<repayd.3f9a0c1d2b4e.i123.upcoming.7@example.com>")
     );
     assert_eq!(
         msg.header("Subject").as_deref(),
@@ -464,7 +465,7 @@ async fn smtp_retries_a_temporary_refusal_and_delivers_once() {
     let msg = parse(&messages[0].data);
     assert_eq!(
         msg.header("Message-ID").as_deref(),
-        Some("<repayd.i123.upcoming.7@example.com>")
+        Some("<repayd.3f9a0c1d2b4e.i123.upcoming.7@example.com>")
     );
     let text = msg.part("text/plain");
     assert!(
@@ -560,7 +561,7 @@ async fn smtp_sends_concurrently_through_the_pool() {
     for i in 0..6 {
         let mailer = mailer.clone();
         let (mut email, _) = upcoming(Locale::En, "Li Wei");
-        email.message_id = message_id(i, "upcoming", 7, "example.com");
+        email.message_id = message_id("3f9a0c1d2b4e", i, "upcoming", 7, "example.com");
         tasks.push(tokio::spawn(async move { mailer.send(&email).await }));
     }
     for t in tasks {
@@ -601,7 +602,7 @@ async fn outbox_writes_a_readable_eml_with_both_parts() {
     assert_eq!(files.len(), 1, "a repeat overwrites: {files:?}");
     assert_eq!(
         files[0].file_name().unwrap().to_str().unwrap(),
-        "repayd.i123.upcoming.7@example.com.eml"
+        "repayd.3f9a0c1d2b4e.i123.upcoming.7@example.com.eml"
     );
     let msg = parse(&std::fs::read(&files[0]).unwrap());
     assert_eq!(

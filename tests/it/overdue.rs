@@ -95,11 +95,15 @@ pub(crate) fn policy(hook_url: Option<String>, ops_email: Option<&str>) -> Engin
             insufficient_funds_days: vec![1, 3],
             soft_decline_days: vec![1],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
+            min_spacing_days: 1,
         },
         reminders: ReminderPolicy {
             offsets_days: vec![3],
             local_time: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
             quiet: repayd::domain::worktime::QuietHours::parse("21:00", "08:00").unwrap(),
+            quiet_exempt: Vec::new(),
+            merge_window: Duration::minutes(30),
+            max_per_customer_per_day: 3,
         },
         overdue: OverduePolicy::from_settings(&overdue, &PaymentSettings::default(), &alerts)
             .unwrap(),

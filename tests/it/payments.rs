@@ -265,18 +265,31 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
             .is_err(),
         "revoking twice changes nothing"
     );
+    let revoked_at_ms = repayd::clock::to_epoch_ms(clock.now());
     drive(&engine, &clock, local("2027-01-27", 12, 0, SHANGHAI)).await;
     let notices: Vec<_> = smtp
         .messages()
         .iter()
         .map(|m| parse(&m.data))
-        .filter(|m| {
-            let id = m.header("Message-ID").unwrap();
-            id.contains(&format!("i{}.debit_failed.4@", insts[0]))
-                || id.contains(&format!("i{}.debit_failed.2@", insts[1]))
-        })
+        .filter(|m| m.header("Message-ID").unwrap().contains(".mandate_notice."))
         .collect();
-    assert_eq!(notices.len(), 2, "one notice per installment, once");
+    assert_eq!(
+        notices.len(),
+        1,
+        "one 'pay another way' notice per agreement, not one per installment"
+    );
+    let text = notices[0].part("text/plain");
+    assert!(text.contains("another way"), "{text}");
+    assert!(!text.contains("automatically from your account"), "{text}");
+    // No reminder promising an automatic collection goes out after the revocation.
+    let reminders = store.reminders_for_agreement(a).await.unwrap();
+    assert!(
+        reminders
+            .iter()
+            .filter(|r| r.kind == "upcoming" && r.state == "sent")
+            .all(|r| r.sent_at_ms.unwrap() < revoked_at_ms),
+        "{reminders:?}"
+    );
     // Operations heard about the blocked debits, signed.
     let received = hook.received.lock().unwrap().clone();
     let blocked: Vec<_> = received
@@ -297,6 +310,24 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
             .iter()
             .all(|x| x.state != "scheduled" && x.state != "succeeded"),
         "no debit without a mandate, not even on bucket entry"
+    );
+    // The second installment's pre-due reminder would promise an automatic collection:
+    // when its time comes it is cancelled, with the reason.
+    drive(&engine, &clock, local("2027-02-18", 12, 0, SHANGHAI)).await;
+    let reminders = store.reminders_for_agreement(a).await.unwrap();
+    assert!(
+        reminders.iter().any(|r| r.kind == "upcoming"
+            && r.installment_id == insts[1]
+            && r.state == "cancelled"
+            && r.cancel_reason.as_deref() == Some("mandate_revoked")),
+        "{reminders:?}"
+    );
+    assert_eq!(
+        reminders
+            .iter()
+            .filter(|r| r.kind == "mandate_notice" && r.state == "sent")
+            .count(),
+        1
     );
 }
 

@@ -33,11 +33,15 @@ fn policy() -> EnginePolicy {
             insufficient_funds_days: vec![1, 3],
             soft_decline_days: vec![1],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
+            min_spacing_days: 1,
         },
         reminders: ReminderPolicy {
             offsets_days: vec![7, 3, 1],
             local_time: chrono::NaiveTime::from_hms_opt(9, 0, 0).unwrap(),
             quiet: repayd::domain::worktime::QuietHours::parse("21:00", "08:00").unwrap(),
+            quiet_exempt: Vec::new(),
+            merge_window: Duration::minutes(30),
+            max_per_customer_per_day: 3,
         },
         overdue: Default::default(),
         poll: std::time::Duration::from_secs(1),
@@ -239,6 +243,7 @@ async fn reminders_reach_customers_on_time_in_their_language(db: TestDb) {
         .unwrap();
     drive(&engine, &clock, utc(2027, 1, 25, 0, 0)).await;
 
+    let dep = db.store.deployment_id().await.unwrap();
     let messages = smtp.messages();
     let for_zh: Vec<_> = messages
         .iter()
@@ -259,10 +264,10 @@ async fn reminders_reach_customers_on_time_in_their_language(db: TestDb) {
     assert_eq!(
         ids,
         vec![
-            format!("<repayd.i{zh_inst}.upcoming.7@example.com>"),
-            format!("<repayd.i{zh_inst}.upcoming.3@example.com>"),
-            format!("<repayd.i{zh_inst}.upcoming.1@example.com>"),
-            format!("<repayd.i{zh_inst}.debit_succeeded.1@example.com>"),
+            format!("<repayd.{dep}.i{zh_inst}.upcoming.7@example.com>"),
+            format!("<repayd.{dep}.i{zh_inst}.upcoming.3@example.com>"),
+            format!("<repayd.{dep}.i{zh_inst}.upcoming.1@example.com>"),
+            format!("<repayd.{dep}.i{zh_inst}.debit_succeeded.1@example.com>"),
         ]
     );
     for p in &for_zh {
@@ -292,11 +297,11 @@ async fn reminders_reach_customers_on_time_in_their_language(db: TestDb) {
     assert_eq!(
         ids,
         vec![
-            format!("<repayd.i{en_inst}.upcoming.7@example.com>"),
-            format!("<repayd.i{en_inst}.upcoming.3@example.com>"),
-            format!("<repayd.i{en_inst}.upcoming.1@example.com>"),
-            format!("<repayd.i{en_inst}.debit_failed.1@example.com>"),
-            format!("<repayd.i{en_inst}.debit_succeeded.2@example.com>"),
+            format!("<repayd.{dep}.i{en_inst}.upcoming.7@example.com>"),
+            format!("<repayd.{dep}.i{en_inst}.upcoming.3@example.com>"),
+            format!("<repayd.{dep}.i{en_inst}.upcoming.1@example.com>"),
+            format!("<repayd.{dep}.i{en_inst}.debit_failed.1@example.com>"),
+            format!("<repayd.{dep}.i{en_inst}.debit_succeeded.2@example.com>"),
         ]
     );
     for p in &for_en[..3] {

@@ -174,7 +174,7 @@ fn debit_failed_says_what_happened_and_what_next() {
         .render_in(
             EmailKind::DebitFailed,
             Locale::ZhCn,
-            &samples_zh(EmailKind::DebitFailed)[5],
+            &samples_zh(EmailKind::DebitFailed)[7],
         )
         .unwrap();
     assert!(
