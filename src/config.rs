@@ -125,6 +125,10 @@ pub struct DebitSettings {
     pub horizon_days: u32,
     /// How many due attempts a worker claims at once.
     pub batch_size: u32,
+    /// How many attempts a daemon carries at the same time (claimed, at the gateway,
+    /// being recorded). Enough to hide the gateway's latency: debits per second approach
+    /// `max_in_flight / latency` until the database's commit rate bounds them.
+    pub max_in_flight: u32,
     /// How long a claim holds before another worker may take the attempt over.
     pub lease_seconds: u32,
     /// Prefix of every idempotency key sent to the gateway; distinct per deployment.
@@ -137,6 +141,7 @@ impl Default for DebitSettings {
             local_time: "06:00".into(),
             horizon_days: 35,
             batch_size: 50,
+            max_in_flight: 64,
             lease_seconds: 300,
             key_prefix: "repayd".into(),
         }
@@ -313,6 +318,12 @@ impl Settings {
             problems.push(ConfigError::invalid(
                 "debit.batch_size",
                 "must be at least 1",
+            ));
+        }
+        if self.debit.max_in_flight == 0 || self.debit.max_in_flight > 4096 {
+            problems.push(ConfigError::invalid(
+                "debit.max_in_flight",
+                "must be between 1 and 4096",
             ));
         }
         if self.debit.lease_seconds < 30 {

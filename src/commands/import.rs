@@ -54,6 +54,13 @@ pub async fn run(
     let result = import_file(store, &args.file, args.format, &options, defaults, clock).await;
     match result {
         Ok(summary) => {
+            // The daemon's planner and claims pick their indexes by these statistics. The
+            // import itself is committed: a failure here is worth a warning only.
+            if !summary.dry_run
+                && let Err(e) = store.refresh_statistics().await
+            {
+                tracing::warn!(error = %e, "could not refresh planner statistics after the import");
+            }
             let verb = if summary.dry_run {
                 "checked"
             } else {

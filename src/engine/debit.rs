@@ -1,7 +1,7 @@
 //! One debit attempt from claim to outcome, and the reconciler for unknown and pending
 //! outcomes. The order is the invariant: the attempt and its idempotency key are
-//! committed (at planning), the funds check passes and is recorded, the attempt is marked
-//! `submitted` and committed, and only then is the gateway asked to debit. An outcome we
+//! committed (at planning), the funds check passes, its record and the `submitted` mark
+//! are committed (in one transaction), and only then is the gateway asked to debit. An outcome we
 //! did not hear is looked up by the same key, never retried under a new one.
 
 use super::policy::{RetryKind, RetryPolicy};
@@ -18,9 +18,6 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// How many attempts one worker processes at the same time.
-const CONCURRENCY: usize = 8;
 
 /// What became of one attempt in this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,59 +36,64 @@ enum Step {
 impl Engine {
     /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
     /// attempts always finish (and are recorded) before this returns.
+    ///
+    /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` attempts run at
+    /// once, and as they finish more are claimed (at least a quarter of the limit at a
+    /// time, so one claim's commit serves several attempts), so a slow gateway answer
+    /// never holds up the rest of a batch.
     pub async fn run_due(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
     ) -> Result<RunReport, EngineError> {
         let mut report = RunReport::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut drained = false;
         loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
             let policy = self.policy();
-            let now = self.clock.now();
-            let batch = self
-                .store
-                .claim_due_attempts(
-                    &self.owner,
-                    to_epoch_ms(now),
-                    to_epoch_ms(now + policy.debit.lease),
-                    i64::from(policy.debit.batch_size),
-                )
-                .await?;
-            if batch.is_empty() {
-                break;
-            }
-            report.claimed += batch.len() as u64;
-            let semaphore = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-            let mut tasks = tokio::task::JoinSet::new();
-            for attempt in batch {
-                let engine = Arc::clone(self);
-                let permit = Arc::clone(&semaphore);
-                let span = tracing::info_span!(
-                    "debit_attempt",
-                    attempt_id = attempt.id,
-                    agreement_id = attempt.agreement_id,
-                    installment_id = attempt.installment_id,
-                    attempt_no = attempt.attempt_no,
-                );
-                tasks.spawn(
-                    async move {
-                        let _permit = permit.acquire_owned().await;
-                        engine.process(attempt).await
+            let max_in_flight = policy.debit.max_in_flight.max(1) as usize;
+            let free = max_in_flight.saturating_sub(tasks.len());
+            let top_up = free >= (max_in_flight / 4).max(1) || tasks.is_empty();
+            if !drained && top_up && !shutdown.is_cancelled() {
+                let want = free.min(policy.debit.batch_size.max(1) as usize);
+                let now = self.clock.now();
+                let claimed = self
+                    .store
+                    .claim_due_attempts(
+                        &self.owner,
+                        to_epoch_ms(now),
+                        to_epoch_ms(now + policy.debit.lease),
+                        want as i64,
+                    )
+                    .await;
+                let batch = match claimed {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // Let what is in flight finish and be recorded before giving up.
+                        while let Some(joined) = tasks.join_next().await {
+                            settle(&mut report, joined);
+                        }
+                        return Err(e.into());
                     }
-                    .instrument(span),
-                );
-            }
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(Ok(step)) => tally(&mut report, step),
-                    Ok(Err(e)) if e.is_retryable() => {
-                        tracing::warn!(error = %e, "debit attempt interrupted; it will be picked up again when its lease expires");
-                    }
-                    Ok(Err(e)) => tracing::error!(error = %e, "debit attempt failed"),
-                    Err(e) => tracing::error!(error = %e, "debit task panicked"),
+                };
+                // Fewer than asked: nothing else is due now. Finish what is in flight.
+                drained = batch.len() < want;
+                report.claimed += batch.len() as u64;
+                for attempt in batch {
+                    let engine = Arc::clone(self);
+                    let span = tracing::info_span!(
+                        "debit_attempt",
+                        attempt_id = attempt.id,
+                        agreement_id = attempt.agreement_id,
+                        installment_id = attempt.installment_id,
+                        attempt_no = attempt.attempt_no,
+                    );
+                    tasks.spawn(async move { engine.process(attempt).await }.instrument(span));
                 }
+            }
+            match tasks.join_next().await {
+                Some(joined) => settle(&mut report, joined),
+                None if drained || shutdown.is_cancelled() => break,
+                None => {}
             }
         }
         Ok(report)
@@ -120,11 +122,7 @@ impl Engine {
     }
 
     /// Claim -> context checks -> funds check -> submitted -> debit -> outcome.
-    async fn debit_flow(
-        &self,
-        attempt: &AttemptRow,
-        mut fence: Fence,
-    ) -> Result<Step, EngineError> {
+    async fn debit_flow(&self, attempt: &AttemptRow, fence: Fence) -> Result<Step, EngineError> {
         let ctx = self.store.debit_context(attempt.id).await?;
         let currency = currency_of(&ctx)?;
         if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
@@ -209,47 +207,43 @@ impl Engine {
             }
             Ok(FundsAnswer::Available) => {}
         }
-        let change = AttemptChange {
-            state: "funds_checked",
-            amount_minor: Some(owed),
-            funds_checked_at_ms: Some(now_ms),
-            ..Default::default()
-        };
-        let events = vec![self.event(attempt, now_ms, "funds_confirmed", serde_json::json!({
+        // Recorded in the same commit as `submitted` (one fsync, not two): the funds check
+        // and the submission are both durable before the gateway is asked to debit.
+        let funds_confirmed = self.event(attempt, now_ms, "funds_confirmed", serde_json::json!({
             "attempt_no": attempt.attempt_no, "amount": amount.plain(), "currency": currency.code(),
-        }))];
-        self.store
-            .apply_attempt_change(
-                &fence,
-                &change,
-                &Effects {
-                    events,
-                    ..Default::default()
-                },
-                now_ms,
-            )
-            .await?;
-        fence.expected_state = "funds_checked".into();
-
-        self.submit(attempt, fence, &ctx, amount).await
+        }));
+        self.submit(
+            attempt,
+            fence,
+            &ctx,
+            amount,
+            Some((now_ms, funds_confirmed)),
+        )
+        .await
     }
 
     /// Marks the attempt submitted (committed), then sends the debit under its key.
+    /// `funds_checked` is the instant and event of a funds check passed in this claim: it
+    /// is recorded in the same commit. Without it this is a re-submission under the key.
     async fn submit(
         &self,
         attempt: &AttemptRow,
         mut fence: Fence,
         ctx: &DebitContext,
         amount: Money,
+        funds_checked: Option<(i64, NewEvent)>,
     ) -> Result<Step, EngineError> {
         let now_ms = to_epoch_ms(self.clock.now());
-        let resubmission = fence.expected_state != "funds_checked";
+        let resubmission = funds_checked.is_none();
         let change = AttemptChange {
             state: "submitted",
             submitted_at_ms: Some(now_ms),
+            amount_minor: funds_checked.as_ref().map(|_| amount.minor()),
+            funds_checked_at_ms: funds_checked.as_ref().map(|(at, _)| *at),
             ..Default::default()
         };
-        let events = vec![self.event(
+        let mut events: Vec<NewEvent> = funds_checked.into_iter().map(|(_, ev)| ev).collect();
+        events.push(self.event(
             attempt,
             now_ms,
             if resubmission {
@@ -263,7 +257,7 @@ impl Engine {
                 "amount": amount.plain(),
                 "currency": amount.currency().code(),
             }),
-        )];
+        ));
         self.store
             .apply_attempt_change(
                 &fence,
@@ -564,7 +558,7 @@ impl Engine {
                     return Ok(step);
                 }
                 tracing::info!("gateway never saw this debit; re-submitting under the same key");
-                self.submit(attempt, fence, &ctx, amount).await
+                self.submit(attempt, fence, &ctx, amount, None).await
             }
             Err(e) => {
                 self.record_outcome(attempt, &fence, &ctx, amount, Err(e))
@@ -860,6 +854,21 @@ fn currency_of(ctx: &DebitContext) -> Result<Currency, EngineError> {
 
 fn fmt_ms(ms: i64) -> String {
     crate::clock::from_epoch_ms(ms).to_rfc3339()
+}
+
+/// Counts a finished debit task in `report` and logs what went wrong, if anything.
+fn settle(
+    report: &mut RunReport,
+    joined: Result<Result<Step, EngineError>, tokio::task::JoinError>,
+) {
+    match joined {
+        Ok(Ok(step)) => tally(report, step),
+        Ok(Err(e)) if e.is_retryable() => {
+            tracing::warn!(error = %e, "debit attempt interrupted; it will be picked up again when its lease expires");
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "debit attempt failed"),
+        Err(e) => tracing::error!(error = %e, "debit task panicked"),
+    }
 }
 
 fn tally(report: &mut RunReport, step: Step) {

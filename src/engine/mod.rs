@@ -13,6 +13,7 @@ pub mod reminders;
 
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
+use crate::store::debits::PlanCursor;
 use crate::store::{NewEvent, Store, StoreError};
 use chrono::{Duration, NaiveDate};
 use chrono_tz::Tz;
@@ -38,6 +39,10 @@ impl EngineError {
         }
     }
 }
+
+/// Installments per planner page: one index range scan and one short write transaction
+/// (so debits are never held up behind the planner for long).
+pub(crate) const PLAN_PAGE: i64 = 1000;
 
 /// What one planner run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -193,14 +198,14 @@ impl Engine {
             .to_string();
         let deployment = self.deployment_id().await?;
         let mut report = PlanReport::default();
-        let mut after = 0_i64;
+        let mut after = PlanCursor::default();
         loop {
             let batch = self
                 .store
-                .plan_candidates(&horizon, after, i64::from(policy.debit.batch_size.max(100)))
+                .plan_candidates(&horizon, &after, PLAN_PAGE)
                 .await?;
             let Some(last) = batch.last() else { break };
-            after = last.installment_id;
+            after = PlanCursor::after(&last.due_date, last.installment_id);
             let mut planned = Vec::with_capacity(batch.len());
             for c in batch {
                 report.examined += 1;

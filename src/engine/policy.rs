@@ -12,6 +12,8 @@ pub struct DebitPolicy {
     pub local_time: NaiveTime,
     pub horizon_days: u32,
     pub batch_size: u32,
+    /// Attempts carried at the same time by one daemon.
+    pub max_in_flight: u32,
     pub lease: Duration,
     /// Prefix of every idempotency key, so two deployments sharing one gateway never
     /// collide.
@@ -172,6 +174,7 @@ impl EnginePolicy {
                 local_time: worktime::parse_local_time(&settings.debit.local_time)?,
                 horizon_days: settings.debit.horizon_days,
                 batch_size: settings.debit.batch_size,
+                max_in_flight: settings.debit.max_in_flight,
                 lease: Duration::seconds(i64::from(settings.debit.lease_seconds)),
                 key_prefix: settings.debit.key_prefix.clone(),
             },

@@ -42,11 +42,14 @@ impl Engine {
         let policy = self.policy();
         let now_ms = to_epoch_ms(self.clock.now());
         let mut created = 0;
-        let mut after = 0_i64;
+        let mut after = crate::store::debits::PlanCursor::default();
         loop {
-            let batch = self.store.reminder_candidates(horizon, after, 500).await?;
+            let batch = self
+                .store
+                .reminder_candidates(horizon, &after, super::PLAN_PAGE)
+                .await?;
             let Some(last) = batch.last() else { break };
-            after = last.installment_id;
+            after = crate::store::debits::PlanCursor::after(&last.due_date, last.installment_id);
             let mut rows = Vec::with_capacity(batch.len() * policy.reminders.offsets_days.len());
             for c in &batch {
                 let tz = parse_tz(&c.time_zone)?;

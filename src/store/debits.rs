@@ -3,7 +3,7 @@
 //! the lease owner in its WHERE clause, checks `rows_affected`, and writes its event in
 //! the same transaction.
 
-use super::{NewEvent, Result, Store, StoreError};
+use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
 /// An installment that is due within the planning horizon and has no attempt yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -16,6 +16,23 @@ pub struct PlanCandidate {
     pub paid_minor: i64,
     pub currency: String,
     pub time_zone: String,
+}
+
+/// Where a planning pass has got to: the (due date, id) of the last installment seen.
+/// Starts before every installment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanCursor {
+    pub due_date: String,
+    pub installment_id: i64,
+}
+
+impl PlanCursor {
+    pub fn after(due_date: &str, installment_id: i64) -> Self {
+        Self {
+            due_date: due_date.to_string(),
+            installment_id,
+        }
+    }
 }
 
 /// A debit attempt to create.
@@ -134,27 +151,31 @@ pub struct Applied {
 
 impl Store {
     /// Installments due on or before `horizon_date` with no debit attempt yet, of active
-    /// agreements, after `after_id` in id order (keyset pagination keeps memory flat).
+    /// agreements, after `after` in (due date, id) order. The keyset is the order of the
+    /// open-by-due index, so each page is one index range scan that starts where the last
+    /// one stopped: a whole pass reads each open installment once (linear), never a sort.
     pub async fn plan_candidates(
         &self,
         horizon_date: &str,
-        after_id: i64,
+        after: &PlanCursor,
         limit: i64,
     ) -> Result<Vec<PlanCandidate>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, PlanCandidate>(
                 "SELECT i.id AS installment_id, i.agreement_id, i.seq, i.due_date, i.total_minor, \
                         i.paid_minor, a.currency, c.time_zone \
                  FROM installments i \
                  JOIN agreements a ON a.id = i.agreement_id \
                  JOIN customers c ON c.id = a.customer_id \
-                 WHERE i.status = 'unpaid' AND a.status = 'active' AND i.due_date <= $1 \
-                   AND i.id > $2 \
+                 WHERE i.status = 'unpaid' AND i.due_date <= $1 \
+                   AND (i.due_date, i.id) > ($2, $3) \
+                   AND a.status = 'active' \
                    AND NOT EXISTS (SELECT 1 FROM debit_attempts d WHERE d.installment_id = i.id) \
-                 ORDER BY i.id LIMIT $3",
+                 ORDER BY i.due_date, i.id LIMIT $4",
             )
             .bind(horizon_date)
-            .bind(after_id)
+            .bind(after.due_date.as_str())
+            .bind(after.installment_id)
             .bind(limit)
             .fetch_all(pool)
             .await?
@@ -176,7 +197,7 @@ impl Store {
     /// event is written with it.
     pub async fn insert_attempts(&self, planned: &[(NewAttempt, NewEvent)]) -> Result<u64> {
         let created = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut created = 0_u64;
             for (attempt, event) in planned {
                 if let Some(id) = insert_attempt_sql!(&mut *tx, attempt, event.at_ms) {
@@ -192,10 +213,11 @@ impl Store {
         Ok(created)
     }
 
-    /// Claims up to `limit` attempts that need work now: scheduled ones that are due,
-    /// unknown or pending ones whose next look-up is due, and in-flight ones whose lease
-    /// expired (their worker died). Claiming moves `scheduled` to `claimed`; other states
-    /// are kept so the worker knows to reconcile rather than start over.
+    /// Claims up to `limit` attempts that need work now, in this order: in-flight ones
+    /// whose lease expired (their worker died), unknown or pending ones whose next
+    /// look-up is due, then scheduled ones that are due. Outcomes to settle come before
+    /// new debits. Claiming moves `scheduled` to `claimed`; other states are kept so the
+    /// worker knows to reconcile rather than start over.
     pub async fn claim_due_attempts(
         &self,
         owner: &str,
@@ -205,22 +227,33 @@ impl Store {
     ) -> Result<Vec<AttemptRow>> {
         let claim = super::Claim {
             table: "debit_attempts",
-            due: "(state IN ('scheduled', 'unknown', 'pending') AND scheduled_at_ms <= $2 \
-                   AND (lease_until_ms IS NULL OR lease_until_ms < $2)) \
-                  OR (state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms < $2)",
+            // Each condition matches one partial index of migration 0006 word for word.
+            kinds: &[
+                (
+                    "state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms < $2",
+                    "lease_until_ms",
+                ),
+                (
+                    "state IN ('unknown', 'pending') AND scheduled_at_ms <= $2 \
+                     AND (lease_until_ms IS NULL OR lease_until_ms < $2)",
+                    "scheduled_at_ms",
+                ),
+                (
+                    "state = 'scheduled' AND scheduled_at_ms <= $2 \
+                     AND (lease_until_ms IS NULL OR lease_until_ms < $2)",
+                    "scheduled_at_ms",
+                ),
+            ],
             // Other states are kept so the worker knows to reconcile, not start over.
             set_state: "state = CASE WHEN state = 'scheduled' THEN 'claimed' ELSE state END",
             columns: ATTEMPT_COLUMNS,
         };
-        let mut rows: Vec<AttemptRow> = self
-            .claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
-            .await?;
-        rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
-        Ok(rows)
+        self.claim_rows(&claim, owner, now_ms, lease_until_ms, limit)
+            .await
     }
 
     pub async fn debit_context(&self, attempt_id: i64) -> Result<DebitContext> {
-        let row = on_pool!(self, |pool| {
+        let row = on_read!(self, |pool| {
             sqlx::query_as::<_, DebitContext>(
                 "SELECT i.status AS installment_status, i.seq, i.due_date, i.total_minor, \
                         i.paid_minor, a.status AS agreement_status, \
@@ -260,7 +293,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Applied> {
         let applied = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(
                 "UPDATE debit_attempts SET state = $1, \
                     amount_minor = COALESCE($2, amount_minor), \
@@ -348,7 +381,7 @@ impl Store {
         at_ms: i64,
     ) -> Result<Applied> {
         let applied = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let agreement_id: Option<i64> =
                 sqlx::query_scalar("SELECT agreement_id FROM installments WHERE id = $1")
                     .bind(installment_id)
@@ -393,7 +426,7 @@ impl Store {
         let sql = format!(
             "SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE installment_id = $1 ORDER BY attempt_no"
         );
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(installment_id)
                 .fetch_all(pool)
@@ -407,7 +440,7 @@ impl Store {
             "SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE agreement_id = $1 \
              ORDER BY installment_id, attempt_no"
         );
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(agreement_id)
                 .fetch_all(pool)
@@ -418,7 +451,7 @@ impl Store {
 
     /// Attempts per state, for logs, metrics and tests.
     pub async fn attempt_state_counts(&self) -> Result<Vec<(String, i64)>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, (String, i64)>(
                 "SELECT state, COUNT(*) FROM debit_attempts GROUP BY state ORDER BY state",
             )
@@ -430,12 +463,17 @@ impl Store {
 
     /// The earliest instant at which some attempt will need work, if any.
     pub async fn next_attempt_due_ms(&self) -> Result<Option<i64>> {
-        let next = on_pool!(self, |pool| {
+        let next = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MIN(CASE WHEN state IN ('scheduled', 'unknown', 'pending') \
-                                 THEN scheduled_at_ms ELSE lease_until_ms END) \
-                 FROM debit_attempts \
-                 WHERE state IN ('scheduled', 'unknown', 'pending', 'claimed', 'funds_checked', 'submitted')",
+                // One MIN per claim kind: each is read from the end of its partial index.
+                "SELECT MIN(t) FROM ( \
+                   SELECT MIN(scheduled_at_ms) AS t FROM debit_attempts WHERE state = 'scheduled' \
+                   UNION ALL \
+                   SELECT MIN(scheduled_at_ms) FROM debit_attempts \
+                    WHERE state IN ('unknown', 'pending') \
+                   UNION ALL \
+                   SELECT MIN(lease_until_ms) FROM debit_attempts \
+                    WHERE state IN ('claimed', 'funds_checked', 'submitted')) AS due",
             )
             .fetch_one(pool)
             .await?

@@ -16,7 +16,7 @@ impl Store {
     /// Sum of succeeded debit attempts per currency, in minor units.
     pub async fn debited_minor_by_currency(&self) -> Result<Vec<(String, i64)>> {
         // The cast: PostgreSQL's SUM(bigint) is numeric, which does not decode as i64.
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, (String, i64)>(
                 "SELECT currency, CAST(SUM(amount_minor) AS BIGINT) FROM debit_attempts \
                  WHERE state = 'succeeded' GROUP BY currency ORDER BY currency",
@@ -31,14 +31,19 @@ impl Store {
     /// pending ones waiting for reconciliation) whose time has come, and claimed ones whose
     /// lease has run out (the worker died). The same rule as `next_attempt_due_ms`.
     pub async fn due_debit_work(&self, now_ms: i64) -> Result<DueWork> {
-        let (rows, oldest) = on_pool!(self, |pool| {
+        let (rows, oldest) = on_read!(self, |pool| {
             sqlx::query_as::<_, (i64, Option<i64>)>(
+                // One range per claim kind, each read from its partial index.
                 "SELECT COUNT(*), MIN(due_ms) FROM ( \
-                   SELECT CASE WHEN state IN ('scheduled', 'unknown', 'pending') \
-                               THEN scheduled_at_ms ELSE lease_until_ms END AS due_ms \
-                   FROM debit_attempts \
-                   WHERE state IN ('scheduled', 'unknown', 'pending', 'claimed', 'funds_checked', 'submitted') \
-                 ) AS open_attempts WHERE due_ms <= $1",
+                   SELECT scheduled_at_ms AS due_ms FROM debit_attempts \
+                    WHERE state = 'scheduled' AND scheduled_at_ms <= $1 \
+                   UNION ALL \
+                   SELECT scheduled_at_ms FROM debit_attempts \
+                    WHERE state IN ('unknown', 'pending') AND scheduled_at_ms <= $1 \
+                   UNION ALL \
+                   SELECT lease_until_ms FROM debit_attempts \
+                    WHERE state IN ('claimed', 'funds_checked', 'submitted') AND lease_until_ms <= $1 \
+                 ) AS open_attempts",
             )
             .bind(now_ms)
             .fetch_one(pool)
@@ -53,12 +58,15 @@ impl Store {
     /// Reminders due at `now_ms` and not yet sent (pending, or sending with an expired
     /// lease).
     pub async fn due_reminder_work(&self, now_ms: i64) -> Result<DueWork> {
-        let (rows, oldest) = on_pool!(self, |pool| {
+        let (rows, oldest) = on_read!(self, |pool| {
             sqlx::query_as::<_, (i64, Option<i64>)>(
                 "SELECT COUNT(*), MIN(due_ms) FROM ( \
-                   SELECT CASE WHEN state = 'pending' THEN scheduled_at_ms ELSE lease_until_ms END AS due_ms \
-                   FROM reminders WHERE state IN ('pending', 'sending') \
-                 ) AS open_reminders WHERE due_ms <= $1",
+                   SELECT scheduled_at_ms AS due_ms FROM reminders \
+                    WHERE state = 'pending' AND scheduled_at_ms <= $1 \
+                   UNION ALL \
+                   SELECT lease_until_ms FROM reminders \
+                    WHERE state = 'sending' AND lease_until_ms <= $1 \
+                 ) AS open_reminders",
             )
             .bind(now_ms)
             .fetch_one(pool)
@@ -72,7 +80,7 @@ impl Store {
 
     /// When the last debit succeeded, epoch milliseconds; `None` if none ever did.
     pub async fn last_debit_succeeded_ms(&self) -> Result<Option<i64>> {
-        let last = on_pool!(self, |pool| {
+        let last = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MAX(finished_at_ms) FROM debit_attempts WHERE state = 'succeeded'",
             )
@@ -87,7 +95,7 @@ impl Store {
     /// Agreements overdue now (days past due above zero), per delinquency bucket. Errs if
     /// the delinquency table is missing (a database not yet migrated to it).
     pub async fn overdue_agreements_by_bucket(&self) -> Result<Vec<(String, i64)>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, (String, i64)>(
                 "SELECT COALESCE(bucket, 'unbucketed'), COUNT(*) FROM delinquency \
                  WHERE dpd > 0 GROUP BY COALESCE(bucket, 'unbucketed') ORDER BY 1",

@@ -16,7 +16,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Runs `$body` with `$pool` bound to the concrete pool of `$store`. The body is the same
-/// text for both backends; the compiler checks it once per backend.
+/// text for both backends; the compiler checks it once per backend. On SQLite this is the
+/// single writer connection (see [`Store::connect`]): anything may run here, writes in
+/// particular. Reads that need no writer go through [`on_read!`] instead.
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.inner {
@@ -27,6 +29,21 @@ macro_rules! on_pool {
 }
 #[allow(unused_imports)]
 pub(crate) use on_pool;
+
+/// Like [`on_pool!`] for statements that only read: on SQLite they run on the read-only
+/// reader pool, beside the writer, so a long read never queues behind writes (WAL lets
+/// readers and the writer run at once). PostgreSQL has one pool for both.
+macro_rules! on_read {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match (&$store.inner, &$store.readers) {
+            (_, Some($pool)) => $body,
+            ($crate::store::Inner::Sqlite($pool), None) => $body,
+            ($crate::store::Inner::Postgres($pool), _) => $body,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_read;
 
 /// Appends one row to the event log on `$conn` (a transaction, normally, so the event
 /// commits or rolls back with the change it describes).
@@ -130,7 +147,11 @@ pub(crate) enum Inner {
 /// The database: cheap to clone (pools are shared).
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// On SQLite the writer: one connection, so writes queue in the process (in order,
+    /// without SQLite's busy-handler sleeps) instead of fighting over the file lock.
     pub(crate) inner: Inner,
+    /// On SQLite, read-only connections for [`on_read!`]; `None` on PostgreSQL.
+    pub(crate) readers: Option<SqlitePool>,
     sqlite_path: Option<PathBuf>,
 }
 
@@ -160,8 +181,11 @@ pub struct EventRow {
 /// How to claim rows of one leased work table (see [`Store::claim_rows`]).
 pub(crate) struct Claim<'a> {
     pub table: &'a str,
-    /// Which rows are due; `$2` is now.
-    pub due: &'a str,
+    /// Which rows are claimable, most urgent kind first. Each is one condition (`$2` is
+    /// now) and the column its rows are taken in order of; a partial index on
+    /// `(column, id)` with the same condition serves it, so a claim reads only the rows
+    /// it takes, never the whole backlog.
+    pub kinds: &'a [(&'a str, &'a str)],
     /// The state change of a claim, e.g. `state = 'sending'`.
     pub set_state: &'a str,
     /// Comma-separated columns to return.
@@ -169,31 +193,39 @@ pub(crate) struct Claim<'a> {
 }
 
 impl<'a> Claim<'a> {
-    /// Outgoing messages (reminders, alerts): pending ones that are due, and ones whose
-    /// sender died mid-send; claiming marks them `sending`.
+    /// Outgoing messages (reminders, alerts): ones whose sender died mid-send first, then
+    /// pending ones that are due; claiming marks them `sending`.
     pub(crate) fn messages(table: &'a str, columns: &'a str) -> Self {
         Claim {
             table,
-            due: "(state = 'pending' AND scheduled_at_ms <= $2) \
-                  OR (state = 'sending' AND lease_until_ms < $2)",
+            kinds: &[
+                (
+                    "state = 'sending' AND lease_until_ms < $2",
+                    "lease_until_ms",
+                ),
+                (
+                    "state = 'pending' AND scheduled_at_ms <= $2",
+                    "scheduled_at_ms",
+                ),
+            ],
             set_state: "state = 'sending'",
             columns,
         }
     }
 
-    fn statement(&self, backend: Backend) -> String {
+    fn statement(&self, backend: Backend, due: &str, order: &str) -> String {
         let Claim {
             table,
-            due,
             set_state,
             columns,
+            ..
         } = self;
         match backend {
             Backend::Sqlite => format!(
                 "UPDATE {table} SET {set_state}, lease_owner = $1, lease_until_ms = $3, \
                     updated_at_ms = $2 \
                  WHERE id IN (SELECT id FROM {table} WHERE {due} \
-                              ORDER BY scheduled_at_ms, id LIMIT $4) \
+                              ORDER BY {order}, id LIMIT $4) \
                  RETURNING {columns}"
             ),
             Backend::Postgres => {
@@ -204,7 +236,7 @@ impl<'a> Claim<'a> {
                     .join(", ");
                 format!(
                     "WITH picked AS (SELECT id FROM {table} WHERE {due} \
-                                     ORDER BY scheduled_at_ms, id LIMIT $4 \
+                                     ORDER BY {order}, id LIMIT $4 \
                                      FOR UPDATE SKIP LOCKED) \
                      UPDATE {table} w SET {set_state}, lease_owner = $1, lease_until_ms = $3, \
                         updated_at_ms = $2 \
@@ -213,6 +245,30 @@ impl<'a> Claim<'a> {
                 )
             }
         }
+    }
+}
+
+/// Starts a write transaction. On SQLite `BEGIN IMMEDIATE` takes the write lock at once,
+/// so a transaction that reads before it writes can never fail half-way with `SQLITE_BUSY`
+/// when another process (a command run beside the daemon) wrote in between.
+pub(crate) trait WriteTx {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = sqlx::Result<sqlx::Transaction<'static, Self::Db>>> + Send;
+}
+
+impl WriteTx for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WriteTx for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
     }
 }
 
@@ -225,6 +281,12 @@ pub struct DaemonLock {
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`). SQLite files (and their
     /// directory) are created if missing, with WAL, foreign keys and a busy timeout.
+    ///
+    /// On SQLite every write goes through one writer connection and its transactions
+    /// start with `BEGIN IMMEDIATE` where it matters ([`WriteTx`]): SQLite allows one
+    /// writer at a time anyway, and queueing in the pool costs nothing while several
+    /// connections would sleep in the busy handler. `max_connections` sizes the
+    /// read-only reader pool. On PostgreSQL it sizes the one pool.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self> {
         let url = url.expose_secret();
         if url.starts_with("sqlite:") {
@@ -242,12 +304,18 @@ impl Store {
                     StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(max_connections)
-                .connect_with(options)
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.clone())
+                .await?;
+            let readers = SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .connect_with(options.create_if_missing(false).read_only(true))
                 .await?;
             Ok(Store {
-                inner: Inner::Sqlite(pool),
+                inner: Inner::Sqlite(writer),
+                readers: Some(readers),
                 sqlite_path: Some(path),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -258,6 +326,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 inner: Inner::Postgres(pool),
+                readers: None,
                 sqlite_path: None,
             })
         } else {
@@ -334,7 +403,7 @@ impl Store {
     /// [`DaemonLock`]. Returns how many rows were taken over.
     pub async fn take_over_orphaned_leases(&self, _lock: &DaemonLock) -> Result<u64> {
         let n = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut n = 0;
             for sql in [
                 "UPDATE debit_attempts SET lease_until_ms = 0 \
@@ -362,6 +431,24 @@ impl Store {
         Ok(id)
     }
 
+    /// Refreshes the query planner's statistics, after a bulk change (an import): with
+    /// them the planner knows how selective the open-by-due and claim indexes are. On
+    /// SQLite `ANALYZE` samples (analysis_limit) so it takes well under a second at
+    /// millions of rows; PostgreSQL samples anyway.
+    pub async fn refresh_statistics(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(pool) => {
+                sqlx::raw_sql("PRAGMA analysis_limit = 1000; ANALYZE; PRAGMA optimize;")
+                    .execute(pool)
+                    .await?;
+            }
+            Inner::Postgres(pool) => {
+                sqlx::query("ANALYZE").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, |pool| {
@@ -377,7 +464,7 @@ impl Store {
 
     /// Events in the order they were written, optionally for one agreement.
     pub async fn events(&self, agreement_id: Option<i64>) -> Result<Vec<EventRow>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, EventRow>(
                 "SELECT id, at_ms, kind, agreement_id, installment_id, attempt_id, detail \
                  FROM events WHERE ($1 IS NULL OR agreement_id = $1) ORDER BY id",
@@ -400,9 +487,10 @@ impl Store {
     }
 
     /// Claims up to `limit` rows of a leased work table (`debit_attempts`, `reminders`,
-    /// `alerts`): rows matching `due` (which may use `$2`, now), oldest first, get
-    /// `set_state` and this worker's lease (`$1` owner, `$3` expiry). PostgreSQL skips rows
-    /// another daemon has locked; SQLite has one writer, so the UPDATE itself is the claim.
+    /// `alerts`): rows of each of the claim's kinds in turn (most urgent first), oldest
+    /// first within a kind, get `set_state` and this worker's lease (`$1` owner, `$3`
+    /// expiry). PostgreSQL skips rows another daemon has locked; SQLite has one writer, so
+    /// the UPDATE itself is the claim. Returns the rows kind by kind.
     pub(crate) async fn claim_rows<R>(
         &self,
         claim: &Claim<'_>,
@@ -417,20 +505,31 @@ impl Store {
             + Send
             + Unpin,
     {
-        let sql = claim.statement(self.backend());
-        let rows = on_pool!(self, |pool| {
-            sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .bind(now_ms)
-                .bind(lease_until_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        });
-        Ok(rows)
+        let mut claimed: Vec<R> = Vec::new();
+        for (due, order) in claim.kinds {
+            let want = limit - claimed.len() as i64;
+            if want <= 0 {
+                break;
+            }
+            let sql = claim.statement(self.backend(), due, order);
+            let rows = on_pool!(self, |pool| {
+                sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql))
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_until_ms)
+                    .bind(want)
+                    .fetch_all(pool)
+                    .await?
+            });
+            claimed.extend(rows);
+        }
+        Ok(claimed)
     }
 
     pub async fn close(&self) {
+        if let Some(readers) = &self.readers {
+            readers.close().await;
+        }
         on_pool!(self, |pool| pool.close().await)
     }
 }

@@ -1,6 +1,6 @@
 //! Customer emails as work rows: planning, claiming with leases, fenced state changes.
 
-use super::{NewEvent, Result, Store, StoreError};
+use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
 /// An installment due within the horizon with no pre-due reminder planned yet.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -112,27 +112,30 @@ pub(crate) use insert_reminder_sql;
 
 impl Store {
     /// Unpaid installments of active agreements due on or before `horizon_date` that have
-    /// no pre-due reminder yet, in id order after `after_id`.
+    /// no pre-due reminder yet, after `after` in (due date, id) order: the open-by-due
+    /// index order, so a pass is a sequence of index range scans (see `plan_candidates`).
     pub async fn reminder_candidates(
         &self,
         horizon_date: &str,
-        after_id: i64,
+        after: &super::debits::PlanCursor,
         limit: i64,
     ) -> Result<Vec<ReminderCandidate>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, ReminderCandidate>(
                 "SELECT i.id AS installment_id, i.agreement_id, i.due_date, c.time_zone \
                  FROM installments i \
                  JOIN agreements a ON a.id = i.agreement_id \
                  JOIN customers c ON c.id = a.customer_id \
-                 WHERE i.status = 'unpaid' AND a.status = 'active' AND i.due_date <= $1 \
-                   AND i.id > $2 \
+                 WHERE i.status = 'unpaid' AND i.due_date <= $1 \
+                   AND (i.due_date, i.id) > ($2, $3) \
+                   AND a.status = 'active' \
                    AND NOT EXISTS (SELECT 1 FROM reminders r \
                                    WHERE r.installment_id = i.id AND r.kind = 'upcoming') \
-                 ORDER BY i.id LIMIT $3",
+                 ORDER BY i.due_date, i.id LIMIT $4",
             )
             .bind(horizon_date)
-            .bind(after_id)
+            .bind(after.due_date.as_str())
+            .bind(after.installment_id)
             .bind(limit)
             .fetch_all(pool)
             .await?
@@ -143,7 +146,7 @@ impl Store {
     /// Plans several reminders in one transaction; returns how many were new.
     pub async fn insert_reminders(&self, reminders: &[NewReminder], now_ms: i64) -> Result<u64> {
         let created = on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let mut created = 0_u64;
             for r in reminders {
                 if insert_reminder_sql!(&mut *tx, r, now_ms).is_some() {
@@ -174,7 +177,7 @@ impl Store {
     }
 
     pub async fn reminder_context(&self, reminder_id: i64) -> Result<ReminderContext> {
-        let row = on_pool!(self, |pool| {
+        let row = on_read!(self, |pool| {
             sqlx::query_as::<_, ReminderContext>(
                 "SELECT c.id AS customer_id, c.name AS customer_name, c.email, c.locale, c.time_zone, \
                         a.external_id AS agreement_external_id, a.status AS agreement_status, \
@@ -241,7 +244,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<()> {
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let updated = sqlx::query(
                 "UPDATE reminders SET state = $1, \
                     scheduled_at_ms = COALESCE($2, scheduled_at_ms), \

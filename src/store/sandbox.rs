@@ -2,7 +2,7 @@
 //! booked against them, keyed by idempotency key (`sandbox_debits`). Only the sandbox
 //! gateway (`crate::gateway::sandbox`) uses these tables.
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, WriteTx};
 
 /// `sandbox_accounts.status` values.
 pub const STATUS_OPEN: &str = "open";
@@ -77,7 +77,7 @@ impl Store {
     /// (undoing its balance change) and answers with the winner's row.
     pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // A write first: on SQLite this takes the write lock before anything is read, so
             // concurrent bookings queue on the busy timeout instead of failing on a stale
             // read snapshot. It also opens an account on its first use.

@@ -17,3 +17,4 @@ mod reminders;
 mod sandbox;
 mod simulate;
 mod store_contract;
+mod write_path;

@@ -87,6 +87,7 @@ pub(crate) fn policy(hook_url: Option<String>, ops_email: Option<&str>) -> Engin
             local_time: chrono::NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
             horizon_days: 35,
             batch_size: 20,
+            max_in_flight: 8,
             lease: Duration::seconds(300),
             key_prefix: "od".into(),
         },

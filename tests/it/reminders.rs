@@ -25,6 +25,7 @@ fn policy() -> EnginePolicy {
             local_time: chrono::NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
             horizon_days: 35,
             batch_size: 20,
+            max_in_flight: 8,
             lease: Duration::seconds(300),
             key_prefix: "rem".into(),
         },
