@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
-# Builds target/debian/repayd_<version>-1_<arch>.deb: the release binary, then the man
-# pages and shell completions generated from it (clap definitions, so they always match
-# the command line), then `cargo deb --no-build`. Needs `cargo install cargo-deb`.
+# Builds target/debian/repayd_<version>_<arch>.deb: the binary, then the man pages and
+# shell completions generated from it (clap definitions, so they always match the command
+# line), then `cargo deb --no-build`. Needs `cargo install cargo-deb`. Extra arguments go
+# to cargo deb (e.g. --deb-version 0.1.0-2, -o DIR).
+#
+# REPAYD_DEB_PROFILE picks the cargo profile (default release). CI's systemd test uses
+# `dev`: it packages the debug binary `cargo test` has built already, instead of spending
+# minutes on a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
-bin=target/release/repayd
+profile=${REPAYD_DEB_PROFILE:-release}
+case "$profile" in
+dev | test) out_dir=debug ;;
+*) out_dir=$profile ;;
+esac
+cargo build --profile "$profile" --locked --bin repayd
+target_dir=${CARGO_TARGET_DIR:-target}
+bin=$target_dir/$out_dir/repayd
 assets=target/assets
 rm -rf "$assets"
 mkdir -p "$assets/man" "$assets/completions"
@@ -13,4 +24,5 @@ mkdir -p "$assets/man" "$assets/completions"
 "$bin" generate completions bash >"$assets/completions/repayd"
 "$bin" generate completions zsh >"$assets/completions/_repayd"
 "$bin" generate completions fish >"$assets/completions/repayd.fish"
-cargo deb --no-build "$@"
+# --strip: a dev build carries debug info the package does not need.
+cargo deb --no-build --profile "$profile" --strip "$@"

@@ -33,6 +33,10 @@ pub enum Command {
     Migrate,
     /// Validate the configuration (and everything it names); exit 78 if it is bad.
     CheckConfig,
+    /// Ask the running daemon to reload its configuration, templates and calendar, and
+    /// wait for the outcome: exit 0 once they are in force, 78 if they were rejected (the
+    /// previous settings stay in force). The unit's ExecReload.
+    Reload(crate::commands::reload::ReloadArgs),
     /// Preview a repayment schedule. Nothing is stored; no configuration needed.
     Quote(QuoteArgs),
     /// Load agreements from a CSV or JSON file (validated as a whole first).

@@ -237,8 +237,14 @@ impl Default for EngineSettings {
 impl Settings {
     /// Loads the file at `path`, then `REPAYD__SECTION__KEY` environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // Read here rather than by the config crate, which names the file relative to the
+        // working directory (`../../../etc/repayd/repayd.toml` under systemd).
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Load {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let builder = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("REPAYD")
                     .prefix_separator("__")
@@ -278,6 +284,16 @@ impl Settings {
             .unwrap_or_else(|| SecretString::from(String::new()))
     }
 
+    /// The key the database URL came from, for messages: `database.url_file` when the
+    /// URL was read from a file, else `database.url`.
+    pub fn database_url_key(&self) -> &'static str {
+        if self.database.url_file.is_some() {
+            "database.url_file"
+        } else {
+            "database.url"
+        }
+    }
+
     /// Semantic checks beyond the types: every problem, each naming its key.
     pub fn check(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
@@ -298,7 +314,7 @@ impl Settings {
             || url.starts_with("postgresql://"))
         {
             problems.push(ConfigError::invalid(
-                "database.url",
+                self.database_url_key(),
                 "must start with sqlite: or postgres:// (the URL itself is not shown, it may hold a password)",
             ));
         }

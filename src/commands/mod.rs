@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod overdue;
 pub mod payments;
 pub mod quote;
+pub mod reload;
 pub mod run;
 pub mod simulate;
 
@@ -38,7 +39,7 @@ pub fn main(cli: Cli) -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("repayd: {err:#}");
+            crate::telemetry::fatal(&format!("{err:#}"));
             ExitCode::from(exit_code_for(&err))
         }
     }
@@ -67,6 +68,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             check_components(&settings).await?;
             println!("configuration OK: {}", cli.config.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload(args) => {
+            crate::telemetry::init_stderr();
+            reload::client(&args).await
         }
         Command::Migrate => {
             let settings = load_settings(&cli.config)?;
@@ -221,10 +226,24 @@ fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Connects to the configured database. A permanent failure (bad URL, authentication,
+/// missing database) is a configuration error naming the key the URL came from, so the
+/// process exits 78 and systemd does not restart it in a loop; a refused connection
+/// exits 1 and is retried.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let key = settings.database_url_key();
     Store::connect(&settings.database_url(), settings.database.max_connections)
         .await
-        .context("opening the database (database.url)")
+        .map_err(|e| {
+            if e.is_permanent_connect_error() {
+                anyhow::Error::new(ConfigError::invalid(
+                    key,
+                    format!("cannot open the database: {e}"),
+                ))
+            } else {
+                anyhow::Error::new(e).context(format!("opening the database ({key})"))
+            }
+        })
 }
 
 /// The current instant for a one-shot command, from the same Clock the daemon uses.

@@ -1,7 +1,8 @@
 //! `repayd run`: the daemon. Opens (and on SQLite locks) the database, applies
 //! migrations, builds the gateway and mailer (both metered), starts the planner, the
 //! workers and the operations endpoint (/healthz, /readyz, /metrics), tells systemd it is
-//! ready, pings its watchdog, reloads policy and templates on SIGHUP, and stops cleanly
+//! ready, pings its watchdog, reloads policy and templates on SIGHUP or a `reload` request on
+//! its control socket (see [`super::reload`]), and stops cleanly
 //! on SIGTERM/SIGINT: in-flight debits finish and are recorded, then the endpoint closes.
 
 use crate::clock::{Clock, SystemClock};
@@ -80,7 +81,16 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
         shutdown.clone(),
     )
     .await?;
-    spawn_signal_handlers(shutdown.clone(), Arc::clone(&engine), config_path.clone());
+    let reloader = Arc::new(Reloader::new(Arc::clone(&engine), config_path.clone()));
+    spawn_signal_handlers(shutdown.clone(), Arc::clone(&reloader));
+    // `systemctl reload` (ExecReload=repayd reload) asks here and learns the outcome.
+    let control = match super::reload::daemon_socket_path() {
+        Some(path) => {
+            let reloader = Arc::clone(&reloader);
+            Some(super::reload::serve(path, move || reloader.reload())?)
+        }
+        None => None,
+    };
     // Pings go on through the drain: a drain longer than WatchdogSec must not get the
     // process killed with in-flight debits.
     let drained = CancellationToken::new();
@@ -95,6 +105,9 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     let _ = sd_notify::notify(&[NotifyState::Ready]);
     daemon.run_until_stopped(policy.drain).await;
     drained.cancel();
+    if let Some(control) = control {
+        control.abort();
+    }
     // After the drain, so /metrics can be scraped while in-flight debits finish.
     if let Some(http) = http {
         http.stop().await;
@@ -157,7 +170,7 @@ fn worker_name() -> String {
     format!("{host}-{}-{nonce:08x}", std::process::id())
 }
 
-fn spawn_signal_handlers(shutdown: CancellationToken, engine: Arc<Engine>, config_path: PathBuf) {
+fn spawn_signal_handlers(shutdown: CancellationToken, reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -172,7 +185,12 @@ fn spawn_signal_handlers(shutdown: CancellationToken, engine: Arc<Engine>, confi
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM received"); stop(&shutdown); break; }
                 _ = int.recv() => { tracing::info!("SIGINT received"); stop(&shutdown); break; }
-                _ = hup.recv() => reload(&engine, &config_path),
+                _ = hup.recv() => {
+                    let reloader = Arc::clone(&reloader);
+                    // The outcome is logged; `repayd reload` (the unit's ExecReload) is the
+                    // way to learn it from the exit code.
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+                }
             }
         }
     });
@@ -185,30 +203,104 @@ fn stop(shutdown: &CancellationToken) {
     shutdown.cancel();
 }
 
-/// SIGHUP: re-read the configuration, then apply the debit, retry and reminder policy
-/// and the email templates. Anything bad keeps all the old settings, and says why.
-fn reload(engine: &Engine, config_path: &std::path::Path) {
-    let _ = sd_notify::notify(&[NotifyState::Reloading]);
-    let loaded = (|| -> anyhow::Result<_> {
-        let settings = Settings::load(config_path)?;
-        let policy = EnginePolicy::from_settings(&settings)?;
-        let templates = settings.mail.templates()?;
-        templates.check_all()?;
-        Ok((policy, templates))
-    })();
-    match loaded {
-        Ok((policy, templates)) => {
-            engine.set_policy(policy);
-            if let Some(mail) = engine.mail() {
-                mail.set_templates(templates);
-            }
-            tracing::info!(config = %config_path.display(), "configuration reloaded");
-        }
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload rejected; keeping the previous settings")
-        }
+/// Applies new settings on SIGHUP or a `reload` request on the control socket, one
+/// reload at a time, and keeps systemd's STATUS= saying which settings are in force.
+pub struct Reloader {
+    engine: Arc<Engine>,
+    config_path: PathBuf,
+    /// The digest of the file in force; a reload in progress holds the lock.
+    in_force: std::sync::Mutex<String>,
+}
+
+impl Reloader {
+    fn new(engine: Arc<Engine>, config_path: PathBuf) -> Self {
+        let digest = file_digest(&config_path);
+        let reloader = Reloader {
+            engine,
+            config_path,
+            in_force: std::sync::Mutex::new(digest),
+        };
+        let status = reloader.status_in_force(&reloader.digest());
+        let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
+        reloader
     }
-    let _ = sd_notify::notify(&[NotifyState::Ready]);
+
+    fn digest(&self) -> String {
+        self.in_force
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn status_in_force(&self, digest: &str) -> String {
+        format!(
+            "settings in force: {} (sha256 {digest})",
+            self.config_path.display()
+        )
+    }
+
+    /// Re-reads the configuration, then applies the debit, retry and reminder policy and
+    /// the email templates; anything bad (TOML, a key, a template, a calendar) keeps all
+    /// the old settings. Returns the new status, or why the reload was rejected. systemd
+    /// hears RELOADING=1 first and READY=1 with the status before this returns.
+    pub fn reload(&self) -> Result<String, String> {
+        let mut in_force = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reloading = vec![NotifyState::Reloading];
+        if let Ok(now) = NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        let _ = sd_notify::notify(&reloading);
+        let digest = file_digest(&self.config_path);
+        let loaded = (|| -> anyhow::Result<_> {
+            let settings = Settings::load(&self.config_path)?;
+            let policy = EnginePolicy::from_settings(&settings)?;
+            let templates = settings.mail.templates()?;
+            templates.check_all()?;
+            Ok((policy, templates))
+        })();
+        let outcome = match loaded {
+            Ok((policy, templates)) => {
+                self.engine.set_policy(policy);
+                if let Some(mail) = self.engine.mail() {
+                    mail.set_templates(templates);
+                }
+                *in_force = digest;
+                tracing::info!(
+                    config = %self.config_path.display(),
+                    sha256 = %in_force,
+                    "configuration reloaded"
+                );
+                Ok(self.status_in_force(&in_force))
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                // The reason in the message too: it is what `journalctl -p err` shows.
+                tracing::error!(
+                    config = %self.config_path.display(),
+                    "reload rejected; keeping the previous settings: {reason}"
+                );
+                Err(reason)
+            }
+        };
+        let status = match &outcome {
+            Ok(status) => status.clone(),
+            Err(_) => format!(
+                "{}; the last reload was rejected (see the journal)",
+                self.status_in_force(&in_force)
+            ),
+        };
+        let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        outcome
+    }
+}
+
+/// The first 12 hex digits of the file's SHA-256, to tell which version is in force.
+fn file_digest(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    match std::fs::read(path) {
+        Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes))[..12].to_string(),
+        Err(_) => "unreadable".to_string(),
+    }
 }
 
 /// Pings systemd's watchdog at half its interval until `drained` (the runtime stays

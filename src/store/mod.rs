@@ -124,6 +124,23 @@ impl StoreError {
         }
     }
 
+    /// Whether connecting failed for a reason that waiting will not cure: a malformed
+    /// URL, failed authentication, a missing database or role, an SQLite file that cannot
+    /// be opened. The daemon then exits 78 instead of being restarted in a loop; a refused
+    /// or timed-out connection stays retryable.
+    pub fn is_permanent_connect_error(&self) -> bool {
+        match self {
+            StoreError::BadUrl(_) => true,
+            StoreError::Db(sqlx::Error::Configuration(_)) => true,
+            StoreError::Db(e) => e.as_database_error().and_then(|d| d.code()).is_some_and(|c| {
+                // PostgreSQL: invalid authorization (28xxx: bad password, no such role,
+                // no pg_hba entry), no such database (3D000). SQLite: CANTOPEN (14).
+                c.starts_with("28") || c == "3D000" || c == "14"
+            }),
+            _ => false,
+        }
+    }
+
     /// Whether this is a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
@@ -272,6 +289,26 @@ impl WriteTx for PgPool {
     }
 }
 
+/// libpq's Unix-socket form `postgres://USER@/DB?host=/var/run/postgresql` has an empty
+/// host after the `@`, which the URL parser under sqlx rejects ("empty host"). The socket
+/// named by `host=` wins over the URL's host in sqlx, so a placeholder host is filled in.
+/// `postgres:///DB?host=/var/run/postgresql&user=USER` needs no change.
+pub(crate) fn postgres_socket_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let socket_named = tail
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with("host=/")));
+    if authority.ends_with('@') && socket_named {
+        format!("{scheme}://{authority}localhost{tail}").into()
+    } else {
+        url.into()
+    }
+}
+
 /// Held by a daemon running on SQLite: while it lives, no other daemon may open the file.
 #[derive(Debug)]
 pub struct DaemonLock {
@@ -319,10 +356,11 @@ impl Store {
                 sqlite_path: Some(path),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let url = postgres_socket_url(url);
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect(&url)
                 .await?;
             Ok(Store {
                 inner: Inner::Postgres(pool),
@@ -531,5 +569,30 @@ impl Store {
             readers.close().await;
         }
         on_pool!(self, |pool| pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_socket_url;
+
+    #[test]
+    fn the_libpq_socket_form_gets_a_placeholder_host() {
+        assert_eq!(
+            postgres_socket_url("postgres://repayd@/repayd?host=/var/run/postgresql"),
+            "postgres://repayd@localhost/repayd?host=/var/run/postgresql"
+        );
+        assert_eq!(
+            postgres_socket_url("postgresql://u:p%40ss@/db?sslmode=disable&host=/run/pg"),
+            "postgresql://u:p%40ss@localhost/db?sslmode=disable&host=/run/pg"
+        );
+        // Already parseable, or no socket named: unchanged.
+        for url in [
+            "postgres:///repayd?host=/var/run/postgresql&user=repayd",
+            "postgres://repayd@db.internal/repayd",
+            "postgres://repayd@/repayd",
+        ] {
+            assert_eq!(postgres_socket_url(url), url);
+        }
     }
 }

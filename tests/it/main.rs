@@ -16,5 +16,6 @@ mod payments;
 mod reminders;
 mod sandbox;
 mod simulate;
+mod startup;
 mod store_contract;
 mod write_path;
