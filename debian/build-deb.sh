@@ -14,7 +14,10 @@ case "$profile" in
 dev | test) out_dir=debug ;;
 *) out_dir=$profile ;;
 esac
-cargo build --profile "$profile" --locked --bin repayd
+# REPAYD_DEB_NO_BUILD=1: the binary is built already (e.g. by `cargo test`).
+if [ -z "${REPAYD_DEB_NO_BUILD:-}" ]; then
+    cargo build --profile "$profile" --locked --bin repayd
+fi
 target_dir=${CARGO_TARGET_DIR:-target}
 bin=$target_dir/$out_dir/repayd
 assets=target/assets

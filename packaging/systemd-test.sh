@@ -61,7 +61,6 @@ fi
 work=$(mktemp -d /tmp/repayd-systemd-test.XXXXXX)
 nspawn_pid=
 leader=
-v1_binary_backup=
 cleanup() {
     set +e
     if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
@@ -72,10 +71,6 @@ cleanup() {
         done
         kill "$nspawn_pid" 2>/dev/null
         wait "$nspawn_pid" 2>/dev/null
-    fi
-    # Building the second version replaced the uplifted debug binary: put the tree's back.
-    if [ -n "$v1_binary_backup" ] && [ -f "$v1_binary_backup" ]; then
-        cp -p "$v1_binary_backup" target/debug/repayd
     fi
     rm -rf "$work"
 }
@@ -106,22 +101,34 @@ v1="$version-1"
 v2="$version-1+ci2"
 mkdir -p "$work/pkgs"
 t0=$(date +%s)
-REPAYD_DEB_PROFILE=dev debian/build-deb.sh --deb-version "$v1" -o "$work/pkgs/" --quiet
-v1_binary_backup=$work/repayd-v1
-cp -p target/debug/repayd "$v1_binary_backup"
+# The binary `cargo test` builds (dev-dependency features included, so nothing is built
+# again after the test step).
+cargo test --no-run --locked --quiet
+REPAYD_DEB_NO_BUILD=1 REPAYD_DEB_PROFILE=dev debian/build-deb.sh --deb-version "$v1" -o "$work/pkgs/" --quiet
 echo "v1 $v1 in $(($(date +%s) - t0)) s"
-# Version 2: the same tree plus one throw-away migration, built with the tree's target
-# directory so only repayd itself is compiled again.
+# Version 2: a copy of the tree plus one throw-away migration (and, instead of the test
+# suite, one empty test, which makes `cargo test --no-run` build the binary as above).
+# Its own target directory starts as hard links to the tree's dependencies, so only
+# repayd itself is compiled; the tree's target directory is not touched.
 t0=$(date +%s)
 tree2=$work/tree-v2
+target2=$repo/target/ci-upgrade
 mkdir -p "$tree2"
 git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C "$tree2"
 for backend in sqlite postgres; do
     printf -- '-- Throw-away migration of packaging/systemd-test.sh (upgrade test only).\nCREATE TABLE ci_upgrade_marker (id INTEGER PRIMARY KEY);\n' \
         >"$tree2/migrations/$backend/9999_ci_upgrade_marker.sql"
 done
-(cd "$tree2" && CARGO_TARGET_DIR="$repo/target" REPAYD_DEB_PROFILE=dev \
-    debian/build-deb.sh --deb-version "$v2" -o "$work/pkgs/" --quiet)
+rm -rf "$tree2/tests" && mkdir "$tree2/tests" && echo '#[test] fn builds() {}' >"$tree2/tests/ci_upgrade.rs"
+rm -rf "$target2" && mkdir -p "$target2"
+cp -al target/debug "$target2/debug"
+rm -rf "$target2"/debug/repayd "$target2"/debug/deps/*repayd-* "$target2"/debug/deps/it-* \
+    "$target2"/debug/.fingerprint/repayd-* "$target2"/debug/incremental/repayd-* \
+    "$target2"/debug/incremental/it-* "$target2"/debug/build/repayd-*
+(cd "$tree2" && CARGO_TARGET_DIR="$target2" cargo test --no-run --locked --quiet --test ci_upgrade &&
+    CARGO_TARGET_DIR="$target2" REPAYD_DEB_NO_BUILD=1 REPAYD_DEB_PROFILE=dev \
+        debian/build-deb.sh --deb-version "$v2" -o "$work/pkgs/" --quiet)
+rm -rf "$target2"
 echo "v2 $v2 (with migration 9999) in $(($(date +%s) - t0)) s"
 ls -l "$work/pkgs"
 deb1=$(basename "$(ls "$work"/pkgs/repayd_"$v1"_*.deb)")

@@ -52,8 +52,7 @@ fn quiet_dependencies(level: &str) -> String {
 /// Logging for commands that run before the configuration is read: warnings to stderr
 /// (to the journal natively when stderr is the journal, e.g. the unit's ExecReload).
 pub fn init_stderr() {
-    let filter =
-        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     if under_journald() && init_journald(filter()) {
         return;
     }

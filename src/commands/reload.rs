@@ -112,11 +112,9 @@ where
                 let (read, mut write) = stream.into_split();
                 let mut line = String::new();
                 let mut reader = BufReader::new(read);
-                let read = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    reader.read_line(&mut line),
-                )
-                .await;
+                let read =
+                    tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+                        .await;
                 let answer = match (read, line.trim()) {
                     (Ok(Ok(_)), "reload") => {
                         // Reloading reads files: off the async workers.
@@ -148,8 +146,10 @@ mod tests {
             Err("configuration key `debit.batch_size`: must be at least 1".to_string()),
             Ok("settings in force: x.toml (sha256 0123456789ab)".to_string()),
         ]);
-        let server = serve(socket.clone(), move || outcomes.lock().unwrap().pop().unwrap())
-            .unwrap();
+        let server = serve(socket.clone(), move || {
+            outcomes.lock().unwrap().pop().unwrap()
+        })
+        .unwrap();
         let mode = std::fs::metadata(&socket).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,

@@ -132,11 +132,14 @@ impl StoreError {
         match self {
             StoreError::BadUrl(_) => true,
             StoreError::Db(sqlx::Error::Configuration(_)) => true,
-            StoreError::Db(e) => e.as_database_error().and_then(|d| d.code()).is_some_and(|c| {
-                // PostgreSQL: invalid authorization (28xxx: bad password, no such role,
-                // no pg_hba entry), no such database (3D000). SQLite: CANTOPEN (14).
-                c.starts_with("28") || c == "3D000" || c == "14"
-            }),
+            StoreError::Db(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| {
+                    // PostgreSQL: invalid authorization (28xxx: bad password, no such role,
+                    // no pg_hba entry), no such database (3D000). SQLite: CANTOPEN (14).
+                    c.starts_with("28") || c == "3D000" || c == "14"
+                }),
             _ => false,
         }
     }

@@ -117,10 +117,7 @@ fn permanent_database_errors_exit_78_naming_the_key() {
         .unwrap();
     // A missing database and a missing role (authentication), from url_file.
     for (url, says) in [
-        (
-            format!("{base}/repayd_no_such_database"),
-            "does not exist",
-        ),
+        (format!("{base}/repayd_no_such_database"), "does not exist"),
         (
             base.replacen("postgres@", "repayd_no_such_role@", 1) + "/postgres",
             "repayd_no_such_role",
