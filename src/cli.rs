@@ -47,6 +47,8 @@ pub enum Command {
     Payments(crate::commands::payments::PaymentsArgs),
     /// Overdue accounts: the report for collections and credit-bureau files.
     Overdue(crate::commands::overdue::OverdueArgs),
+    /// Debit attempts that need an operator: list them, re-queue a rejected one.
+    Attempts(crate::commands::attempts::AttemptsArgs),
     /// Debit mandates: revoke one (no more debits; customers asked to pay another way).
     Mandates(crate::commands::lifecycle::MandatesArgs),
     /// Dry run on a virtual clock over a copy of the data: what would be sent and debited
@@ -75,21 +77,22 @@ pub enum OutputFormat {
 #[derive(Debug, Args)]
 pub struct QuoteArgs {
     /// Amount financed, e.g. 12000 or 12000.00.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub principal: String,
     /// ISO 4217 currency code, e.g. CNY.
     #[arg(long)]
     pub currency: String,
-    /// Number of installments.
-    #[arg(long)]
+    /// Number of installments (1 to 600).
+    #[arg(long, allow_negative_numbers = true)]
     pub installments: u32,
     #[arg(long, value_enum)]
     pub method: Method,
-    /// Nominal annual interest rate as a fraction (0.12 = 12 %).
-    #[arg(long, default_value = "0")]
+    /// Nominal annual interest rate as a fraction or a percentage (0.12 or 12%).
+    #[arg(long, default_value = "0", allow_negative_numbers = true)]
     pub annual_rate: String,
-    /// Fee per period as a fraction of the principal (0.006 = 0.6 %), for flat-fee.
-    #[arg(long, default_value = "0")]
+    /// Fee per period as a fraction of the principal or a percentage (0.006 or 0.6%), for
+    /// flat-fee.
+    #[arg(long, default_value = "0", allow_negative_numbers = true)]
     pub fee_rate: String,
     /// First due date, YYYY-MM-DD.
     #[arg(long)]

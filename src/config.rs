@@ -257,9 +257,19 @@ impl Settings {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let settings: Settings = raw.try_deserialize().map_err(|e| ConfigError::Load {
-            path: path.display().to_string(),
-            reason: e.to_string(),
+        // The path of the failing key goes into the message: some errors (a number too
+        // large for its type) do not name it themselves.
+        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            ConfigError::Load {
+                path: path.display().to_string(),
+                reason: if key == "." || reason.contains(&key) {
+                    reason
+                } else {
+                    format!("key `{key}`: {reason}")
+                },
+            }
         })?;
         let mut settings = settings;
         settings.database.url = resolve_secret(
@@ -318,23 +328,50 @@ impl Settings {
                 "must start with sqlite: or postgres:// (the URL itself is not shown, it may hold a password)",
             ));
         }
-        if self.database.max_connections == 0 {
-            problems.push(ConfigError::invalid(
+        // Every number has a documented range (README, "Limits"): nothing a setting
+        // accepts can overflow a date, a duration or a sum later.
+        for (key, value, min, max) in [
+            (
                 "database.max_connections",
-                "must be at least 1",
-            ));
+                self.database.max_connections,
+                1,
+                1_000,
+            ),
+            ("debit.horizon_days", self.debit.horizon_days, 0, 366),
+            ("debit.batch_size", self.debit.batch_size, 1, 10_000),
+            ("debit.lease_seconds", self.debit.lease_seconds, 0, 86_400),
+            ("retry.max_attempts", self.retry.max_attempts, 1, 100),
+            ("engine.poll_seconds", self.engine.poll_seconds, 1, 3_600),
+            ("engine.drain_seconds", self.engine.drain_seconds, 0, 3_600),
+        ] {
+            if let Some(problem) = out_of_range(key, value, min, max) {
+                problems.push(problem);
+            }
+        }
+        for (key, values, max) in [
+            (
+                "retry.insufficient_funds_days",
+                &self.retry.insufficient_funds_days,
+                366,
+            ),
+            (
+                "retry.soft_decline_days",
+                &self.retry.soft_decline_days,
+                366,
+            ),
+            (
+                "retry.technical_backoff_minutes",
+                &self.retry.technical_backoff_minutes,
+                10_080,
+            ),
+        ] {
+            problems.extend(list_out_of_range(key, values, 0, max));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(ConfigError::invalid("log.level", e.to_string()));
         }
         if let Err(e) = crate::domain::worktime::parse_local_time(&self.debit.local_time) {
             problems.push(ConfigError::invalid("debit.local_time", e.to_string()));
-        }
-        if self.debit.batch_size == 0 {
-            problems.push(ConfigError::invalid(
-                "debit.batch_size",
-                "must be at least 1",
-            ));
         }
         if self.debit.max_in_flight == 0 || self.debit.max_in_flight > 4096 {
             problems.push(ConfigError::invalid(
@@ -428,12 +465,6 @@ impl Settings {
                 "must be between 1 and 31: retries of one installment never run on the same day",
             ));
         }
-        if self.retry.max_attempts == 0 {
-            problems.push(ConfigError::invalid(
-                "retry.max_attempts",
-                "must be at least 1",
-            ));
-        }
         if self.retry.technical_backoff_minutes.is_empty() {
             problems.push(ConfigError::invalid(
                 "retry.technical_backoff_minutes",
@@ -442,12 +473,6 @@ impl Settings {
         }
         if let Err(e) = self.engine.planner_cron.parse::<CronCheck>() {
             problems.push(ConfigError::invalid("engine.planner_cron", e));
-        }
-        if self.engine.poll_seconds == 0 {
-            problems.push(ConfigError::invalid(
-                "engine.poll_seconds",
-                "must be at least 1",
-            ));
         }
         if let Some(cal) = &self.schedule.calendar
             && let Err(e) = crate::domain::HolidayCalendar::from_file(cal)
@@ -466,6 +491,21 @@ impl Settings {
             _ => Err(ConfigError::Many(problems)),
         }
     }
+}
+
+/// `key` must lie in `min..=max`; the problem names the key and the range.
+pub fn out_of_range(key: &str, value: u32, min: u32, max: u32) -> Option<ConfigError> {
+    (!(min..=max).contains(&value))
+        .then(|| ConfigError::invalid(key, format!("is {value}; must be between {min} and {max}")))
+}
+
+/// Each entry of the list `key` must lie in `min..=max`.
+pub fn list_out_of_range(key: &str, values: &[u32], min: u32, max: u32) -> Vec<ConfigError> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| out_of_range(&format!("{key}[{i}]"), *v, min, max))
+        .collect()
 }
 
 /// Validates a cron expression the way the engine's scheduler will read it: six fields,

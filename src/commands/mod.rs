@@ -2,6 +2,7 @@
 //! [`main`]; everything else happens here and below.
 
 pub mod agreements;
+pub mod attempts;
 pub mod generate;
 pub mod import;
 pub mod lifecycle;
@@ -66,6 +67,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init_stderr();
             let settings = load_settings(&cli.config)?;
             check_components(&settings).await?;
+            Store::probe(&settings.database_url())
+                .await
+                .map_err(|e| ConfigError::invalid("database.url", e.to_string()))?;
             println!("configuration OK: {}", cli.config.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -151,6 +155,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             code
         }
+        Command::Attempts(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = attempts::run(&store, now(), &args).await;
+            store.close().await;
+            code
+        }
         Command::Mandates(args) => {
             let settings = load_settings(&cli.config)?;
             crate::telemetry::init_stderr();
@@ -185,18 +198,13 @@ pub async fn check_components(settings: &Settings) -> anyhow::Result<()> {
 /// `repayd quote`: builds the terms from the arguments and prints the schedule.
 fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
     use crate::domain::{Currency, HolidayCalendar, Money, Terms};
-    use rust_decimal::Decimal;
-    use std::str::FromStr;
     let currency = Currency::parse(&args.currency).context("--currency")?;
     let principal = Money::parse(&args.principal, currency).context("--principal")?;
-    let annual_rate = Decimal::from_str(args.annual_rate.trim()).with_context(|| {
-        format!(
-            "--annual-rate {:?} is not a decimal fraction",
-            args.annual_rate
-        )
-    })?;
-    let fee_rate = Decimal::from_str(args.fee_rate.trim())
-        .with_context(|| format!("--fee-rate {:?} is not a decimal fraction", args.fee_rate))?;
+    // The same spelling as import files: a fraction (0.12) or a percentage (12%).
+    let annual_rate = crate::domain::parse_rate(args.annual_rate.trim())
+        .map_err(|e| anyhow::anyhow!("--annual-rate: {e}"))?;
+    let fee_rate = crate::domain::parse_rate(args.fee_rate.trim())
+        .map_err(|e| anyhow::anyhow!("--fee-rate: {e}"))?;
     let calendar = match &args.calendar {
         Some(path) => HolidayCalendar::from_file(path).context("--calendar")?,
         None => HolidayCalendar::default(),

@@ -165,11 +165,15 @@ pub struct LateFeeRule {
     pub compound: bool,
 }
 
-/// Rounds a non-negative decimal amount to whole minor units (half away from zero).
+/// Rounds a non-negative decimal amount to whole minor units (half away from zero), at
+/// most [`MAX_MINOR`](super::money::MAX_MINOR): a fee never overflows a sum.
 fn to_minor(amount: Decimal, minor_digits: u32) -> i64 {
-    let scaled = (amount * Decimal::from(10_i64.pow(minor_digits)))
-        .round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
-    i64::try_from(scaled).unwrap_or(i64::MAX).max(0)
+    let max = super::money::MAX_MINOR;
+    let Some(scaled) = amount.checked_mul(Decimal::from(10_i64.pow(minor_digits))) else {
+        return max;
+    };
+    let scaled = scaled.round_dp_with_strategy(0, RoundingStrategy::MidpointAwayFromZero);
+    i64::try_from(scaled).unwrap_or(max).clamp(0, max)
 }
 
 impl LateFeeRule {
@@ -182,21 +186,30 @@ impl LateFeeRule {
         }
         let unit = Decimal::new(1, minor_digits);
         let base = Decimal::from(overdue_minor) * unit;
+        // The most any fee can be (MAX_MINOR); every step is checked, so settings at the
+        // edge of their range saturate there instead of overflowing.
+        let ceiling = Decimal::from(super::money::MAX_MINOR) * unit;
         let amount = match &self.kind {
             LateFeeKind::Fixed(a) => *a,
-            LateFeeKind::Percent(r) => base * r,
+            LateFeeKind::Percent(r) => base.checked_mul(*r).unwrap_or(ceiling),
             LateFeeKind::DailyRate(r) if self.compound => {
                 // base * ((1 + r)^dpd - 1), exact decimal steps.
                 let mut grown = base;
                 for _ in 0..dpd {
-                    grown += grown * r;
-                    if self.cap.is_some_and(|cap| grown - base >= cap) {
+                    grown = match grown.checked_mul(*r).and_then(|g| grown.checked_add(g)) {
+                        Some(g) => g,
+                        None => break,
+                    };
+                    if self.cap.is_some_and(|cap| grown - base >= cap) || grown - base >= ceiling {
                         break;
                     }
                 }
                 grown - base
             }
-            LateFeeKind::DailyRate(r) => base * r * Decimal::from(dpd),
+            LateFeeKind::DailyRate(r) => base
+                .checked_mul(*r)
+                .and_then(|x| x.checked_mul(Decimal::from(dpd)))
+                .unwrap_or(ceiling),
         };
         let amount = match self.cap {
             Some(cap) => amount.min(cap),

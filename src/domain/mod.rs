@@ -8,7 +8,7 @@ pub mod schedule;
 pub mod worktime;
 
 pub use calendar::{BusinessDayRule, HolidayCalendar};
-pub use money::{Currency, Money, MoneyError};
+pub use money::{Currency, MAX_MINOR, Money, MoneyError, parse_decimal, parse_rate};
 pub use schedule::{
     Frequency, Method, RemainderPlacement, RoundingMode, Schedule, ScheduleError,
     ScheduledInstallment, Terms,

@@ -16,8 +16,53 @@ pub enum MoneyError {
         currency: &'static str,
         digits: u32,
     },
-    #[error("amount {0} does not fit in minor units")]
+    #[error(
+        "amount {0} is too large: amounts are limited to 10^13 minor units (100 000 000 000.00 in a two-digit currency)"
+    )]
     Overflow(String),
+}
+
+/// The largest amount repayd holds, in minor units (10^13: 100 billion CNY or USD, 10
+/// trillion JPY). Sums of any schedule, fee or payment stay far inside i64, so no
+/// arithmetic on stored amounts can overflow.
+pub const MAX_MINOR: i64 = 10_000_000_000_000;
+
+/// Longest decimal text accepted (sign, 29 digits and a point fit well within it).
+const MAX_DECIMAL_CHARS: usize = 40;
+
+/// Parses a plain decimal exactly: an optional `-`, digits, optionally `.` and digits.
+/// No exponent (`1e3`), no `+`, no spaces or separators, nothing rounded away: `None`
+/// for anything else, including more digits than a decimal holds.
+pub fn parse_decimal(text: &str) -> Option<Decimal> {
+    if text.is_empty() || text.len() > MAX_DECIMAL_CHARS {
+        return None;
+    }
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, frac) = match digits.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (digits, None),
+    };
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || frac.is_some_and(|f| !all_digits(f)) {
+        return None;
+    }
+    Decimal::from_str_exact(text).ok()
+}
+
+/// A rate as a fraction (`0.12`) or a percentage (`12%`), as import files and `quote`
+/// take it; the reason names the problem.
+pub fn parse_rate(text: &str) -> Result<Decimal, String> {
+    let (number, percent) = match text.strip_suffix('%') {
+        Some(n) => (n.trim(), true),
+        None => (text, false),
+    };
+    let value = parse_decimal(number)
+        .ok_or_else(|| format!("{:?} is not a rate (write 0.12 or 12%)", bounded(text)))?;
+    Ok(if percent {
+        value / Decimal::ONE_HUNDRED
+    } else {
+        value
+    })
 }
 
 /// An ISO 4217 currency with its minor-unit digits (CNY 2, JPY 0, KWD 3).
@@ -77,8 +122,8 @@ impl Money {
     /// Parses a decimal string (`"12000.00"`, `"12000"`) exactly; more decimal places than the
     /// currency has is an error, never silently rounded.
     pub fn parse(amount: &str, currency: Currency) -> Result<Self, MoneyError> {
-        let value = Decimal::from_str(amount.trim())
-            .map_err(|_| MoneyError::NotAnAmount(amount.to_string()))?;
+        let value =
+            parse_decimal(amount.trim()).ok_or_else(|| MoneyError::NotAnAmount(bounded(amount)))?;
         Self::from_decimal(value, currency)
     }
 
@@ -120,8 +165,16 @@ impl Money {
     }
 
     fn try_minor(&self) -> Result<i64, MoneyError> {
-        let scaled = self.amount * Decimal::from(10_i64.pow(self.currency.minor_digits()));
-        i64::try_from(scaled.trunc()).map_err(|_| MoneyError::Overflow(self.amount.to_string()))
+        let overflow = || MoneyError::Overflow(self.amount.to_string());
+        let scaled = self
+            .amount
+            .checked_mul(Decimal::from(10_i64.pow(self.currency.minor_digits())))
+            .ok_or_else(overflow)?;
+        let minor = i64::try_from(scaled.trunc()).map_err(|_| overflow())?;
+        if minor.unsigned_abs() > MAX_MINOR as u64 {
+            return Err(overflow());
+        }
+        Ok(minor)
     }
 
     /// Integer minor units, the form money takes in the database.
@@ -142,6 +195,14 @@ impl Money {
 impl fmt::Display for Money {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.plain(), self.currency.code())
+    }
+}
+
+/// At most 40 characters of `text` for an error message (the input may be huge).
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
     }
 }
 
@@ -182,5 +243,68 @@ mod tests {
         assert!(Money::parse("abc", cny).is_err());
         assert!(Money::parse("-1.00", cny).unwrap().is_negative());
         assert!(Money::parse("99999999999999999999", cny).is_err());
+    }
+
+    #[test]
+    fn only_plain_decimals_parse() {
+        for ok in ["0", "12", "-1.50", "0.001", "79228162514264337593543950335"] {
+            assert!(parse_decimal(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "",
+            "1e3",
+            "1E3",
+            "+1",
+            " 1",
+            "1.",
+            ".5",
+            "1,000",
+            "1_000",
+            "--1",
+            "0x10",
+            "NaN",
+            "1.2.3",
+            "79228162514264337593543950336",
+            "0.00000000000000000000000000001",
+        ] {
+            assert!(parse_decimal(bad).is_none(), "{bad}");
+        }
+        let cny = Currency::parse("CNY").unwrap();
+        assert!(matches!(
+            Money::parse("1e3", cny),
+            Err(MoneyError::NotAnAmount(_))
+        ));
+        let long = "9".repeat(100_000);
+        assert!(Money::parse(&long, cny).unwrap_err().to_string().len() < 200);
+    }
+
+    #[test]
+    fn amounts_beyond_the_limit_are_errors_never_panics() {
+        let cny = Currency::parse("CNY").unwrap();
+        let jpy = Currency::parse("JPY").unwrap();
+        for text in [
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "7922816251426433759354395033.5",
+            "100000000000.01",
+        ] {
+            assert!(
+                matches!(Money::parse(text, cny), Err(MoneyError::Overflow(_))),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            Money::parse("100000000000.00", cny).unwrap().minor(),
+            MAX_MINOR
+        );
+        assert_eq!(
+            Money::parse("10000000000000", jpy).unwrap().minor(),
+            MAX_MINOR
+        );
+        assert!(Money::parse("10000000000001", jpy).is_err());
+        let text = Money::parse("79228162514264337593543950335", cny)
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("10^13 minor units"), "{text}");
     }
 }

@@ -1,5 +1,6 @@
 //! Operations alerts: a JSON webhook signed with HMAC-SHA256 and/or an email to an
-//! operations address, on hard declines and blocked debits (found in the event log), on
+//! operations address, on hard declines, blocked debits and requests the gateway rejected
+//! (found in the event log), on
 //! entry into configured overdue buckets and when an account becomes reportable. Alerts
 //! are work rows (`alerts`), one per cause and channel, delivered with backoff: a restart
 //! or an unreachable receiver loses nothing.
@@ -96,18 +97,24 @@ impl AlertSettings {
                 "needs at least one entry",
             ));
         }
-        if self.max_tries == 0 {
-            problems.push(ConfigError::invalid(
-                "alerts.max_tries",
-                "must be at least 1",
-            ));
-        }
-        if self.timeout_seconds == 0 {
-            problems.push(ConfigError::invalid(
-                "alerts.timeout_seconds",
-                "must be at least 1",
-            ));
-        }
+        problems.extend(crate::config::out_of_range(
+            "alerts.max_tries",
+            self.max_tries,
+            1,
+            1_000,
+        ));
+        problems.extend(crate::config::out_of_range(
+            "alerts.timeout_seconds",
+            self.timeout_seconds,
+            1,
+            600,
+        ));
+        problems.extend(crate::config::list_out_of_range(
+            "alerts.backoff_seconds",
+            &self.backoff_seconds,
+            0,
+            86_400,
+        ));
         problems
     }
 }
@@ -241,18 +248,22 @@ pub struct AlertReport {
 }
 
 impl Engine {
-    /// Turns new hard-decline and blocked-debit events into alert rows.
+    /// Turns new hard-decline, blocked-debit and gateway-rejected events into alert rows.
     pub async fn enqueue_event_alerts(&self) -> Result<u64, EngineError> {
         let policy = self.policy();
         let alerts = &policy.overdue.alerts;
-        if !alerts.on_hard_decline || alerts.channels().is_empty() {
+        if alerts.channels().is_empty() {
             return Ok(0);
         }
+        // A request the gateway rejected (4xx needing a human) always alerts: nothing else
+        // will happen to that debit until an operator re-queues it.
+        let kinds: &[&str] = if alerts.on_hard_decline {
+            &["debit_declined_hard", "debit_blocked", "debit_rejected"]
+        } else {
+            &["debit_rejected"]
+        };
         let now_ms = to_epoch_ms(self.clock.now());
-        let events = self
-            .store
-            .alertable_events(&["debit_declined_hard", "debit_blocked"], 500)
-            .await?;
+        let events = self.store.alertable_events(kinds, 500).await?;
         let mut rows = Vec::new();
         for e in events {
             let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();

@@ -30,6 +30,7 @@ enum Step {
     Cancelled,
     Failed,
     Rescheduled,
+    Rejected,
     LostLease,
 }
 
@@ -479,6 +480,9 @@ impl Engine {
                 }
                 Ok(Step::Declined)
             }
+            Err(GatewayError::Rejected(detail)) => {
+                self.reject(attempt, fence, "debit", &detail).await
+            }
             Err(e) => {
                 let wait = retry.technical_wait(count);
                 let change = AttemptChange {
@@ -666,6 +670,9 @@ impl Engine {
         ctx: &DebitContext,
         error: GatewayError,
     ) -> Result<Step, EngineError> {
+        if let GatewayError::Rejected(detail) = &error {
+            return self.reject(attempt, fence, "funds_check", detail).await;
+        }
         let now = self.clock.now();
         let now_ms = to_epoch_ms(now);
         let policy = self.policy();
@@ -733,6 +740,58 @@ impl Engine {
         .await?;
         tracing::error!(error = %error, "funds check kept failing; attempt given up");
         Ok(Step::Failed)
+    }
+
+    /// The gateway refused a funds check or a debit before acting on it (400, 401, 403,
+    /// 415, 422): nothing happened and repeating it cannot help until a human fixes the
+    /// cause. The attempt ends `rejected` (terminal: no retry, no look-up, no customer
+    /// email); the `debit_rejected` event raises an operations alert, and an operator
+    /// re-queues the attempt with `repayd attempts requeue` after the fix.
+    async fn reject(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        stage: &'static str,
+        detail: &str,
+    ) -> Result<Step, EngineError> {
+        let now_ms = to_epoch_ms(self.clock.now());
+        let change = AttemptChange {
+            state: "rejected",
+            finished_at_ms: Some(now_ms),
+            outcome_code: Some(format!("{stage}_rejected")),
+            outcome_detail: Some(detail.to_string()),
+            release_lease: true,
+            ..Default::default()
+        };
+        let events = vec![self.event(
+            attempt,
+            now_ms,
+            "debit_rejected",
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no,
+                "stage": stage,
+                "code": format!("{stage}_rejected"),
+                "reason": detail,
+            }),
+        )];
+        self.store
+            .apply_attempt_change(
+                fence,
+                &change,
+                &Effects {
+                    events,
+                    ..Default::default()
+                },
+                now_ms,
+            )
+            .await?;
+        tracing::error!(
+            stage,
+            error = %detail,
+            "gateway rejected the request: attempt stopped, nothing will be resent; fix the cause, then `repayd attempts requeue {}`",
+            attempt.id
+        );
+        Ok(Step::Rejected)
     }
 
     /// The next attempt after a refusal, by policy, at the local debit time; never in the
@@ -881,6 +940,7 @@ fn tally(report: &mut RunReport, step: Step) {
         Step::Cancelled => report.cancelled += 1,
         Step::Failed => report.failed += 1,
         Step::Rescheduled => report.rescheduled += 1,
+        Step::Rejected => report.rejected += 1,
         Step::LostLease => report.lost_lease += 1,
     }
 }

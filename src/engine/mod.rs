@@ -64,6 +64,8 @@ pub struct RunReport {
     pub cancelled: u64,
     pub failed: u64,
     pub rescheduled: u64,
+    /// Refused by the gateway before acting (4xx that needs a human): stopped.
+    pub rejected: u64,
     pub lost_lease: u64,
 }
 

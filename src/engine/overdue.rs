@@ -22,7 +22,6 @@ use crate::store::{StoreError, debits::NewAttempt};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use std::str::FromStr;
 
 /// `[overdue]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -168,15 +167,26 @@ impl Default for OverdueSettings {
     }
 }
 
+/// The largest late-fee amount or cap, in major units: 10^13 minor units of a currency
+/// with three decimals (the limit on every amount, `domain::MAX_MINOR`).
+pub const MAX_LATE_FEE: i64 = 10_000_000_000;
+
 fn decimal(key: &str, value: Option<&String>, problems: &mut Vec<ConfigError>) -> Option<Decimal> {
     let text = value?;
-    match Decimal::from_str(text.trim()) {
-        Ok(d) if d >= Decimal::ZERO => Some(d),
-        Ok(_) => {
+    match crate::domain::parse_decimal(text.trim()).ok_or(()) {
+        Ok(d) if d < Decimal::ZERO => {
             problems.push(ConfigError::invalid(key, "must not be negative"));
             None
         }
-        Err(_) => {
+        Ok(d) if d > Decimal::from(MAX_LATE_FEE) => {
+            problems.push(ConfigError::invalid(
+                key,
+                format!("is {d}; must be at most {MAX_LATE_FEE}"),
+            ));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(()) => {
             problems.push(ConfigError::invalid(
                 key,
                 format!("{text:?} is not a decimal number (write it as a string, e.g. \"25.00\")"),
@@ -291,6 +301,27 @@ impl OverdueSettings {
             problems.push(ConfigError::invalid(
                 "overdue.grace_days",
                 "must be at most 60",
+            ));
+        }
+        for (key, value) in [
+            ("overdue.at_risk_after_days", self.at_risk_after_days),
+            (
+                "overdue.credit_report_after_days",
+                self.credit_report_after_days,
+            ),
+            (
+                "overdue.credit_warning_days_before",
+                self.credit_warning_days_before,
+            ),
+        ] {
+            problems.extend(crate::config::out_of_range(key, value, 0, 3_650));
+        }
+        for (i, b) in self.buckets.iter().enumerate() {
+            problems.extend(crate::config::out_of_range(
+                &format!("overdue.buckets[{i}].from"),
+                b.from,
+                0,
+                3_650,
             ));
         }
         if let Some(fee) = &self.late_fee {

@@ -4,7 +4,9 @@
 //! a definite protocol answer. Anything after the request may have left this process
 //! (timeout, reset, 5xx, 429, an unreadable 2xx) is `Ambiguous`, to be settled by a
 //! look-up under the same key; only a request that certainly never left (connect failure)
-//! or that the bank refused before acting on it (401/403, 4xx validation) is not.
+//! or that the bank refused before acting on it is not. Refusals that need a human
+//! (400/401/403/415/422 to a funds check or a debit) are `Rejected`: the engine stops the
+//! attempt and alerts operations instead of sending it again.
 
 use crate::config::{ConfigError, resolve_secret};
 use crate::domain::{Currency, Money};
@@ -24,6 +26,8 @@ use std::time::Duration;
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 /// Longest idempotency key the protocol allows.
 pub const MAX_KEY_LEN: usize = 255;
+/// Longest connect or request timeout the settings accept.
+const MAX_TIMEOUT_MS: u64 = 600_000;
 /// Most retries of one funds confirmation the settings accept.
 const MAX_FUNDS_CHECK_RETRIES: u32 = 10;
 /// First pause between funds-confirmation retries; doubles each time, up to the cap.
@@ -85,17 +89,16 @@ impl HttpGatewaySettings {
         if let Err(e) = self.resolve_token() {
             problems.push(e);
         }
-        if self.connect_timeout_ms == 0 {
-            problems.push(ConfigError::invalid(
-                "gateway.http.connect_timeout_ms",
-                "must be more than 0",
-            ));
-        }
-        if self.request_timeout_ms == 0 {
-            problems.push(ConfigError::invalid(
-                "gateway.http.request_timeout_ms",
-                "must be more than 0",
-            ));
+        for (key, value) in [
+            ("gateway.http.connect_timeout_ms", self.connect_timeout_ms),
+            ("gateway.http.request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == 0 || value > MAX_TIMEOUT_MS {
+                problems.push(ConfigError::invalid(
+                    key,
+                    format!("is {value}; must be between 1 and {MAX_TIMEOUT_MS} (10 minutes)"),
+                ));
+            }
         }
         if self.funds_check_retries > MAX_FUNDS_CHECK_RETRIES {
             problems.push(ConfigError::invalid(
@@ -466,8 +469,12 @@ impl HttpGateway {
                 ))),
             },
             408 | 429 | 500..=599 => FundsTry::Retry(status_text(status, &answer)),
-            401 | 403 => FundsTry::Fail(GatewayError::Unavailable(format!(
+            401 | 403 => FundsTry::Fail(GatewayError::Rejected(format!(
                 "funds confirmation refused, {}: check gateway.http.token",
+                status_text(status, &answer)
+            ))),
+            400 | 415 | 422 => FundsTry::Fail(GatewayError::Rejected(format!(
+                "funds confirmation rejected as invalid, {}",
                 status_text(status, &answer)
             ))),
             _ => FundsTry::Fail(GatewayError::Protocol(format!(
@@ -569,11 +576,16 @@ impl PaymentGateway for HttpGateway {
                     status_text(status, &answer)
                 ))),
             },
-            401 | 403 => Err(GatewayError::Unavailable(format!(
+            // Refused before anything happened (§4.2 step 1): a human must fix the cause.
+            401 | 403 => Err(GatewayError::Rejected(format!(
                 "debit refused, {}: check gateway.http.token",
                 status_text(status, &answer)
             ))),
-            400 | 404 | 405 | 413 | 415 | 422 => Err(GatewayError::Protocol(format!(
+            400 | 415 | 422 => Err(GatewayError::Rejected(format!(
+                "debit rejected as invalid, {}",
+                status_text(status, &answer)
+            ))),
+            404 | 405 | 413 => Err(GatewayError::Protocol(format!(
                 "debit rejected as invalid, {}",
                 status_text(status, &answer)
             ))),

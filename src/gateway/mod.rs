@@ -67,7 +67,16 @@ pub enum GatewayError {
     /// The gateway answered something this protocol does not allow.
     #[error("gateway protocol violation: {0}")]
     Protocol(String),
+    /// The gateway refused the request before acting on it (400, 401, 403, 415, 422): the
+    /// request, the token or the settings are wrong. Nothing happened, and sending it again
+    /// will not help until a human fixes the cause; never resent automatically.
+    #[error("gateway rejected the request: {0}")]
+    Rejected(String),
 }
+
+/// HTTP statuses that mean "refused before acting on it; needs a human" for a funds
+/// confirmation or a debit (`docs/gateway-protocol.md` §6).
+pub const REJECTING_STATUSES: [u16; 5] = [400, 401, 403, 415, 422];
 
 #[async_trait::async_trait]
 pub trait PaymentGateway: Send + Sync + std::fmt::Debug {

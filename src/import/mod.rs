@@ -124,6 +124,9 @@ pub struct ImportSummary {
     pub reminders_removed: u64,
     /// Agreement write transactions committed.
     pub batches: u64,
+    /// Changes the file asks for that were not made (a mandate's status without
+    /// `--update`; a revoked mandate never restored), one line each naming where.
+    pub refused_changes: Vec<String>,
 }
 
 impl fmt::Display for ImportSummary {
@@ -158,6 +161,16 @@ impl fmt::Display for ImportSummary {
                  (the planner plans them again for the new schedule)",
                 self.debit_attempts_removed, self.reminders_removed
             )?;
+        }
+        if !self.refused_changes.is_empty() {
+            write!(
+                f,
+                "\nrefused changes ({}), kept as they are:",
+                self.refused_changes.len()
+            )?;
+            for refused in &self.refused_changes {
+                write!(f, "\n  {refused}")?;
+            }
         }
         if self.dry_run {
             write!(f, "\ndry run: nothing was written")?;
@@ -657,12 +670,35 @@ async fn plan(
                 )),
                 Some(row) => {
                     account_ids.insert(row.external_ref.clone(), row.id);
+                    let mut account = account;
                     let mut changed = Vec::new();
                     if row.mandate_ref != account.mandate_ref {
                         changed.push("mandate_ref");
                     }
                     if row.mandate_status != account.mandate_status {
-                        changed.push("mandate_status");
+                        // Consent is the customer's: an import may record a change of
+                        // mandate status only when asked to (--update), and never brings
+                        // a revoked mandate back (design section 4, invariant 8).
+                        let refusal = if row.mandate_status == "revoked" {
+                            Some("a revoked mandate is never restored by an import")
+                        } else if !options.update {
+                            Some("pass --update to change a mandate's status")
+                        } else {
+                            None
+                        };
+                        match refusal {
+                            Some(why) => {
+                                summary.refused_changes.push(format!(
+                                    "{at}: {} of account {}: {} -> {}: {why}",
+                                    Field::MandateStatus.name(format),
+                                    crate::mask::account(&account.external_ref),
+                                    row.mandate_status,
+                                    account.mandate_status,
+                                ));
+                                account.mandate_status = row.mandate_status.clone();
+                            }
+                            None => changed.push("mandate_status"),
+                        }
                     }
                     if changed.is_empty() {
                         summary.accounts_unchanged += 1;

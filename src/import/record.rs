@@ -265,6 +265,16 @@ impl RawRecord {
     }
 }
 
+/// At most 60 characters of a value from the file, for an error message: an import file
+/// may hold a value of any size, and the message must stay readable.
+pub fn echo(text: &str) -> String {
+    const MAX_ECHO_CHARS: usize = 60;
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        Some((i, _)) => format!("{}... ({} bytes)", &text[..i], text.len()),
+        None => text.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,11 @@ pub type Sink<'a> = dyn FnMut(RawRecord) -> ControlFlow<()> + 'a;
 
 const READ_BUFFER: usize = 1 << 16;
 
+/// The longest CSV line and the largest JSON array element read: far above any real
+/// agreement (a 600-installment explicit schedule is ~40 KiB), and a bound on the memory
+/// a file without line breaks (`/dev/zero`) can take.
+pub const MAX_RECORD_BYTES: u64 = 1 << 20;
+
 /// Streams the records of `path` into `sink`. Returns the problems with the file's shape
 /// (which stop reading where they occur); an `Err` only when the file cannot be read.
 pub fn read(path: &Path, format: Format, sink: &mut Sink<'_>) -> std::io::Result<Vec<RowError>> {
@@ -28,11 +33,84 @@ pub fn read(path: &Path, format: Format, sink: &mut Sink<'_>) -> std::io::Result
     }
 }
 
+/// Raised through the reader when one line or record exceeds [`MAX_RECORD_BYTES`]; the
+/// readers turn it into a [`RowError`] at `location`.
+#[derive(Debug)]
+struct TooLarge {
+    location: Location,
+}
+
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} exceeds {MAX_RECORD_BYTES} bytes", self.location)
+    }
+}
+
+impl std::error::Error for TooLarge {}
+
+impl TooLarge {
+    /// The problem, if `e` is this limit speaking.
+    fn from_io(e: &std::io::Error) -> Option<RowError> {
+        let too_large = e.get_ref()?.downcast_ref::<TooLarge>()?;
+        let what = match too_large.location {
+            Location::Item(_) => "is larger than",
+            _ => "is longer than",
+        };
+        Some(RowError::new(
+            too_large.location,
+            "",
+            format!(
+                "{what} {} KiB, the limit for one record: is this an agreements file?",
+                MAX_RECORD_BYTES / 1024
+            ),
+        ))
+    }
+}
+
+/// Counts lines (`\n`, so CRLF files count right) and refuses a line longer than
+/// [`MAX_RECORD_BYTES`]. `line` is the 1-based line of the next byte.
+struct LineLimit<R> {
+    inner: R,
+    line: u64,
+    line_bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                self.line += 1;
+                self.line_bytes = 0;
+            } else {
+                self.line_bytes += 1;
+                if self.line_bytes > MAX_RECORD_BYTES {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        TooLarge {
+                            location: Location::Line(self.line),
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
 fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result<Vec<RowError>> {
+    let reader = LineLimit {
+        inner: reader,
+        line: 1,
+        line_bytes: 0,
+    };
     let mut rdr = csv::ReaderBuilder::new()
         // Rows with a wrong field count are reported per row, not as a fatal error.
         .flexible(true)
         .trim(csv::Trim::All)
+        // Records end at `\n`; a `\r` before it is trimmed with the last value. (With the
+        // default CRLF terminator the csv crate counts a CRLF file's lines one short.)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(reader);
     let header = Location::Line(1);
     let headers = match rdr.headers() {
@@ -52,11 +130,15 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
             }
             None => problems.push(RowError::new(
                 header,
-                name,
+                super::record::echo(name),
                 "unknown column (the columns are listed in docs/import-format.md)",
             )),
             Some(f) if columns.contains(&Some(f)) => {
-                problems.push(RowError::new(header, name, "column appears twice"));
+                problems.push(RowError::new(
+                    header,
+                    f.csv_column(),
+                    "column appears twice",
+                ));
             }
             Some(_) => {}
         }
@@ -143,7 +225,7 @@ fn read_csv<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result
 /// with the file's contents at `location`.
 fn csv_failure(e: csv::Error, location: Location) -> std::io::Result<RowError> {
     match e.into_kind() {
-        csv::ErrorKind::Io(io) => Err(io),
+        csv::ErrorKind::Io(io) => TooLarge::from_io(&io).ok_or(io),
         csv::ErrorKind::Utf8 { .. } => Ok(RowError::new(location, "", "is not valid UTF-8")),
         other => Ok(RowError::new(
             location,
@@ -153,13 +235,53 @@ fn csv_failure(e: csv::Error, location: Location) -> std::io::Result<RowError> {
     }
 }
 
-fn read_json<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Result<Vec<RowError>> {
-    let mut de = serde_json::Deserializer::from_reader(reader);
+/// Refuses a JSON array element larger than [`MAX_RECORD_BYTES`]: counts the bytes read
+/// since the last element ended (`consumed` is reset by the array visitor).
+struct ElementLimit<'c, R> {
+    inner: R,
+    consumed: &'c Cell<u64>,
+    next_index: &'c Cell<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for ElementLimit<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let consumed = self.consumed.get() + n as u64;
+        self.consumed.set(consumed);
+        if consumed > MAX_RECORD_BYTES {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                TooLarge {
+                    location: Location::Item(self.next_index.get()),
+                },
+            ));
+        }
+        Ok(n)
+    }
+}
+
+fn read_json<R: std::io::BufRead>(
+    mut reader: R,
+    sink: &mut Sink<'_>,
+) -> std::io::Result<Vec<RowError>> {
+    // Editors on Windows start UTF-8 files with a byte-order mark; JSON itself has none.
+    if reader.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        reader.consume(3);
+    }
     let next_index = Cell::new(0u64);
+    let consumed = Cell::new(0u64);
     let stopped = Cell::new(false);
+    // serde_json reads byte by byte: the limit sits on top of the buffered reader.
+    let limited = ElementLimit {
+        inner: reader,
+        consumed: &consumed,
+        next_index: &next_index,
+    };
+    let mut de = serde_json::Deserializer::from_reader(limited);
     let visitor = ArrayVisitor {
         sink,
         next_index: &next_index,
+        consumed: &consumed,
         stopped: &stopped,
     };
     let result = de.deserialize_seq(visitor).and_then(|()| de.end());
@@ -167,7 +289,13 @@ fn read_json<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Resul
         Ok(()) => Ok(Vec::new()),
         // The consumer asked to stop: what follows in the file does not matter.
         Err(_) if stopped.get() => Ok(Vec::new()),
-        Err(e) if e.is_io() => Err(std::io::Error::other(e)),
+        Err(e) if e.is_io() => {
+            let io = std::io::Error::from(e);
+            match TooLarge::from_io(&io) {
+                Some(problem) => Ok(vec![problem]),
+                None => Err(io),
+            }
+        }
         Err(e) => {
             let location = if e.is_data() && next_index.get() == 0 {
                 // The top level is not an array.
@@ -189,6 +317,7 @@ fn read_json<R: std::io::Read>(reader: R, sink: &mut Sink<'_>) -> std::io::Resul
 struct ArrayVisitor<'s, 'c> {
     sink: &'s mut Sink<'c>,
     next_index: &'s Cell<u64>,
+    consumed: &'s Cell<u64>,
     stopped: &'s Cell<bool>,
 }
 
@@ -200,15 +329,82 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(StrictValue(value)) = seq.next_element::<StrictValue>()? {
             let index = self.next_index.get();
             self.next_index.set(index + 1);
+            self.consumed.set(0);
             if (self.sink)(record_from_json(index, value)).is_break() {
                 self.stopped.set(true);
                 return Err(serde::de::Error::custom("stopped"));
             }
         }
         Ok(())
+    }
+}
+
+/// A JSON value read strictly: an object with the same key twice is an error (serde_json
+/// would keep the last one silently, so `"principal"` given twice would import whichever
+/// came last).
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {:?} appears twice in one object",
+                    super::record::echo(&key)
+                )));
+            }
+            let StrictValue(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -423,6 +619,79 @@ mod tests {
         let fields: Vec<&str> = records[1].errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["principal", "schedule[0].color"]);
         assert!(!records[2].readable);
+    }
+
+    #[test]
+    fn crlf_lines_are_numbered_like_lf_lines() {
+        let lf = format!(
+            "{HEADER}C1,Ann,a@example.com,en,Europe/London,ACC1,M1,active,A1,GBP,100,annuity,\n\
+             C2,Bo,b@example.com,en,Europe/London,ACC2,M2,active,A2,GBP,\"50\",annuity,\n\
+             a,b\n"
+        );
+        let crlf = lf.replace('\n', "\r\n");
+        for text in [&lf, &crlf] {
+            let (records, problems) = collect(Format::Csv, text);
+            assert!(problems.is_empty(), "{problems:?}");
+            let lines: Vec<Location> = records.iter().map(|r| r.location).collect();
+            assert_eq!(
+                lines,
+                [Location::Line(2), Location::Line(3), Location::Line(4)],
+                "{text:?}"
+            );
+            assert_eq!(records[1].get(Field::Principal), Some("50"));
+            assert_eq!(records[1].get(Field::Method), Some("annuity"));
+            assert!(records[2].errors[0].row == Location::Line(4));
+        }
+    }
+
+    #[test]
+    fn overlong_lines_and_elements_are_refused_with_a_short_message() {
+        // No line break at all, as from /dev/zero.
+        let zeros = vec![0u8; (MAX_RECORD_BYTES + 10) as usize];
+        let mut records = 0;
+        let problems = read_csv(&zeros[..], &mut |_| {
+            records += 1;
+            ControlFlow::Continue(())
+        })
+        .expect("a problem, not an I/O error");
+        assert_eq!(records, 0);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].row, Location::Line(1));
+        assert!(problems[0].reason.contains("1024 KiB"), "{problems:?}");
+        assert!(problems[0].to_string().len() < 200);
+        // A long header name is echoed in part.
+        let header = format!("{}\n", "x".repeat(100_000));
+        let (_, problems) = collect(Format::Csv, &header);
+        assert!(
+            problems.iter().all(|p| p.to_string().len() < 300),
+            "{problems:?}"
+        );
+        // A JSON element past the limit, after a good one.
+        let big = format!(
+            "[{{\"agreement_id\": \"A1\"}}, {{\"agreement_id\": \"{}\"}}]",
+            "y".repeat((MAX_RECORD_BYTES + 1) as usize)
+        );
+        let (records, problems) = collect(Format::Json, &big);
+        assert_eq!(records.len(), 1);
+        assert_eq!(problems[0].row, Location::Item(1));
+        assert!(problems[0].reason.contains("larger than"), "{problems:?}");
+    }
+
+    #[test]
+    fn json_with_a_bom_reads_and_duplicate_keys_are_refused() {
+        let (records, problems) = collect(Format::Json, "\u{feff}[{\"agreement_id\": \"A1\"}]");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(records[0].get(Field::AgreementId), Some("A1"));
+        let (records, problems) = collect(
+            Format::Json,
+            r#"[{"agreement_id": "A1"}, {"agreement_id": "A2", "terms": {"principal": "1", "principal": "1000"}}]"#,
+        );
+        assert_eq!(records.len(), 1);
+        assert_eq!(problems[0].row, Location::Item(1));
+        assert!(
+            problems[0].reason.contains("\"principal\" appears twice"),
+            "{problems:?}"
+        );
     }
 
     #[test]

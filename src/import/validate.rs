@@ -319,7 +319,12 @@ fn check_account(raw: &RawRecord, report: &mut Report) -> Option<NewFundingAccou
 
 /// Parses an amount exactly in `currency`; the reason names the problem.
 fn parse_amount(text: &str, currency: Option<Currency>) -> Result<Decimal, String> {
-    let value = Decimal::from_str(text).map_err(|_| format!("{text:?} is not a decimal amount"))?;
+    let value = crate::domain::parse_decimal(text).ok_or_else(|| {
+        format!(
+            "{:?} is not a decimal amount (digits, optionally a point and digits; no exponent)",
+            crate::import::record::echo(text)
+        )
+    })?;
     let Some(currency) = currency else {
         // Without a valid currency the places cannot be checked; the currency's own
         // error is reported.
@@ -424,17 +429,7 @@ fn choice_name<T: ValueEnum>(value: &T) -> String {
 
 /// A rate as a fraction (`0.12`) or a percentage (`12%`).
 fn parse_rate(text: &str) -> Result<Decimal, String> {
-    let (number, percent) = match text.strip_suffix('%') {
-        Some(n) => (n.trim(), true),
-        None => (text, false),
-    };
-    let value = Decimal::from_str(number)
-        .map_err(|_| format!("{text:?} is not a rate (write 0.12 or 12%)"))?;
-    Ok(if percent {
-        value / Decimal::ONE_HUNDRED
-    } else {
-        value
-    })
+    crate::domain::parse_rate(text)
 }
 
 fn parse_date(text: &str) -> Result<NaiveDate, String> {

@@ -190,16 +190,16 @@ impl SmtpSettings {
             },
             Err(e) => problems.push(e),
         }
-        if self.pool_size == 0 {
+        if self.pool_size == 0 || self.pool_size > 100 {
             problems.push(ConfigError::invalid(
                 "mail.smtp.pool_size",
-                "must be at least 1",
+                format!("is {}; must be between 1 and 100", self.pool_size),
             ));
         }
-        if self.timeout_seconds == 0 {
+        if self.timeout_seconds == 0 || self.timeout_seconds > 600 {
             problems.push(ConfigError::invalid(
                 "mail.smtp.timeout_seconds",
-                "must be at least 1",
+                format!("is {}; must be between 1 and 600", self.timeout_seconds),
             ));
         }
         if !(self.rate_per_second.is_finite() && self.rate_per_second > 0.0) {

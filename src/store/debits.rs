@@ -449,6 +449,89 @@ impl Store {
         Ok(rows)
     }
 
+    /// Attempts in `state` (e.g. `rejected`), oldest first, for `repayd attempts list`.
+    pub async fn attempts_in_state(&self, state: &str, limit: i64) -> Result<Vec<AttemptRow>> {
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE state = $1 ORDER BY id LIMIT $2"
+        );
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(state)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// An operator's re-queue of a `rejected` attempt after fixing the cause: back to
+    /// `scheduled` at `now_ms` under the same attempt and idempotency key (the gateway
+    /// refused it before acting, so the key is unused), its funds check to be done again,
+    /// with a `debit_requeued` event naming the actor and reason, in one transaction.
+    /// Fails with `Conflict` unless the attempt is `rejected`.
+    pub async fn requeue_rejected_attempt(
+        &self,
+        attempt_id: i64,
+        actor: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<AttemptRow> {
+        let select = format!("SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE id = $1");
+        let row = on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let before = sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(select.clone()))
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "debit attempt",
+                    id: attempt_id.to_string(),
+                })?;
+            let updated = sqlx::query(
+                "UPDATE debit_attempts SET state = 'scheduled', scheduled_at_ms = $1, \
+                    funds_checked_at_ms = NULL, finished_at_ms = NULL, outcome_code = NULL, \
+                    outcome_detail = NULL, reconcile_count = 0, lease_owner = NULL, \
+                    lease_until_ms = NULL, updated_at_ms = $1 \
+                 WHERE id = $2 AND state = 'rejected'",
+            )
+            .bind(now_ms)
+            .bind(attempt_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!(
+                    "debit attempt {attempt_id} is {}, not rejected: only a rejected attempt can be re-queued",
+                    before.state
+                )));
+            }
+            insert_event!(
+                &mut *tx,
+                &NewEvent {
+                    at_ms: now_ms,
+                    kind: "debit_requeued",
+                    agreement_id: Some(before.agreement_id),
+                    installment_id: Some(before.installment_id),
+                    attempt_id: Some(attempt_id),
+                    detail: serde_json::json!({
+                        "attempt_no": before.attempt_no,
+                        "actor": actor,
+                        "reason": reason,
+                        "previous_outcome": before.outcome_code,
+                    }),
+                }
+            )?;
+            let after = sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(select.clone()))
+                .bind(attempt_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            after
+        });
+        Ok(row)
+    }
+
     /// Attempts per state, for logs, metrics and tests.
     pub async fn attempt_state_counts(&self) -> Result<Vec<(String, i64)>> {
         let rows = on_read!(self, |pool| {

@@ -377,6 +377,106 @@ impl Store {
         }
     }
 
+    /// What `check-config` does with the database URL: reaches its target without
+    /// changing anything. A SQLite file that exists is opened read-only; one that does not
+    /// must have a directory to be created in (the nearest existing ancestor must be a
+    /// directory: a path under a regular file fails). A PostgreSQL URL is parsed and
+    /// connected to. The error never shows the URL (it may hold a password).
+    pub async fn probe(url: &SecretString) -> Result<()> {
+        use sqlx::ConnectOptions;
+        let url = url.expose_secret();
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("sqlite URL: {e}")))?;
+            let path = options.get_filename().to_path_buf();
+            if path.exists() {
+                let mut conn = options.read_only(true).connect().await.map_err(|e| {
+                    StoreError::BadUrl(format!("cannot open {}: {e}", path.display()))
+                })?;
+                sqlx::query("SELECT COUNT(*) FROM sqlite_master")
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| {
+                        StoreError::BadUrl(format!(
+                            "{} is not a SQLite database: {e}",
+                            path.display()
+                        ))
+                    })?;
+                return Ok(());
+            }
+            let mut ancestor = path.parent();
+            while let Some(dir) = ancestor {
+                let dir = if dir.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    dir
+                };
+                match std::fs::metadata(dir) {
+                    Ok(m) if m.is_dir() => return Ok(()),
+                    Ok(_) => {
+                        return Err(StoreError::BadUrl(format!(
+                            "{} cannot be created: {} is not a directory",
+                            path.display(),
+                            dir.display()
+                        )));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        ancestor = dir.parent();
+                    }
+                    Err(e) => {
+                        return Err(StoreError::BadUrl(format!(
+                            "{} cannot be created: {}: {e}",
+                            path.display(),
+                            dir.display()
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::BadUrl(format!("PostgreSQL URL: {e}")))?;
+            let connect = options.connect();
+            let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)
+                .await
+                .map_err(|_| StoreError::BadUrl("PostgreSQL did not answer within 10 s".into()))?
+                .map_err(|e| StoreError::BadUrl(format!("cannot connect to PostgreSQL: {e}")))?;
+            sqlx::query("SELECT 1").execute(&mut conn).await?;
+            Ok(())
+        } else {
+            Err(StoreError::BadUrl(
+                "must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+
+    /// Names of the explicitly created indexes on `table` (for the migration tests: a
+    /// table rebuilt by a later migration must keep every index of the earlier ones).
+    pub async fn index_names(&self, table: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = match &self.inner {
+            Inner::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master \
+                     WHERE type = 'index' AND tbl_name = $1 AND sql IS NOT NULL",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await?
+            }
+            Inner::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT indexname::TEXT FROM pg_indexes \
+                     WHERE tablename = $1 AND schemaname = current_schema()",
+                )
+                .bind(table)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,

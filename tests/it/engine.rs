@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 
-fn policy() -> EnginePolicy {
+pub(crate) fn policy() -> EnginePolicy {
     EnginePolicy {
         debit: DebitPolicy {
             local_time: chrono::NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
@@ -57,7 +57,7 @@ fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
 }
 
 /// The UTC instant of 06:00 local on `date` in `tz`.
-fn six_local(date: &str, tz: Tz) -> DateTime<Utc> {
+pub(crate) fn six_local(date: &str, tz: Tz) -> DateTime<Utc> {
     let d = NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
     tz.from_local_datetime(&d.and_hms_opt(6, 0, 0).unwrap())
         .single()
@@ -65,21 +65,21 @@ fn six_local(date: &str, tz: Tz) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-struct Portfolio {
-    agreement_ids: Vec<i64>,
+pub(crate) struct Portfolio {
+    pub(crate) agreement_ids: Vec<i64>,
 }
 
-struct Spec<'a> {
-    id: &'a str,
-    tz: &'a str,
-    currency: &'a str,
-    account: &'a str,
-    mandate: &'a str,
+pub(crate) struct Spec<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) tz: &'a str,
+    pub(crate) currency: &'a str,
+    pub(crate) account: &'a str,
+    pub(crate) mandate: &'a str,
     /// (due date, total minor units)
-    installments: &'a [(&'a str, i64)],
+    pub(crate) installments: &'a [(&'a str, i64)],
 }
 
-async fn load(store: &Store, specs: &[Spec<'_>]) -> Portfolio {
+pub(crate) async fn load(store: &Store, specs: &[Spec<'_>]) -> Portfolio {
     let mut ids = Vec::new();
     for s in specs {
         let customer = store
@@ -155,6 +155,22 @@ async fn bank(store: &Store, clock: &ManualClock) -> Arc<SandboxBank> {
             .unwrap()
             .with_clock(Arc::new(clock.clone())),
     )
+}
+
+/// An engine with a given policy (other test modules use this harness too).
+pub(crate) fn test_engine(
+    store: &Store,
+    gateway: Arc<dyn PaymentGateway>,
+    clock: &ManualClock,
+    policy: EnginePolicy,
+) -> Arc<Engine> {
+    Arc::new(Engine::new(
+        store.clone(),
+        gateway,
+        Arc::new(clock.clone()),
+        policy,
+        "test-worker",
+    ))
 }
 
 fn engine(

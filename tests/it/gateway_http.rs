@@ -131,6 +131,8 @@ struct BankState {
     bookings: HashMap<String, u32>,
     faults: VecDeque<Fault>,
     faults_used: BTreeMap<&'static str, u32>,
+    /// Every request that reached the server, authorized or not.
+    requests: u32,
 }
 
 /// The in-memory bank behind the test server.
@@ -200,6 +202,7 @@ async fn serve(
     headers: &HeaderMap,
     process: impl FnOnce(&mut BankState) -> Response,
 ) -> Response {
+    bank.state().requests += 1;
     let authorized = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -502,12 +505,12 @@ async fn funds_checks_are_retried_then_unavailable() {
         gw.check_funds("ACC-0001", &ask).await,
         Err(GatewayError::Unavailable(_))
     ));
-    // A refusal is not retried.
+    // A refusal is not retried: it needs a human.
     bank.fault(Fault::Status(400));
     bank.fault(Fault::Status(503));
     assert!(matches!(
         gw.check_funds("ACC-0001", &ask).await,
-        Err(GatewayError::Protocol(_))
+        Err(GatewayError::Rejected(_))
     ));
     assert_eq!(bank.state().faults.len(), 1, "the 400 was not retried");
 }
@@ -522,7 +525,7 @@ async fn the_bearer_token_is_required() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, GatewayError::Unavailable(m) if m.contains("401")),
+        matches!(&err, GatewayError::Rejected(m) if m.contains("401")),
         "{err}"
     );
     assert!(!err.to_string().contains("wrong-token"));
@@ -531,7 +534,7 @@ async fn the_bearer_token_is_required() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, GatewayError::Unavailable(m) if m.contains("401")),
+        matches!(&err, GatewayError::Rejected(m) if m.contains("401")),
         "{err}"
     );
     assert!(matches!(
@@ -687,12 +690,13 @@ async fn each_debit_fault_is_classified_as_documented() {
         ));
         assert_eq!(bank.bookings(&req.idempotency_key), 1, "{fault:?}");
     }
-    // A request the bank refuses as invalid is a protocol error; nothing was booked.
+    // A request the bank refuses as invalid is rejected (a human must act); nothing was
+    // booked.
     bank.fault(Fault::Answer(422, r#"{"error":"invalid_amount"}"#));
     assert!(matches!(
         gw.debit(&request("fault-422", "ACC-0001", money("1.00", "CNY")))
             .await,
-        Err(GatewayError::Protocol(_))
+        Err(GatewayError::Rejected(_))
     ));
     assert_eq!(bank.balance("ACC-0001"), money("989.00", "CNY"));
 }
@@ -810,7 +814,7 @@ async fn drive(gw: &HttpGateway, req: &DebitRequest) -> Belief {
             Ok(outcome) => return settle(gw, key, outcome).await,
             Err(GatewayError::Unavailable(_)) => continue,
             Err(GatewayError::Ambiguous(_)) => {}
-            Err(GatewayError::Protocol(e)) => panic!("{key}: {e}"),
+            Err(GatewayError::Protocol(e) | GatewayError::Rejected(e)) => panic!("{key}: {e}"),
         }
         for _ in 0..40 {
             match gw.lookup(key).await {
@@ -944,3 +948,183 @@ async fn no_double_debits_under_random_faults() {
         );
     }
 }
+
+/// Every status the protocol says means "refused before acting; needs a human" is
+/// `Rejected` for a funds check and for a debit, names the status and is asked once.
+#[tokio::test]
+async fn refusals_that_need_a_human_are_rejected_and_asked_once() {
+    let bank = TestBank::default().with_balance("ACC-0001", money("100.00", "CNY"));
+    let gw = client(&start(&bank).await);
+    for status in repayd::gateway::REJECTING_STATUSES {
+        let before = bank.state().requests;
+        bank.fault(Fault::Answer(status, r#"{"error":"invalid_request"}"#));
+        match gw.check_funds("ACC-0001", &money("1.00", "CNY")).await {
+            Err(GatewayError::Rejected(m)) => assert!(m.contains(&status.to_string()), "{m}"),
+            other => panic!("funds check answered {status}: got {other:?}"),
+        }
+        assert_eq!(bank.state().requests, before + 1, "{status} was retried");
+        let key = format!("rejected-{status}");
+        bank.fault(Fault::Answer(status, r#"{"error":"invalid_request"}"#));
+        match gw
+            .debit(&request(&key, "ACC-0001", money("1.00", "CNY")))
+            .await
+        {
+            Err(GatewayError::Rejected(m)) => {
+                assert!(
+                    m.contains(&status.to_string()) && m.contains("invalid_request"),
+                    "{m}"
+                )
+            }
+            other => panic!("debit answered {status}: got {other:?}"),
+        }
+        assert_eq!(bank.bookings(&key), 0);
+    }
+}
+
+/// The engine against the loopback bank: a funds check or a debit answered 400/422 ends
+/// the attempt `rejected` with an operations alert; nothing is resent however long the
+/// daemon runs; an operator's re-queue (actor and reason in the event log) runs it again
+/// under the same key, and it is booked exactly once.
+async fn rejected_attempts_stop_until_an_operator_requeues_them(db: crate::helpers::TestDb) {
+    use crate::engine::{Spec, load, six_local, test_engine};
+    use repayd::clock::{Clock, ManualClock};
+    let store = db.store.clone();
+    let bank = TestBank::default()
+        .with_balance("ACC-F", money("1000.00", "CNY"))
+        .with_balance("ACC-D", money("1000.00", "CNY"));
+    let gw: Arc<dyn PaymentGateway> = Arc::new(client(&start(&bank).await));
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+    let due = six_local("2027-01-15", tz);
+    let clock = ManualClock::new(due);
+    let p = load(
+        &store,
+        &[
+            Spec {
+                id: "FUNDS400",
+                tz: "Asia/Shanghai",
+                currency: "CNY",
+                account: "ACC-F",
+                mandate: "active",
+                installments: &[("2027-01-15", 10_000)],
+            },
+            Spec {
+                id: "DEBIT422",
+                tz: "Asia/Shanghai",
+                currency: "CNY",
+                account: "ACC-D",
+                mandate: "active",
+                installments: &[("2027-01-16", 20_000)],
+            },
+        ],
+    )
+    .await;
+    let mut policy = crate::engine::policy();
+    policy.overdue.alerts.webhook_url = Some("http://127.0.0.1:9/alerts".into());
+    let engine = test_engine(&store, gw, &clock, policy);
+    engine.plan().await.unwrap();
+    // On the 15th the funds check is refused (400); on the 16th the funds check passes
+    // and the debit is refused (422).
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    bank.fault(Fault::Answer(400, r#"{"error":"invalid_account_ref"}"#));
+    let report = engine.run_due(&shutdown).await.unwrap();
+    assert_eq!((report.claimed, report.rejected), (1, 1), "{report:?}");
+    let due = six_local("2027-01-16", tz);
+    clock.set(due);
+    bank.fault(Fault::Answer(
+        200,
+        r#"{"funds_available":true,"checked_at":"2027-01-16T06:00:00+08:00"}"#,
+    ));
+    bank.fault(Fault::Answer(422, r#"{"error":"invalid_amount"}"#));
+    let report = engine.run_due(&shutdown).await.unwrap();
+    assert_eq!((report.claimed, report.rejected), (1, 1), "{report:?}");
+    let funds = store
+        .attempts_for_agreement(p.agreement_ids[0])
+        .await
+        .unwrap();
+    let debit = store
+        .attempts_for_agreement(p.agreement_ids[1])
+        .await
+        .unwrap();
+    assert_eq!((funds.len(), debit.len()), (1, 1));
+    assert_eq!(funds[0].state, "rejected");
+    assert_eq!(
+        funds[0].outcome_code.as_deref(),
+        Some("funds_check_rejected")
+    );
+    assert!(funds[0].outcome_detail.as_deref().unwrap().contains("400"));
+    assert_eq!(debit[0].state, "rejected");
+    assert_eq!(debit[0].outcome_code.as_deref(), Some("debit_rejected"));
+
+    // An operations alert for each, once.
+    assert_eq!(engine.enqueue_event_alerts().await.unwrap(), 2);
+    assert_eq!(engine.enqueue_event_alerts().await.unwrap(), 0);
+    let alerts = store.alerts().await.unwrap();
+    assert!(
+        alerts.iter().all(|a| a.kind == "debit_rejected"),
+        "{alerts:?}"
+    );
+
+    // Days go by: nothing is sent again, no new attempt is planned.
+    let requests = bank.state().requests;
+    for day in 1..=10 {
+        clock.set(due + chrono::Duration::days(day));
+        engine.plan().await.unwrap();
+        let report = engine.run_due(&shutdown).await.unwrap();
+        assert_eq!(report.claimed, 0, "day {day}: {report:?}");
+    }
+    assert_eq!(bank.state().requests, requests);
+    assert_eq!(
+        store
+            .attempts_for_agreement(p.agreement_ids[0])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Re-queued after the fix; only a rejected attempt can be.
+    let now_ms = repayd::clock::to_epoch_ms(clock.now());
+    store
+        .requeue_rejected_attempt(debit[0].id, "ops-bob", "debit limit raised", now_ms)
+        .await
+        .unwrap();
+    let again = store
+        .requeue_rejected_attempt(debit[0].id, "ops-bob", "twice", now_ms)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("not rejected"), "{again}");
+    let row = store
+        .requeue_rejected_attempt(
+            funds[0].id,
+            "ops-alice",
+            "account reference corrected",
+            now_ms,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.idempotency_key.as_str()),
+        ("scheduled", funds[0].idempotency_key.as_str())
+    );
+    let report = engine.run_due(&shutdown).await.unwrap();
+    assert_eq!(report.succeeded, 2, "{report:?}");
+    assert_eq!(bank.bookings(&funds[0].idempotency_key), 1);
+    assert_eq!(bank.bookings(&debit[0].idempotency_key), 1);
+    let events = store.events(None).await.unwrap();
+    let requeued: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "debit_requeued")
+        .collect();
+    assert_eq!(requeued.len(), 2);
+    assert!(
+        requeued
+            .iter()
+            .any(|e| e.detail.contains("ops-alice")
+                && e.detail.contains("account reference corrected")),
+        "{requeued:?}"
+    );
+}
+crate::both_backends!(
+    rejected_attempts_stop_until_an_operator_requeues_them,
+    super::rejected_attempts_stop_until_an_operator_requeues_them
+);

@@ -356,9 +356,9 @@ async fn customer_and_mandate_changes_are_updates(db: TestDb) {
         )
         .replace("MND-US-0001,active", "MND-US-0002,revoked")
     });
-    let s = import(store, &changed, ImportOptions::default())
-        .await
-        .expect("updates");
+    // A mandate's status changes only with --update.
+    let s = import(store, &changed, update()).await.expect("updates");
+    assert!(s.refused_changes.is_empty(), "{:?}", s.refused_changes);
     assert_eq!((s.customers_updated, s.customers_unchanged), (1, 3));
     assert_eq!((s.accounts_updated, s.accounts_unchanged), (1, 4));
     assert_eq!(
@@ -658,3 +658,98 @@ async fn add_attempt(store: &Store, agreement_id: i64, installment_id: i64, stat
         .await
         .expect("insert debit attempt");
 }
+
+/// Consent is never restored by accident: an import changes a mandate's status only with
+/// `--update`, never turns `revoked` back into anything, and lists each refused change.
+async fn imports_never_restore_a_revoked_mandate(db: TestDb) {
+    let store = &db.store;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = samples().join("agreements.csv");
+    import(store, &csv, ImportOptions::default())
+        .await
+        .expect("samples");
+    let account = "US021000021555012";
+    store
+        .revoke_mandate(account, true, 0, 0)
+        .await
+        .expect("revoke");
+    let status = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .agreement_detail("AGR-2026-0003")
+                .await
+                .unwrap()
+                .unwrap()
+                .funding_account
+                .mandate_status
+        }
+    };
+    assert_eq!(status(store).await, "revoked");
+
+    // The unchanged file again: the mandate stays revoked, and the summary says why.
+    let s = import(store, &csv, ImportOptions::default())
+        .await
+        .expect("re-import");
+    assert_eq!(status(store).await, "revoked");
+    assert_eq!((s.accounts_updated, s.accounts_unchanged), (0, 5));
+    assert_eq!(s.refused_changes.len(), 1, "{:?}", s.refused_changes);
+    let refused = &s.refused_changes[0];
+    assert!(
+        refused.contains("line 4")
+            && refused.contains("mandate_status")
+            && refused.contains("revoked -> active")
+            && refused.contains("never restored")
+            && !refused.contains(account),
+        "{refused}"
+    );
+    assert!(s.to_string().contains("refused changes (1)"), "{s}");
+    // Not even with --update, nor by way of `pending`.
+    let s = import(store, &csv, update())
+        .await
+        .expect("re-import --update");
+    assert_eq!(status(store).await, "revoked");
+    assert_eq!(s.refused_changes.len(), 1);
+    let pending = edited_sample(dir.path(), "pending.csv", |t| {
+        t.replace("MND-US-0001,active", "MND-US-0001,pending")
+    });
+    let s = import(store, &pending, update()).await.expect("pending");
+    assert_eq!(status(store).await, "revoked");
+    assert!(s.refused_changes[0].contains("revoked -> pending"));
+
+    // Any other status change needs --update: without it, refused and listed.
+    let paused = edited_sample(dir.path(), "paused.csv", |t| {
+        t.replace("MND-GB-0001,active", "MND-GB-0001,pending")
+    });
+    let s = import(store, &paused, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!(s.refused_changes.len(), 2, "{:?}", s.refused_changes);
+    assert!(
+        s.refused_changes
+            .iter()
+            .any(|r| r.contains("active -> pending") && r.contains("--update")),
+        "{:?}",
+        s.refused_changes
+    );
+    let gb = store
+        .agreement_detail("AGR-2026-0004")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gb.funding_account.mandate_status, "active");
+    let s = import(store, &paused, update())
+        .await
+        .expect("import --update");
+    assert_eq!(s.accounts_updated, 1);
+    let gb = store
+        .agreement_detail("AGR-2026-0004")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(gb.funding_account.mandate_status, "pending");
+}
+both_backends!(
+    imports_never_restore_a_revoked_mandate,
+    super::imports_never_restore_a_revoked_mandate
+);

@@ -11,6 +11,7 @@ mod gateway_http;
 mod helpers;
 mod import;
 mod mail;
+mod migrations;
 mod overdue;
 mod payments;
 mod reminders;
