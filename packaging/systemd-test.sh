@@ -104,7 +104,7 @@ t0=$(date +%s)
 # The binary `cargo test` builds (dev-dependency features included, so nothing is built
 # again after the test step).
 cargo test --no-run --locked --quiet
-REPAYD_DEB_NO_BUILD=1 REPAYD_DEB_PROFILE=dev debian/build-deb.sh --deb-version "$v1" -o "$work/pkgs/" --quiet
+REPAYD_DEB_NO_BUILD=1 REPAYD_DEB_PROFILE=dev debian/build-deb.sh --deb-version "$v1" -o "$work/pkgs/" --quiet --fast
 echo "v1 $v1 in $(($(date +%s) - t0)) s"
 # Version 2: a copy of the tree plus one throw-away migration (and, instead of the test
 # suite, one empty test, which makes `cargo test --no-run` build the binary as above).
@@ -120,6 +120,8 @@ for backend in sqlite postgres; do
         >"$tree2/migrations/$backend/9999_ci_upgrade_marker.sql"
 done
 rm -rf "$tree2/tests" && mkdir "$tree2/tests" && echo '#[test] fn builds() {}' >"$tree2/tests/ci_upgrade.rs"
+# A new version of the conffile too, so the upgrade meets dpkg's conffile question.
+printf '\n# (packaging/systemd-test.sh: version 2 of this file)\n' >>"$tree2/debian/repayd.toml"
 rm -rf "$target2" && mkdir -p "$target2"
 cp -al target/debug "$target2/debug"
 rm -rf "$target2"/debug/repayd "$target2"/debug/deps/*repayd-* "$target2"/debug/deps/it-* \
@@ -127,7 +129,7 @@ rm -rf "$target2"/debug/repayd "$target2"/debug/deps/*repayd-* "$target2"/debug/
     "$target2"/debug/incremental/it-* "$target2"/debug/build/repayd-*
 (cd "$tree2" && CARGO_TARGET_DIR="$target2" cargo test --no-run --locked --quiet --test ci_upgrade &&
     CARGO_TARGET_DIR="$target2" REPAYD_DEB_NO_BUILD=1 REPAYD_DEB_PROFILE=dev \
-        debian/build-deb.sh --deb-version "$v2" -o "$work/pkgs/" --quiet)
+        debian/build-deb.sh --deb-version "$v2" -o "$work/pkgs/" --quiet --fast)
 rm -rf "$target2"
 echo "v2 $v2 (with migration 9999) in $(($(date +%s) - t0)) s"
 ls -l "$work/pkgs"
@@ -171,7 +173,16 @@ if [ -z "$leader" ]; then
     tail -n 20 "$work/console.log"
     skip "systemd-nspawn could not boot $suite on this machine (see above)"
 fi
-state=$(in_ct timeout 90 systemctl is-system-running --wait 2>/dev/null || true)
+# Until the container's manager answers (its socket appears a moment after exec), then
+# until start-up is over.
+state=
+for _ in $(seq 1 120); do
+    state=$(in_ct timeout 90 systemctl is-system-running --wait 2>/dev/null || true)
+    case "$state" in
+    running | degraded) break ;;
+    esac
+    sleep 1
+done
 case "$state" in
 running | degraded) ;;
 *)
@@ -331,8 +342,13 @@ ok "exit 78 naming database.url; RestartPreventExitStatus=78 held it"
 section "upgrade $v1 -> $v2 (extra migration), edited conffile and its mode kept"
 ctq "chmod 0440 /etc/repayd/repayd.toml"
 pid=$(ctq 'systemctl show -p MainPID --value repayd')
+echo "MainPID before the upgrade: $pid"
 ct "sqlite3 -readonly /var/lib/repayd/repayd.db 'SELECT max(version) FROM _sqlx_migrations'"
-out=$(ctq "dpkg -i /mnt/pkgs/$deb2 2>&1")
+# Both versions of the conffile changed (ours edited, the package's new): dpkg would ask.
+# --force-confold answers "keep mine" without a terminal, as unattended upgrades do
+# (apt-get -o Dpkg::Options::=--force-confold).
+echo "\$ dpkg -i --force-confold /mnt/pkgs/$deb2"
+out=$(ctq "dpkg -i --force-confold /mnt/pkgs/$deb2 2>&1 </dev/null")
 echo "$out" | sed 's/^/    /'
 echo "$out" | grep -qi 'warn' && fail "upgrade printed a warning"
 ct "dpkg-query -W repayd; systemctl show -p ActiveState -p MainPID repayd"
@@ -340,11 +356,13 @@ ct "dpkg-query -W repayd; systemctl show -p ActiveState -p MainPID repayd"
 ct "sqlite3 -readonly /var/lib/repayd/repayd.db 'SELECT version, description, success FROM _sqlx_migrations ORDER BY version DESC LIMIT 2'"
 [ "$(ctq "sqlite3 -readonly /var/lib/repayd/repayd.db 'SELECT count(*) FROM _sqlx_migrations WHERE version = 9999 AND success'")" = 1 ] ||
     fail "migration 9999 not applied"
-ct "stat -c '%U:%G %a %n' /etc/repayd/repayd.toml; grep -n max_attempts /etc/repayd/repayd.toml"
+ct "stat -c '%U:%G %a %n' /etc/repayd/repayd.toml*; grep -n max_attempts /etc/repayd/repayd.toml"
+echo "$out" | grep -q "Configuration file '/etc/repayd/repayd.toml'" || fail "dpkg did not meet the conffile question"
+ctq "test -f /etc/repayd/repayd.toml.dpkg-dist" || fail "no .dpkg-dist beside the kept file"
 [ "$(ctq "stat -c '%U:%G %a' /etc/repayd/repayd.toml")" = "root:repayd 440" ] || fail "mode reset"
 ctq "grep -q '^max_attempts = 5' /etc/repayd/repayd.toml" || fail "edit lost"
 ct "curl -sS -w ' (HTTP %{http_code})\n' http://127.0.0.1:9464/readyz"
-ok "restarted on upgrade, migration 9999 applied at start, /readyz 200, conffile edit and mode 0440 kept"
+ok "restarted on upgrade, migration 9999 applied at start, /readyz 200; the conffile question answered 'keep', edit and mode 0440 kept, the package's version beside it as .dpkg-dist"
 
 section "purge"
 out=$(ctq "dpkg --purge repayd 2>&1")
