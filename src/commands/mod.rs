@@ -69,7 +69,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             check_components(&settings).await?;
             Store::probe(&settings.database_url())
                 .await
-                .map_err(|e| ConfigError::invalid("database.url", e.to_string()))?;
+                .map_err(|e| ConfigError::invalid(settings.database_url_key(), e.to_string()))?;
             println!("configuration OK: {}", cli.config.display());
             Ok(ExitCode::SUCCESS)
         }

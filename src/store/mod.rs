@@ -434,7 +434,7 @@ impl Store {
             }
             Ok(())
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+            let options = sqlx::postgres::PgConnectOptions::from_str(&postgres_socket_url(url))
                 .map_err(|e| StoreError::BadUrl(format!("PostgreSQL URL: {e}")))?;
             let connect = options.connect();
             let mut conn = tokio::time::timeout(Duration::from_secs(10), connect)

@@ -38,6 +38,10 @@ async fn documented_unix_socket_urls_connect_to_the_local_postgresql() {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         store.ping().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         store.close().await;
+        // check-config's probe takes the same URL.
+        Store::probe(&SecretString::from(url.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("probe {url}: {e}"));
     }
     // The socket really is what is used: a directory without one fails, although TCP
     // to localhost would have worked.
