@@ -121,11 +121,20 @@ impl Engine {
                     Some(format!("mandate_{}", ctx.mandate_status))
                 } else if now >= debit_at {
                     Some("too_late: the debit time on the due date has passed".to_string())
+                } else if let Some(later) = self
+                    .store
+                    .superseding_reminder(r.installment_id, r.offset_key, to_epoch_ms(now))
+                    .await?
+                {
+                    Some(format!("superseded by the {later}-day reminder"))
+                } else if self.late_and_followed_soon(r, ctx, now).await? {
+                    // Caught up after downtime: the next reminder says the same tomorrow.
+                    Some(
+                        "superseded: caught up late, and the next reminder follows within a day"
+                            .to_string(),
+                    )
                 } else {
-                    self.store
-                        .superseding_reminder(r.installment_id, r.offset_key, to_epoch_ms(now))
-                        .await?
-                        .map(|later| format!("superseded by the {later}-day reminder"))
+                    None
                 }
             }
             "debit_failed" => {
@@ -153,6 +162,32 @@ impl Engine {
         Ok(reason)
     }
 
+    /// Whether a pre-due reminder is more than an hour past its planned local time (caught
+    /// up after downtime or an outage) while the installment's next reminder is due within
+    /// a day: two near-identical emails on consecutive days help nobody.
+    async fn late_and_followed_soon(
+        &self,
+        r: &ReminderRow,
+        ctx: &ReminderContext,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        let policy = self.policy();
+        let tz = super::parse_tz(&ctx.time_zone)?;
+        let due = super::parse_date(&ctx.due_date)?;
+        let Some(day) = due.checked_sub_days(chrono::Days::new(r.offset_key.max(0) as u64)) else {
+            return Ok(false);
+        };
+        let planned = worktime::local_instant(day, policy.reminders.local_time, tz);
+        if now - planned <= Duration::hours(1) {
+            return Ok(false);
+        }
+        let next = self
+            .store
+            .next_pending_reminder_ms(r.installment_id, "upcoming", r.offset_key)
+            .await?;
+        Ok(next.is_some_and(|ms| from_epoch_ms(ms) < now + Duration::days(1)))
+    }
+
     /// Quiet hours, supersession and the customer's daily budget (see the module docs).
     pub(crate) async fn conversation_gate(
         &self,
@@ -160,6 +195,7 @@ impl Engine {
         ctx: &ReminderContext,
         now: DateTime<Utc>,
         tz: Tz,
+        companion: bool,
     ) -> Result<Verdict, EngineError> {
         let policy = self.policy();
         let rules = &policy.reminders;
@@ -250,10 +286,14 @@ impl Engine {
             }
         }
 
-        let sent_today = self
-            .store
-            .messages_sent_to_customer(ctx.customer_id, midnight_ms)
-            .await?;
+        // A message merged into another email does not count on its own.
+        let sent_today = if companion {
+            0
+        } else {
+            self.store
+                .messages_sent_to_customer(ctx.customer_id, midnight_ms)
+                .await?
+        };
         if sent_today >= i64::from(rules.max_per_customer_per_day) {
             let tomorrow = today + Duration::days(1);
             let at = worktime::local_instant(tomorrow, rules.local_time, tz);

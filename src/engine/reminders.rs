@@ -10,10 +10,12 @@ use super::{Engine, EngineError, parse_date, parse_tz};
 use crate::clock::{from_epoch_ms, to_epoch_ms};
 use crate::domain::{Currency, Money, worktime};
 use crate::gateway::FundsAnswer;
-use crate::mail::{ChargeLine, DebitFailure, EmailKind, Locale, MailError};
+use crate::mail::{
+    ChargeLine, DebitFailure, EmailKind, Locale, MailError, RenderedEmail, TemplateContext,
+};
 use crate::mask;
 use crate::store::NewEvent;
-use crate::store::reminders::{NewReminder, ReminderChange, ReminderRow};
+use crate::store::reminders::{NewReminder, ReminderChange, ReminderContext, ReminderRow};
 use chrono::Duration;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +29,35 @@ pub struct ReminderReport {
     pub cancelled: u64,
     pub failed: u64,
     pub deferred: u64,
+}
+
+/// A message that passed the gate, with what it will say.
+pub(crate) struct Ready {
+    r: ReminderRow,
+    ctx: ReminderContext,
+    kind: EmailKind,
+    locale: Locale,
+    tc: TemplateContext,
+    funds: &'static str,
+    tz: chrono_tz::Tz,
+}
+
+enum Prepared {
+    Ready(Box<Ready>),
+    Done(Sent),
+}
+
+enum Rendering {
+    Whole(RenderedEmail),
+    Part(crate::mail::DigestPart),
+}
+
+fn either_whole(x: RenderedEmail) -> Rendering {
+    Rendering::Whole(x)
+}
+
+fn either_part(x: crate::mail::DigestPart) -> Rendering {
+    Rendering::Part(x)
 }
 
 pub(crate) enum Sent {
@@ -101,8 +132,13 @@ impl Engine {
                 break;
             }
             report.claimed += batch.len() as u64;
-            // One at a time: the SMTP transport has its own pool and rate limit.
+            // One at a time: the SMTP transport has its own pool and rate limit. A message
+            // merged into an earlier one of the batch is done already.
+            let mut merged = std::collections::HashSet::new();
             for reminder in batch {
+                if merged.contains(&reminder.id) {
+                    continue;
+                }
                 let span = tracing::info_span!(
                     "reminder",
                     reminder_id = reminder.id,
@@ -111,7 +147,7 @@ impl Engine {
                     kind = %reminder.kind,
                     offset = reminder.offset_key,
                 );
-                match self.send_one(&reminder).instrument(span).await {
+                match self.send_one(&reminder, &mut merged).instrument(span).await {
                     Ok(Sent::Delivered) => report.sent += 1,
                     Ok(Sent::Cancelled) => report.cancelled += 1,
                     Ok(Sent::Failed) => report.failed += 1,
@@ -125,7 +161,50 @@ impl Engine {
         Ok(report)
     }
 
-    async fn send_one(&self, r: &ReminderRow) -> Result<Sent, EngineError> {
+    /// Sends one due message, merged with the customer's other messages due within the
+    /// merge window (see [`super::conversation`]).
+    async fn send_one(
+        &self,
+        r: &ReminderRow,
+        merged: &mut std::collections::HashSet<i64>,
+    ) -> Result<Sent, EngineError> {
+        let first = match self.prepare(r, false).await? {
+            Prepared::Done(sent) => return Ok(sent),
+            Prepared::Ready(ready) => ready,
+        };
+        let policy = self.policy();
+        let now = self.clock.now();
+        let mut parts = vec![*first];
+        if policy.reminders.merge_window > Duration::zero() {
+            let companions = self
+                .store
+                .claim_customer_messages(
+                    parts[0].ctx.customer_id,
+                    r.id,
+                    &self.owner,
+                    to_epoch_ms(now),
+                    to_epoch_ms(now + policy.reminders.merge_window),
+                    to_epoch_ms(now + policy.debit.lease),
+                )
+                .await?;
+            for c in companions {
+                merged.insert(c.id);
+                match self.prepare(&c, true).await {
+                    Ok(Prepared::Ready(ready)) => parts.push(*ready),
+                    Ok(Prepared::Done(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(reminder_id = c.id, error = %e, "message to merge interrupted; it is picked up again when its lease expires")
+                    }
+                }
+            }
+        }
+        self.deliver(parts).await
+    }
+
+    /// Runs the gate for one claimed message and, if it may go, builds what it will say
+    /// from the ledger now. A `companion` is merged into another email, which alone
+    /// counts against the customer's daily budget.
+    async fn prepare(&self, r: &ReminderRow, companion: bool) -> Result<Prepared, EngineError> {
         let mail = self.mail.as_ref().expect("checked by run_reminders");
         let ctx = self.store.reminder_context(r.id).await?;
         let now = self.clock.now();
@@ -154,12 +233,20 @@ impl Engine {
             .await?
         {
             Some(reason) => Verdict::Cancel(reason),
-            None => self.conversation_gate(r, &ctx, now, tz).await?,
+            None => self.conversation_gate(r, &ctx, now, tz, companion).await?,
         };
         match verdict {
             Verdict::Send => {}
-            Verdict::Cancel(reason) => return self.cancel_message(r, &reason, now_ms).await,
-            Verdict::Defer(at, reason) => return self.defer_message(r, at, &reason, now).await,
+            Verdict::Cancel(reason) => {
+                return Ok(Prepared::Done(
+                    self.cancel_message(r, &reason, now_ms).await?,
+                ));
+            }
+            Verdict::Defer(at, reason) => {
+                return Ok(Prepared::Done(
+                    self.defer_message(r, at, &reason, now).await?,
+                ));
+            }
         }
 
         // What the email asserts, read from the ledger now.
@@ -331,121 +418,197 @@ impl Engine {
             other => return Err(EngineError::Data(format!("unknown reminder kind {other}"))),
         };
 
+        Ok(Prepared::Ready(Box::new(Ready {
+            r: r.clone(),
+            ctx,
+            kind,
+            locale,
+            tc,
+            funds,
+            tz,
+        })))
+    }
+
+    /// Renders and sends one email for the prepared messages (one, or several merged), and
+    /// records the outcome on every one of them.
+    async fn deliver(&self, mut parts: Vec<Ready>) -> Result<Sent, EngineError> {
+        let mail = self.mail.as_ref().expect("checked by run_reminders");
+        let templates = mail.templates();
+        let now = self.clock.now();
+        let now_ms = to_epoch_ms(now);
+        let policy = self.policy();
+
+        // Render each part; one that cannot render is an operator's problem, not a
+        // customer's: it is recorded loudly and left out, never sent half-made.
+        let mut rendered_parts = Vec::with_capacity(parts.len());
+        let mut kept = Vec::with_capacity(parts.len());
+        let merged = parts.len() > 1;
+        for p in parts.drain(..) {
+            let result = if merged {
+                templates
+                    .render_part(p.kind, p.locale, &p.tc)
+                    .map(either_part)
+            } else {
+                templates
+                    .render_in(p.kind, p.locale, &p.tc)
+                    .map(either_whole)
+            };
+            match result {
+                Ok(x) => {
+                    rendered_parts.push(x);
+                    kept.push(p);
+                }
+                Err(e) => {
+                    let change = ReminderChange {
+                        state: "failed",
+                        last_error: Some(e.to_string()),
+                        bump_tries: true,
+                        release_lease: true,
+                        ..Default::default()
+                    };
+                    let ev = self.reminder_event(
+                        &p.r,
+                        now_ms,
+                        "reminder_failed",
+                        serde_json::json!({"kind": p.r.kind, "error": e.to_string()}),
+                    );
+                    self.store
+                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
+                        .await?;
+                    tracing::error!(reminder_id = p.r.id, error = %e, "reminder could not be rendered");
+                }
+            }
+        }
+        let Some(first) = kept.first() else {
+            return Ok(Sent::Failed);
+        };
         let message_id = crate::mail::message_id(
             self.deployment_id().await?,
-            r.installment_id,
-            &r.kind,
-            r.offset_key,
+            first.r.installment_id,
+            &first.r.kind,
+            first.r.offset_key,
             &mail.settings.message_id_domain(),
         );
-        let rendered = match mail.templates().render_in(kind, locale, &tc) {
-            Ok(x) => x,
-            Err(e) => {
-                // A template that cannot render is an operator's problem, not a customer's:
-                // record it loudly and do not send a half-made email.
-                let change = ReminderChange {
-                    state: "failed",
-                    last_error: Some(e.to_string()),
-                    bump_tries: true,
-                    release_lease: true,
-                    ..Default::default()
-                };
-                let ev = self.reminder_event(
-                    r,
-                    now_ms,
-                    "reminder_failed",
-                    serde_json::json!({"kind": r.kind, "error": e.to_string()}),
-                );
-                self.store
-                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-                    .await?;
-                tracing::error!(error = %e, "reminder could not be rendered");
-                return Ok(Sent::Failed);
+        let rendered = if kept.len() == 1 {
+            match rendered_parts.remove(0) {
+                Rendering::Whole(whole) => whole,
+                Rendering::Part(_) => {
+                    // The others failed to render: send this one on its own.
+                    match templates.render_in(first.kind, first.locale, &first.tc) {
+                        Ok(whole) => whole,
+                        Err(e) => return Err(EngineError::Data(e.to_string())),
+                    }
+                }
+            }
+        } else {
+            let mut base = first.tc.clone();
+            let mut refs: Vec<&str> = kept.iter().map(|p| p.tc.agreement_ref.as_str()).collect();
+            refs.dedup();
+            base.agreement_ref = refs.join(", ");
+            let parts: Vec<crate::mail::DigestPart> = rendered_parts
+                .into_iter()
+                .filter_map(|x| match x {
+                    Rendering::Part(p) => Some(p),
+                    Rendering::Whole(_) => None,
+                })
+                .collect();
+            match templates.render_digest(first.locale, &base, &parts) {
+                Ok(x) => x,
+                Err(e) => return Err(EngineError::Data(e.to_string())),
             }
         };
         let email = rendered.into_outgoing(
-            ctx.email.clone(),
-            ctx.customer_name.clone(),
+            first.ctx.email.clone(),
+            first.ctx.customer_name.clone(),
             message_id.clone(),
-            locale,
+            first.locale,
         );
+        let ids: Vec<i64> = kept.iter().map(|p| p.r.id).collect();
         match mail.mailer.send(&email).await {
             Ok(()) => {
-                let change = ReminderChange {
-                    state: "sent",
-                    message_id: Some(message_id.clone()),
-                    template: Some(kind.as_str().to_string()),
-                    sent_at_ms: Some(to_epoch_ms(self.clock.now())),
-                    bump_tries: true,
-                    release_lease: true,
-                    ..Default::default()
-                };
-                let ev = self.reminder_event(
-                    r,
-                    now_ms,
-                    "reminder_sent",
-                    serde_json::json!({
-                        "kind": r.kind, "offset": r.offset_key, "template": kind.as_str(),
-                        "message_id": message_id, "locale": locale.as_str(), "funds": funds,
-                    }),
-                );
-                self.store
-                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-                    .await?;
-                tracing::info!(to = %mask::email(&ctx.email), template = kind.as_str(), "reminder sent");
+                let sent_at = to_epoch_ms(self.clock.now());
+                for p in &kept {
+                    let change = ReminderChange {
+                        state: "sent",
+                        message_id: Some(message_id.clone()),
+                        template: Some(p.kind.as_str().to_string()),
+                        sent_at_ms: Some(sent_at),
+                        bump_tries: true,
+                        release_lease: true,
+                        ..Default::default()
+                    };
+                    let ev = self.reminder_event(
+                        &p.r,
+                        now_ms,
+                        "reminder_sent",
+                        serde_json::json!({
+                            "kind": p.r.kind, "offset": p.r.offset_key, "template": p.kind.as_str(),
+                            "message_id": message_id, "locale": p.locale.as_str(), "funds": p.funds,
+                            "merged_with": ids.iter().filter(|id| **id != p.r.id).collect::<Vec<_>>(),
+                        }),
+                    );
+                    self.store
+                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
+                        .await?;
+                }
+                tracing::info!(to = %mask::email(&first.ctx.email), template = first.kind.as_str(), merged = kept.len(), "reminder sent");
                 Ok(Sent::Delivered)
             }
             Err(MailError::Transient(e)) => {
                 // An outage delays, it loses nothing: back to pending after a backoff.
-                let wait = policy.retry.technical_wait(r.tries as u32);
-                // The retry, too, waits for the end of quiet hours.
-                let retry_at = if policy.reminders.respects_quiet_hours(&r.kind) {
-                    policy.reminders.quiet.next_allowed(now + wait, tz)
-                } else {
-                    now + wait
-                };
-                let change = ReminderChange {
-                    state: "pending",
-                    scheduled_at_ms: Some(to_epoch_ms(retry_at)),
-                    last_error: Some(e.clone()),
-                    bump_tries: true,
-                    release_lease: true,
-                    ..Default::default()
-                };
-                let ev = self.reminder_event(
-                    r,
-                    now_ms,
-                    "reminder_deferred",
-                    serde_json::json!({
-                        "kind": r.kind, "offset": r.offset_key,
-                        "error": mask::emails_in(&e),
-                        "retry_at": retry_at.to_rfc3339(),
-                    }),
-                );
-                self.store
-                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-                    .await?;
-                tracing::warn!(error = %mask::emails_in(&e), retry_at = %retry_at.to_rfc3339(), "mail server unavailable; reminder deferred");
+                for p in &kept {
+                    let wait = policy.retry.technical_wait(p.r.tries as u32);
+                    // The retry, too, waits for the end of quiet hours.
+                    let retry_at = if policy.reminders.respects_quiet_hours(&p.r.kind) {
+                        policy.reminders.quiet.next_allowed(now + wait, p.tz)
+                    } else {
+                        now + wait
+                    };
+                    let change = ReminderChange {
+                        state: "pending",
+                        scheduled_at_ms: Some(to_epoch_ms(retry_at)),
+                        last_error: Some(e.clone()),
+                        bump_tries: true,
+                        release_lease: true,
+                        ..Default::default()
+                    };
+                    let ev = self.reminder_event(
+                        &p.r,
+                        now_ms,
+                        "reminder_deferred",
+                        serde_json::json!({
+                            "kind": p.r.kind, "offset": p.r.offset_key,
+                            "error": mask::emails_in(&e),
+                            "retry_at": retry_at.to_rfc3339(),
+                        }),
+                    );
+                    self.store
+                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
+                        .await?;
+                    tracing::warn!(reminder_id = p.r.id, error = %mask::emails_in(&e), retry_at = %retry_at.to_rfc3339(), "mail server unavailable; reminder deferred");
+                }
                 Ok(Sent::Deferred)
             }
             Err(e) => {
-                let change = ReminderChange {
-                    state: "failed",
-                    last_error: Some(e.to_string()),
-                    bump_tries: true,
-                    release_lease: true,
-                    ..Default::default()
-                };
-                let ev = self.reminder_event(
-                    r,
-                    now_ms,
-                    "reminder_failed",
-                    serde_json::json!({"kind": r.kind, "error": e.to_string()}),
-                );
-                self.store
-                    .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-                    .await?;
-                tracing::error!(error = %mask::emails_in(&e.to_string()), to = %mask::email(&ctx.email), "reminder rejected by the mail server");
+                for p in &kept {
+                    let change = ReminderChange {
+                        state: "failed",
+                        last_error: Some(e.to_string()),
+                        bump_tries: true,
+                        release_lease: true,
+                        ..Default::default()
+                    };
+                    let ev = self.reminder_event(
+                        &p.r,
+                        now_ms,
+                        "reminder_failed",
+                        serde_json::json!({"kind": p.r.kind, "error": e.to_string()}),
+                    );
+                    self.store
+                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
+                        .await?;
+                }
+                tracing::error!(error = %mask::emails_in(&e.to_string()), to = %mask::email(&first.ctx.email), "reminder rejected by the mail server");
                 Ok(Sent::Failed)
             }
         }

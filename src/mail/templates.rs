@@ -200,6 +200,18 @@ pub struct TemplateContext {
     pub total_due: Option<String>,
     /// Mandate notice: `revoked` or `pending`.
     pub mandate_status: Option<String>,
+    /// Rendered as one section of a merged email: no greeting, no footer.
+    pub in_digest: bool,
+}
+
+/// One message rendered as a section of a merged email (see [`Templates::render_digest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestPart {
+    pub subject: String,
+    /// The text part, without greeting and footer.
+    pub text: String,
+    /// The HTML `content` block, already escaped.
+    pub html: String,
 }
 
 /// One open charge as an email itemizes it.
@@ -339,6 +351,12 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "zh-CN/mandate_notice.html",
     "zh-CN/_ledger.txt",
     "zh-CN/_ledger.html",
+    "en/digest.subject.txt",
+    "en/digest.txt",
+    "en/digest.html",
+    "zh-CN/digest.subject.txt",
+    "zh-CN/digest.txt",
+    "zh-CN/digest.html",
 ];
 
 fn template_name(locale: Locale, kind: EmailKind, part: &str) -> String {
@@ -453,15 +471,82 @@ impl Templates {
         })
     }
 
+    /// Renders an email of `kind` as one section of a merged email: its subject, its text
+    /// without greeting and footer, and its HTML `content` block.
+    pub fn render_part(
+        &self,
+        kind: EmailKind,
+        locale: Locale,
+        ctx: &TemplateContext,
+    ) -> Result<DigestPart, TemplateError> {
+        let mut ctx = ctx.clone();
+        ctx.in_digest = true;
+        let rendered = self.render_in(kind, locale, &ctx)?;
+        let name = template_name(locale, kind, "html");
+        let html = self
+            .env
+            .get_template(&name)
+            .and_then(|t| t.render_captured(Value::from_serialize(&ctx)))
+            .and_then(|mut captured| captured.with_state_mut(|s| s.render_block("content")))
+            .map_err(|e| template_error(&self.files, e))?;
+        Ok(DigestPart {
+            subject: rendered.subject,
+            text: rendered.text,
+            html,
+        })
+    }
+
+    /// One email that carries several messages due together for one customer: a short
+    /// greeting, then each message under its own subject. `base` gives the customer's
+    /// name and the lender's details; its `agreement_ref` names every agreement concerned.
+    pub fn render_digest(
+        &self,
+        locale: Locale,
+        base: &TemplateContext,
+        parts: &[DigestPart],
+    ) -> Result<RenderedEmail, TemplateError> {
+        let parts_value: Vec<Value> = parts
+            .iter()
+            .map(|p| {
+                minijinja::context! {
+                    subject => p.subject.clone(),
+                    text => p.text.trim_end().to_string(),
+                    html => Value::from_safe_string(p.html.clone()),
+                }
+            })
+            .collect();
+        let value = minijinja::context! {
+            count => parts.len(),
+            parts => parts_value,
+            ..Value::from_serialize(base)
+        };
+        let name = |part: &str| format!("{}/digest.{part}", locale.template_dir());
+        let subject = one_line(&self.render_one(&name("subject.txt"), &value)?);
+        let text = tidy_text(&self.render_one(&name("txt"), &value)?);
+        let html = self.render_one(&name("html"), &value)?;
+        Ok(RenderedEmail {
+            subject,
+            text,
+            html,
+        })
+    }
+
     /// Renders every kind in every locale with sample data covering each branch the
-    /// built-in templates have: run at start-up and by `check-config`.
+    /// built-in templates have, and a merged email of them: run at start-up and by
+    /// `check-config`.
     pub fn check_all(&self) -> Result<(), TemplateError> {
         for locale in Locale::ALL {
+            let mut parts = Vec::new();
             for kind in EmailKind::ALL {
                 for ctx in samples(kind, locale) {
                     self.render_in(kind, locale, &ctx)?;
                 }
+                if let Some(ctx) = samples(kind, locale).first() {
+                    parts.push(self.render_part(kind, locale, ctx)?);
+                }
             }
+            let base = samples(EmailKind::Upcoming, locale).remove(0);
+            self.render_digest(locale, &base, &parts)?;
         }
         Ok(())
     }

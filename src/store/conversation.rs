@@ -94,6 +94,29 @@ impl Store {
         Ok(at)
     }
 
+    /// When the installment's next pending message of `kind` with a smaller offset (a
+    /// later pre-due reminder) is scheduled, if there is one.
+    pub async fn next_pending_reminder_ms(
+        &self,
+        installment_id: i64,
+        kind: &str,
+        below_offset: i64,
+    ) -> Result<Option<i64>> {
+        let at = on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MIN(scheduled_at_ms) FROM reminders \
+                 WHERE installment_id = $1 AND kind = $2 AND offset_key < $3 \
+                   AND state = 'pending'",
+            )
+            .bind(installment_id)
+            .bind(kind)
+            .bind(below_offset)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(at)
+    }
+
     /// How many emails went to a customer at or after `since_ms` (a merged email counts
     /// once).
     pub async fn messages_sent_to_customer(&self, customer_id: i64, since_ms: i64) -> Result<i64> {

@@ -176,6 +176,47 @@ impl Store {
         Ok(rows)
     }
 
+    /// Claims a customer's other pending messages due by `until_ms` (at most 20), and
+    /// those this worker already claimed, to be merged into the email about to be sent:
+    /// they become `sending` under this worker's lease. PostgreSQL skips rows another
+    /// daemon holds.
+    pub async fn claim_customer_messages(
+        &self,
+        customer_id: i64,
+        exclude_id: i64,
+        owner: &str,
+        now_ms: i64,
+        until_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Vec<ReminderRow>> {
+        let lock = match self.backend() {
+            super::Backend::Sqlite => "",
+            super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE reminders SET state = 'sending', lease_owner = $1, lease_until_ms = $2, \
+                updated_at_ms = $3 \
+             WHERE id IN (SELECT id FROM reminders \
+                          WHERE customer_id = $4 AND id <> $5 AND scheduled_at_ms <= $6 \
+                            AND (state = 'pending' OR (state = 'sending' AND lease_owner = $1)) \
+                          ORDER BY scheduled_at_ms, id LIMIT 20 {lock}) \
+             RETURNING {REMINDER_COLUMNS}"
+        );
+        let mut rows: Vec<ReminderRow> = on_pool!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(owner)
+                .bind(lease_until_ms)
+                .bind(now_ms)
+                .bind(customer_id)
+                .bind(exclude_id)
+                .bind(until_ms)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
+        Ok(rows)
+    }
+
     pub async fn reminder_context(&self, reminder_id: i64) -> Result<ReminderContext> {
         let row = on_read!(self, |pool| {
             sqlx::query_as::<_, ReminderContext>(

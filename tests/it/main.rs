@@ -10,6 +10,7 @@ mod engine;
 mod gateway_http;
 mod helpers;
 mod import;
+mod inbox;
 mod mail;
 mod migrations;
 mod overdue;

@@ -531,9 +531,23 @@ async fn a_late_start_sends_only_what_is_still_useful(db: TestDb) {
         .collect();
     assert_eq!(
         states,
-        vec![(7, "cancelled"), (3, "sent"), (1, "pending")],
-        "the 7-day one is superseded, the 3-day one still useful"
+        vec![(7, "cancelled"), (3, "cancelled"), (1, "pending")],
+        "the 7-day one is superseded; the 3-day one, a day late, would be followed by the \
+         1-day one within a day: the customer hears once, on time, tomorrow morning"
     );
+    assert!(
+        rows[1]
+            .cancel_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("caught up late")),
+        "{rows:?}"
+    );
+    assert_eq!(smtp.messages().len(), 0);
+    clock.set(utc(2027, 1, 19, 9, 0));
+    engine
+        .run_reminders(&CancellationToken::new())
+        .await
+        .unwrap();
     assert_eq!(smtp.messages().len(), 1);
 }
 both_backends!(
