@@ -2,15 +2,20 @@
 //! The formats are documented in `docs/import-format.md`.
 //!
 //! An import runs in three steps, streaming the file so memory does not grow with it:
+//! whatever must be remembered across records (ids, content hashes, customers, accounts,
+//! and later the decisions and database ids) lives in a scratch index, a private SQLite
+//! file in a temporary directory (`store::import_scratch`), removed at the end. Memory is
+//! bounded by a batch of records, whatever the file's size.
 //!
 //! 1. **Read**: every record is checked on its own (fields, terms, the schedule generated
 //!    or the explicit one checked) and against the others (duplicate agreement ids, one
-//!    customer or account given with two sets of details). Only ids, content hashes,
-//!    customers and accounts are kept. Any problem: the file is rejected, every problem
-//!    named, nothing written.
-//! 2. **Plan**: the file is compared with the database: new, unchanged (same content
-//!    hash) or changed agreements; a changed one is refused unless `--update` is given and
-//!    nothing has been paid or debited on it. Any refusal: rejected as in step 1.
+//!    customer or account given with two sets of details), a batch at a time against the
+//!    scratch index. Any problem: the file is rejected, every problem named, nothing
+//!    written.
+//! 2. **Plan**: the file is compared with the database, page by page: new, unchanged
+//!    (same content hash) or changed agreements; a changed one is refused unless
+//!    `--update` is given and nothing has been paid or debited on it. Any refusal:
+//!    rejected as in step 1. The decisions go to the scratch index.
 //! 3. **Write**: customers and accounts, then the file is read again and agreements are
 //!    written in batched transactions (each agreement with its installments and event).
 //!
@@ -34,6 +39,9 @@ use crate::domain::HolidayCalendar;
 use crate::store::agreements::{
     AccountWrite, AgreementWrite, CustomerWrite, NewAgreement, NewCustomer, NewFundingAccount,
 };
+use crate::store::import_scratch::{
+    AgreementDecision, ImportScratch, ScratchAccount, ScratchAgreement, ScratchCustomer,
+};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -41,7 +49,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use validate::{Checked, Rules};
+use validate::Rules;
 
 /// Agreements per write transaction unless told otherwise.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
@@ -212,6 +220,9 @@ pub enum ImportError {
     Invalid(Vec<RowError>),
     #[error("database error before anything was written: {0}")]
     Store(#[source] Box<StoreError>),
+    /// The import's own scratch index (a temporary SQLite file) failed, e.g. a full disk.
+    #[error("the import's scratch index (a temporary file under $TMPDIR) failed: {0}")]
+    Scratch(#[source] Box<StoreError>),
     #[error(
         "writing {stage} batch {batch}{} failed: {cause}; {progress}; \
          running the same import again finishes it",
@@ -246,6 +257,7 @@ impl ImportError {
             ImportError::Unreadable { .. } | ImportError::UnknownFormat { .. } => exit::NO_INPUT,
             ImportError::Defaults(_) => exit::CONFIG,
             ImportError::Store(_)
+            | ImportError::Scratch(_)
             | ImportError::WriteFailed { .. }
             | ImportError::FileChanged { .. } => exit::TEMP_FAIL,
             ImportError::Internal(_) => exit::SOFTWARE,
@@ -296,17 +308,36 @@ pub async fn import_file(
     let batch_size = options.batch_size.max(1);
     let now_ms = to_epoch_ms(clock.now());
 
+    let scratch = Arc::new(ImportScratch::open().await.map_err(scratch_failed)?);
+    let result = import_with_index(store, path, rules, options, batch_size, now_ms, &scratch).await;
+    if let Ok(scratch) = Arc::try_unwrap(scratch) {
+        scratch.close().await;
+    }
+    result
+}
+
+async fn import_with_index(
+    store: &Store,
+    path: &Path,
+    rules: Arc<Rules>,
+    options: &ImportOptions,
+    batch_size: usize,
+    now_ms: i64,
+    scratch: &Arc<ImportScratch>,
+) -> Result<ImportSummary, ImportError> {
+    let format = rules.format;
     let index = {
         let path = path.to_path_buf();
         let rules = Arc::clone(&rules);
-        run_blocking(move || read_and_check(&path, &rules)).await?
+        let scratch = Arc::clone(scratch);
+        let runtime = tokio::runtime::Handle::current();
+        run_blocking(move || read_and_check(&path, &rules, &scratch, &runtime)).await?
     };
     if !index.errors.is_empty() {
         return Err(invalid(index.errors));
     }
 
-    let plan = plan(store, index, options, format).await?;
-    let mut summary = plan.summary.clone();
+    let mut summary = plan(store, scratch, index.records, options, format).await?;
     summary.dry_run = options.dry_run;
     if options.dry_run {
         tracing::info!(
@@ -319,7 +350,7 @@ pub async fn import_file(
     }
 
     let mut progress = Progress::default();
-    let ids = write_parties(store, &plan, batch_size, now_ms, &mut progress).await?;
+    write_parties(store, scratch, batch_size, now_ms, &mut progress).await?;
     if summary.agreements_new + summary.agreements_updated == 0 {
         // Nothing to write: no need to read the file a second time.
         tracing::info!(
@@ -331,9 +362,9 @@ pub async fn import_file(
     let written = write_agreements(
         store,
         path,
-        Arc::clone(&rules),
-        plan,
-        ids,
+        rules,
+        scratch,
+        index.records,
         batch_size,
         now_ms,
         &mut progress,
@@ -396,36 +427,89 @@ fn unreadable(path: &Path, e: std::io::Error) -> ImportError {
     }
 }
 
-/// What step 1 keeps of the file.
+fn scratch_failed(e: StoreError) -> ImportError {
+    ImportError::Scratch(Box::new(e))
+}
+
+/// A location as the scratch index stores it: 0 the file, odd a CSV line, even a JSON item.
+fn location_code(at: Location) -> i64 {
+    match at {
+        Location::File => 0,
+        Location::Line(n) => (n as i64) * 2 + 1,
+        Location::Item(n) => (n as i64) * 2 + 2,
+    }
+}
+
+fn location_from_code(code: i64) -> Location {
+    match code {
+        c if c <= 0 => Location::File,
+        c if c % 2 == 1 => Location::Line(((c - 1) / 2) as u64),
+        c => Location::Item(((c - 2) / 2) as u64),
+    }
+}
+
+/// Records checked per round trip to the scratch index in step 1.
+const INDEX_BATCH: usize = 2_000;
+
+/// What step 1 keeps in memory: the count and the problems. Everything else it learns
+/// (ids, hashes, customers, accounts) goes to the scratch index.
 #[derive(Default)]
 struct FileIndex {
     records: u64,
-    /// Agreement id -> where it is, its content hash and installment count.
-    agreements: HashMap<String, Seen>,
-    /// Agreement ids in file order, so plans and writes are deterministic.
-    agreement_order: Vec<String>,
-    customers: Vec<(NewCustomer, Location)>,
-    customer_pos: HashMap<String, usize>,
-    /// Account, the external id of its customer, where it first appears.
-    accounts: Vec<(NewFundingAccount, String, Location)>,
-    account_pos: HashMap<String, usize>,
     errors: Vec<RowError>,
 }
 
-struct Seen {
+/// What the cross-record checks need of one record.
+struct Sighting {
     location: Location,
+    agreement_id: Option<String>,
     content_hash: Option<String>,
     installments: u64,
+    customer: Option<NewCustomer>,
+    account: Option<(NewFundingAccount, String)>,
 }
 
-fn read_and_check(path: &Path, rules: &Rules) -> Result<FileIndex, ImportError> {
+fn read_and_check(
+    path: &Path,
+    rules: &Rules,
+    scratch: &ImportScratch,
+    runtime: &tokio::runtime::Handle,
+) -> Result<FileIndex, ImportError> {
     let mut index = FileIndex::default();
-    let problems = source::read(path, rules.format, &mut |raw| {
-        let checked = validate::check(&raw, rules);
-        index.absorb(checked, rules.format);
+    let mut pending: Vec<Sighting> = Vec::with_capacity(INDEX_BATCH);
+    let mut failure: Option<StoreError> = None;
+    let format = rules.format;
+    let problems = source::read(path, format, &mut |raw| {
+        let c = validate::check(&raw, rules);
+        index.records += 1;
+        index.errors.extend(c.errors);
+        pending.push(Sighting {
+            location: c.location,
+            agreement_id: c.agreement_id,
+            installments: c
+                .agreement
+                .as_ref()
+                .map_or(0, |a| a.installments.len() as u64),
+            content_hash: c.agreement.map(|a| a.content_hash),
+            customer: c.customer,
+            account: c.account,
+        });
+        if pending.len() >= INDEX_BATCH {
+            let batch = std::mem::take(&mut pending);
+            if let Err(e) = runtime.block_on(absorb(scratch, batch, &mut index.errors, format)) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
         ControlFlow::Continue(())
     })
     .map_err(|e| unreadable(path, e))?;
+    if let Some(e) = failure {
+        return Err(scratch_failed(e));
+    }
+    runtime
+        .block_on(absorb(scratch, pending, &mut index.errors, format))
+        .map_err(scratch_failed)?;
     index.errors.extend(problems);
     if index.records == 0 && index.errors.is_empty() {
         index
@@ -435,40 +519,75 @@ fn read_and_check(path: &Path, rules: &Rules) -> Result<FileIndex, ImportError> 
     Ok(index)
 }
 
-impl FileIndex {
-    /// Takes in one checked record: its problems, and the cross-record checks.
-    fn absorb(&mut self, c: Checked, format: Format) {
-        self.records += 1;
-        self.errors.extend(c.errors);
-        let at = c.location;
-        if let Some(id) = c.agreement_id {
-            match self.agreements.entry(id) {
-                Entry::Occupied(first) => self.errors.push(RowError::new(
+/// The cross-record checks of a batch of records, in file order, against everything seen
+/// before (in the scratch index) and earlier in the batch; first sightings are added.
+async fn absorb(
+    scratch: &ImportScratch,
+    batch: Vec<Sighting>,
+    errors: &mut Vec<RowError>,
+    format: Format,
+) -> Result<(), StoreError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = batch
+        .iter()
+        .filter_map(|s| s.agreement_id.as_deref())
+        .collect();
+    let mut agreements: HashMap<String, i64> =
+        scratch.agreements_seen(&ids).await?.into_iter().collect();
+    let keys: Vec<&str> = batch
+        .iter()
+        .filter_map(|s| s.customer.as_ref().map(|c| c.external_id.as_str()))
+        .collect();
+    let mut customers: HashMap<String, ScratchCustomer> = scratch
+        .customers_seen(&keys)
+        .await?
+        .into_iter()
+        .map(|c| (c.external_id.clone(), c))
+        .collect();
+    let refs: Vec<&str> = batch
+        .iter()
+        .filter_map(|s| s.account.as_ref().map(|(a, _)| a.external_ref.as_str()))
+        .collect();
+    let mut accounts: HashMap<String, ScratchAccount> = scratch
+        .accounts_seen(&refs)
+        .await?
+        .into_iter()
+        .map(|a| (a.external_ref.clone(), a))
+        .collect();
+
+    let mut new_agreements = Vec::new();
+    let mut new_customers = Vec::new();
+    let mut new_accounts = Vec::new();
+    for s in batch {
+        let at = s.location;
+        if let Some(id) = s.agreement_id {
+            match agreements.entry(id) {
+                Entry::Occupied(first) => errors.push(RowError::new(
                     at,
                     Field::AgreementId.name(format),
                     format!(
                         "duplicate agreement id {:?} (also at {})",
                         first.key(),
-                        first.get().location
+                        location_from_code(*first.get())
                     ),
                 )),
                 Entry::Vacant(slot) => {
-                    self.agreement_order.push(slot.key().clone());
-                    slot.insert(Seen {
-                        location: at,
-                        installments: c
-                            .agreement
-                            .as_ref()
-                            .map_or(0, |a| a.installments.len() as u64),
-                        content_hash: c.agreement.map(|a| a.content_hash),
+                    new_agreements.push(ScratchAgreement {
+                        external_id: slot.key().clone(),
+                        location: location_code(at),
+                        content_hash: s.content_hash,
+                        installments: s.installments as i64,
                     });
+                    slot.insert(location_code(at));
                 }
             }
         }
-        if let Some(customer) = c.customer {
-            match self.customer_pos.get(&customer.external_id) {
-                Some(&i) => {
-                    let (first, first_at) = &self.customers[i];
+        if let Some(customer) = s.customer {
+            match customers.get(&customer.external_id) {
+                Some(first) => {
+                    let first_at = location_from_code(first.location);
                     for (field, differs) in [
                         (Field::CustomerName, first.name != customer.name),
                         (Field::Email, first.email != customer.email),
@@ -476,7 +595,7 @@ impl FileIndex {
                         (Field::TimeZone, first.time_zone != customer.time_zone),
                     ] {
                         if differs {
-                            self.errors.push(RowError::new(
+                            errors.push(RowError::new(
                                 at,
                                 field.name(format),
                                 format!(
@@ -490,19 +609,27 @@ impl FileIndex {
                     }
                 }
                 None => {
-                    self.customer_pos
-                        .insert(customer.external_id.clone(), self.customers.len());
-                    self.customers.push((customer, at));
+                    let first = ScratchCustomer {
+                        external_id: customer.external_id,
+                        name: customer.name,
+                        email: customer.email,
+                        locale: customer.locale,
+                        time_zone: customer.time_zone,
+                        location: location_code(at),
+                    };
+                    new_customers.push(first.clone());
+                    customers.insert(first.external_id.clone(), first);
                 }
             }
         }
-        if let Some((account, owner)) = c.account {
-            match self.account_pos.get(&account.external_ref) {
-                Some(&i) => {
-                    let (first, first_owner, first_at) = &self.accounts[i];
+        if let Some((account, owner)) = s.account {
+            match accounts.get(&account.external_ref) {
+                Some(first) => {
+                    let first_at = location_from_code(first.location);
+                    let first_owner = &first.owner;
                     let masked = crate::mask::account(&account.external_ref);
                     if *first_owner != owner {
-                        self.errors.push(RowError::new(
+                        errors.push(RowError::new(
                             at,
                             Field::AccountRef.name(format),
                             format!(
@@ -519,7 +646,7 @@ impl FileIndex {
                         ),
                     ] {
                         if differs {
-                            self.errors.push(RowError::new(
+                            errors.push(RowError::new(
                                 at,
                                 field.name(format),
                                 format!(
@@ -531,77 +658,73 @@ impl FileIndex {
                     }
                 }
                 None => {
-                    self.account_pos
-                        .insert(account.external_ref.clone(), self.accounts.len());
-                    self.accounts.push((account, owner, at));
+                    let first = ScratchAccount {
+                        external_ref: account.external_ref,
+                        owner,
+                        mandate_ref: account.mandate_ref,
+                        mandate_status: account.mandate_status,
+                        location: location_code(at),
+                    };
+                    new_accounts.push(first.clone());
+                    accounts.insert(first.external_ref.clone(), first);
                 }
             }
         }
     }
+    scratch
+        .add(&new_agreements, &new_customers, &new_accounts)
+        .await
 }
 
-/// What to do with an agreement of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Action {
-    New,
-    Unchanged,
-    Update { id: i64, previous_hash: String },
-}
-
-#[derive(Debug, Clone)]
-struct Planned {
-    content_hash: String,
-    action: Action,
-}
-
-/// An account to write: the account, its owner's external id, and `Some((id, changed
-/// fields))` when it exists already.
-type PlannedAccount = (NewFundingAccount, String, Option<(i64, Vec<&'static str>)>);
-
-/// The outcome of step 2.
-struct Plan {
-    agreements: HashMap<String, Planned>,
-    records: u64,
-    customer_writes: Vec<CustomerWrite>,
-    /// Customers already in the database, by external id.
-    customer_ids: HashMap<String, i64>,
-    account_writes: Vec<PlannedAccount>,
-    account_ids: HashMap<String, i64>,
-    summary: ImportSummary,
-}
+/// Step 2's decision codes on an agreement that exists already (new ones have none).
+const UNCHANGED: i64 = 1;
+const UPDATE: i64 = 2;
 
 /// Records compared with the database per round trip in step 2: what is fetched is
 /// dropped chunk by chunk, so re-importing a large portfolio stays as lean as importing it.
 const PLAN_CHUNK: usize = 5_000;
 
-/// Takes up to `n` items off `iter`.
-fn next_chunk<T>(iter: &mut impl Iterator<Item = T>, n: usize) -> Vec<T> {
-    iter.by_ref().take(n).collect()
+/// The field names `changed_fields` and the account comparison produce, back from the
+/// comma-joined text the scratch index keeps.
+fn changed_names(text: &str) -> Vec<&'static str> {
+    const NAMES: [&str; 6] = [
+        "name",
+        "email",
+        "locale",
+        "time_zone",
+        "mandate_ref",
+        "mandate_status",
+    ];
+    text.split(',')
+        .filter_map(|name| NAMES.iter().find(|n| **n == name).copied())
+        .collect()
 }
 
+/// Step 2: compares the file (in the scratch index) with the database, page by page,
+/// and records what to write there. Returns the summary; any refusal rejects the file.
 async fn plan(
     store: &Store,
-    mut index: FileIndex,
+    scratch: &ImportScratch,
+    records: u64,
     options: &ImportOptions,
     format: Format,
-) -> Result<Plan, ImportError> {
+) -> Result<ImportSummary, ImportError> {
     let db = |e: StoreError| ImportError::Store(Box::new(e));
     let mut errors = Vec::new();
     let mut summary = ImportSummary {
-        records: index.records,
+        records,
         ..Default::default()
     };
 
-    let mut customer_writes = Vec::new();
-    let mut customer_ids = HashMap::new();
-    let mut customers = std::mem::take(&mut index.customers).into_iter();
-    index.customer_pos = HashMap::new();
+    let mut after = 0;
     loop {
-        let chunk = next_chunk(&mut customers, PLAN_CHUNK);
-        if chunk.is_empty() {
-            break;
-        }
-        let keys: Vec<&str> = chunk.iter().map(|(c, _)| c.external_id.as_str()).collect();
+        let page = scratch
+            .customers_page(after, PLAN_CHUNK)
+            .await
+            .map_err(scratch_failed)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        let keys: Vec<&str> = page.iter().map(|(_, c)| c.external_id.as_str()).collect();
         let existing: HashMap<String, _> = store
             .customers_by_external_ids(&keys)
             .await
@@ -609,43 +732,41 @@ async fn plan(
             .into_iter()
             .map(|row| (row.external_id.clone(), row))
             .collect();
-        for (customer, _) in chunk {
-            match existing.get(&customer.external_id) {
+        let mut writes = Vec::new();
+        let mut ids = Vec::new();
+        for (seq, c) in &page {
+            match existing.get(&c.external_id) {
                 None => {
                     summary.customers_new += 1;
-                    customer_writes.push(CustomerWrite::Create(customer));
+                    writes.push((*seq, None, String::new()));
                 }
                 Some(row) => {
-                    customer_ids.insert(row.external_id.clone(), row.id);
-                    let changed = customer.changed_fields(row);
+                    ids.push((row.external_id.clone(), row.id));
+                    let changed = new_customer(c).changed_fields(row);
                     if changed.is_empty() {
                         summary.customers_unchanged += 1;
                     } else {
                         summary.customers_updated += 1;
-                        customer_writes.push(CustomerWrite::Update {
-                            id: row.id,
-                            customer,
-                            changed,
-                        });
+                        writes.push((*seq, Some(row.id), changed.join(",")));
                     }
                 }
             }
         }
+        scratch
+            .add_customer_decisions(&writes, &ids)
+            .await
+            .map_err(scratch_failed)?;
     }
 
-    let mut account_writes = Vec::new();
-    let mut account_ids = HashMap::new();
-    let mut accounts = std::mem::take(&mut index.accounts).into_iter();
-    index.account_pos = HashMap::new();
+    let mut after = 0;
     loop {
-        let chunk = next_chunk(&mut accounts, PLAN_CHUNK);
-        if chunk.is_empty() {
-            break;
-        }
-        let refs: Vec<&str> = chunk
-            .iter()
-            .map(|(a, _, _)| a.external_ref.as_str())
-            .collect();
+        let page = scratch
+            .accounts_page(after, PLAN_CHUNK)
+            .await
+            .map_err(scratch_failed)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        let refs: Vec<&str> = page.iter().map(|(_, a)| a.external_ref.as_str()).collect();
         let existing: HashMap<String, _> = store
             .funding_accounts_by_refs(&refs)
             .await
@@ -653,14 +774,17 @@ async fn plan(
             .into_iter()
             .map(|row| (row.external_ref.clone(), row))
             .collect();
-        for (account, owner, at) in chunk {
+        let mut writes = Vec::new();
+        let mut ids = Vec::new();
+        for (seq, account) in &page {
+            let owner = &account.owner;
             match existing.get(&account.external_ref) {
                 None => {
                     summary.accounts_new += 1;
-                    account_writes.push((account, owner, None));
+                    writes.push((*seq, None, String::new(), None));
                 }
-                Some(row) if row.customer_external_id != owner => errors.push(RowError::new(
-                    at,
+                Some(row) if row.customer_external_id != *owner => errors.push(RowError::new(
+                    location_from_code(account.location),
                     Field::AccountRef.name(format),
                     format!(
                         "account {} belongs to customer {} in the database, not to {owner}",
@@ -669,9 +793,9 @@ async fn plan(
                     ),
                 )),
                 Some(row) => {
-                    account_ids.insert(row.external_ref.clone(), row.id);
-                    let mut account = account;
+                    ids.push((row.external_ref.clone(), row.id));
                     let mut changed = Vec::new();
+                    let mut keep_status = None;
                     if row.mandate_ref != account.mandate_ref {
                         changed.push("mandate_ref");
                     }
@@ -689,13 +813,14 @@ async fn plan(
                         match refusal {
                             Some(why) => {
                                 summary.refused_changes.push(format!(
-                                    "{at}: {} of account {}: {} -> {}: {why}",
+                                    "{}: {} of account {}: {} -> {}: {why}",
+                                    location_from_code(account.location),
                                     Field::MandateStatus.name(format),
                                     crate::mask::account(&account.external_ref),
                                     row.mandate_status,
                                     account.mandate_status,
                                 ));
-                                account.mandate_status = row.mandate_status.clone();
+                                keep_status = Some(row.mandate_status.clone());
                             }
                             None => changed.push("mandate_status"),
                         }
@@ -704,22 +829,27 @@ async fn plan(
                         summary.accounts_unchanged += 1;
                     } else {
                         summary.accounts_updated += 1;
-                        account_writes.push((account, owner, Some((row.id, changed))));
+                        writes.push((*seq, Some(row.id), changed.join(","), keep_status));
                     }
                 }
             }
         }
+        scratch
+            .add_account_decisions(&writes, &ids)
+            .await
+            .map_err(scratch_failed)?;
     }
 
-    let mut agreements = HashMap::with_capacity(index.agreements.len());
     let field = Field::AgreementId.name(format);
-    let mut order = std::mem::take(&mut index.agreement_order).into_iter();
+    let mut after = 0;
     loop {
-        let chunk = next_chunk(&mut order, PLAN_CHUNK);
-        if chunk.is_empty() {
-            break;
-        }
-        let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let page = scratch
+            .agreements_page(after, PLAN_CHUNK)
+            .await
+            .map_err(scratch_failed)?;
+        let Some((last, _)) = page.last() else { break };
+        after = *last;
+        let ids: Vec<&str> = page.iter().map(|(_, a)| a.external_id.as_str()).collect();
         let existing: HashMap<String, _> = store
             .agreement_states(&ids)
             .await
@@ -727,20 +857,20 @@ async fn plan(
             .into_iter()
             .map(|s| (s.external_id.clone(), s))
             .collect();
-        for id in chunk {
-            let Some(seen) = index.agreements.remove(&id) else {
-                continue;
-            };
+        let mut decisions = Vec::new();
+        for (_, seen) in page {
             let Some(content_hash) = seen.content_hash else {
                 // Unreachable: records with problems stopped the import in step 1.
                 continue;
             };
-            let action = match existing.get(&id) {
-                None => Action::New,
-                Some(state) if state.content_hash == content_hash => Action::Unchanged,
+            let id = seen.external_id;
+            let location = location_from_code(seen.location);
+            let decision = match existing.get(&id) {
+                None => None,
+                Some(state) if state.content_hash == content_hash => Some((UNCHANGED, state)),
                 Some(_) if !options.update => {
                     errors.push(RowError::new(
-                        seen.location,
+                        location,
                         field,
                         format!(
                             "agreement {id} was imported before with different content; \
@@ -752,110 +882,152 @@ async fn plan(
                 }
                 Some(state) => match state.replace_refusal() {
                     Some(reason) => {
-                        errors.push(RowError::new(seen.location, field, reason));
+                        errors.push(RowError::new(location, field, reason));
                         continue;
                     }
-                    None => Action::Update {
-                        id: state.id,
-                        previous_hash: state.content_hash.clone(),
-                    },
+                    None => Some((UPDATE, state)),
                 },
             };
-            match action {
-                Action::New => summary.agreements_new += 1,
-                Action::Unchanged => summary.agreements_unchanged += 1,
-                Action::Update { .. } => summary.agreements_updated += 1,
+            match decision {
+                None => summary.agreements_new += 1,
+                Some((UNCHANGED, _)) => summary.agreements_unchanged += 1,
+                Some(_) => summary.agreements_updated += 1,
             }
-            if action != Action::Unchanged {
-                summary.installments_written += seen.installments;
+            if !matches!(decision, Some((UNCHANGED, _))) {
+                summary.installments_written += seen.installments as u64;
             }
-            agreements.insert(
-                id,
-                Planned {
-                    content_hash,
+            if let Some((action, state)) = decision {
+                decisions.push(AgreementDecision {
+                    external_id: id,
                     action,
-                },
-            );
+                    db_id: state.id,
+                    previous_hash: state.content_hash.clone(),
+                });
+            }
         }
+        scratch
+            .add_agreement_decisions(&decisions)
+            .await
+            .map_err(scratch_failed)?;
     }
     if !errors.is_empty() {
         return Err(invalid(errors));
     }
-    Ok(Plan {
-        agreements,
-        records: index.records,
-        customer_writes,
-        customer_ids,
-        account_writes,
-        account_ids,
-        summary,
-    })
+    Ok(summary)
 }
 
-/// Customer and account ids by external id / reference, after step 3's first part.
-struct PartyIds {
-    customers: HashMap<String, i64>,
-    accounts: HashMap<String, i64>,
+fn new_customer(c: &ScratchCustomer) -> NewCustomer {
+    NewCustomer {
+        external_id: c.external_id.clone(),
+        name: c.name.clone(),
+        email: c.email.clone(),
+        locale: c.locale.clone(),
+        time_zone: c.time_zone.clone(),
+    }
 }
 
+/// Step 3, first part: customers, then funding accounts, in batches, in file order; the
+/// ids they get go to the scratch index for the agreements.
 async fn write_parties(
     store: &Store,
-    plan: &Plan,
+    scratch: &ImportScratch,
     batch_size: usize,
     now_ms: i64,
     progress: &mut Progress,
-) -> Result<PartyIds, ImportError> {
-    let mut customers = plan.customer_ids.clone();
-    for (i, chunk) in plan.customer_writes.chunks(batch_size).enumerate() {
+) -> Result<(), ImportError> {
+    let mut after = 0;
+    let mut batch = 0u64;
+    loop {
+        let page = scratch
+            .customers_to_write(after, batch_size)
+            .await
+            .map_err(scratch_failed)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        batch += 1;
+        let writes: Vec<CustomerWrite> = page
+            .into_iter()
+            .map(|c| {
+                let customer = NewCustomer {
+                    external_id: c.external_id,
+                    name: c.name,
+                    email: c.email,
+                    locale: c.locale,
+                    time_zone: c.time_zone,
+                };
+                match c.db_id {
+                    Some(id) => CustomerWrite::Update {
+                        id,
+                        customer,
+                        changed: changed_names(&c.changed),
+                    },
+                    None => CustomerWrite::Create(customer),
+                }
+            })
+            .collect();
         let written = store
-            .write_customers(chunk, now_ms)
+            .write_customers(&writes, now_ms)
             .await
             .map_err(|cause| ImportError::WriteFailed {
                 stage: "customers",
-                batch: i as u64 + 1,
+                batch,
                 first: None,
                 progress: *progress,
                 cause: Box::new(cause),
             })?;
         progress.customers += written.len() as u64;
-        customers.extend(written);
+        scratch
+            .add_customer_ids(&written)
+            .await
+            .map_err(scratch_failed)?;
     }
 
-    let mut writes = Vec::with_capacity(plan.account_writes.len());
-    for (account, owner, existing) in &plan.account_writes {
-        writes.push(match existing {
-            Some((id, changed)) => AccountWrite::Update {
-                id: *id,
-                account: account.clone(),
-                changed: changed.clone(),
-            },
-            None => AccountWrite::Create {
-                customer_id: *customers
-                    .get(owner)
-                    .ok_or_else(|| missing_id("customer", owner))?,
-                account: account.clone(),
-            },
-        });
-    }
-    let mut accounts = plan.account_ids.clone();
-    for (i, chunk) in writes.chunks(batch_size).enumerate() {
+    let mut after = 0;
+    let mut batch = 0u64;
+    loop {
+        let page = scratch
+            .accounts_to_write(after, batch_size)
+            .await
+            .map_err(scratch_failed)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        batch += 1;
+        let mut writes = Vec::with_capacity(page.len());
+        for a in page {
+            let account = NewFundingAccount {
+                external_ref: a.external_ref,
+                mandate_ref: a.mandate_ref,
+                mandate_status: a.mandate_status,
+            };
+            writes.push(match a.db_id {
+                Some(id) => AccountWrite::Update {
+                    id,
+                    account,
+                    changed: changed_names(&a.changed),
+                },
+                None => AccountWrite::Create {
+                    customer_id: a.owner_id.ok_or_else(|| missing_id("customer", &a.owner))?,
+                    account,
+                },
+            });
+        }
         let written = store
-            .write_funding_accounts(chunk, now_ms)
+            .write_funding_accounts(&writes, now_ms)
             .await
             .map_err(|cause| ImportError::WriteFailed {
                 stage: "funding accounts",
-                batch: i as u64 + 1,
+                batch,
                 first: None,
                 progress: *progress,
                 cause: Box::new(cause),
             })?;
         progress.accounts += written.len() as u64;
-        accounts.extend(written);
+        scratch
+            .add_account_ids(&written)
+            .await
+            .map_err(scratch_failed)?;
     }
-    Ok(PartyIds {
-        customers,
-        accounts,
-    })
+    Ok(())
 }
 
 fn missing_id(what: &str, key: &str) -> ImportError {
@@ -871,44 +1043,31 @@ struct Written {
 }
 
 /// Step 3, second part: reads the file again on a blocking thread, which checks each
-/// record once more and hands the new and changed agreements over a bounded channel;
-/// here they are written in batches. A record that no longer matches what step 1 saw
-/// stops the import (the file changed underneath).
+/// record once more and hands the agreements over a bounded channel; here they are
+/// matched with step 2's decisions, a batch at a time, and the new and changed ones are
+/// written. A record that no longer matches what step 1 saw stops the import (the file
+/// changed underneath).
 #[allow(clippy::too_many_arguments)]
 async fn write_agreements(
     store: &Store,
     path: &Path,
     rules: Arc<Rules>,
-    plan: Plan,
-    ids: PartyIds,
+    scratch: &ImportScratch,
+    expected_records: u64,
     batch_size: usize,
     now_ms: i64,
     progress: &mut Progress,
 ) -> Result<Written, ImportError> {
-    let expected_records = plan.records;
-    let planned = Arc::new(plan.agreements);
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<ValidAgreement, Location>>(batch_size * 2);
     let reader = {
         let path = path.to_path_buf();
-        let planned = Arc::clone(&planned);
         tokio::task::spawn_blocking(move || {
             let mut records = 0u64;
             let problems = source::read(&path, rules.format, &mut |raw| {
                 records += 1;
                 let checked = validate::check(&raw, &rules);
-                let item = match checked.agreement {
-                    Some(a) => match planned.get(&a.external_id) {
-                        Some(p) if p.content_hash == a.content_hash => {
-                            if p.action == Action::Unchanged {
-                                return ControlFlow::Continue(());
-                            }
-                            Ok(a)
-                        }
-                        _ => Err(checked.location),
-                    },
-                    None => Err(checked.location),
-                };
+                let item = checked.agreement.ok_or(checked.location);
                 let stop = item.is_err();
                 if tx.blocking_send(item).is_err() || stop {
                     return ControlFlow::Break(());
@@ -919,25 +1078,96 @@ async fn write_agreements(
         })
     };
 
-    let changed = |at: Location, progress: &Progress| ImportError::FileChanged {
+    let mut written = Written::default();
+    let mut pending: Vec<ValidAgreement> = Vec::with_capacity(batch_size);
+    let mut open = true;
+    while open {
+        match rx.recv().await {
+            Some(Ok(agreement)) => pending.push(agreement),
+            Some(Err(at)) => return Err(file_changed(path, at, progress)),
+            None => open = false,
+        }
+        if pending.len() >= batch_size || (!open && !pending.is_empty()) {
+            let batch = std::mem::take(&mut pending);
+            let writes = resolve(scratch, batch, path, progress).await?;
+            flush(store, writes, now_ms, progress, &mut written).await?;
+        }
+    }
+
+    let (records, problems) = reader
+        .await
+        .map_err(|e| ImportError::Internal(format!("the file reader task failed: {e}")))?;
+    let problems = problems.map_err(|e| unreadable(path, e))?;
+    if let Some(p) = problems.first() {
+        return Err(file_changed(path, p.row, progress));
+    }
+    if records != expected_records {
+        return Err(file_changed(path, Location::File, progress));
+    }
+    Ok(written)
+}
+
+fn file_changed(path: &Path, at: Location, progress: &Progress) -> ImportError {
+    ImportError::FileChanged {
         path: path.to_path_buf(),
         at,
         progress: *progress,
-    };
-    let mut written = Written::default();
-    let mut batch: Vec<AgreementWrite> = Vec::with_capacity(batch_size);
-    let mut batch_start: Option<Location> = None;
-    while let Some(item) = rx.recv().await {
-        let agreement = item.map_err(|at| changed(at, progress))?;
-        let planned = planned
-            .get(&agreement.external_id)
-            .ok_or_else(|| changed(agreement.location, progress))?;
-        batch_start.get_or_insert(agreement.location);
-        let customer_id = *ids
-            .customers
+    }
+}
+
+/// Matches a batch of agreements read again with step 2's decisions and the parties'
+/// ids: the writes for the new and changed ones, with where the first one is.
+async fn resolve(
+    scratch: &ImportScratch,
+    batch: Vec<ValidAgreement>,
+    path: &Path,
+    progress: &Progress,
+) -> Result<(Vec<AgreementWrite>, Option<Location>), ImportError> {
+    let ids: Vec<&str> = batch.iter().map(|a| a.external_id.as_str()).collect();
+    let plans: HashMap<String, (Option<String>, Option<AgreementDecision>)> = scratch
+        .agreement_plans(&ids)
+        .await
+        .map_err(scratch_failed)?
+        .into_iter()
+        .map(|(id, hash, decision)| (id, (hash, decision)))
+        .collect();
+    let mut customers: Vec<&str> = batch
+        .iter()
+        .map(|a| a.customer_external_id.as_str())
+        .collect();
+    customers.sort_unstable();
+    customers.dedup();
+    let customer_ids: HashMap<String, i64> = scratch
+        .customer_ids(&customers)
+        .await
+        .map_err(scratch_failed)?
+        .into_iter()
+        .collect();
+    let mut accounts: Vec<&str> = batch.iter().map(|a| a.account_ref.as_str()).collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    let account_ids: HashMap<String, i64> = scratch
+        .account_ids(&accounts)
+        .await
+        .map_err(scratch_failed)?
+        .into_iter()
+        .collect();
+
+    let mut writes = Vec::with_capacity(batch.len());
+    let mut first = None;
+    for agreement in batch {
+        let decision = match plans.get(&agreement.external_id) {
+            Some((Some(hash), decision)) if *hash == agreement.content_hash => decision,
+            _ => return Err(file_changed(path, agreement.location, progress)),
+        };
+        if matches!(decision, Some(d) if d.action == UNCHANGED) {
+            continue;
+        }
+        first.get_or_insert(agreement.location);
+        let customer_id = *customer_ids
             .get(&agreement.customer_external_id)
             .ok_or_else(|| missing_id("customer", &agreement.customer_external_id))?;
-        let funding_account_id = *ids.accounts.get(&agreement.account_ref).ok_or_else(|| {
+        let funding_account_id = *account_ids.get(&agreement.account_ref).ok_or_else(|| {
             missing_id(
                 "funding account",
                 &crate::mask::account(&agreement.account_ref),
@@ -956,53 +1186,21 @@ async fn write_agreements(
             content_hash: agreement.content_hash,
             installments: agreement.installments,
         };
-        batch.push(match &planned.action {
-            Action::Update { id, previous_hash } => AgreementWrite::Replace {
-                id: *id,
-                expected_hash: previous_hash.clone(),
+        writes.push(match decision {
+            Some(d) => AgreementWrite::Replace {
+                id: d.db_id,
+                expected_hash: d.previous_hash.clone(),
                 agreement: new,
             },
-            _ => AgreementWrite::Create(new),
+            None => AgreementWrite::Create(new),
         });
-        if batch.len() >= batch_size {
-            flush(
-                store,
-                &mut batch,
-                &mut batch_start,
-                now_ms,
-                progress,
-                &mut written,
-            )
-            .await?;
-        }
     }
-    flush(
-        store,
-        &mut batch,
-        &mut batch_start,
-        now_ms,
-        progress,
-        &mut written,
-    )
-    .await?;
-
-    let (records, problems) = reader
-        .await
-        .map_err(|e| ImportError::Internal(format!("the file reader task failed: {e}")))?;
-    let problems = problems.map_err(|e| unreadable(path, e))?;
-    if let Some(p) = problems.first() {
-        return Err(changed(p.row, progress));
-    }
-    if records != expected_records {
-        return Err(changed(Location::File, progress));
-    }
-    Ok(written)
+    Ok((writes, first))
 }
 
 async fn flush(
     store: &Store,
-    batch: &mut Vec<AgreementWrite>,
-    batch_start: &mut Option<Location>,
+    (batch, first): (Vec<AgreementWrite>, Option<Location>),
     now_ms: i64,
     progress: &mut Progress,
     written: &mut Written,
@@ -1010,9 +1208,7 @@ async fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let result = store.write_agreements(batch, now_ms).await;
-    let first = batch_start.take();
-    match result {
+    match store.write_agreements(&batch, now_ms).await {
         Ok(w) => {
             progress.agreement_batches += 1;
             progress.agreements += w.created + w.replaced;
@@ -1025,7 +1221,6 @@ async fn flush(
                 installments = w.installments,
                 "import batch committed"
             );
-            batch.clear();
             Ok(())
         }
         Err(cause) => Err(ImportError::WriteFailed {

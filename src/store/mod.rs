@@ -72,6 +72,7 @@ pub mod agreements;
 pub mod conversation;
 pub mod debits;
 pub mod delinquency;
+pub mod import_scratch;
 pub mod metrics;
 pub mod payments;
 pub mod reminders;
