@@ -111,8 +111,11 @@ fn default_timeout_seconds() -> u64 {
     30
 }
 
+/// 50 messages a second: what a lender's own relay (Postfix, Exim) or a transactional
+/// provider takes without throttling; 200,000 reminders go out in about an hour. Lower it
+/// to the provider's quota where there is one (e.g. Amazon SES starts accounts at 14/s).
 fn default_rate_per_second() -> f64 {
-    10.0
+    50.0
 }
 
 fn default_retry_delays_ms() -> Vec<u64> {
