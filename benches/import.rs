@@ -1,6 +1,8 @@
-//! Import throughput: generates N agreements x 12 installments into a temporary CSV and
-//! imports it through the library API into a fresh SQLite file (release build, batched
-//! transactions), then imports it again (all unchanged: the read-and-compare path).
+//! Import throughput: generates N agreements x 12 installments into a temporary CSV (the
+//! portfolio generator of `repayd bench`) and imports it through the library API into a
+//! fresh SQLite file (release build, batched transactions), then imports it again (all
+//! unchanged: the read-and-compare path). `repayd bench --only import` runs the same
+//! import as a separate process, beside a raw bulk insert of the same rows.
 //!
 //!     cargo bench --bench import
 //!     REPAYD_BENCH_AGREEMENTS=10000 cargo bench --bench import
@@ -10,12 +12,11 @@
 //! temporary SQLite file, e.g. a PostgreSQL database made for the purpose).
 
 use repayd::clock::SystemClock;
+use repayd::commands::bench::portfolio::{self, PortfolioSpec};
 use repayd::config::ScheduleDefaults;
 use repayd::import::{DEFAULT_BATCH_SIZE, ImportOptions, import_file};
 use repayd::store::Store;
 use secrecy::SecretString;
-use std::io::Write;
-use std::path::Path;
 use std::time::Instant;
 
 const INSTALLMENTS: usize = 12;
@@ -37,49 +38,14 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// `n` agreements over `n / 2` customers (two each, one account each), a mix of methods
-/// and currencies, first due dates spread over a month.
-fn generate(path: &Path, n: usize) -> std::io::Result<()> {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(
-        f,
-        "customer_external_id,customer_name,email,locale,time_zone,account_ref,mandate_ref,\
-         mandate_status,agreement_id,currency,principal,method,installments,annual_rate,\
-         fee_rate,first_due,frequency"
-    )?;
-    for i in 0..n {
-        let c = i / 2;
-        let (locale, tz, currency) = match c % 3 {
-            0 => ("zh-CN", "Asia/Shanghai", "CNY"),
-            1 => ("en", "America/New_York", "USD"),
-            _ => ("en-GB", "Europe/London", "GBP"),
-        };
-        let (method, annual, fee) = match i % 4 {
-            0 => ("annuity", "0.12", "0"),
-            1 => ("equal-principal", "0.099", "0"),
-            2 => ("flat-fee", "0", "0.005"),
-            _ => ("interest-free", "0", "0"),
-        };
-        writeln!(
-            f,
-            "CUST-{c:07},Customer {c},customer{c}@example.com,{locale},{tz},ACC-{c:07},\
-             MND-{c:07},active,AGR-{i:08},{currency},{}.{:02},{method},{INSTALLMENTS},{annual},\
-             {fee},2026-12-{:02},monthly",
-            1_000 + (i * 37) % 20_000,
-            i % 100,
-            1 + i % 28
-        )?;
-    }
-    f.flush()
-}
-
 fn main() {
     let n = env_number("REPAYD_BENCH_AGREEMENTS", 100_000);
     let batch_size = env_number("REPAYD_BENCH_BATCH", DEFAULT_BATCH_SIZE);
     let dir = tempfile::tempdir().expect("temp dir");
     let csv = dir.path().join("agreements.csv");
     let t = Instant::now();
-    generate(&csv, n).expect("generate the CSV");
+    let today = repayd::clock::Clock::now(&SystemClock).date_naive();
+    portfolio::write_csv(&csv, &PortfolioSpec::standard(n, today)).expect("generate the CSV");
     let csv_mib = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
     println!(
         "generated {n} agreements x {INSTALLMENTS} installments ({csv_mib:.1} MiB CSV) in {:.2?}",

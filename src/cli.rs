@@ -54,6 +54,10 @@ pub enum Command {
     /// Dry run on a virtual clock over a copy of the data: what would be sent and debited
     /// in the next N days. Nothing is sent, debited or written.
     Simulate(crate::commands::simulate::SimulateArgs),
+    /// Benchmarks: generated portfolios through this binary against real databases, a
+    /// loopback SMTP sink and the sandbox bank; every figure beside the machine's limit
+    /// measured in the same run (see docs/benchmarks.md). Needs no configuration.
+    Bench(crate::commands::bench::BenchArgs),
     /// Man pages and shell completions, for packaging.
     #[command(hide = true)]
     Generate(crate::commands::generate::GenerateArgs),

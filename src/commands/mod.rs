@@ -3,6 +3,7 @@
 
 pub mod agreements;
 pub mod attempts;
+pub mod bench;
 pub mod generate;
 pub mod import;
 pub mod lifecycle;
@@ -114,6 +115,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             simulate::run(&settings, &args).await
         }
         Command::Generate(args) => generate::run(&args),
+        Command::Bench(args) => {
+            crate::telemetry::init_stderr();
+            bench::run(&args).await
+        }
         Command::Import(args) => {
             let settings = load_settings(&cli.config)?;
             crate::telemetry::init_stderr();

@@ -1,0 +1,1240 @@
+//! `repayd bench`: the benchmark harness. Generates portfolios, runs this very binary as
+//! a real importer and daemon against real databases, a loopback SMTP sink and the
+//! sandbox bank, and prints every figure beside the machine's limit measured in the same
+//! run (a raw bulk insert, the disk's commit rate, pgbench, the sink's own rate). No
+//! figure is asserted: targets are read by people (docs/benchmarks.md).
+//!
+//! Scenarios: `import` (N x 12 against a python sqlite3 bulk insert of the same rows),
+//! `plan` (first planning pass at two sizes, and how linear it is), `due-day` (debits and
+//! reminders due now, gateway at 0 and 20 ms, SQLite with one daemon and PostgreSQL with
+//! one and three), `daemon` (time to READY and peak RSS with the import's portfolio),
+//! `smtp` (the mail transport against the sink).
+
+pub mod portfolio;
+mod probe;
+mod sink;
+
+use crate::clock::{Clock, SystemClock, to_epoch_ms};
+use crate::config::Settings;
+use crate::engine::Engine;
+use crate::engine::policy::EnginePolicy;
+use crate::store::Store;
+use anyhow::Context;
+use portfolio::{FirstDue, PortfolioSpec};
+use probe::{Daemon, run_measured};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BULK_INSERT_PY: &str = include_str!("limits/bulk_insert.py");
+const SQLITE_COMMITS_PY: &str = include_str!("limits/sqlite_commits.py");
+const SMTP_CLIENT_PY: &str = include_str!("limits/smtp_client.py");
+
+/// Debit attempts processed at once by one daemon (`engine::debit`'s in-flight limit),
+/// for the latency bound.
+const IN_FLIGHT_PER_DAEMON: f64 = 8.0;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// `smoke`: tiny sizes, a minute or so (CI); `full`: the sizes of docs/benchmarks.md.
+    #[arg(long, value_enum, default_value = "full")]
+    pub size: BenchSize,
+    /// Run only these scenarios (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+    /// Where databases, files and logs go (default: a temporary directory, removed at
+    /// the end unless --keep).
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work directory.
+    #[arg(long)]
+    pub keep: bool,
+    /// A PostgreSQL server on which the benchmark may create and drop databases
+    /// (`bench_*`); without it the PostgreSQL runs are skipped.
+    #[arg(long, env = "REPAYD_BENCH_POSTGRES_URL", value_name = "URL")]
+    pub postgres_url: Option<String>,
+    /// Longest a due-day run goes on before its rates are taken as they stand.
+    #[arg(long, value_name = "SECONDS")]
+    pub run_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchSize {
+    Smoke,
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Import,
+    Plan,
+    DueDay,
+    Daemon,
+    Smtp,
+}
+
+struct Sizes {
+    import: usize,
+    plan: [usize; 2],
+    due_debits: usize,
+    run_cap: Duration,
+    plan_cap: Duration,
+    limit_seconds: f64,
+    daemon_watch: Duration,
+}
+
+impl Sizes {
+    fn of(size: BenchSize) -> Self {
+        match size {
+            BenchSize::Smoke => Sizes {
+                import: 1_000,
+                plan: [100, 1_000],
+                due_debits: 50,
+                run_cap: Duration::from_secs(5),
+                plan_cap: Duration::from_secs(60),
+                limit_seconds: 0.5,
+                daemon_watch: Duration::from_secs(1),
+            },
+            BenchSize::Full => Sizes {
+                import: 1_000_000,
+                plan: [100_000, 1_000_000],
+                due_debits: 100_000,
+                run_cap: Duration::from_secs(90),
+                plan_cap: Duration::from_secs(300),
+                limit_seconds: 5.0,
+                daemon_watch: Duration::from_secs(60),
+            },
+        }
+    }
+}
+
+/// One line of the closing table.
+struct Row {
+    scenario: String,
+    figure: String,
+    limit: String,
+    ratio: String,
+}
+
+struct Bench {
+    exe: PathBuf,
+    work: PathBuf,
+    sizes: Sizes,
+    postgres: Option<String>,
+    sink: sink::SmtpSink,
+    rows: Vec<Row>,
+    /// SQLite databases with an imported standard portfolio, by size.
+    imported: Vec<(usize, PathBuf)>,
+    python: bool,
+    /// The sink's own rate with a plain smtplib client, once measured.
+    sink_rate: Option<f64>,
+    /// Commits per unit of work, from the first run that could count them.
+    commits_per_item: Option<f64>,
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the repayd binary")?;
+    let temp;
+    let work = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new().prefix("repayd-bench-").tempdir()?;
+            if args.keep {
+                temp.keep()
+            } else {
+                temp.path().to_path_buf()
+            }
+        }
+    };
+    let mut sizes = Sizes::of(args.size);
+    if let Some(s) = args.run_seconds {
+        sizes.run_cap = Duration::from_secs(s);
+    }
+    let python = probe::have("python3");
+    let mut bench = Bench {
+        exe,
+        work,
+        sizes,
+        postgres: args.postgres_url.clone(),
+        sink: sink::SmtpSink::start()
+            .await
+            .context("starting the SMTP sink")?,
+        rows: Vec::new(),
+        imported: Vec::new(),
+        python,
+        sink_rate: None,
+        commits_per_item: None,
+    };
+    println!(
+        "repayd bench --size {:?}: binary {} ({} build), work directory {}",
+        args.size,
+        bench.exe.display(),
+        if cfg!(debug_assertions) {
+            "DEBUG: figures are not representative"
+        } else {
+            "release"
+        },
+        bench.work.display()
+    );
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if !bench.python {
+        println!("python3 not found: limits measured with python are skipped");
+    }
+    let all = args.only.is_empty();
+    let wants = |s: Scenario| all || args.only.contains(&s);
+    let started = Instant::now();
+    if wants(Scenario::Smtp) {
+        bench.smtp().await?;
+    }
+    if wants(Scenario::Import) {
+        bench.import().await?;
+    }
+    if wants(Scenario::Plan) {
+        bench.plan().await?;
+    }
+    if wants(Scenario::Daemon) {
+        bench.daemon().await?;
+    }
+    if wants(Scenario::DueDay) {
+        bench.due_day().await?;
+    }
+    println!(
+        "\n## Figures and limits ({:.0} s in all)\n",
+        started.elapsed().as_secs_f64()
+    );
+    println!("| scenario | figure | limit, same run | ratio |");
+    println!("|---|---|---|---|");
+    for r in &bench.rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.scenario, r.figure, r.limit, r.ratio
+        );
+    }
+    if args.work_dir.is_none() && !args.keep {
+        let _ = std::fs::remove_dir_all(&bench.work);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn num(n: f64) -> String {
+    let whole = n.round() as i64;
+    let s = whole.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if whole < 0 { format!("-{out}") } else { out }
+}
+
+fn ratio(figure: f64, limit: f64) -> String {
+    if limit > 0.0 && figure.is_finite() {
+        format!("{:.2}", figure / limit)
+    } else {
+        "-".into()
+    }
+}
+
+/// The URL of database `name` on the server of `admin` (a `postgres://.../db` URL).
+fn pg_url(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+impl Bench {
+    fn row(&mut self, scenario: String, figure: String, limit: String, ratio: String) {
+        println!("  => {scenario}: {figure} | limit: {limit} | ratio {ratio}");
+        self.rows.push(Row {
+            scenario,
+            figure,
+            limit,
+            ratio,
+        });
+    }
+
+    fn today(&self) -> chrono::NaiveDate {
+        SystemClock.now().date_naive()
+    }
+
+    /// A configuration for one run: the database, the sandbox bank with `latency_ms`,
+    /// email to the sink at a raised rate cap, JSON logs at info.
+    fn config(&self, name: &str, url: &str, latency_ms: u64) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(format!("{name}.toml"));
+        let text = format!(
+            r#"# Written by repayd bench.
+[database]
+url = "{url}"
+max_connections = 8
+
+[log]
+format = "json"
+level = "info"
+
+[debit]
+key_prefix = "bench"
+
+[engine]
+planner_cron = "0 0 * * * *"
+poll_seconds = 1
+drain_seconds = 10
+
+[gateway]
+kind = "sandbox"
+
+[gateway.sandbox]
+opening_balance = "5000.00"
+latency_ms = {latency_ms}
+
+[mail]
+kind = "smtp"
+from = "Repayments <repayments@example.com>"
+lender_name = "Bench Lending"
+support_contact = "support@example.com"
+
+[mail.smtp]
+host = "127.0.0.1"
+port = {port}
+tls = "none"
+rate_per_second = 1000
+retry_delays_ms = []
+
+[http]
+enabled = true
+listen = "127.0.0.1:0"
+"#,
+            port = self.sink.port
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    fn repayd(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("--config").arg(config);
+        cmd
+    }
+
+    fn python_script(&self, name: &str, text: &str) -> anyhow::Result<PathBuf> {
+        let path = self.work.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
+    /// Runs `repayd import` on `csv` into the database of `config`; fails loudly.
+    async fn import_file(
+        &self,
+        config: &Path,
+        csv: &Path,
+        tag: &str,
+    ) -> anyhow::Result<probe::Measured> {
+        let mut cmd = self.repayd(config);
+        cmd.arg("import").arg(csv);
+        let m = run_measured(cmd, &self.work.join(format!("{tag}.log"))).await?;
+        if !m.status.success() {
+            anyhow::bail!(
+                "repayd import of {} failed ({}):\n{}",
+                csv.display(),
+                m.status,
+                m.output_tail
+            );
+        }
+        Ok(m)
+    }
+
+    /// The engine of `config`, in this process (for a planning pass).
+    async fn engine(&self, config: &Path) -> anyhow::Result<(Arc<Engine>, Store)> {
+        let settings = Settings::load(config)?;
+        let store = Store::connect(&settings.database_url(), 4).await?;
+        store.migrate().await?;
+        let gateway = super::run::build_gateway(&settings, &store).await?;
+        let mail = super::run::build_mail(&settings)?;
+        let policy = EnginePolicy::from_settings(&settings)?;
+        let engine = Engine::new(
+            store.clone(),
+            gateway,
+            Arc::new(SystemClock),
+            policy,
+            "bench-planner",
+        )
+        .with_mail(mail);
+        Ok((Arc::new(engine), store))
+    }
+
+    /// A first planning pass, at most `plan_cap`: seconds and what it created.
+    async fn planning_pass(&self, config: &Path) -> anyhow::Result<(Option<f64>, String)> {
+        let (engine, store) = self.engine(config).await?;
+        let t = Instant::now();
+        let outcome = tokio::time::timeout(self.sizes.plan_cap, engine.plan()).await;
+        let secs = t.elapsed().as_secs_f64();
+        let result = match outcome {
+            Ok(Ok(report)) => (
+                Some(secs),
+                format!(
+                    "{} debit attempts, {} reminders",
+                    num(report.attempts_created as f64),
+                    num(report.reminders_created as f64)
+                ),
+            ),
+            Ok(Err(e)) => anyhow::bail!("planning failed: {e}"),
+            Err(_) => {
+                let attempts: i64 = store
+                    .attempt_state_counts()
+                    .await?
+                    .iter()
+                    .map(|(_, n)| n)
+                    .sum();
+                (
+                    None,
+                    format!(
+                        "did not finish in {} s ({} debit attempts planned by then)",
+                        self.sizes.plan_cap.as_secs(),
+                        num(attempts as f64)
+                    ),
+                )
+            }
+        };
+        store.close().await;
+        Ok(result)
+    }
+
+    /// The sink's own rate, measured once with a plain smtplib client.
+    fn sink_rate(&mut self) -> anyhow::Result<Option<f64>> {
+        if self.sink_rate.is_none() && self.python {
+            let script = self.python_script("smtp_client.py", SMTP_CLIENT_PY)?;
+            let out = probe::output(
+                Command::new("python3")
+                    .arg(&script)
+                    .arg(self.sink.port.to_string())
+                    .arg(self.sizes.limit_seconds.max(1.0).to_string()),
+            )?;
+            self.sink_rate = json_number(&out, "per_second");
+            println!(
+                "  the sink's own rate (plain smtplib client, one connection): {}",
+                self.sink_rate
+                    .map_or("-".into(), |r| format!("{} msg/s", num(r)))
+            );
+        }
+        Ok(self.sink_rate)
+    }
+
+    // ---------------------------------------------------------------- smtp
+
+    async fn smtp(&mut self) -> anyhow::Result<()> {
+        println!("\n# smtp: the mail transport against the loopback sink");
+        let secs = self.sizes.limit_seconds.max(1.0);
+        let limit = self.sink_rate()?;
+        for (label, rate) in [
+            ("default rate_per_second", None),
+            ("rate cap raised", Some(1e6)),
+        ] {
+            let settings: crate::mail::settings::SmtpSettings = toml::from_str(&format!(
+                "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"{}",
+                self.sink.port,
+                rate.map(|r| format!("\nrate_per_second = {r}"))
+                    .unwrap_or_default()
+            ))?;
+            let pool = settings.pool_size as usize;
+            let mailer = Arc::new(crate::mail::smtp::SmtpMailer::new(
+                &settings,
+                "Repayments <repayments@example.com>".parse()?,
+            )?);
+            let before = self.sink.accepted();
+            let t = Instant::now();
+            let deadline = t + Duration::from_secs_f64(secs);
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..pool {
+                let mailer = Arc::clone(&mailer);
+                tasks.spawn(async move {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let email = sample_email(worker, n);
+                        crate::mail::Mailer::send(&*mailer, &email).await?;
+                        n += 1;
+                    }
+                    Ok::<u64, crate::mail::MailError>(n)
+                });
+            }
+            while let Some(r) = tasks.join_next().await {
+                r??;
+            }
+            let sent = self.sink.accepted() - before;
+            let rate_got = sent as f64 / t.elapsed().as_secs_f64();
+            let cap = settings.rate_per_second;
+            self.row(
+                format!("SMTP transport, {label} ({cap}/s), pool {pool}, {pool} senders"),
+                format!("{} msg/s", num(rate_got)),
+                match limit {
+                    Some(l) => format!("sink's own rate, plain smtplib client: {} msg/s", num(l)),
+                    None => "sink's rate not measured (python3 missing)".into(),
+                },
+                limit.map_or("-".into(), |l| ratio(rate_got, l)),
+            );
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- import
+
+    async fn import(&mut self) -> anyhow::Result<()> {
+        let n = self.sizes.import;
+        println!("\n# import: {} agreements x 12 installments", num(n as f64));
+        let csv = self.work.join(format!("portfolio-{n}.csv"));
+        let t = Instant::now();
+        let stats = portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
+        println!(
+            "  generated {} ({} MiB, {} short accounts) in {:.1} s",
+            csv.display(),
+            stats.bytes / 1_048_576,
+            num(stats.short as f64),
+            t.elapsed().as_secs_f64()
+        );
+        let db = self.work.join(format!("import-{n}.db"));
+        let config = self.config(
+            &format!("import-{n}"),
+            &format!("sqlite://{}", db.display()),
+            0,
+        )?;
+        let m = self
+            .import_file(&config, &csv, &format!("import-{n}"))
+            .await?;
+        let rows = stats.installments as f64;
+        self.imported.push((n, config.clone()));
+
+        let limit = if self.python {
+            let limit_db = self.work.join("limit-bulk.db");
+            let limit_config =
+                self.config("limit-bulk", &format!("sqlite://{}", limit_db.display()), 0)?;
+            probe::output(self.repayd(&limit_config).arg("migrate"))?;
+            let script = self.python_script("bulk_insert.py", BULK_INSERT_PY)?;
+            let mut cmd = Command::new("python3");
+            cmd.arg(&script).arg(&limit_db).arg(&csv);
+            let l = run_measured(cmd, &self.work.join("limit-bulk.log")).await?;
+            if !l.status.success() {
+                anyhow::bail!("the bulk insert failed:\n{}", l.output_tail);
+            }
+            let _ = std::fs::remove_file(&limit_db);
+            Some(l)
+        } else {
+            None
+        };
+        let label = format!("import {} x 12 (SQLite)", num(n as f64));
+        self.row(
+            format!("{label}, time"),
+            format!(
+                "{:.1} s ({} installment rows/s)",
+                m.seconds,
+                num(rows / m.seconds)
+            ),
+            limit.as_ref().map_or("not measured".into(), |l| {
+                format!(
+                    "raw bulk insert of the same rows (python sqlite3 executemany): {:.1} s",
+                    l.seconds
+                )
+            }),
+            limit.as_ref().map_or("-".into(), |l| {
+                format!("{:.2}x the time", m.seconds / l.seconds)
+            }),
+        );
+        self.row(
+            format!("{label}, peak RSS"),
+            format!("{:.0} MiB", m.peak_rss_mib),
+            format!(
+                "target 128 MiB; the bulk insert: {}",
+                limit
+                    .as_ref()
+                    .map_or("-".into(), |l| format!("{:.0} MiB", l.peak_rss_mib))
+            ),
+            ratio(m.peak_rss_mib, 128.0),
+        );
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- plan
+
+    async fn plan(&mut self) -> anyhow::Result<()> {
+        println!("\n# plan: the first planning pass over a fresh import");
+        let mut times = Vec::new();
+        for n in self.sizes.plan {
+            let config = match self.imported.iter().find(|(size, _)| *size == n) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let csv = self.work.join(format!("portfolio-{n}.csv"));
+                    portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
+                    let db = self.work.join(format!("import-{n}.db"));
+                    let config = self.config(
+                        &format!("import-{n}"),
+                        &format!("sqlite://{}", db.display()),
+                        0,
+                    )?;
+                    self.import_file(&config, &csv, &format!("import-{n}"))
+                        .await?;
+                    self.imported.push((n, config.clone()));
+                    config
+                }
+            };
+            let (secs, what) = self.planning_pass(&config).await?;
+            times.push(secs);
+            self.row(
+                format!(
+                    "first planning pass, {} agreements x 12 (SQLite)",
+                    num(n as f64)
+                ),
+                match secs {
+                    Some(s) => format!("{s:.1} s: {what}"),
+                    None => what,
+                },
+                if n >= 1_000_000 {
+                    "target 60 s at 1,000,000".into()
+                } else {
+                    "-".into()
+                },
+                match secs {
+                    Some(s) if n >= 1_000_000 => ratio(s, 60.0),
+                    _ => "-".into(),
+                },
+            );
+        }
+        let [small, large] = self.sizes.plan;
+        let data = large as f64 / small as f64;
+        if let [Some(a), Some(b)] = times[..] {
+            self.row(
+                "planning pass linearity".into(),
+                format!("{:.1}x the time for {data:.0}x the data", b / a),
+                format!("linear: {data:.0}x (target at most {:.0}x)", data * 1.1),
+                format!("{:.2}", (b / a) / data),
+            );
+        } else {
+            self.row(
+                "planning pass linearity".into(),
+                "not measured: a pass did not finish".into(),
+                format!("linear: {data:.0}x"),
+                "-".into(),
+            );
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- daemon
+
+    async fn daemon(&mut self) -> anyhow::Result<()> {
+        let n = self.sizes.import;
+        println!(
+            "\n# daemon: time to READY and peak RSS with {} agreements",
+            num(n as f64)
+        );
+        let config = match self.imported.iter().find(|(size, _)| *size == n) {
+            Some((_, c)) => c.clone(),
+            None => {
+                println!("  (importing the portfolio first)");
+                let csv = self.work.join(format!("portfolio-{n}.csv"));
+                portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
+                let db = self.work.join(format!("import-{n}.db"));
+                let config = self.config(
+                    &format!("import-{n}"),
+                    &format!("sqlite://{}", db.display()),
+                    0,
+                )?;
+                self.import_file(&config, &csv, &format!("import-{n}"))
+                    .await?;
+                self.imported.push((n, config.clone()));
+                config
+            }
+        };
+        let mut d = Daemon::spawn(
+            self.repayd(&config).arg("run").to_owned_cmd(),
+            &self.work.join("daemon.sock"),
+            &self.work.join("daemon.log"),
+        )?;
+        let ready = d.ready(Duration::from_secs(60)).await;
+        let watch_until = Instant::now() + self.sizes.daemon_watch;
+        let mut peak: f64 = 0.0;
+        while Instant::now() < watch_until && !d.exited() {
+            peak = peak.max(d.peak_rss_mib());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        peak = peak.max(d.peak_rss_mib());
+        let exited = d.exited();
+        d.stop(Duration::from_secs(30)).await;
+        if exited {
+            anyhow::bail!(
+                "the daemon exited early:\n{}",
+                probe::tail(&self.work.join("daemon.log"), 20)
+            );
+        }
+        let label = format!("daemon with {} agreements x 12 (SQLite)", num(n as f64));
+        self.row(
+            format!("{label}, time to READY"),
+            ready.map_or("no READY within 60 s".into(), |s| format!("{s:.2} s")),
+            "target 1 s".into(),
+            ready.map_or("-".into(), |s| ratio(s, 1.0)),
+        );
+        self.row(
+            format!(
+                "{label}, peak RSS over its first {} s",
+                self.sizes.daemon_watch.as_secs()
+            ),
+            format!("{peak:.0} MiB"),
+            "target 64 MiB".into(),
+            ratio(peak, 64.0),
+        );
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- due day
+
+    async fn due_day(&mut self) -> anyhow::Result<()> {
+        let n = self.sizes.due_debits;
+        println!(
+            "\n# due day: {} debits due now and {} reminders due now",
+            num(n as f64),
+            num(2.0 * n as f64)
+        );
+        let commit_rate = if self.python {
+            let script = self.python_script("sqlite_commits.py", SQLITE_COMMITS_PY)?;
+            let db = self.work.join("limit-commits.db");
+            let out = probe::output(
+                Command::new("python3")
+                    .arg(&script)
+                    .arg(&db)
+                    .arg(self.sizes.limit_seconds.to_string()),
+            )?;
+            let _ = std::fs::remove_file(&db);
+            json_number(&out, "per_second")
+        } else {
+            None
+        };
+        println!(
+            "  SQLite commit rate (python sqlite3, WAL, synchronous=FULL): {}",
+            commit_rate.map_or("not measured".into(), |r| format!("{} commits/s", num(r)))
+        );
+        self.sink_rate()?;
+        // 20 ms first: on SQLite that run is traced to count commits (fsyncs), which the
+        // untraced 0 ms run then uses.
+        self.due_day_backend(Backend::Sqlite, &[(1, 20), (1, 0)], commit_rate)
+            .await?;
+        match self.postgres.clone() {
+            Some(admin) if probe::have("psql") => {
+                let tps = self.pgbench(&admin)?;
+                println!(
+                    "  pgbench: {}",
+                    tps.map_or("not measured".into(), |t| format!("{} tps", num(t)))
+                );
+                let runs = [(1, 20), (1, 0), (3, 20), (3, 0)];
+                self.due_day_backend(Backend::Postgres(admin), &runs, tps)
+                    .await?;
+            }
+            _ => println!("  PostgreSQL runs skipped: no --postgres-url (or psql missing)"),
+        }
+        Ok(())
+    }
+
+    fn pgbench(&self, admin: &str) -> anyhow::Result<Option<f64>> {
+        if !probe::have("pgbench") {
+            return Ok(None);
+        }
+        let name = "bench_pgbench";
+        psql(admin, &format!("DROP DATABASE IF EXISTS {name}"))?;
+        psql(admin, &format!("CREATE DATABASE {name}"))?;
+        let url = pg_url(admin, name);
+        probe::output(Command::new("pgbench").args(["-i", "-q", "-s", "1", &url]))?;
+        let secs = (self.sizes.limit_seconds.ceil() as u64).max(1).to_string();
+        let out = probe::output(
+            Command::new("pgbench").args(["-n", "-N", "-c", "8", "-j", "2", "-T", &secs, &url]),
+        )?;
+        psql(admin, &format!("DROP DATABASE IF EXISTS {name}"))?;
+        Ok(out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("tps = "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|t| t.parse().ok()))
+    }
+
+    async fn due_day_backend(
+        &mut self,
+        backend: Backend,
+        runs: &[(usize, u64)],
+        commit_limit: Option<f64>,
+    ) -> anyhow::Result<()> {
+        let n = self.sizes.due_debits;
+        let backend_name = match &backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        };
+        // Customers in the working day now, so reminders are not held back by quiet hours.
+        let now = SystemClock.now();
+        let zones = portfolio::zones_in_hours(now, 9, 19);
+        let tag = backend.tag();
+        let prep_url = backend.url(&format!("bench_{tag}_prep"), &self.work)?;
+        let prep_config = self.config(&format!("{tag}-prep"), &prep_url, 0)?;
+        let t = Instant::now();
+        for (prefix, count, days) in [("D", n, 0), ("R", 2 * n, 5)] {
+            let csv = self.work.join(format!("dueday-{prefix}-{n}.csv"));
+            portfolio::write_csv(
+                &csv,
+                &PortfolioSpec {
+                    agreements: count,
+                    installments: 1,
+                    zones: zones.clone(),
+                    first_due: FirstDue::LocalToday { now, days },
+                    short_every: 10,
+                    id_prefix: prefix.into(),
+                },
+            )?;
+            self.import_file(&prep_config, &csv, &format!("{tag}-import-{prefix}"))
+                .await?;
+        }
+        let imported = t.elapsed().as_secs_f64();
+        let (planned, what) = self.planning_pass(&prep_config).await?;
+        println!(
+            "  {backend_name}: imported {} + {} agreements in {imported:.1} s; planned in {}: {what}",
+            num(n as f64),
+            num(2.0 * n as f64),
+            planned.map_or("-".into(), |s| format!("{s:.1} s"))
+        );
+
+        for &(daemons, latency) in runs {
+            let name = format!(
+                "{backend_name}, {daemons} daemon{}",
+                if daemons > 1 { "s" } else { "" }
+            );
+            let tag = format!("{tag}{daemons}");
+            let run_url = backend.copy(
+                &format!("bench_{}_prep", backend.tag()),
+                &format!("bench_{tag}_{latency}"),
+                &self.work,
+            )?;
+            let config = self.config(&format!("{tag}-{latency}ms"), &run_url, latency)?;
+            let store = Store::connect(&secrecy::SecretString::from(run_url.clone()), 2).await?;
+            let due_debits = store
+                .due_debit_work(to_epoch_ms(SystemClock.now()))
+                .await?
+                .rows;
+            let due_reminders = store
+                .due_reminder_work(to_epoch_ms(SystemClock.now()))
+                .await?
+                .rows;
+            let commits_before = backend.commits(&run_url)?;
+            let sink_before = self.sink.accepted();
+            let trace =
+                matches!(backend, Backend::Sqlite) && latency == 20 && probe::have("strace");
+            let mut running = Vec::new();
+            for i in 0..daemons {
+                let mut cmd = if trace {
+                    let mut c = Command::new("strace");
+                    c.args(["-f", "-qq", "-c", "-e", "trace=fsync,fdatasync", "-o"])
+                        .arg(self.work.join(format!("{tag}-{latency}-strace.txt")))
+                        .arg(&self.exe)
+                        .arg("--config")
+                        .arg(&config)
+                        .arg("run");
+                    c
+                } else {
+                    let mut c = self.repayd(&config);
+                    c.arg("run");
+                    c
+                };
+                let mut d = Daemon::spawn(
+                    cmd.to_owned_cmd(),
+                    &self.work.join(format!("{tag}-{latency}-{i}.sock")),
+                    &self.work.join(format!("{tag}-{latency}ms-{i}.log")),
+                )?;
+                d.traced = trace;
+                running.push(d);
+            }
+            let started = Instant::now();
+            for d in &mut running {
+                if d.ready(Duration::from_secs(120)).await.is_none() {
+                    anyhow::bail!(
+                        "a daemon did not become ready:\n{}",
+                        probe::tail(&self.work.join(format!("{tag}-{latency}ms-0.log")), 20)
+                    );
+                }
+            }
+            // Poll until nothing is due, or the cap.
+            let mut debits = Progress::default();
+            let mut reminders = Progress::default();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let at = started.elapsed().as_secs_f64();
+                let finished = finished_debits(&store).await?;
+                let sent = sent_upcoming(&store).await?;
+                debits.see(finished, at);
+                reminders.see(sent, at);
+                let now_ms = to_epoch_ms(SystemClock.now());
+                let open = store.due_debit_work(now_ms).await?.rows
+                    + store.due_reminder_work(now_ms).await?.rows;
+                if open == 0
+                    || started.elapsed() > self.sizes.run_cap
+                    || running.iter_mut().any(|d| d.exited())
+                {
+                    break;
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            for d in running {
+                d.stop(Duration::from_secs(30)).await;
+            }
+            let commits = match (&backend, trace) {
+                (Backend::Sqlite, true) => {
+                    parse_strace(&self.work.join(format!("{tag}-{latency}-strace.txt")))
+                }
+                (Backend::Sqlite, false) => None,
+                (Backend::Postgres(_), _) => match (commits_before, backend.commits(&run_url)?) {
+                    (Some(a), Some(b)) => Some((b - a) as f64),
+                    _ => None,
+                },
+            };
+            let messages = self.sink.accepted() - sink_before;
+            let processed = processed_work(&store).await?;
+            store.close().await;
+            backend.drop_db(&format!("bench_{tag}_{latency}"))?;
+            let commits_per_item = commits.map(|c| c / (processed.max(1) as f64));
+            if let Some(k) = commits_per_item {
+                self.commits_per_item.get_or_insert(k);
+            }
+            let k = commits_per_item.or(self.commits_per_item);
+            let scenario = format!("due day, {name}, gateway {latency} ms");
+            let debit_rate = debits.rate();
+            let commit_bound = match (commit_limit, k) {
+                (Some(c), Some(k)) if k > 0.0 => Some(c / k),
+                _ => None,
+            };
+            let latency_bound = (latency > 0)
+                .then(|| IN_FLIGHT_PER_DAEMON * daemons as f64 / (latency as f64 / 1000.0));
+            let bound = match (commit_bound, latency_bound) {
+                (Some(c), Some(l)) => Some(c.min(l)),
+                (c, l) => c.or(l),
+            };
+            let disk = match &backend {
+                Backend::Sqlite => "SQLite commits/s",
+                Backend::Postgres(_) => "pgbench tps",
+            };
+            let mut limit = String::new();
+            match (commit_limit, k) {
+                (Some(c), Some(k)) => {
+                    let _ = write!(
+                        limit,
+                        "{disk} {} / {k:.2} commits per item = {}/s",
+                        num(c),
+                        num(c / k)
+                    );
+                }
+                (Some(c), None) => {
+                    let _ = write!(limit, "{disk} {} (commits per item not measured)", num(c));
+                }
+                _ => limit.push_str("commit rate not measured"),
+            }
+            if let Some(l) = latency_bound {
+                let _ = write!(
+                    limit,
+                    "; latency: {} in flight x {daemons} / {latency} ms = {}/s",
+                    IN_FLIGHT_PER_DAEMON,
+                    num(l)
+                );
+            }
+            self.row(
+                format!("{scenario}: debits"),
+                format!(
+                    "{}/s ({} of {} due finished in {:.0} s)",
+                    num(debit_rate),
+                    num(debits.last as f64),
+                    num(due_debits as f64),
+                    debits.last_change_at
+                ),
+                limit.clone(),
+                bound.map_or("-".into(), |b| ratio(debit_rate, b)),
+            );
+            self.row(
+                format!("{scenario}: reminders"),
+                format!(
+                    "{}/s ({} sent of {} reminder rows due; {} messages accepted by the sink in {elapsed:.0} s)",
+                    num(reminders.rate()),
+                    num(reminders.last as f64),
+                    num(due_reminders as f64),
+                    num(messages as f64),
+                ),
+                self.sink_rate.map_or("sink rate not measured".into(), |s| format!("sink's own rate {} msg/s", num(s))),
+                self.sink_rate.map_or("-".into(), |s| ratio(reminders.rate(), s)),
+            );
+        }
+        backend.drop_db(&format!("bench_{}_prep", backend.tag()))?;
+        Ok(())
+    }
+}
+
+/// A counter watched over time: its rate from the first sample to the last change.
+#[derive(Debug, Default)]
+struct Progress {
+    first: Option<(u64, f64)>,
+    last: u64,
+    last_change_at: f64,
+}
+
+impl Progress {
+    fn see(&mut self, value: u64, at: f64) {
+        if self.first.is_none() {
+            self.first = Some((0, 0.0));
+        }
+        if value != self.last {
+            self.last = value;
+            self.last_change_at = at;
+        }
+    }
+
+    /// Work done per second of wall time from READY to the last change.
+    fn rate(&self) -> f64 {
+        if self.last_change_at > 0.0 {
+            self.last as f64 / self.last_change_at
+        } else {
+            0.0
+        }
+    }
+}
+
+/// First debit attempts that reached an outcome (a retry planned later counts once).
+async fn finished_debits(store: &Store) -> anyhow::Result<u64> {
+    Ok(store
+        .attempt_state_counts()
+        .await?
+        .iter()
+        .filter(|(state, _)| {
+            matches!(
+                state.as_str(),
+                "succeeded" | "insufficient_funds" | "declined" | "failed" | "unknown" | "pending"
+            )
+        })
+        .map(|(_, n)| *n as u64)
+        .sum())
+}
+
+async fn sent_upcoming(store: &Store) -> anyhow::Result<u64> {
+    Ok(store
+        .reminder_state_counts()
+        .await?
+        .iter()
+        .filter(|(kind, state, _)| kind == "upcoming" && state == "sent")
+        .map(|(_, _, n)| *n as u64)
+        .sum())
+}
+
+/// Debit attempts with an outcome plus customer messages sent, cancelled or failed: the
+/// units of work the commits are divided by.
+async fn processed_work(store: &Store) -> anyhow::Result<u64> {
+    let messages: u64 = store
+        .reminder_state_counts()
+        .await?
+        .iter()
+        .filter(|(_, state, _)| matches!(state.as_str(), "sent" | "cancelled" | "failed"))
+        .map(|(_, _, n)| *n as u64)
+        .sum();
+    Ok(finished_debits(store).await? + messages)
+}
+
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let v: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    v.get(key)?.as_f64()
+}
+
+/// fsync + fdatasync calls in an `strace -c` summary.
+fn parse_strace(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut calls = 0.0;
+    let mut found = false;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let Some(name) = fields.last()
+            && (*name == "fsync" || *name == "fdatasync")
+            && let Some(n) = fields.get(3).and_then(|c| c.parse::<f64>().ok())
+        {
+            calls += n;
+            found = true;
+        }
+    }
+    found.then_some(calls)
+}
+
+fn psql(admin: &str, sql: &str) -> anyhow::Result<String> {
+    probe::output(Command::new("psql").args([admin, "-v", "ON_ERROR_STOP=1", "-Atqc", sql]))
+}
+
+enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    fn tag(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres(_) => "pg",
+        }
+    }
+
+    /// A fresh, empty database `name`: its URL.
+    fn url(&self, name: &str, work: &Path) -> anyhow::Result<String> {
+        match self {
+            Backend::Sqlite => {
+                let path = work.join(format!("{name}.db"));
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+                Ok(format!("sqlite://{}", path.display()))
+            }
+            Backend::Postgres(admin) => {
+                psql(admin, &format!("DROP DATABASE IF EXISTS {name}"))?;
+                psql(admin, &format!("CREATE DATABASE {name}"))?;
+                Ok(pg_url(admin, name))
+            }
+        }
+    }
+
+    /// A copy of database `from` named `to`: its URL.
+    fn copy(&self, from: &str, to: &str, work: &Path) -> anyhow::Result<String> {
+        match self {
+            Backend::Sqlite => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let src = work.join(format!("{from}.db{suffix}"));
+                    let dst = work.join(format!("{to}.db{suffix}"));
+                    let _ = std::fs::remove_file(&dst);
+                    if src.exists() {
+                        std::fs::copy(&src, &dst)?;
+                    }
+                }
+                Ok(format!(
+                    "sqlite://{}",
+                    work.join(format!("{to}.db")).display()
+                ))
+            }
+            Backend::Postgres(admin) => {
+                psql(admin, &format!("DROP DATABASE IF EXISTS {to}"))?;
+                psql(admin, &format!("CREATE DATABASE {to} TEMPLATE {from}"))?;
+                Ok(pg_url(admin, to))
+            }
+        }
+    }
+
+    fn drop_db(&self, name: &str) -> anyhow::Result<()> {
+        if let Backend::Postgres(admin) = self {
+            psql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Transactions committed in the database so far (PostgreSQL's statistics).
+    fn commits(&self, url: &str) -> anyhow::Result<Option<i64>> {
+        match self {
+            Backend::Sqlite => Ok(None),
+            Backend::Postgres(_) => {
+                // The statistics are flushed by each backend now and then; ask them fresh.
+                let out = psql(
+                    url,
+                    "SELECT pg_stat_clear_snapshot(); SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                )?;
+                Ok(out
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .next_back())
+            }
+        }
+    }
+}
+
+fn sample_email(worker: usize, n: u64) -> crate::mail::OutgoingEmail {
+    crate::mail::OutgoingEmail {
+        to: format!("customer{worker}-{n}@example.com"),
+        to_name: "Bench Customer".into(),
+        subject: "Your installment is due soon".into(),
+        text: "Hello,\n\nyour installment of 500.00 is due on Saturday.\n".repeat(20),
+        html: "<p>Hello,</p><p>your installment of 500.00 is due on Saturday.</p>".repeat(20),
+        message_id: format!("bench.{worker}.{n}@example.com"),
+        locale: "en".into(),
+    }
+}
+
+/// `&mut Command` to an owned one (builders hand out `&mut`).
+trait ToOwnedCmd {
+    fn to_owned_cmd(&mut self) -> Command;
+}
+
+impl ToOwnedCmd for Command {
+    fn to_owned_cmd(&mut self) -> Command {
+        let mut cmd = Command::new(self.get_program());
+        cmd.args(self.get_args());
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(num(1234567.4), "1,234,567");
+        assert_eq!(num(999.0), "999");
+        assert_eq!(num(-1000.0), "-1,000");
+    }
+
+    #[test]
+    fn database_urls_on_the_same_server() {
+        assert_eq!(
+            pg_url("postgres://postgres@127.0.0.1:5432/postgres", "bench_x"),
+            "postgres://postgres@127.0.0.1:5432/bench_x"
+        );
+        assert_eq!(
+            pg_url("postgres://u@h/db?sslmode=disable", "b"),
+            "postgres://u@h/b?sslmode=disable"
+        );
+        assert_eq!(pg_url("postgres://u@h", "b"), "postgres://u@h/b");
+    }
+
+    #[test]
+    fn strace_summaries_count_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.txt");
+        std::fs::write(
+            &path,
+            "% time     seconds  usecs/call     calls    errors syscall\n\
+             ------ ----------- ----------- --------- --------- ----------------\n\
+             100.00    1.000000         100     10000           fdatasync\n\
+               0.00    0.000000           0        12           fsync\n\
+             ------ ----------- ----------- --------- --------- ----------------\n\
+             100.00    1.000000         100     10012           total\n",
+        )
+        .unwrap();
+        assert_eq!(parse_strace(&path), Some(10012.0));
+    }
+}
