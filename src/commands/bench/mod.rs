@@ -32,10 +32,6 @@ const BULK_INSERT_PY: &str = include_str!("limits/bulk_insert.py");
 const SQLITE_COMMITS_PY: &str = include_str!("limits/sqlite_commits.py");
 const SMTP_CLIENT_PY: &str = include_str!("limits/smtp_client.py");
 
-/// Debit attempts processed at once by one daemon (`engine::debit`'s in-flight limit),
-/// for the latency bound.
-const IN_FLIGHT_PER_DAEMON: f64 = 8.0;
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// `smoke`: tiny sizes, a minute or so (CI); `full`: the sizes of docs/benchmarks.md.
@@ -828,6 +824,8 @@ listen = "127.0.0.1:0"
                 &self.work,
             )?;
             let config = self.config(&format!("{tag}-{latency}ms"), &run_url, latency)?;
+            // The latency bound: each daemon carries `debit.max_in_flight` attempts at once.
+            let in_flight = f64::from(Settings::load(&config)?.debit.max_in_flight);
             let store = Store::connect(&secrecy::SecretString::from(run_url.clone()), 2).await?;
             let due_debits = store
                 .due_debit_work(to_epoch_ms(SystemClock.now()))
@@ -865,7 +863,6 @@ listen = "127.0.0.1:0"
                 d.traced = trace;
                 running.push(d);
             }
-            let started = Instant::now();
             for d in &mut running {
                 if d.ready(Duration::from_secs(120)).await.is_none() {
                     anyhow::bail!(
@@ -874,7 +871,8 @@ listen = "127.0.0.1:0"
                     );
                 }
             }
-            // Poll until nothing is due, or the cap.
+            // Rates count from READY. Poll until nothing is due or in flight, or the cap.
+            let started = Instant::now();
             let mut debits = Progress::default();
             let mut reminders = Progress::default();
             loop {
@@ -886,7 +884,8 @@ listen = "127.0.0.1:0"
                 reminders.see(sent, at);
                 let now_ms = to_epoch_ms(SystemClock.now());
                 let open = store.due_debit_work(now_ms).await?.rows
-                    + store.due_reminder_work(now_ms).await?.rows;
+                    + store.due_reminder_work(now_ms).await?.rows
+                    + in_flight_work(&store).await?;
                 if open == 0
                     || started.elapsed() > self.sizes.run_cap
                     || running.iter_mut().any(|d| d.exited())
@@ -923,8 +922,8 @@ listen = "127.0.0.1:0"
                 (Some(c), Some(k)) if k > 0.0 => Some(c / k),
                 _ => None,
             };
-            let latency_bound = (latency > 0)
-                .then(|| IN_FLIGHT_PER_DAEMON * daemons as f64 / (latency as f64 / 1000.0));
+            let latency_bound =
+                (latency > 0).then(|| in_flight * daemons as f64 / (latency as f64 / 1000.0));
             let bound = match (commit_bound, latency_bound) {
                 (Some(c), Some(l)) => Some(c.min(l)),
                 (c, l) => c.or(l),
@@ -952,7 +951,7 @@ listen = "127.0.0.1:0"
                 let _ = write!(
                     limit,
                     "; latency: {} in flight x {daemons} / {latency} ms = {}/s",
-                    IN_FLIGHT_PER_DAEMON,
+                    in_flight,
                     num(l)
                 );
             }
@@ -1029,6 +1028,25 @@ async fn finished_debits(store: &Store) -> anyhow::Result<u64> {
         })
         .map(|(_, n)| *n as u64)
         .sum())
+}
+
+/// Debit attempts and messages some worker holds right now (leased, not finished).
+async fn in_flight_work(store: &Store) -> anyhow::Result<i64> {
+    let debits: i64 = store
+        .attempt_state_counts()
+        .await?
+        .iter()
+        .filter(|(state, _)| matches!(state.as_str(), "claimed" | "funds_checked" | "submitted"))
+        .map(|(_, n)| *n)
+        .sum();
+    let messages: i64 = store
+        .reminder_state_counts()
+        .await?
+        .iter()
+        .filter(|(_, state, _)| state == "sending")
+        .map(|(_, _, n)| *n)
+        .sum();
+    Ok(debits + messages)
 }
 
 async fn sent_upcoming(store: &Store) -> anyhow::Result<u64> {
