@@ -1023,7 +1023,13 @@ async fn finished_debits(store: &Store) -> anyhow::Result<u64> {
         .filter(|(state, _)| {
             matches!(
                 state.as_str(),
-                "succeeded" | "insufficient_funds" | "declined" | "failed" | "unknown" | "pending"
+                "succeeded"
+                    | "insufficient_funds"
+                    | "declined"
+                    | "rejected"
+                    | "failed"
+                    | "unknown"
+                    | "pending"
             )
         })
         .map(|(_, n)| *n as u64)
