@@ -192,23 +192,58 @@ impl Store {
             == 1)
     }
 
-    /// Creates several attempts in one transaction (one commit per planner batch, not per
+    /// Creates several attempts in one transaction (one commit per planner page, not per
     /// row), skipping those that exist; returns how many were new. Each new attempt's
-    /// event is written with it.
+    /// event is written with it. Multi-row INSERTs: per-statement overhead, not rows,
+    /// bounded the planner when it wrote one statement per row.
     pub async fn insert_attempts(&self, planned: &[(NewAttempt, NewEvent)]) -> Result<u64> {
+        if planned.is_empty() {
+            return Ok(0);
+        }
+        let backend = self.backend();
         let created = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let mut created = 0_u64;
-            for (attempt, event) in planned {
-                if let Some(id) = insert_attempt_sql!(&mut *tx, attempt, event.at_ms) {
-                    let mut ev = event.clone();
-                    ev.attempt_id = Some(id);
-                    insert_event!(&mut *tx, &ev)?;
-                    created += 1;
+            let mut events = Vec::with_capacity(planned.len());
+            for chunk in planned.chunks(super::ROWS_PER_INSERT) {
+                let sql = format!(
+                    "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, \
+                         idempotency_key, scheduled_at_ms, amount_minor, currency, state, \
+                         reconcile_count, created_at_ms, updated_at_ms) \
+                     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                            v.column7, 'scheduled', 0, v.column8, v.column8 \
+                     FROM (VALUES {}) AS v WHERE true \
+                     ON CONFLICT DO NOTHING RETURNING id, installment_id, attempt_no",
+                    super::placeholders(backend, 8, chunk.len())
+                );
+                let mut q = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql));
+                for (a, ev) in chunk {
+                    q = q
+                        .bind(a.installment_id)
+                        .bind(a.agreement_id)
+                        .bind(a.attempt_no)
+                        .bind(a.idempotency_key.as_str())
+                        .bind(a.scheduled_at_ms)
+                        .bind(a.amount_minor)
+                        .bind(a.currency.as_str())
+                        .bind(ev.at_ms);
+                }
+                let ids: std::collections::HashMap<(i64, i64), i64> = q
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .map(|(id, inst, no)| ((inst, no), id))
+                    .collect();
+                for (a, ev) in chunk {
+                    if let Some(id) = ids.get(&(a.installment_id, a.attempt_no)) {
+                        let mut ev = ev.clone();
+                        ev.attempt_id = Some(*id);
+                        events.push(ev);
+                    }
                 }
             }
+            insert_events!(&mut *tx, backend, &events);
             tx.commit().await?;
-            created
+            events.len() as u64
         });
         Ok(created)
     }

@@ -145,13 +145,36 @@ impl Store {
 
     /// Plans several reminders in one transaction; returns how many were new.
     pub async fn insert_reminders(&self, reminders: &[NewReminder], now_ms: i64) -> Result<u64> {
+        if reminders.is_empty() {
+            return Ok(0);
+        }
+        let backend = self.backend();
         let created = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let mut created = 0_u64;
-            for r in reminders {
-                if insert_reminder_sql!(&mut *tx, r, now_ms).is_some() {
-                    created += 1;
+            // Multi-row: one statement per row bounded the planner, not the rows.
+            for chunk in reminders.chunks(super::ROWS_PER_INSERT) {
+                let sql = format!(
+                    "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
+                         offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
+                     SELECT v.column1, v.column2, a.customer_id, v.column3, v.column4, \
+                            v.column5, 'pending', v.column6, v.column7, v.column7 \
+                     FROM (VALUES {}) AS v JOIN agreements a ON a.id = v.column2 WHERE true \
+                     ON CONFLICT DO NOTHING",
+                    super::placeholders(backend, 7, chunk.len())
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for r in chunk {
+                    q = q
+                        .bind(r.installment_id)
+                        .bind(r.agreement_id)
+                        .bind(r.kind)
+                        .bind(r.offset_key)
+                        .bind(r.scheduled_at_ms)
+                        .bind(r.detail.to_string())
+                        .bind(now_ms);
                 }
+                created += q.execute(&mut *tx).await?.rows_affected();
             }
             tx.commit().await?;
             created
