@@ -1,7 +1,9 @@
 //! The real `repayd` binary as operations run it: started with a config file, probed over
 //! /readyz and /metrics, reloaded with SIGHUP (a broken template is refused, the old one
 //! stays), stopped with SIGTERM while debits are in flight (all recorded, exit 0), and its
-//! logs searched for personal data that should have been masked.
+//! logs searched for personal data that should have been masked; and `repayd reload`
+//! (the unit's ExecReload) against the real daemon's control socket, with what the daemon
+//! tells systemd captured on a real notify socket.
 
 use repayd::clock::SystemClock;
 use repayd::config::ScheduleDefaults;
@@ -91,10 +93,22 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_repayd"))
+        Daemon::start_with(config, &[])
+    }
+
+    /// Started with extra environment, e.g. systemd's NOTIFY_SOCKET and RUNTIME_DIRECTORY.
+    fn start_with(config: &Path, env: &[(&str, &Path)]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_repayd"));
+        command
             .args(["--config", config.to_str().unwrap(), "run"])
             .env_remove("RUST_LOG")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY")
+            .env_remove("JOURNAL_STREAM");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -560,4 +574,161 @@ enabled = false
         }
         store.close().await;
     });
+}
+
+/// What the daemon sends to its NOTIFY_SOCKET, one datagram per string.
+struct NotifyListener {
+    messages: Arc<Mutex<Vec<String>>>,
+}
+
+impl NotifyListener {
+    fn bind(path: &Path) -> NotifyListener {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&messages);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = socket.recv(&mut buf) {
+                sink.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        });
+        NotifyListener { messages }
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+fn sha256_12(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))[..12].to_string()
+}
+
+fn repayd_reload(socket: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_repayd"))
+        .args([
+            "reload",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--timeout",
+            "20",
+        ])
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn repayd_reload_reports_the_outcome_after_telling_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let notify = NotifyListener::bind(&dir.path().join("notify.sock"));
+    let config = dir.path().join("repayd.toml");
+    let good = format!(
+        r#"
+[database]
+url = "sqlite://{db}"
+
+[retry]
+max_attempts = 4
+
+[gateway]
+kind = "sandbox"
+
+[mail]
+kind = "outbox"
+from = "Repayments <repayments@example.com>"
+outbox_dir = "{outbox}"
+lender_name = "Example Lending"
+
+[http]
+enabled = false
+"#,
+        db = dir.path().join("repayd.db").display(),
+        outbox = dir.path().join("outbox").display(),
+    );
+    std::fs::write(&config, &good).unwrap();
+    let first = sha256_12(&config);
+    let mut daemon = Daemon::start_with(
+        &config,
+        &[
+            ("NOTIFY_SOCKET", &dir.path().join("notify.sock")),
+            ("RUNTIME_DIRECTORY", &runtime),
+        ],
+    );
+    wait_until(Duration::from_secs(30), || {
+        notify
+            .all()
+            .iter()
+            .any(|m| m.contains("READY=1"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no READY=1; output:\n{}", daemon.output()));
+    assert!(
+        notify.all().iter().any(|m| m.contains(&format!(
+            "STATUS=settings in force: {} (sha256 {first})",
+            config.display()
+        ))),
+        "{:?}",
+        notify.all()
+    );
+    let socket = runtime.join("control.sock");
+
+    // A good reload: exit 0, and systemd heard RELOADING=1 with MONOTONIC_USEC, then
+    // READY=1 with the new file's digest, before the answer came.
+    std::fs::write(
+        &config,
+        good.replace("max_attempts = 4", "max_attempts = 5"),
+    )
+    .unwrap();
+    let second = sha256_12(&config);
+    let before = notify.all().len();
+    let (code, stdout, stderr) = repayd_reload(&socket);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("sha256 {second}")), "{stdout}");
+    let sent = notify.all()[before..].to_vec();
+    assert!(
+        sent.len() >= 2
+            && sent[0].contains("RELOADING=1")
+            && sent[0].contains("MONOTONIC_USEC=")
+            && sent[1].contains("READY=1")
+            && sent[1].contains(&format!("sha256 {second}")),
+        "{sent:?}"
+    );
+
+    // A rejected reload: exit 78 with the reason; the previous settings stay in force.
+    std::fs::write(
+        &config,
+        good.replace("max_attempts = 4", "max_attempts = 4\nmax_atempts = 5"),
+    )
+    .unwrap();
+    let before = notify.all().len();
+    let (code, stdout, stderr) = repayd_reload(&socket);
+    assert_eq!(code, 78, "{stdout}{stderr}");
+    assert!(stderr.contains("max_atempts"), "{stderr}");
+    let sent = notify.all()[before..].to_vec();
+    let last = sent.last().expect("notified");
+    assert!(
+        last.contains("READY=1")
+            && last.contains(&format!("sha256 {second}"))
+            && last.contains("rejected"),
+        "{sent:?}"
+    );
+    daemon.wait_for_line("reload rejected", Duration::from_secs(5));
+
+    daemon.signal("TERM");
+    assert!(daemon.wait_exit(Duration::from_secs(20)).success());
+    // Nobody listening any more: the client says so and fails.
+    let (code, _, stderr) = repayd_reload(&socket);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("control socket"), "{stderr}");
 }
