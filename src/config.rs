@@ -255,7 +255,15 @@ impl Settings {
             );
         let raw = builder.build().map_err(|e| ConfigError::Load {
             path: path.display().to_string(),
-            reason: e.to_string(),
+            reason: match std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| toml_problem_at(&t))
+            {
+                // The TOML layer's own messages ("number too large to fit in target type")
+                // name no key: say which, and on which line (never the value: a secret).
+                Some(place) => format!("{place}: {e}"),
+                None => e.to_string(),
+            },
         })?;
         // The path of the failing key goes into the message: some errors (a number too
         // large for its type) do not name it themselves.
@@ -491,6 +499,30 @@ impl Settings {
             _ => Err(ConfigError::Many(problems)),
         }
     }
+}
+
+/// Where a TOML text fails to parse, as "key `section.key` (line N)", if it fails on a
+/// `key = value` line.
+fn toml_problem_at(text: &str) -> Option<String> {
+    let err = toml::from_str::<toml::Table>(text).err()?;
+    let offset = err.span()?.start;
+    let before = text.get(..offset)?;
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1)?;
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || !line.contains('=') {
+        return Some(format!("line {line_no}"));
+    }
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(t) => format!("key `{t}.{key}` (line {line_no})"),
+        None => format!("key `{key}` (line {line_no})"),
+    })
 }
 
 /// `key` must lie in `min..=max`; the problem names the key and the range.

@@ -35,7 +35,7 @@ pub struct RecordArgs {
     #[arg(long, value_name = "ID_OR_EXTERNAL_ID")]
     pub agreement: String,
     /// Amount received, in the agreement's currency, e.g. 1066.19.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub amount: String,
     /// The payment's reference (bank transaction id, receipt number); accepted once.
     #[arg(long)]

@@ -271,6 +271,7 @@ fn read_json<R: std::io::BufRead>(
     let next_index = Cell::new(0u64);
     let consumed = Cell::new(0u64);
     let stopped = Cell::new(false);
+    let entered = Cell::new(false);
     // serde_json reads byte by byte: the limit sits on top of the buffered reader.
     let limited = ElementLimit {
         inner: reader,
@@ -283,6 +284,7 @@ fn read_json<R: std::io::BufRead>(
         next_index: &next_index,
         consumed: &consumed,
         stopped: &stopped,
+        entered: &entered,
     };
     let result = de.deserialize_seq(visitor).and_then(|()| de.end());
     match result {
@@ -297,7 +299,7 @@ fn read_json<R: std::io::BufRead>(
             }
         }
         Err(e) => {
-            let location = if e.is_data() && next_index.get() == 0 {
+            let location = if e.is_data() && !entered.get() {
                 // The top level is not an array.
                 Location::File
             } else {
@@ -319,6 +321,8 @@ struct ArrayVisitor<'s, 'c> {
     next_index: &'s Cell<u64>,
     consumed: &'s Cell<u64>,
     stopped: &'s Cell<bool>,
+    /// The top level is an array: later errors are in an element.
+    entered: &'s Cell<bool>,
 }
 
 impl<'de> Visitor<'de> for ArrayVisitor<'_, '_> {
@@ -329,6 +333,7 @@ impl<'de> Visitor<'de> for ArrayVisitor<'_, '_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.entered.set(true);
         while let Some(StrictValue(value)) = seq.next_element::<StrictValue>()? {
             let index = self.next_index.get();
             self.next_index.set(index + 1);
