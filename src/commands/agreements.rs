@@ -93,9 +93,10 @@ pub async fn run(store: &Store, args: &AgreementsArgs) -> anyhow::Result<ExitCod
                 );
                 return Ok(ExitCode::FAILURE);
             };
+            let standing = standing(store, detail.agreement.id).await?;
             match show.format {
-                OutputFormat::Json => println!("{}", render_detail_json(&detail)),
-                OutputFormat::Table => print!("{}", render_detail_table(&detail)),
+                OutputFormat::Json => println!("{}", render_detail_json(&detail, &standing)),
+                OutputFormat::Table => print!("{}", render_detail_table(&detail, &standing)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -238,12 +239,62 @@ pub fn render_list_table(rows: &[AgreementListRow]) -> String {
     table(&header, &body, &right)
 }
 
+/// Where an agreement stands today: its delinquency as last assessed and its charges.
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    pub delinquency: Option<crate::store::delinquency::DelinquencyRow>,
+    pub charges: Vec<crate::store::delinquency::ChargeRow>,
+}
+
+impl Standing {
+    fn open_charges_minor(&self) -> i64 {
+        self.charges
+            .iter()
+            .filter(|c| c.status == "open")
+            .map(|c| c.amount_minor - c.paid_minor)
+            .sum()
+    }
+}
+
+/// Reads an agreement's standing (delinquency and charges).
+pub async fn standing(store: &Store, agreement_id: i64) -> anyhow::Result<Standing> {
+    Ok(Standing {
+        delinquency: store.delinquency(agreement_id).await?,
+        charges: store.charges_for_agreement(agreement_id).await?,
+    })
+}
+
 #[derive(Serialize)]
 struct DetailJson<'a> {
     agreement: AgreementJson<'a>,
     customer: CustomerJson<'a>,
     funding_account: AccountJson<'a>,
+    standing: StandingJson<'a>,
+    charges: Vec<ChargeJson<'a>>,
     installments: Vec<InstallmentJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StandingJson<'a> {
+    days_past_due: i64,
+    bucket: Option<&'a str>,
+    credit_flag: &'a str,
+    amount_overdue: String,
+    open_charges: String,
+    /// Unpaid installments and open charges: everything still owed.
+    total_owed: String,
+}
+
+#[derive(Serialize)]
+struct ChargeJson<'a> {
+    id: i64,
+    installment_id: i64,
+    seq: Option<i64>,
+    kind: &'a str,
+    days_past_due: i64,
+    amount: String,
+    paid: String,
+    status: &'a str,
 }
 
 #[derive(Serialize)]
@@ -297,11 +348,54 @@ struct InstallmentJson<'a> {
     paid_at: Option<String>,
 }
 
-pub fn render_detail_json(d: &AgreementDetail) -> String {
+pub fn render_detail_json(d: &AgreementDetail, standing: &Standing) -> String {
     let a = &d.agreement;
     let cur = a.currency.as_str();
     let paid: i64 = d.installments.iter().map(|i| i.paid_minor).sum();
+    let seq_of = |installment_id: i64| {
+        d.installments
+            .iter()
+            .find(|i| i.id == installment_id)
+            .map(|i| i.seq)
+    };
     let json = DetailJson {
+        standing: StandingJson {
+            days_past_due: standing.delinquency.as_ref().map_or(0, |x| x.dpd),
+            bucket: standing
+                .delinquency
+                .as_ref()
+                .and_then(|x| x.bucket.as_deref()),
+            credit_flag: standing
+                .delinquency
+                .as_ref()
+                .map_or("none", |x| x.credit_flag.as_str()),
+            amount_overdue: amount(
+                standing
+                    .delinquency
+                    .as_ref()
+                    .map_or(0, |x| x.amount_overdue_minor),
+                cur,
+            ),
+            open_charges: amount(standing.open_charges_minor(), cur),
+            total_owed: amount(
+                a.total_minor - paid + standing.open_charges_minor(),
+                cur,
+            ),
+        },
+        charges: standing
+            .charges
+            .iter()
+            .map(|c| ChargeJson {
+                id: c.id,
+                installment_id: c.installment_id,
+                seq: seq_of(c.installment_id),
+                kind: &c.kind,
+                days_past_due: c.accrual_key,
+                amount: amount(c.amount_minor, cur),
+                paid: amount(c.paid_minor, cur),
+                status: &c.status,
+            })
+            .collect(),
         agreement: AgreementJson {
             id: a.id,
             external_id: &a.external_id,
@@ -391,7 +485,7 @@ fn describe_terms(terms_json: Option<&str>) -> String {
     text
 }
 
-pub fn render_detail_table(d: &AgreementDetail) -> String {
+pub fn render_detail_table(d: &AgreementDetail, standing: &Standing) -> String {
     let a = &d.agreement;
     let c = &d.customer;
     let f = &d.funding_account;
@@ -419,6 +513,24 @@ pub fn render_detail_table(d: &AgreementDetail) -> String {
         amount(paid, cur),
         amount(a.total_minor - paid, cur),
     ));
+    let open_charges = standing.open_charges_minor();
+    out.push_str(&format!(
+        "owed       {} {cur} ({} of installments + {} of open charges)\n",
+        amount(a.total_minor - paid + open_charges, cur),
+        amount(a.total_minor - paid, cur),
+        amount(open_charges, cur),
+    ));
+    match &standing.delinquency {
+        Some(x) if x.dpd > 0 => out.push_str(&format!(
+            "overdue    {} days past due since {}, bucket {}, credit flag {}; {} {cur} overdue (charges included)\n",
+            x.dpd,
+            x.oldest_due_date.as_deref().unwrap_or("-"),
+            x.bucket.as_deref().unwrap_or("-"),
+            x.credit_flag,
+            amount(x.amount_overdue_minor, cur),
+        )),
+        _ => out.push_str("overdue    no\n"),
+    }
     out.push_str(&format!(
         "terms      {}\n",
         describe_terms(a.terms_json.as_deref())
@@ -456,6 +568,34 @@ pub fn render_detail_table(d: &AgreementDetail) -> String {
         })
         .collect();
     out.push_str(&table(&header, &body, &right));
+    if !standing.charges.is_empty() {
+        out.push_str("\ncharges\n");
+        let seq_of = |installment_id: i64| {
+            d.installments
+                .iter()
+                .find(|i| i.id == installment_id)
+                .map_or("-".to_string(), |i| i.seq.to_string())
+        };
+        let rows: Vec<Vec<String>> = standing
+            .charges
+            .iter()
+            .map(|c| {
+                vec![
+                    seq_of(c.installment_id),
+                    c.kind.clone(),
+                    c.accrual_key.to_string(),
+                    amount(c.amount_minor, cur),
+                    amount(c.paid_minor, cur),
+                    c.status.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["SEQ", "KIND", "AT DPD", "AMOUNT", "PAID", "STATUS"],
+            &rows,
+            &[true, false, true, true, true, false],
+        ));
+    }
     out
 }
 

@@ -864,6 +864,44 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
     }
     assert!(f_days.values().all(|n| *n == 1), "{f_days:?}");
 
+    // What operations see for the always-short account: days past due, each late fee,
+    // and the total owed, equal to the ledger.
+    let detail = store.agreement_detail("AGR-A-0").await.unwrap().unwrap();
+    let standing = repayd::commands::agreements::standing(store, a[0].0).await.unwrap();
+    let unpaid: i64 = detail
+        .installments
+        .iter()
+        .map(|i| i.total_minor - i.paid_minor)
+        .sum();
+    let fees: i64 = store
+        .charges_for_agreement(a[0].0)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.status == "open")
+        .map(|c| c.amount_minor - c.paid_minor)
+        .sum();
+    assert!(fees > 0);
+    let json: serde_json::Value = serde_json::from_str(
+        &repayd::commands::agreements::render_detail_json(&detail, &standing),
+    )
+    .unwrap();
+    let cny = Currency::parse("CNY").unwrap();
+    assert_eq!(
+        json["standing"]["total_owed"],
+        Money::from_minor(unpaid + fees, cny).plain()
+    );
+    assert!(json["standing"]["days_past_due"].as_i64().unwrap() > 90);
+    assert_eq!(json["standing"]["credit_flag"], "reportable");
+    assert!(json["charges"].as_array().unwrap().iter().all(|c| c["kind"] == "late_fee"));
+    let table = repayd::commands::agreements::render_detail_table(&detail, &standing);
+    assert!(table.contains("days past due since 2027-01-10"), "{table}");
+    assert!(table.contains("late_fee"), "{table}");
+    assert!(
+        table.contains(&format!("owed       {} CNY", Money::from_minor(unpaid + fees, cny).plain())),
+        "{table}"
+    );
+
     // Nothing dropped silently: every cancelled or deferred message says why.
     for (agreement_id, _) in &all_agreements {
         for r in store.reminders_for_agreement(*agreement_id).await.unwrap() {
