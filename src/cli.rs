@@ -69,6 +69,10 @@ pub struct RunArgs {
     /// the same file again changes nothing). For first runs and demos.
     #[arg(long, value_name = "FILE")]
     pub import: Option<PathBuf>,
+    /// Import the sample agreements with their dates moved around today, so the
+    /// README's story (a catch-up debit, a balance-low reminder, receipts) happens now.
+    #[arg(long, conflicts_with = "import")]
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]

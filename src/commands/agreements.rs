@@ -377,10 +377,7 @@ pub fn render_detail_json(d: &AgreementDetail, standing: &Standing) -> String {
                 cur,
             ),
             open_charges: amount(standing.open_charges_minor(), cur),
-            total_owed: amount(
-                a.total_minor - paid + standing.open_charges_minor(),
-                cur,
-            ),
+            total_owed: amount(a.total_minor - paid + standing.open_charges_minor(), cur),
         },
         charges: standing
             .charges

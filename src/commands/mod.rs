@@ -4,6 +4,7 @@
 pub mod agreements;
 pub mod attempts;
 pub mod bench;
+pub mod demo;
 pub mod generate;
 pub mod import;
 pub mod lifecycle;
@@ -101,6 +102,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     batch_size: crate::import::DEFAULT_BATCH_SIZE,
                 };
                 let code = import::run(&store, &import, &settings.schedule, &SystemClock).await?;
+                store.close().await;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
+                }
+            }
+            if args.demo {
+                let store = open_store(&settings).await?;
+                store.migrate().await.context("applying migrations")?;
+                let code = demo::load(&store, &settings.schedule, &SystemClock).await?;
                 store.close().await;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);

@@ -52,6 +52,19 @@ enum Rendering {
     Part(crate::mail::DigestPart),
 }
 
+/// The order of the sections of a merged email: what needs the customer to act first.
+fn urgency(kind: EmailKind) -> u8 {
+    match kind {
+        EmailKind::CreditWarning => 0,
+        EmailKind::MandateNotice => 1,
+        EmailKind::Overdue => 2,
+        EmailKind::DebitFailed => 3,
+        EmailKind::BalanceLow => 4,
+        EmailKind::Upcoming => 5,
+        EmailKind::DebitSucceeded => 6,
+    }
+}
+
 fn either_whole(x: RenderedEmail) -> Rendering {
     Rendering::Whole(x)
 }
@@ -489,6 +502,13 @@ impl Engine {
             first.r.offset_key,
             &mail.settings.message_id_domain(),
         );
+        // The most urgent first: what needs the customer to act before what informs.
+        if kept.len() > 1 {
+            let mut both: Vec<(Ready, Rendering)> = kept.into_iter().zip(rendered_parts).collect();
+            both.sort_by_key(|(p, _)| urgency(p.kind));
+            (kept, rendered_parts) = both.into_iter().unzip();
+        }
+        let first = &kept[0];
         let rendered = if kept.len() == 1 {
             match rendered_parts.remove(0) {
                 Rendering::Whole(whole) => whole,

@@ -351,8 +351,8 @@ async fn customer_and_mandate_changes_are_updates(db: TestDb) {
     .expect("samples");
     let changed = edited_sample(dir.path(), "moved.csv", |t| {
         t.replace(
-            "emily.carter@example.com,en,America/New_York",
-            "emily@example.org,en-US,America/Chicago",
+            "emily.carter@example.com,en-US,America/New_York",
+            "emily@example.org,en,America/Chicago",
         )
         .replace("MND-US-0001,active", "MND-US-0002,revoked")
     });

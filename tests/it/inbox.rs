@@ -867,7 +867,9 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
     // What operations see for the always-short account: days past due, each late fee,
     // and the total owed, equal to the ledger.
     let detail = store.agreement_detail("AGR-A-0").await.unwrap().unwrap();
-    let standing = repayd::commands::agreements::standing(store, a[0].0).await.unwrap();
+    let standing = repayd::commands::agreements::standing(store, a[0].0)
+        .await
+        .unwrap();
     let unpaid: i64 = detail
         .installments
         .iter()
@@ -893,12 +895,21 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
     );
     assert!(json["standing"]["days_past_due"].as_i64().unwrap() > 90);
     assert_eq!(json["standing"]["credit_flag"], "reportable");
-    assert!(json["charges"].as_array().unwrap().iter().all(|c| c["kind"] == "late_fee"));
+    assert!(
+        json["charges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["kind"] == "late_fee")
+    );
     let table = repayd::commands::agreements::render_detail_table(&detail, &standing);
     assert!(table.contains("days past due since 2027-01-10"), "{table}");
     assert!(table.contains("late_fee"), "{table}");
     assert!(
-        table.contains(&format!("owed       {} CNY", Money::from_minor(unpaid + fees, cny).plain())),
+        table.contains(&format!(
+            "owed       {} CNY",
+            Money::from_minor(unpaid + fees, cny).plain()
+        )),
         "{table}"
     );
 

@@ -7,6 +7,7 @@
 
 mod corpus;
 mod daemon;
+mod demo;
 mod engine;
 mod gateway_http;
 mod helpers;
