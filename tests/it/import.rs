@@ -375,7 +375,7 @@ async fn customer_and_mandate_changes_are_updates(db: TestDb) {
         .unwrap()
         .unwrap();
     assert_eq!(d.customer.email, "emily@example.org");
-    assert_eq!(d.customer.locale, "en-US");
+    assert_eq!(d.customer.locale, "en");
     assert_eq!(d.customer.time_zone, "America/Chicago");
     assert_eq!(d.funding_account.mandate_ref, "MND-US-0002");
     assert_eq!(d.funding_account.mandate_status, "revoked");

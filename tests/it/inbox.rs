@@ -51,14 +51,13 @@ struct Owner {
 struct Snapshot {
     /// Unpaid amount of the installment the email is about.
     unpaid_this: i64,
-    /// Unpaid amount of the agreement's other installments due before the local today.
-    arrears_other: i64,
-    /// Open charges on the agreement.
-    charges: i64,
     /// Scheduled debit attempts of the customer's agreements: (installment, at).
     planned: Vec<(i64, DateTime<Utc>)>,
     mandate_status: String,
     due: NaiveDate,
+    /// Every message in the email (several when merged): (kind, total to be up to date,
+    /// whether the ledger has arrears or charges beyond the installment).
+    parts: Vec<(String, i64, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,20 +145,6 @@ async fn snapshot(
         .iter()
         .find(|i| i.id == installment_id)
         .unwrap();
-    let arrears_other = installments
-        .iter()
-        .filter(|i| i.id != installment_id && i.status == "unpaid")
-        .filter(|i| NaiveDate::parse_from_str(&i.due_date, "%Y-%m-%d").unwrap() < today)
-        .map(|i| i.total_minor - i.paid_minor)
-        .sum();
-    let charges = store
-        .charges_for_agreement(owner.agreement_id)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|c| c.status == "open")
-        .map(|c| c.amount_minor - c.paid_minor)
-        .sum();
     let mut planned = Vec::new();
     for agreement_id in agreements {
         planned.extend(
@@ -172,6 +157,39 @@ async fn snapshot(
                 .map(|a| (a.installment_id, from_epoch_ms(a.scheduled_at_ms))),
         );
     }
+    // The rows being sent right now (one, or several merged), each with its own ledger.
+    let mut parts = Vec::new();
+    for agreement_id in agreements {
+        let installments = store.installments(*agreement_id).await.unwrap();
+        let open_charges: i64 = store
+            .charges_for_agreement(*agreement_id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|c| c.status == "open")
+            .map(|c| c.amount_minor - c.paid_minor)
+            .sum();
+        for r in store.reminders_for_agreement(*agreement_id).await.unwrap() {
+            if r.state != "sending" {
+                continue;
+            }
+            let this = installments
+                .iter()
+                .find(|i| i.id == r.installment_id)
+                .unwrap();
+            let others: i64 = installments
+                .iter()
+                .filter(|i| i.id != r.installment_id && i.status == "unpaid")
+                .filter(|i| NaiveDate::parse_from_str(&i.due_date, "%Y-%m-%d").unwrap() < today)
+                .map(|i| i.total_minor - i.paid_minor)
+                .sum();
+            parts.push((
+                r.kind.clone(),
+                this.total_minor - this.paid_minor + others + open_charges,
+                others > 0 || open_charges > 0,
+            ));
+        }
+    }
     let mandate_status = store
         .funding_accounts_by_refs(&[owner.account.as_str()])
         .await
@@ -180,11 +198,10 @@ async fn snapshot(
         .mandate_status;
     Snapshot {
         unpaid_this: this.total_minor - this.paid_minor,
-        arrears_other,
-        charges,
         planned,
         mandate_status,
         due: NaiveDate::parse_from_str(&this.due_date, "%Y-%m-%d").unwrap(),
+        parts,
     }
 }
 
@@ -361,13 +378,6 @@ fn money(owner: &Owner, minor: i64) -> String {
     owner
         .locale
         .money(&Money::from_minor(minor, owner.currency))
-}
-
-/// The value printed after `label` on a line of the text part, if any.
-fn line_value<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(label))
-        .map(|rest| rest.trim())
 }
 
 both_backends!(
@@ -577,24 +587,30 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
         let s = &m.snapshot;
         let today = local.date_naive();
 
-        // 2. Every amount is the ledger's at the time of sending.
-        let total = s.unpaid_this + s.arrears_other + s.charges;
+        // 2. Every amount is the ledger's at the time of sending: each section's "total to
+        //    be up to date" equals its installment, the arrears and the open charges.
+        let total_label = if m.owner.locale == Locale::ZhCn {
+            "合计应还："
+        } else {
+            "Total to be up to date:"
+        };
+        let mut printed: Vec<String> = m
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix(total_label))
+            .map(|v| v.trim().to_string())
+            .collect();
+        let mut expected: Vec<String> = s
+            .parts
+            .iter()
+            .filter(|(kind, _, has_ledger)| kind != "debit_succeeded" && *has_ledger)
+            .map(|(_, total, _)| money(&m.owner, *total))
+            .collect();
+        printed.sort();
+        expected.sort();
+        assert_eq!(printed, expected, "totals owed: {what}\n{}", m.text);
+        assert_eq!(s.parts.len() > 1, m.merged, "{what}");
         if m.kind != "debit_succeeded" {
-            let total_label = if m.owner.locale == Locale::ZhCn {
-                "合计应还："
-            } else {
-                "Total to be up to date:"
-            };
-            if s.arrears_other > 0 || s.charges > 0 {
-                assert_eq!(
-                    line_value(&m.text, total_label),
-                    Some(money(&m.owner, total).as_str()),
-                    "total owed: {what}\n{}",
-                    m.text
-                );
-            } else {
-                assert_eq!(line_value(&m.text, total_label), None, "{what}\n{}", m.text);
-            }
             assert!(
                 m.text.contains(&money(&m.owner, s.unpaid_this)),
                 "the installment's unpaid amount: {what}\n{}",
