@@ -472,22 +472,7 @@ impl Engine {
                     kept.push(p);
                 }
                 Err(e) => {
-                    let change = ReminderChange {
-                        state: "failed",
-                        last_error: Some(e.to_string()),
-                        bump_tries: true,
-                        release_lease: true,
-                        ..Default::default()
-                    };
-                    let ev = self.reminder_event(
-                        &p.r,
-                        now_ms,
-                        "reminder_failed",
-                        serde_json::json!({"kind": p.r.kind, "error": e.to_string()}),
-                    );
-                    self.store
-                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
-                        .await?;
+                    self.record_failed(&p.r, &e.to_string(), now_ms).await?;
                     tracing::error!(reminder_id = p.r.id, error = %e, "reminder could not be rendered");
                 }
             }
@@ -611,27 +596,39 @@ impl Engine {
             }
             Err(e) => {
                 for p in &kept {
-                    let change = ReminderChange {
-                        state: "failed",
-                        last_error: Some(e.to_string()),
-                        bump_tries: true,
-                        release_lease: true,
-                        ..Default::default()
-                    };
-                    let ev = self.reminder_event(
-                        &p.r,
-                        now_ms,
-                        "reminder_failed",
-                        serde_json::json!({"kind": p.r.kind, "error": e.to_string()}),
-                    );
-                    self.store
-                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
-                        .await?;
+                    self.record_failed(&p.r, &e.to_string(), now_ms).await?;
                 }
                 tracing::error!(error = %mask::emails_in(&e.to_string()), to = %mask::email(&first.ctx.email), "reminder rejected by the mail server");
                 Ok(Sent::Failed)
             }
         }
+    }
+
+    /// Records a message as failed (it cannot be rendered, or the mail server refused it
+    /// for good), with the error and its event: an operator's problem, never retried.
+    async fn record_failed(
+        &self,
+        r: &ReminderRow,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let change = ReminderChange {
+            state: "failed",
+            last_error: Some(error.to_string()),
+            bump_tries: true,
+            release_lease: true,
+            ..Default::default()
+        };
+        let ev = self.reminder_event(
+            r,
+            now_ms,
+            "reminder_failed",
+            serde_json::json!({"kind": r.kind, "error": mask::emails_in(error)}),
+        );
+        self.store
+            .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
+            .await?;
+        Ok(())
     }
 
     pub(crate) fn reminder_event(
