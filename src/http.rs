@@ -5,6 +5,13 @@
 //! Bound to 127.0.0.1 by default. With a token (`http.token` / `http.token_file`),
 //! `/readyz` and `/metrics` need `Authorization: Bearer <token>`; `/healthz` never does,
 //! since it says nothing but "alive" and probes rarely carry secrets.
+//!
+//! Bounded, so a client cannot take the daemon's file descriptors or memory: at most
+//! `http.max_connections` connections are open (further clients wait in the kernel's
+//! accept queue, holding no descriptor of ours); a connection that does not deliver a
+//! request's headers within `http.header_read_timeout_seconds` (a slow client, or an idle
+//! keep-alive connection) is closed; headers are at most 16 KiB; a request with a body is
+//! refused (413): every endpoint is a GET.
 
 use crate::clock::Clock;
 use crate::config::ConfigError;
@@ -39,7 +46,15 @@ pub struct HttpSettings {
     pub token: Option<SecretString>,
     /// A file holding the token, e.g. `$CREDENTIALS_DIRECTORY/http-token`.
     pub token_file: Option<PathBuf>,
+    /// Connections open at the same time (1 to 1024); further ones wait to be accepted.
+    pub max_connections: u32,
+    /// Seconds a connection may take to send a request's headers, and may stay idle
+    /// between requests (1 to 300).
+    pub header_read_timeout_seconds: u32,
 }
+
+/// The largest request head (request line and headers) read.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 impl Default for HttpSettings {
     fn default() -> Self {
@@ -48,6 +63,8 @@ impl Default for HttpSettings {
             listen: "127.0.0.1:9464".into(),
             token: None,
             token_file: None,
+            max_connections: 64,
+            header_read_timeout_seconds: 10,
         }
     }
 }
@@ -59,6 +76,18 @@ impl HttpSettings {
         if let Err(e) = self.listen_addr() {
             problems.push(e);
         }
+        problems.extend(crate::config::out_of_range(
+            "http.max_connections",
+            self.max_connections,
+            1,
+            1024,
+        ));
+        problems.extend(crate::config::out_of_range(
+            "http.header_read_timeout_seconds",
+            self.header_read_timeout_seconds,
+            1,
+            300,
+        ));
         match self.token() {
             Ok(Some(t)) if t.expose_secret().trim().is_empty() => problems.push(
                 ConfigError::invalid("http.token", "is empty; leave it out for no token"),
@@ -140,17 +169,15 @@ impl HttpServer {
         }
         let router = router(Arc::new(Shared { state, token }));
         let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "http server failed");
-                }
-            }
-        });
+        let limits = Limits {
+            connections: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_connections.max(1) as usize
+            )),
+            header_read_timeout: Duration::from_secs(u64::from(
+                settings.header_read_timeout_seconds.max(1),
+            )),
+        };
+        let task = tokio::spawn(serve(listener, router, limits, stop.clone()));
         tracing::info!(addr = %addr, "http server listening (/healthz, /readyz, /metrics)");
         Ok(Self { addr, stop, task })
     }
@@ -167,6 +194,72 @@ impl HttpServer {
     }
 }
 
+/// What bounds the server's use of descriptors and memory.
+#[derive(Debug, Clone)]
+struct Limits {
+    connections: Arc<tokio::sync::Semaphore>,
+    header_read_timeout: Duration,
+}
+
+/// Accepts while a connection slot is free, serves each connection with the limits, and
+/// on `stop` closes idle connections and lets requests in progress finish.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        // A slot first: while all are taken, nothing is accepted and no descriptor used.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = Arc::clone(&limits.connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (socket, _) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let header_read_timeout = limits.header_read_timeout;
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let io = hyper_util::rt::TokioIo::new(socket);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(io, service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
 #[derive(Debug)]
 struct Shared {
     state: HttpState,
@@ -178,7 +271,30 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(no_request_bodies))
         .with_state(shared)
+}
+
+/// Every endpoint is a GET without a body: a request that carries one is refused before
+/// any of it is read.
+async fn no_request_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
+        || request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            "requests carry no body here\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn healthz() -> &'static str {
@@ -361,6 +477,113 @@ mod tests {
         assert_eq!(status, 503);
         assert!(body.contains("\"status\":\"stopping\""), "{body}");
         server.stop().await;
+    }
+
+    fn open_descriptors() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    /// Idle and slow clients cannot take the daemon's descriptors: past max_connections
+    /// nothing more is accepted, idle connections are closed after the header-read
+    /// timeout, and then /healthz answers again; a request with a body or huge headers is
+    /// refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_are_bounded_and_timed_out() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&SecretString::from(url), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let settings = HttpSettings {
+            listen: "127.0.0.1:0".into(),
+            max_connections: 4,
+            header_read_timeout_seconds: 1,
+            ..HttpSettings::default()
+        };
+        let state = HttpState {
+            store,
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(crate::clock::SystemClock),
+            gateway: "sandbox".into(),
+            mailer: "outbox".into(),
+            stopping: CancellationToken::new(),
+        };
+        let server = HttpServer::start(&settings, state).await.unwrap();
+        let addr = server.local_addr();
+        assert_eq!(get(addr, "/healthz", None).await.0, 200);
+
+        // 200 idle clients: the server holds at most 4 of them (the rest wait in the
+        // kernel's accept queue); every descriptor beyond the clients' own is bounded.
+        let before = open_descriptors();
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let server_side = open_descriptors().saturating_sub(before + idle.len());
+        assert!(
+            server_side <= 4 + 2,
+            "server holds {server_side} descriptors"
+        );
+
+        // The idle ones are closed after the header-read timeout (1 s), slot by slot, so a
+        // real request gets through; the first four see their connection closed.
+        let mut first = idle.remove(0);
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(5), first.read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+        drop(idle);
+        let answered =
+            tokio::time::timeout(Duration::from_secs(10), get(addr, "/healthz", None)).await;
+        assert_eq!(answered.expect("answered once slots freed").0, 200);
+
+        // A slow client that never finishes its headers is cut off too.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let cut = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut rest)).await;
+        assert!(cut.is_ok(), "a slow client kept its connection");
+
+        // Bodies and oversized heads are refused.
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let huge = format!(
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(64 * 1024)
+        );
+        let _ = stream.write_all(huge.as_bytes()).await;
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response).await;
+        assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+        server.stop().await;
+    }
+
+    #[test]
+    fn limits_are_checked_naming_the_key() {
+        let bad = HttpSettings {
+            max_connections: 0,
+            header_read_timeout_seconds: 100_000,
+            ..HttpSettings::default()
+        };
+        let text: Vec<String> = bad.check().iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|t| t.contains("http.max_connections")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("http.header_read_timeout_seconds")),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub const EXIT_DATA: u8 = 65;
 
 /// Runs the parsed command and turns its outcome into the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
+    // Files repayd creates (the database, the outbox and its .eml files) hold customers'
+    // personal data: private to the service's user and group wherever it runs, not only
+    // under systemd's UMask=.
+    private_umask();
     // One TLS crypto provider for sqlx, lettre and reqwest alike.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +50,16 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::from(exit_code_for(&err))
         }
     }
+}
+
+/// The umask every repayd process runs with: files 0640, directories 0750 at most.
+pub const UMASK: u32 = 0o027;
+
+/// Adds the bits of [`UMASK`] to the inherited umask (a stricter one is kept).
+fn private_umask() {
+    use rustix::fs::Mode;
+    let inherited = rustix::process::umask(Mode::from_bits_truncate(UMASK));
+    rustix::process::umask(inherited | Mode::from_bits_truncate(UMASK));
 }
 
 fn exit_code_for(err: &anyhow::Error) -> u8 {

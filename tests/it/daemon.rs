@@ -414,6 +414,23 @@ listen = "127.0.0.1:0"
     for s in receipt_subjects(&outbox) {
         assert_eq!(s, "Payment received (template v1)");
     }
+    // The outbox holds personal data: nothing in it is readable by others, whatever umask
+    // the test harness passed on (repayd sets 0027 itself).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&outbox) & 0o027, 0, "outbox {:o}", mode(&outbox));
+        for entry in std::fs::read_dir(&outbox).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(
+                mode(&path) & 0o027,
+                0,
+                "{} {:o}",
+                path.display(),
+                mode(&path)
+            );
+        }
+    }
 
     // SIGTERM while debits are in flight: they finish and are recorded; exit code 0.
     import(&db_url, &agreements_csv(dir.path(), "c.csv", 6..22));

@@ -144,3 +144,41 @@ fn permanent_database_errors_exit_78_naming_the_key() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("database.url"), "{err}");
 }
+
+/// Outside systemd (umask 022 inherited) the database and its directory are still private:
+/// repayd sets its own umask (0027) before it creates anything.
+#[test]
+fn files_are_private_whatever_the_inherited_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("repayd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"sqlite://{}/repayd.db\"\n\n[gateway]\nkind = \"sandbox\"\n\n\
+             [mail]\nkind = \"outbox\"\nfrom = \"r@example.com\"\noutbox_dir = \"{}\"\n",
+            state.display(),
+            dir.path().join("outbox").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("sh")
+        .args(["-c", "umask 022 && exec \"$0\" --config \"$1\" migrate"])
+        .arg(env!("CARGO_BIN_EXE_repayd"))
+        .arg(&config)
+        .env_remove("JOURNAL_STREAM")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o750, "the database directory");
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o640, "{}", path.display());
+    }
+}
