@@ -596,3 +596,32 @@ fn expand_credentials_dir(path: &Path) -> PathBuf {
     }
     path.to_path_buf()
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    /// Loading never panics on any configuration text: it is read, or refused with an
+    /// error (no file or database is touched by a refusal: `check()` only reads).
+    #[test]
+    fn fuzz_config_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seeds = vec![std::fs::read(root.join("config/repayd.toml")).unwrap()];
+        for entry in std::fs::read_dir(root.join("tests/corpus/config")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            seeds.push(
+                text.replace("@DIR@", &dir.path().display().to_string())
+                    .into_bytes(),
+            );
+        }
+        let path = dir.path().join("fuzz.toml");
+        crate::fuzzing::run("config loader", crate::fuzzing::mutated(seeds), |bytes| {
+            std::fs::write(&path, &bytes).unwrap();
+            if let Err(e) = Settings::load(&path) {
+                proptest::prop_assert!(!e.to_string().is_empty());
+            }
+            Ok(())
+        });
+    }
+}

@@ -26,6 +26,8 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod engine;
+#[cfg(test)]
+pub(crate) mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod import;

@@ -307,4 +307,42 @@ mod tests {
             .to_string();
         assert!(text.contains("10^13 minor units"), "{text}");
     }
+    /// Amount and rate parsing never panics; what it accepts is a plain decimal that
+    /// prints back to the same value, and money within the limit.
+    #[test]
+    fn fuzz_amount_and_rate_parsing() {
+        let seeds = [
+            "0",
+            "12000.00",
+            "-1.50",
+            "79228162514264337593543950335",
+            "1e3",
+            "12%",
+            "0.001",
+            "100000000000.00",
+            "9999999999999999999999999999.9",
+            "-0",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let currencies: Vec<Currency> = ["CNY", "JPY", "KWD", "USD"]
+            .iter()
+            .map(|c| Currency::parse(c).unwrap())
+            .collect();
+        crate::fuzzing::run("amounts", crate::fuzzing::mutated(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            if let Some(d) = parse_decimal(&text) {
+                proptest::prop_assert_eq!(Decimal::from_str(&d.to_string()).unwrap(), d);
+            }
+            let _ = parse_rate(&text);
+            for c in &currencies {
+                if let Ok(m) = Money::parse(&text, *c) {
+                    proptest::prop_assert!(m.minor().unsigned_abs() <= MAX_MINOR as u64);
+                    proptest::prop_assert_eq!(Money::parse(&m.plain(), *c).unwrap(), m);
+                }
+            }
+            Ok(())
+        });
+    }
 }

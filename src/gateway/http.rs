@@ -798,4 +798,38 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
+    /// The answer decoders never panic on any body; an accepted funds answer's shortfall
+    /// is in the asked currency and between zero and the amount asked.
+    #[test]
+    fn fuzz_gateway_answer_decoders() {
+        let seeds: Vec<Vec<u8>> = [
+            r#"{"funds_available":false,"shortfall":{"value":"66.19","currency":"CNY"},"checked_at":"2025-03-01T06:00:02+08:00"}"#,
+            r#"{"funds_available":true,"shortfall":null,"checked_at":"2025-03-01T06:00:02Z"}"#,
+            r#"{"debit_id":"dbt_7Hq2","idempotency_key":"k1","status":"succeeded","decline_code":null,"decline_reason":null,"hard":false}"#,
+            r#"{"idempotency_key":"k1","status":"declined","decline_code":"insufficient_funds","hard":false}"#,
+            r#"{"debit_id":"d","idempotency_key":"k1","status":"pending"}"#,
+            r#"{"error":"not_found","message":"x"}"#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let asked = Money::parse("1066.19", Currency::parse("CNY").unwrap()).unwrap();
+        crate::fuzzing::run("gateway answers", crate::fuzzing::mutated(seeds), |body| {
+            if let Ok(FundsAnswer::Insufficient { shortfall: Some(s) }) =
+                parse_funds_answer(&body, &asked)
+            {
+                proptest::prop_assert_eq!(s.currency(), asked.currency());
+                proptest::prop_assert!(s.minor() > 0 && s.minor() <= asked.minor());
+            }
+            if let Ok(
+                DebitOutcome::Succeeded { gateway_ref } | DebitOutcome::Pending { gateway_ref },
+            ) = parse_debit_resource(&body, "k1")
+            {
+                proptest::prop_assert!(!gateway_ref.is_empty());
+            }
+            let _ = error_code(&body);
+            let _ = status_text(StatusCode::BAD_REQUEST, &body);
+            Ok(())
+        });
+    }
 }

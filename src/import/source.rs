@@ -709,4 +709,64 @@ mod tests {
         assert_eq!(problems[0].row, Location::Item(1));
         assert!(problems[0].reason.contains("not valid JSON"));
     }
+
+    fn import_seeds(ext: &str) -> Vec<Vec<u8>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut seeds = Vec::new();
+        for name in ["agreements", "bad-agreements"] {
+            seeds.push(std::fs::read(dir.join(format!("config/samples/{name}.{ext}"))).unwrap());
+        }
+        for entry in std::fs::read_dir(dir.join("tests/corpus/import")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == ext) {
+                seeds.push(std::fs::read(path).unwrap());
+            }
+        }
+        seeds
+    }
+
+    /// The streaming readers never panic on any bytes, and every record or problem they
+    /// report is located in the file.
+    fn check_reader(
+        format: Format,
+        bytes: &[u8],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut records = Vec::new();
+        let problems = match format {
+            Format::Csv => read_csv(bytes, &mut |r| {
+                records.push(r.location);
+                ControlFlow::Continue(())
+            }),
+            Format::Json => read_json(bytes, &mut |r| {
+                records.push(r.location);
+                ControlFlow::Continue(())
+            }),
+        }
+        .expect("in-memory reads cannot fail");
+        for location in &records {
+            proptest::prop_assert!(*location != Location::Line(0));
+        }
+        for p in &problems {
+            proptest::prop_assert!(p.to_string().len() < 2_000, "{p}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn fuzz_csv_import_reader() {
+        crate::fuzzing::run(
+            "import csv",
+            crate::fuzzing::mutated(import_seeds("csv")),
+            |bytes| check_reader(Format::Csv, &bytes),
+        );
+    }
+
+    #[test]
+    fn fuzz_json_import_reader() {
+        crate::fuzzing::run(
+            "import json",
+            crate::fuzzing::mutated(import_seeds("json")),
+            |bytes| check_reader(Format::Json, &bytes),
+        );
+    }
 }
