@@ -50,7 +50,7 @@ impl Store {
         since_ms: i64,
         until_ms: i64,
     ) -> Result<Vec<NearbyMessage>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, NearbyMessage>(
                 "SELECT id, installment_id, kind, state, scheduled_at_ms, sent_at_ms \
                  FROM reminders \
@@ -78,7 +78,7 @@ impl Store {
         installment_id: Option<i64>,
         since_ms: i64,
     ) -> Result<Option<i64>> {
-        let at = on_pool!(self, |pool| {
+        let at = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MAX(sent_at_ms) FROM reminders \
                  WHERE agreement_id = $1 AND kind = $2 AND state = 'sent' \
@@ -102,7 +102,7 @@ impl Store {
         kind: &str,
         below_offset: i64,
     ) -> Result<Option<i64>> {
-        let at = on_pool!(self, |pool| {
+        let at = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(scheduled_at_ms) FROM reminders \
                  WHERE installment_id = $1 AND kind = $2 AND offset_key < $3 \
@@ -120,7 +120,7 @@ impl Store {
     /// How many emails went to a customer at or after `since_ms` (a merged email counts
     /// once).
     pub async fn messages_sent_to_customer(&self, customer_id: i64, since_ms: i64) -> Result<i64> {
-        let n = on_pool!(self, |pool| {
+        let n = on_read!(self, |pool| {
             sqlx::query_scalar::<_, i64>(
                 "SELECT COUNT(DISTINCT message_id) FROM reminders \
                  WHERE customer_id = $1 AND state = 'sent' AND sent_at_ms >= $2",
@@ -140,7 +140,7 @@ impl Store {
         installment_id: i64,
         after_ms: i64,
     ) -> Result<Option<i64>> {
-        let at = on_pool!(self, |pool| {
+        let at = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(scheduled_at_ms) FROM debit_attempts \
                  WHERE installment_id = $1 AND state = 'scheduled' AND scheduled_at_ms > $2",
@@ -161,7 +161,7 @@ impl Store {
         before_date: &str,
         after_ms: i64,
     ) -> Result<Option<i64>> {
-        let at = on_pool!(self, |pool| {
+        let at = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(d.scheduled_at_ms) FROM debit_attempts d \
                  JOIN installments i ON i.id = d.installment_id \
@@ -185,7 +185,7 @@ impl Store {
         agreement_id: i64,
         before_date: &str,
     ) -> Result<AgreementLedger> {
-        let (arrears_minor, arrears_count, charges) = on_pool!(self, |pool| {
+        let (arrears_minor, arrears_count, charges) = on_read!(self, |pool| {
             let (minor, count): (i64, i64) = sqlx::query_as(
                 "SELECT CAST(COALESCE(SUM(total_minor - paid_minor), 0) AS BIGINT), COUNT(*) \
                  FROM installments \

@@ -283,7 +283,7 @@ impl Store {
         offset_key: i64,
         now_ms: i64,
     ) -> Result<Option<i64>> {
-        let found = on_pool!(self, |pool| {
+        let found = on_read!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
                 "SELECT MIN(offset_key) FROM reminders \
                  WHERE installment_id = $1 AND kind = 'upcoming' AND offset_key < $2 \
