@@ -1,6 +1,7 @@
 //! Running the engine as a daemon: a planner task woken by a UTC cron trigger (and once
-//! at start, which catches up whatever was missed while the daemon was down), a worker
-//! loop that picks due rows from the database, and a bounded drain on shutdown.
+//! at start, which catches up whatever was missed while the daemon was down), a debit
+//! loop and a message loop (customer emails, operations alerts) that pick due rows from
+//! the database side by side, and a bounded drain on shutdown.
 //!
 //! tokio-cron-scheduler only wakes the planner: its time-zone jobs drift after DST
 //! changes and it never catches up missed runs, so local times are computed by the
@@ -77,6 +78,7 @@ impl Daemon {
             Arc::clone(&work),
             shutdown.clone(),
         ));
+        tasks.spawn(message_loop(Arc::clone(&engine), shutdown.clone()));
         Ok(Self {
             engine,
             shutdown,
@@ -151,6 +153,7 @@ async fn planner_loop(
     }
 }
 
+/// Debits: claims and carries due attempts, woken by the planner or every poll.
 async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: CancellationToken) {
     loop {
         match engine.run_due(&shutdown).await {
@@ -162,6 +165,20 @@ async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: Cancellat
                 tracing::error!(error = %e, retryable = e.is_retryable(), "processing due debits failed; will try again")
             }
         }
+        let poll = engine.policy().poll;
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(poll) => {}
+            _ = work.notified() => {}
+        }
+    }
+}
+
+/// Customer emails and operations alerts, in a loop of their own: a due day with many
+/// debits must not hold back the reminders and receipts of that day (it did when one
+/// loop ran debits until none was due before sending anything).
+async fn message_loop(engine: Arc<Engine>, shutdown: CancellationToken) {
+    loop {
         match engine.run_reminders(&shutdown).await {
             Ok(report) if report.claimed > 0 => tracing::debug!(?report, "processed due reminders"),
             Ok(_) => {}
@@ -182,7 +199,6 @@ async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: Cancellat
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(poll) => {}
-            _ = work.notified() => {}
         }
     }
 }
