@@ -65,14 +65,6 @@ fn urgency(kind: EmailKind) -> u8 {
     }
 }
 
-fn either_whole(x: RenderedEmail) -> Rendering {
-    Rendering::Whole(x)
-}
-
-fn either_part(x: crate::mail::DigestPart) -> Rendering {
-    Rendering::Part(x)
-}
-
 pub(crate) enum Sent {
     Delivered,
     Cancelled,
@@ -181,7 +173,10 @@ impl Engine {
         r: &ReminderRow,
         merged: &mut std::collections::HashSet<i64>,
     ) -> Result<Sent, EngineError> {
-        let first = match self.prepare(r, false).await? {
+        // What the sections of one email already asked the bank about, per account: a
+        // section says "enough" only if the account covers it and the sections before it.
+        let mut asked = std::collections::HashMap::new();
+        let first = match self.prepare(r, false, &mut asked).await? {
             Prepared::Done(sent) => return Ok(sent),
             Prepared::Ready(ready) => ready,
         };
@@ -202,7 +197,7 @@ impl Engine {
                 .await?;
             for c in companions {
                 merged.insert(c.id);
-                match self.prepare(&c, true).await {
+                match self.prepare(&c, true, &mut asked).await {
                     Ok(Prepared::Ready(ready)) => parts.push(*ready),
                     Ok(Prepared::Done(_)) => {}
                     Err(e) => {
@@ -217,7 +212,12 @@ impl Engine {
     /// Runs the gate for one claimed message and, if it may go, builds what it will say
     /// from the ledger now. A `companion` is merged into another email, which alone
     /// counts against the customer's daily budget.
-    async fn prepare(&self, r: &ReminderRow, companion: bool) -> Result<Prepared, EngineError> {
+    async fn prepare(
+        &self,
+        r: &ReminderRow,
+        companion: bool,
+        asked: &mut std::collections::HashMap<(String, String), i64>,
+    ) -> Result<Prepared, EngineError> {
         let mail = self.mail.as_ref().expect("checked by run_reminders");
         let ctx = self.store.reminder_context(r.id).await?;
         let now = self.clock.now();
@@ -313,10 +313,16 @@ impl Engine {
             "upcoming" => {
                 tc.amount = money(owed);
                 // The check that sets repayd apart: say whether the money is there, for
-                // everything that will be collected (arrears and fees included).
+                // everything that will be collected (arrears and fees included), on top of
+                // what earlier sections of the same email already counted on.
+                let earlier = asked
+                    .entry((ctx.account_ref.clone(), ctx.currency.clone()))
+                    .or_insert(0);
+                let ask = total_due.saturating_add(*earlier);
+                *earlier = ask;
                 let answer = self
                     .gateway
-                    .check_funds(&ctx.account_ref, &Money::from_minor(total_due, currency))
+                    .check_funds(&ctx.account_ref, &Money::from_minor(ask, currency))
                     .await;
                 match answer {
                     Ok(FundsAnswer::Available) => {
@@ -460,11 +466,11 @@ impl Engine {
             let result = if merged {
                 templates
                     .render_part(p.kind, p.locale, &p.tc)
-                    .map(either_part)
+                    .map(Rendering::Part)
             } else {
                 templates
                     .render_in(p.kind, p.locale, &p.tc)
-                    .map(either_whole)
+                    .map(Rendering::Whole)
             };
             match result {
                 Ok(x) => {

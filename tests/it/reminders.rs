@@ -554,3 +554,72 @@ both_backends!(
     a_late_start_sends_only_what_is_still_useful,
     super::a_late_start_sends_only_what_is_still_useful
 );
+
+async fn a_merged_email_counts_every_section_against_the_same_account(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), "w").await;
+    // Two agreements of one customer, 200.00 each due the same day, on one account that
+    // holds 300.00: enough for one of them, not for both.
+    customer(
+        &db.store,
+        "TWO",
+        "en",
+        "UTC",
+        "EUR",
+        "ACC-TWO-0001",
+        "2027-01-20",
+        200_00,
+    )
+    .await;
+    let first = db.store.agreement_detail("TWO").await.unwrap().unwrap();
+    db.store
+        .insert_agreement(
+            &NewAgreement {
+                external_id: "TWO-B".into(),
+                customer_id: first.customer.id,
+                funding_account_id: first.funding_account.id,
+                currency: "EUR".into(),
+                principal_minor: 200_00,
+                total_interest_minor: 0,
+                total_fee_minor: 0,
+                method: None,
+                terms_json: None,
+                content_hash: "h-TWO-B".into(),
+                installments: vec![NewInstallment {
+                    seq: 1,
+                    due_date: "2027-01-20".into(),
+                    principal_minor: 200_00,
+                    interest_minor: 0,
+                    fee_minor: 0,
+                }],
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    bank.set_balance("ACC-TWO-0001", Currency::parse("EUR").unwrap(), 300_00)
+        .await
+        .unwrap();
+    engine.plan().await.unwrap();
+    // The 7-day reminders of both agreements fall due at 09:00 on 13 January.
+    clock.set(utc(2027, 1, 13, 9, 0));
+    engine
+        .run_reminders(&CancellationToken::new())
+        .await
+        .unwrap();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "one email for both");
+    let text = parse(&messages[0].data).part("text/plain").to_string();
+    assert!(text.contains("2 updates"), "{text}");
+    assert_eq!(
+        text.matches("has enough for").count(),
+        1,
+        "only one section may say the money is there: {text}"
+    );
+    assert!(text.contains("is short by €100.00"), "{text}");
+}
+both_backends!(
+    a_merged_email_counts_every_section_against_the_same_account,
+    super::a_merged_email_counts_every_section_against_the_same_account
+);
