@@ -259,17 +259,7 @@ impl Engine {
                 "currency": amount.currency().code(),
             }),
         ));
-        self.store
-            .apply_attempt_change(
-                &fence,
-                &change,
-                &Effects {
-                    events,
-                    ..Default::default()
-                },
-                now_ms,
-            )
-            .await?;
+        self.record_change(&fence, &change, events, now_ms).await?;
         fence.expected_state = "submitted".into();
 
         let request = DebitRequest {
@@ -392,17 +382,7 @@ impl Engine {
                         }),
                     )]
                 };
-                self.store
-                    .apply_attempt_change(
-                        fence,
-                        &change,
-                        &Effects {
-                            events,
-                            ..Default::default()
-                        },
-                        now_ms,
-                    )
-                    .await?;
+                self.record_change(fence, &change, events, now_ms).await?;
                 tracing::info!(next_lookup = %(now + wait).to_rfc3339(), "debit pending at the gateway");
                 Ok(Step::Pending)
             }
@@ -503,17 +483,7 @@ impl Engine {
                         "next_lookup_at": (now + wait).to_rfc3339(),
                     }),
                 )];
-                self.store
-                    .apply_attempt_change(
-                        fence,
-                        &change,
-                        &Effects {
-                            events,
-                            ..Default::default()
-                        },
-                        now_ms,
-                    )
-                    .await?;
+                self.record_change(fence, &change, events, now_ms).await?;
                 if retry.technical_exhausted(count + 1) {
                     tracing::error!(error = %e, lookups = count + 1, "debit outcome still unknown after repeated look-ups; operations should check with the gateway");
                 } else {
@@ -690,17 +660,7 @@ impl Engine {
             let events = vec![self.event(attempt, now_ms, "funds_check_failed", serde_json::json!({
                 "attempt_no": attempt.attempt_no, "error": error.to_string(), "retry_at": (now + wait).to_rfc3339(),
             }))];
-            self.store
-                .apply_attempt_change(
-                    fence,
-                    &change,
-                    &Effects {
-                        events,
-                        ..Default::default()
-                    },
-                    now_ms,
-                )
-                .await?;
+            self.record_change(fence, &change, events, now_ms).await?;
             tracing::warn!(error = %error, retry_at = %(now + wait).to_rfc3339(), "funds check failed; no debit, trying again later");
             return Ok(Step::Rescheduled);
         }
@@ -774,17 +734,7 @@ impl Engine {
                 "reason": detail,
             }),
         )];
-        self.store
-            .apply_attempt_change(
-                fence,
-                &change,
-                &Effects {
-                    events,
-                    ..Default::default()
-                },
-                now_ms,
-            )
-            .await?;
+        self.record_change(fence, &change, events, now_ms).await?;
         tracing::error!(
             stage,
             error = %detail,
@@ -887,6 +837,28 @@ impl Engine {
             scheduled_at_ms: to_epoch_ms(at),
             detail,
         }))
+    }
+
+    /// Applies a fenced change to an attempt with its events, in one transaction.
+    async fn record_change(
+        &self,
+        fence: &Fence,
+        change: &AttemptChange,
+        events: Vec<NewEvent>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        self.store
+            .apply_attempt_change(
+                fence,
+                change,
+                &Effects {
+                    events,
+                    ..Default::default()
+                },
+                now_ms,
+            )
+            .await?;
+        Ok(())
     }
 
     fn event(
