@@ -71,13 +71,16 @@ pub fn rank(kind: &str) -> Option<u8> {
 /// messages about money not collected (failure notice, overdue, credit warning, mandate
 /// notice) each carry the agreement's whole arrears and fees, so the more serious one
 /// covers the others about the same agreement; of two equally serious ones, the first
-/// sent covers the second.
+/// sent covers the second, and of two still waiting, the one about the earlier
+/// installment (lower id) covers the other: two failure notices about one agreement on
+/// one morning would repeat the same ledger twice in one email.
 pub fn supersedes(winner: (&str, i64), loser: (&str, i64), sent: bool) -> bool {
     let (Some(w), Some(l)) = (rank(winner.0), rank(loser.0)) else {
         return false;
     };
     let related = winner.1 == loser.1 || winner.0 == "mandate_notice" || loser.0 != "upcoming";
-    related && (w > l || (sent && w == l))
+    let first = sent || (winner.1 < loser.1 && loser.0 != "upcoming");
+    related && (w > l || (w == l && first))
 }
 
 impl Engine {
@@ -390,8 +393,12 @@ mod tests {
         assert!(!supersedes(("overdue", 1), ("upcoming", 2), false));
         assert!(supersedes(("overdue", 1), ("upcoming", 1), false));
         assert!(supersedes(("mandate_notice", 1), ("upcoming", 2), false));
-        // Equals: only one already sent covers the other.
-        assert!(!supersedes(("debit_failed", 1), ("debit_failed", 2), false));
+        // Equals: one already sent covers the other.
+        // Two waiting failure notices about one agreement: the earlier installment's
+        // goes, the other is covered by its ledger.
+        assert!(supersedes(("debit_failed", 1), ("debit_failed", 2), false));
+        assert!(!supersedes(("debit_failed", 2), ("debit_failed", 1), false));
+        assert!(supersedes(("debit_failed", 2), ("debit_failed", 1), true));
         assert!(supersedes(("debit_failed", 1), ("debit_failed", 2), true));
         assert!(!supersedes(("upcoming", 1), ("upcoming", 2), true));
         // The less serious never covers the more serious; receipts never take part.
