@@ -3,7 +3,8 @@
 //! by itself; after fixing the cause (token, settings, data) an operator re-queues it, with
 //! a name and a reason that go into the event log.
 
-use crate::clock::{from_epoch_ms, to_epoch_ms};
+use crate::clock::from_epoch_ms;
+use crate::engine::operator;
 use crate::store::Store;
 use crate::store::debits::AttemptRow;
 use chrono::{DateTime, Utc};
@@ -30,12 +31,9 @@ pub enum AttemptsCommand {
     Requeue {
         #[arg(value_name = "ATTEMPT_ID")]
         attempt_id: i64,
-        /// Who re-queues it (recorded in the event log).
-        #[arg(long)]
-        actor: String,
-        /// Why it may run now, e.g. "gateway token rotated" (recorded in the event log).
-        #[arg(long)]
-        reason: String,
+        /// `--reason`: why it may run now, e.g. "gateway token rotated".
+        #[command(flatten)]
+        actor: super::ActorArgs,
     },
 }
 
@@ -50,30 +48,22 @@ pub async fn run(
             print!("{}", render_list(&rows));
             Ok(ExitCode::SUCCESS)
         }
-        AttemptsCommand::Requeue {
-            attempt_id,
-            actor,
-            reason,
-        } => {
-            let actor = actor.trim();
-            let reason = reason.trim();
-            anyhow::ensure!(
-                !actor.is_empty(),
-                "--actor must name who re-queues the attempt"
-            );
-            anyhow::ensure!(
-                !reason.is_empty(),
-                "--reason must say why the attempt may run again"
-            );
-            let row = store
-                .requeue_rejected_attempt(*attempt_id, actor, reason, to_epoch_ms(now))
-                .await?;
-            println!(
-                "debit attempt {} (installment {}, attempt {}) re-queued by {actor}: it runs \
-                 again from its funds check at the daemon's next pass, key {}",
-                row.id, row.installment_id, row.attempt_no, row.idempotency_key
-            );
-            Ok(ExitCode::SUCCESS)
+        AttemptsCommand::Requeue { attempt_id, actor } => {
+            let result = match actor.resolve(None) {
+                Ok(actor) => operator::requeue_attempt(store, now, &actor, *attempt_id).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
+                Ok(r) => {
+                    println!(
+                        "debit attempt {} (installment {}, attempt {}) re-queued by {}: it runs \
+                         again from its funds check at the daemon's next pass, key {}",
+                        r.attempt_id, r.installment_id, r.attempt_no, r.actor, r.idempotency_key
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => super::refused("attempt not re-queued", &e),
+            }
         }
     }
 }

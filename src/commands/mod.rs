@@ -283,6 +283,45 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         })
 }
 
+/// `--actor NAME --reason TEXT` of every operator action. The actor defaults to the
+/// login name of the person at the shell (see [`crate::domain::Actor::resolve`]); the
+/// reason is required except where an action names a default.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ActorArgs {
+    /// Who acts, recorded in the event log (default: SUDO_USER, else USER or LOGNAME).
+    #[arg(long, value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Why, recorded in the event log, e.g. "customer called: salary late".
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+impl ActorArgs {
+    /// The actor, with `default_reason` when `--reason` is absent (refused when both are).
+    pub fn resolve(
+        &self,
+        default_reason: Option<&str>,
+    ) -> Result<crate::domain::Actor, crate::domain::ActorError> {
+        let reason = self.reason.as_deref().or(default_reason).unwrap_or("");
+        crate::domain::Actor::resolve(self.actor.as_deref(), reason, |k| std::env::var(k).ok())
+    }
+}
+
+/// Prints why an operator action was refused (nothing was written) and gives exit 65;
+/// a store failure goes up as an error (exit 1).
+pub fn refused(
+    what: &str,
+    err: &crate::engine::operator::OperatorError,
+) -> anyhow::Result<ExitCode> {
+    match err {
+        crate::engine::operator::OperatorError::Refused(why) => {
+            eprintln!("repayd: {what}: {why}");
+            Ok(ExitCode::from(EXIT_DATA))
+        }
+        crate::engine::operator::OperatorError::Store(e) => Err(anyhow::anyhow!("{what}: {e}")),
+    }
+}
+
 /// The current instant for a one-shot command, from the same Clock the daemon uses.
 fn now() -> chrono::DateTime<chrono::Utc> {
     crate::clock::Clock::now(&SystemClock)

@@ -1,20 +1,12 @@
 //! `repayd payments record`: money received by other means (bank transfer, cash), or an
-//! early settlement with `--settle`. Allocated oldest installment first, within each in
-//! the `payments.allocation` order; a reference is accepted once; an amount above what is
-//! owed is refused (nothing is written) unless `--settle` makes it the settlement figure.
-//!
-//! Settlement (`--settle`) on the customer's local date of receipt: every open charge,
-//! everything of installments already due, and the principal of installments not yet
-//! due. Their future interest and fees are waived, and the output says how much.
+//! early settlement with `--settle`. The action is [`operator::record_payment`] (what is
+//! allocated where, what a settlement takes); this file parses, calls and prints.
 
-use crate::clock::{from_epoch_ms, to_epoch_ms};
-use crate::domain::delinquency::{Allocation, allocate, allocate_settlement, settlement_quote};
-use crate::domain::{Currency, Money, worktime};
-use crate::engine::overdue::{OverduePolicy, open_for_allocation};
-use crate::store::payments::NewPayment;
-use crate::store::{Store, StoreError};
-use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use super::ActorArgs;
+use crate::engine::operator::{self, PaymentSummary, RecordRequest};
+use crate::engine::policy::EnginePolicy;
+use crate::store::Store;
+use chrono::{DateTime, Utc};
 use std::process::ExitCode;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -49,219 +41,9 @@ pub struct RecordArgs {
     pub settle: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::cli::OutputFormat,
-}
-
-/// A payment to record, as the library takes it.
-#[derive(Debug, Clone)]
-pub struct RecordRequest {
-    pub agreement: String,
-    pub amount: String,
-    pub reference: String,
-    pub received_at: Option<DateTime<Utc>>,
-    pub settle: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PaymentError {
-    /// Refused: nothing was written. The message says why and what would be accepted.
-    #[error("{0}")]
-    Rejected(String),
-    #[error(transparent)]
-    Store(StoreError),
-}
-
-impl From<StoreError> for PaymentError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Conflict(m) => PaymentError::Rejected(m),
-            StoreError::NotFound { what, id } => {
-                PaymentError::Rejected(format!("{what} {id} not found"))
-            }
-            other => PaymentError::Store(other),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AllocationLine {
-    pub installment_id: i64,
-    pub seq: i64,
-    pub component: &'static str,
-    pub charge_id: Option<i64>,
-    pub amount: String,
-}
-
-/// What was recorded, for the operator.
-#[derive(Debug, Clone, Serialize)]
-pub struct PaymentSummary {
-    pub payment_id: i64,
-    pub agreement: String,
-    pub reference: String,
-    pub currency: String,
-    pub amount: String,
-    pub received_at: String,
-    pub settlement: bool,
-    pub allocations: Vec<AllocationLine>,
-    /// Settlement: future interest and fees forgiven.
-    pub waived: Vec<AllocationLine>,
-    pub waived_total: String,
-    pub installments_paid: Vec<i64>,
-    pub agreement_completed: bool,
-    pub delinquency_cleared: bool,
-    /// Still owed on the agreement after this payment (installments and charges).
-    pub remaining: String,
-}
-
-/// Records one payment. Everything or nothing is written.
-pub async fn record_payment(
-    store: &Store,
-    policy: &OverduePolicy,
-    now: DateTime<Utc>,
-    req: &RecordRequest,
-) -> Result<PaymentSummary, PaymentError> {
-    let reference = req.reference.trim();
-    if reference.is_empty() || reference.len() > 200 {
-        return Err(PaymentError::Rejected(
-            "--reference must be 1 to 200 characters".into(),
-        ));
-    }
-    let agreement = store.agreement_ref(&req.agreement).await?;
-    if agreement.status != "active" && agreement.status != "paused" {
-        return Err(PaymentError::Rejected(format!(
-            "agreement {} is {}: nothing is owed on it",
-            agreement.external_id, agreement.status
-        )));
-    }
-    if let Some(p) = store.payment_by_reference(reference).await? {
-        return Err(PaymentError::Rejected(format!(
-            "payment reference {reference:?} was already recorded (payment {}, {} {}); nothing was changed",
-            p.id,
-            Currency::parse(&p.currency)
-                .map(|c| Money::from_minor(p.amount_minor, c).plain())
-                .unwrap_or_else(|_| p.amount_minor.to_string()),
-            p.currency
-        )));
-    }
-    let currency =
-        Currency::parse(&agreement.currency).map_err(|e| PaymentError::Rejected(e.to_string()))?;
-    let amount = Money::parse(&req.amount, currency)
-        .map_err(|e| PaymentError::Rejected(format!("--amount {:?}: {e}", req.amount)))?;
-    if amount.minor() <= 0 {
-        return Err(PaymentError::Rejected("--amount must be positive".into()));
-    }
-    let received_at = req.received_at.unwrap_or(now);
-    if received_at > now + Duration::minutes(5) {
-        return Err(PaymentError::Rejected(
-            "--received-at is in the future".into(),
-        ));
-    }
-    let tz = agreement
-        .time_zone
-        .parse::<chrono_tz::Tz>()
-        .map_err(|_| PaymentError::Rejected(format!("bad time zone {:?}", agreement.time_zone)))?;
-    let open = store.open_installments(agreement.id).await?;
-    let charges = store.charges_for_agreement(agreement.id).await?;
-    let insts =
-        open_for_allocation(&open, &charges).map_err(|e| PaymentError::Rejected(e.to_string()))?;
-    let order = &policy.allocation;
-    let owed: i64 = insts
-        .iter()
-        .map(|i| i.components_open(order).total() + i.charges_open())
-        .sum();
-    let fmt = |m: i64| Money::from_minor(m, currency).plain();
-    let today = worktime::local_date(received_at, tz);
-    let (allocations, waived) = if req.settle {
-        let quote = settlement_quote(order, &insts, today);
-        if amount.minor() != quote.total_minor() {
-            return Err(PaymentError::Rejected(format!(
-                "settling agreement {} on {today} takes exactly {} {}: charges {} + due {} + \
-                 remaining principal {} (future interest {} and fees {} waived); --amount {} \
-                 does not match, nothing was recorded",
-                agreement.external_id,
-                fmt(quote.total_minor()),
-                currency.code(),
-                fmt(quote.charges_minor),
-                fmt(quote.due_minor),
-                fmt(quote.future_principal_minor),
-                fmt(quote.waived_interest_minor),
-                fmt(quote.waived_fees_minor),
-                amount.plain(),
-            )));
-        }
-        allocate_settlement(order, &insts, today)
-    } else {
-        if amount.minor() > owed {
-            return Err(PaymentError::Rejected(format!(
-                "{} {} exceeds what is owed on agreement {} ({} {}); nothing was recorded. \
-                 To settle the agreement early use --settle",
-                amount.plain(),
-                currency.code(),
-                agreement.external_id,
-                fmt(owed),
-                currency.code(),
-            )));
-        }
-        let (slices, left) = allocate(order, &insts, amount.minor());
-        debug_assert_eq!(left, 0);
-        (slices, Vec::new())
-    };
-    let rules = &policy.rules;
-    let overdue_cutoff =
-        rules.assessment_date(now, tz) - Duration::days(i64::from(rules.grace_days) + 1);
-    let payment = NewPayment {
-        agreement_id: agreement.id,
-        reference: reference.to_string(),
-        amount_minor: amount.minor(),
-        currency: currency.code().to_string(),
-        received_at_ms: to_epoch_ms(received_at),
-        settlement: req.settle,
-        allocations: allocations.clone(),
-        waived: waived.clone(),
-        expected_paid: open.iter().map(|i| (i.id, i.paid_minor)).collect(),
-        overdue_cutoff: overdue_cutoff.format("%Y-%m-%d").to_string(),
-        now_ms: to_epoch_ms(now),
-    };
-    let recorded = store.record_payment(&payment).await?;
-    let seq_of = |id: i64| open.iter().find(|i| i.id == id).map_or(0, |i| i.seq);
-    let lines = |v: &[Allocation]| {
-        v.iter()
-            .map(|a| AllocationLine {
-                installment_id: a.installment_id,
-                seq: seq_of(a.installment_id),
-                component: a.component.as_str(),
-                charge_id: a.charge_id,
-                amount: fmt(a.amount_minor),
-            })
-            .collect::<Vec<_>>()
-    };
-    let waived_total: i64 = waived.iter().map(|w| w.amount_minor).sum();
-    let remaining = if req.settle { 0 } else { owed - amount.minor() };
-    tracing::info!(
-        agreement = %agreement.external_id,
-        amount = %amount,
-        settlement = req.settle,
-        "payment recorded"
-    );
-    Ok(PaymentSummary {
-        payment_id: recorded.payment_id,
-        agreement: agreement.external_id,
-        reference: reference.to_string(),
-        currency: currency.code().to_string(),
-        amount: amount.plain(),
-        received_at: from_epoch_ms(to_epoch_ms(received_at)).to_rfc3339(),
-        settlement: req.settle,
-        allocations: lines(&allocations),
-        waived: lines(&waived),
-        waived_total: fmt(waived_total),
-        installments_paid: recorded
-            .installments_paid
-            .iter()
-            .map(|id| seq_of(*id))
-            .collect(),
-        agreement_completed: recorded.agreement_completed,
-        delinquency_cleared: recorded.delinquency_cleared,
-        remaining: fmt(remaining),
-    })
+    /// `--reason` defaults to "payment received" (the reference says which).
+    #[command(flatten)]
+    pub actor: ActorArgs,
 }
 
 pub fn render_table(s: &PaymentSummary) -> String {
@@ -309,8 +91,7 @@ pub async fn run(
     now: DateTime<Utc>,
     args: &PaymentsArgs,
 ) -> anyhow::Result<ExitCode> {
-    let policy =
-        OverduePolicy::from_settings(&settings.overdue, &settings.payments, &settings.alerts)?;
+    let policy = EnginePolicy::from_settings(settings)?;
     match &args.command {
         PaymentsCommand::Record(r) => {
             let req = RecordRequest {
@@ -320,7 +101,11 @@ pub async fn run(
                 received_at: r.received_at.map(|t| t.with_timezone(&Utc)),
                 settle: r.settle,
             };
-            match record_payment(store, &policy, now, &req).await {
+            let result = match r.actor.resolve(Some("payment received")) {
+                Ok(actor) => operator::record_payment(store, &policy, now, &actor, &req).await,
+                Err(e) => Err(e.into()),
+            };
+            match result {
                 Ok(summary) => {
                     match r.format {
                         crate::cli::OutputFormat::Json => println!(
@@ -331,11 +116,7 @@ pub async fn run(
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(PaymentError::Rejected(why)) => {
-                    eprintln!("repayd: payment not recorded: {why}");
-                    Ok(ExitCode::from(super::EXIT_DATA))
-                }
-                Err(PaymentError::Store(e)) => Err(e.into()),
+                Err(e) => super::refused("payment not recorded", &e),
             }
         }
     }

@@ -7,6 +7,7 @@ pub mod alerts;
 pub mod conversation;
 pub mod daemon;
 pub mod debit;
+pub mod operator;
 pub mod overdue;
 pub mod policy;
 pub mod reminders;

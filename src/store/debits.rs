@@ -507,8 +507,7 @@ impl Store {
     pub async fn requeue_rejected_attempt(
         &self,
         attempt_id: i64,
-        actor: &str,
-        reason: &str,
+        actor: &crate::domain::Actor,
         now_ms: i64,
     ) -> Result<AttemptRow> {
         let select = format!("SELECT {ATTEMPT_COLUMNS} FROM debit_attempts WHERE id = $1");
@@ -549,12 +548,10 @@ impl Store {
                     agreement_id: Some(before.agreement_id),
                     installment_id: Some(before.installment_id),
                     attempt_id: Some(attempt_id),
-                    detail: serde_json::json!({
+                    detail: actor.stamp(serde_json::json!({
                         "attempt_no": before.attempt_no,
-                        "actor": actor,
-                        "reason": reason,
                         "previous_outcome": before.outcome_code,
-                    }),
+                    })),
                 }
             )?;
             let after = sqlx::query_as::<_, AttemptRow>(sqlx::AssertSqlSafe(select.clone()))

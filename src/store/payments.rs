@@ -7,6 +7,7 @@
 use super::debits::{Applied, NewAttempt, PaymentApplied, apply_payment_sql};
 use super::delinquency::clear_delinquency_sql;
 use super::{NewEvent, Result, Store, StoreError};
+use crate::domain::Actor;
 use crate::domain::delinquency::{Allocation, Component};
 
 /// The agreement a payment or life-cycle command names, by id or external id.
@@ -38,6 +39,8 @@ pub struct NewPayment {
     /// none is left unpaid, the delinquency state is cleared in the same transaction.
     pub overdue_cutoff: String,
     pub now_ms: i64,
+    /// Who recorded it and why (into the event's detail).
+    pub actor: Actor,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -360,7 +363,7 @@ impl Store {
                     agreement_id: Some(p.agreement_id),
                     installment_id: None,
                     attempt_id: None,
-                    detail: serde_json::json!({
+                    detail: p.actor.stamp(serde_json::json!({
                         "payment_id": payment_id,
                         "reference": p.reference,
                         "amount_minor": p.amount_minor,
@@ -369,7 +372,7 @@ impl Store {
                         "allocations": allocation_detail,
                         "waived_minor": waived_minor,
                         "installments_paid": recorded.installments_paid,
-                    }),
+                    })),
                 }
             )?;
             let still_overdue: i64 = sqlx::query_scalar(
@@ -400,6 +403,7 @@ impl Store {
         to: &'static str,
         event_kind: &'static str,
         now_ms: i64,
+        actor: &Actor,
     ) -> Result<String> {
         let previous = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -492,12 +496,12 @@ impl Store {
                     agreement_id: Some(agreement_id),
                     installment_id: None,
                     attempt_id: None,
-                    detail: serde_json::json!({
+                    detail: actor.stamp(serde_json::json!({
                         "from": current, "to": to,
                         "cancelled_attempts": cancelled_attempts,
                         "cancelled_reminders": cancelled_reminders,
                         "reopened_reminders": reopened_reminders,
-                    }),
+                    })),
                 }
             )?;
             tx.commit().await?;
@@ -543,6 +547,7 @@ impl Store {
         notices: bool,
         notice_at_ms: i64,
         now_ms: i64,
+        actor: &Actor,
     ) -> Result<Vec<i64>> {
         let touched = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
@@ -641,11 +646,11 @@ impl Store {
                     agreement_id: None,
                     installment_id: None,
                     attempt_id: None,
-                    detail: serde_json::json!({
+                    detail: actor.stamp(serde_json::json!({
                         "account": crate::mask::account(account_ref),
                         "funding_account_id": account_id,
                         "agreements": agreements,
-                    }),
+                    })),
                 }
             )?;
             tx.commit().await?;

@@ -1085,19 +1085,18 @@ async fn rejected_attempts_stop_until_an_operator_requeues_them(db: crate::helpe
     // Re-queued after the fix; only a rejected attempt can be.
     let now_ms = repayd::clock::to_epoch_ms(clock.now());
     store
-        .requeue_rejected_attempt(debit[0].id, "ops-bob", "debit limit raised", now_ms)
+        .requeue_rejected_attempt(debit[0].id, &actor("ops-bob", "debit limit raised"), now_ms)
         .await
         .unwrap();
     let again = store
-        .requeue_rejected_attempt(debit[0].id, "ops-bob", "twice", now_ms)
+        .requeue_rejected_attempt(debit[0].id, &actor("ops-bob", "twice"), now_ms)
         .await
         .unwrap_err();
     assert!(again.to_string().contains("not rejected"), "{again}");
     let row = store
         .requeue_rejected_attempt(
             funds[0].id,
-            "ops-alice",
-            "account reference corrected",
+            &actor("ops-alice", "account reference corrected"),
             now_ms,
         )
         .await
@@ -1128,3 +1127,7 @@ crate::both_backends!(
     rejected_attempts_stop_until_an_operator_requeues_them,
     super::rejected_attempts_stop_until_an_operator_requeues_them
 );
+
+fn actor(name: &str, reason: &str) -> repayd::domain::Actor {
+    repayd::domain::Actor::new(name, reason).unwrap()
+}

@@ -670,7 +670,13 @@ async fn imports_never_restore_a_revoked_mandate(db: TestDb) {
         .expect("samples");
     let account = "US021000021555012";
     store
-        .revoke_mandate(account, true, 0, 0)
+        .revoke_mandate(
+            account,
+            true,
+            0,
+            0,
+            &repayd::domain::Actor::new("ops", "customer withdrew consent").unwrap(),
+        )
         .await
         .expect("revoke");
     let status = |store: &Store| {

@@ -23,10 +23,10 @@ use crate::overdue::{setup, utc};
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use repayd::clock::{Clock, ManualClock, from_epoch_ms};
-use repayd::commands::lifecycle::revoke_mandate;
 use repayd::domain::worktime::{self, QuietHours};
 use repayd::domain::{Currency, Money};
 use repayd::engine::Engine;
+use repayd::engine::operator::{Actor, revoke_mandate};
 use repayd::engine::policy::{EnginePolicy, RetryPolicy};
 use repayd::mail::{Locale, MailError, Mailer, OutgoingEmail};
 use repayd::store::Store;
@@ -527,7 +527,8 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
     )
     .await;
     let revoked_at = clock.now();
-    revoke_mandate(store, &engine.policy(), revoked_at, "ACC-D-0004")
+    let ops = Actor::new("ops-alice", "customer withdrew consent").unwrap();
+    revoke_mandate(store, &engine.policy(), revoked_at, &ops, "ACC-D-0004")
         .await
         .unwrap();
     run(&engine, &clock, start + Duration::days(120), down).await;

@@ -13,9 +13,9 @@ use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use repayd::clock::{Clock, ManualClock, from_epoch_ms};
 use repayd::commands::overdue::{OverdueReportRow, render_csv, report_rows};
-use repayd::commands::payments::{PaymentError, RecordRequest, record_payment};
 use repayd::domain::Currency;
 use repayd::engine::alerts::{AlertSettings, hmac_sha256};
+use repayd::engine::operator::{Actor, OperatorError, RecordRequest, record_payment};
 use repayd::engine::overdue::{OverduePolicy, OverdueSettings, PaymentSettings};
 use repayd::engine::policy::{DebitPolicy, EnginePolicy, ReminderPolicy, RetryPolicy};
 use repayd::engine::{Engine, MailDeps};
@@ -594,8 +594,9 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     let policy = engine.policy();
     let too_much = record_payment(
         store,
-        &policy.overdue,
+        &policy,
         now,
+        &Actor::new("ops-alice", "bank transfer").unwrap(),
         &RecordRequest {
             agreement: "OD-1".into(),
             amount: "9999.00".into(),
@@ -606,13 +607,14 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     )
     .await;
     assert!(
-        matches!(&too_much, Err(PaymentError::Rejected(m)) if m.contains("exceeds what is owed")),
+        matches!(&too_much, Err(OperatorError::Refused(m)) if m.contains("exceeds what is owed")),
         "{too_much:?}"
     );
     let summary = record_payment(
         store,
-        &policy.overdue,
+        &policy,
         now,
+        &Actor::new("ops-alice", "bank transfer").unwrap(),
         &RecordRequest {
             agreement: "OD-1".into(),
             amount: "2182.38".into(),
@@ -644,8 +646,9 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     assert_eq!(summary.remaining, "1066.19");
     let again = record_payment(
         store,
-        &policy.overdue,
+        &policy,
         now,
+        &Actor::new("ops-alice", "bank transfer").unwrap(),
         &RecordRequest {
             agreement: "OD-1".into(),
             amount: "1.00".into(),
@@ -656,7 +659,7 @@ async fn an_unpaid_installment_walks_to_reportable_and_back(db: TestDb) {
     )
     .await;
     assert!(
-        matches!(&again, Err(PaymentError::Rejected(m)) if m.contains("already recorded")),
+        matches!(&again, Err(OperatorError::Refused(m)) if m.contains("already recorded")),
         "{again:?}"
     );
 

@@ -9,9 +9,10 @@ use crate::helpers::TestDb;
 use crate::mail::{SmtpListener, parse};
 use crate::overdue::{SHANGHAI, agreement, drive, hook_server, local, policy, setup, utc};
 use repayd::clock::{Clock, ManualClock, from_epoch_ms};
-use repayd::commands::lifecycle::{LifecycleArgs, LifecycleCommand, change, revoke_mandate};
-use repayd::commands::payments::{PaymentError, RecordRequest, record_payment};
 use repayd::domain::Currency;
+use repayd::engine::operator::{
+    self, Actor, OperatorError, RecordRequest, record_payment, revoke_mandate,
+};
 
 async fn early_settlement_waives_future_interest(db: TestDb) {
     let smtp = SmtpListener::start();
@@ -41,9 +42,9 @@ async fn early_settlement_waives_future_interest(db: TestDb) {
         settle,
     };
     // Owed now: 25.00 + 1066.19 + 2 x 1000.00 principal = 3091.19; 132.38 interest waived.
-    let wrong = record_payment(store, &p.overdue, clock.now(), &req("3223.57", true)).await;
+    let wrong = record_payment(store, &p, clock.now(), &ops(), &req("3223.57", true)).await;
     match &wrong {
-        Err(PaymentError::Rejected(m)) => {
+        Err(OperatorError::Refused(m)) => {
             assert!(m.contains("3091.19"), "{m}");
             assert!(m.contains("132.38"), "{m}");
         }
@@ -56,7 +57,7 @@ async fn early_settlement_waives_future_interest(db: TestDb) {
             .unwrap()
             .is_none()
     );
-    let s = record_payment(store, &p.overdue, clock.now(), &req("3091.19", true))
+    let s = record_payment(store, &p, clock.now(), &ops(), &req("3091.19", true))
         .await
         .unwrap();
     assert!(s.settlement && s.agreement_completed && s.delinquency_cleared);
@@ -188,12 +189,26 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         .unwrap();
     drive(&engine, &clock, local("2027-01-21", 12, 0, SHANGHAI)).await;
     let p = engine.policy();
-    let id = || LifecycleArgs {
-        agreement: "LC-1".into(),
-    };
-    change(store, &p, clock.now(), &LifecycleCommand::Pause(id()))
+    let paused = operator::pause_agreement(store, &p, clock.now(), &ops(), "LC-1")
         .await
         .unwrap();
+    assert_eq!(
+        (paused.previous_status.as_str(), paused.status.as_str()),
+        ("active", "paused")
+    );
+    let event = store
+        .events(Some(a))
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.kind == "agreement_paused")
+        .expect("pause event");
+    let detail: serde_json::Value = serde_json::from_str(&event.detail).unwrap();
+    assert_eq!(
+        (detail["actor"].as_str(), detail["reason"].as_str()),
+        (Some("ops-alice"), Some("customer asked for time")),
+        "the event log names who paused it and why"
+    );
     assert!(
         store
             .attempts_for_agreement(a)
@@ -211,12 +226,12 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         "nothing planned or run while paused"
     );
     assert!(
-        change(store, &p, clock.now(), &LifecycleCommand::Pause(id()))
+        operator::pause_agreement(store, &p, clock.now(), &ops(), "LC-1")
             .await
             .is_err(),
         "already paused"
     );
-    let out = change(store, &p, clock.now(), &LifecycleCommand::Resume(id()))
+    let out = operator::resume_agreement(store, &p, clock.now(), &ops(), "LC-1")
         .await
         .unwrap();
     assert_eq!(out.attempts_planned, 2);
@@ -247,7 +262,7 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         "the second installment's 3-day reminder, stopped by the pause, is back"
     );
 
-    revoke_mandate(store, &p, clock.now(), "6222020000003333")
+    revoke_mandate(store, &p, clock.now(), &ops(), "6222020000003333")
         .await
         .unwrap();
     let attempts = store.attempts_for_agreement(a).await.unwrap();
@@ -260,7 +275,7 @@ async fn pause_resume_and_mandate_revocation(db: TestDb) {
         2
     );
     assert!(
-        revoke_mandate(store, &p, clock.now(), "6222020000003333")
+        revoke_mandate(store, &p, clock.now(), &ops(), "6222020000003333")
             .await
             .is_err(),
         "revoking twice changes nothing"
@@ -343,3 +358,8 @@ both_backends!(
     pause_resume_and_mandate_revocation,
     pause_resume_and_mandate_revocation
 );
+
+/// The operator every action in these tests is done by.
+fn ops() -> Actor {
+    Actor::new("ops-alice", "customer asked for time").unwrap()
+}

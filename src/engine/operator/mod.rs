@@ -1,0 +1,316 @@
+//! Operator actions: the few things a person does to an agreement by hand, as plain async
+//! functions the command line and the console both call. None of them prints; each
+//! returns a serializable result for the caller to render, and each records its
+//! [`Actor`] (name and reason) in the event it writes, in the same transaction as the
+//! change (event detail keys `"actor"` and `"reason"`).
+//!
+//! The API, one function per action, all taking `(store, policy, now, actor, target...)`:
+//!
+//! | function | target | result | event kind |
+//! | --- | --- | --- | --- |
+//! | [`pause_agreement`] | agreement id or external id | [`AgreementChanged`] | `agreement_paused` |
+//! | [`resume_agreement`] | agreement | [`AgreementChanged`] (attempts re-planned) | `agreement_resumed` |
+//! | [`cancel_agreement`] | agreement | [`AgreementChanged`] | `agreement_cancelled` |
+//! | [`revoke_mandate`] | funding account ref | [`MandateChanged`] | `mandate_revoked` |
+//! | [`record_payment`] | [`RecordRequest`] | [`PaymentSummary`] | `payment_received` / `agreement_settled` |
+//! | [`requeue_attempt`] | debit attempt id | [`AttemptRequeued`] | `debit_requeued` |
+//!
+//! Errors: [`OperatorError::Refused`] means nothing was written and the message says why
+//! in words an operator can act on (unknown id, wrong state, amount mismatch); anything
+//! else is a store failure. `now` comes from the caller's Clock.
+
+mod payment;
+
+pub use crate::domain::{Actor, ActorError};
+pub use payment::{AllocationLine, PaymentSummary, RecordRequest, record_payment};
+
+use crate::clock::to_epoch_ms;
+use crate::domain::worktime;
+use crate::engine::Engine;
+use crate::engine::policy::EnginePolicy;
+use crate::store::debits::NewAttempt;
+use crate::store::{NewEvent, Store, StoreError};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde::Serialize;
+
+/// Why an operator action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// Refused: nothing was written. The message says why and what would be accepted.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OperatorError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => OperatorError::Refused(m),
+            StoreError::NotFound { what, id } => {
+                OperatorError::Refused(format!("{what} {id} not found"))
+            }
+            other => OperatorError::Store(other),
+        }
+    }
+}
+
+impl From<ActorError> for OperatorError {
+    fn from(e: ActorError) -> Self {
+        OperatorError::Refused(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, OperatorError>;
+
+/// What a pause, resume or cancel did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AgreementChanged {
+    pub agreement_id: i64,
+    pub external_id: String,
+    pub previous_status: String,
+    pub status: String,
+    /// Resume only: debit attempts planned again for installments the pause stopped.
+    pub attempts_planned: u64,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// What a mandate revoke (or reinstate) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MandateChanged {
+    /// The account reference, masked.
+    pub account: String,
+    pub mandate_status: String,
+    /// Agreements whose planned debits were stopped (revoke) or planned again (reinstate).
+    pub agreements: Vec<i64>,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// A rejected debit attempt sent back to its funds check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AttemptRequeued {
+    pub attempt_id: i64,
+    pub installment_id: i64,
+    pub attempt_no: i64,
+    pub idempotency_key: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// Pause: no debits planned or run (scheduled attempts and pending reminders are
+/// cancelled; the planner and the assessment's emails skip paused agreements; overdue
+/// state is still tracked, a pause does not stop the clock on what is owed).
+pub async fn pause_agreement(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    agreement: &str,
+) -> Result<AgreementChanged> {
+    change_status(
+        store,
+        policy,
+        now,
+        actor,
+        agreement,
+        &["active"],
+        "paused",
+        "agreement_paused",
+    )
+    .await
+}
+
+/// Resume: back to active, and every unpaid installment due within the planning horizon
+/// whose attempts were cancelled gets its next attempt number planned explicitly (the
+/// planner only creates attempt 1 for installments with no attempt at all).
+pub async fn resume_agreement(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    agreement: &str,
+) -> Result<AgreementChanged> {
+    change_status(
+        store,
+        policy,
+        now,
+        actor,
+        agreement,
+        &["paused"],
+        "active",
+        "agreement_resumed",
+    )
+    .await
+}
+
+/// Cancel: final; planned work cancelled, overdue state cleared.
+pub async fn cancel_agreement(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    agreement: &str,
+) -> Result<AgreementChanged> {
+    change_status(
+        store,
+        policy,
+        now,
+        actor,
+        agreement,
+        &["active", "paused"],
+        "cancelled",
+        "agreement_cancelled",
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn change_status(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    key: &str,
+    from: &[&str],
+    to: &'static str,
+    kind: &'static str,
+) -> Result<AgreementChanged> {
+    let agreement = store.agreement_ref(key).await?;
+    let previous = store
+        .change_agreement_status(agreement.id, from, to, kind, to_epoch_ms(now), actor)
+        .await?;
+    let mut outcome = AgreementChanged {
+        agreement_id: agreement.id,
+        external_id: agreement.external_id.clone(),
+        previous_status: previous,
+        status: to.to_string(),
+        attempts_planned: 0,
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    };
+    if to == "active" {
+        outcome.attempts_planned =
+            replan_stopped_attempts(store, policy, now, &agreement, "resume").await?;
+    }
+    Ok(outcome)
+}
+
+/// Plans the next attempt of every unpaid installment of the agreement due within the
+/// horizon that has earlier attempts but none live (what a pause, a revoked mandate or a
+/// reschedule stopped): at the debit time on its due date, or tomorrow's if that passed.
+pub(crate) async fn replan_stopped_attempts(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    agreement: &crate::store::payments::AgreementRef,
+    why: &str,
+) -> Result<u64> {
+    let tz: chrono_tz::Tz = agreement
+        .time_zone
+        .parse()
+        .map_err(|_| OperatorError::Refused(format!("bad time zone {:?}", agreement.time_zone)))?;
+    let horizon = (now + Duration::days(i64::from(policy.debit.horizon_days) + 1))
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let deployment = store.deployment_id().await?;
+    let mut planned = 0;
+    for c in store.resume_candidates(agreement.id, &horizon).await? {
+        let due = NaiveDate::parse_from_str(&c.due_date, "%Y-%m-%d").map_err(|_| {
+            OperatorError::Refused(format!("stored due date {:?} is not a date", c.due_date))
+        })?;
+        let today = worktime::local_date(now, tz);
+        let mut at = worktime::local_instant(due.max(today), policy.debit.local_time, tz);
+        if at < now {
+            at = worktime::local_instant(today + Duration::days(1), policy.debit.local_time, tz);
+        }
+        let attempt_no = c.max_attempt_no + 1;
+        let attempt = NewAttempt {
+            installment_id: c.installment_id,
+            agreement_id: agreement.id,
+            attempt_no,
+            idempotency_key: Engine::idempotency_key(
+                &policy.debit.key_prefix,
+                &deployment,
+                c.installment_id,
+                attempt_no,
+            ),
+            scheduled_at_ms: to_epoch_ms(at),
+            amount_minor: c.total_minor - c.paid_minor,
+            currency: agreement.currency.clone(),
+        };
+        let event = NewEvent {
+            at_ms: to_epoch_ms(now),
+            kind: "debit_attempt_planned",
+            agreement_id: Some(agreement.id),
+            installment_id: Some(c.installment_id),
+            attempt_id: None,
+            detail: serde_json::json!({
+                "attempt_no": attempt_no, "scheduled_at": at.to_rfc3339(),
+                "amount_minor": attempt.amount_minor, "reason": why,
+            }),
+        };
+        if store.insert_attempt(&attempt, &event).await? {
+            planned += 1;
+        }
+    }
+    Ok(planned)
+}
+
+/// Mandate revoke: no more debits on that account; scheduled attempts fail with
+/// `mandate_revoked` and the customer gets one `mandate_notice` per agreement (through
+/// the conversation gate, at the next hour outside quiet hours), asking them to pay
+/// another way. Only [`reinstate_mandate`] makes it active again.
+pub async fn revoke_mandate(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    account_ref: &str,
+) -> Result<MandateChanged> {
+    let tz = store
+        .account_time_zone(account_ref)
+        .await?
+        .and_then(|z| z.parse::<chrono_tz::Tz>().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let notice_at = policy.reminders.quiet.next_allowed(now, tz);
+    let agreements = store
+        .revoke_mandate(
+            account_ref,
+            true,
+            to_epoch_ms(notice_at),
+            to_epoch_ms(now),
+            actor,
+        )
+        .await?;
+    Ok(MandateChanged {
+        account: crate::mask::account(account_ref),
+        mandate_status: "revoked".into(),
+        agreements,
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    })
+}
+
+/// Re-queue a `rejected` attempt after fixing its cause: it runs again from its funds
+/// check at the daemon's next pass, under the same idempotency key.
+pub async fn requeue_attempt(
+    store: &Store,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    attempt_id: i64,
+) -> Result<AttemptRequeued> {
+    let row = store
+        .requeue_rejected_attempt(attempt_id, actor, to_epoch_ms(now))
+        .await?;
+    Ok(AttemptRequeued {
+        attempt_id: row.id,
+        installment_id: row.installment_id,
+        attempt_no: row.attempt_no,
+        idempotency_key: row.idempotency_key,
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    })
+}
