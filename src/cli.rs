@@ -51,6 +51,9 @@ pub enum Command {
     Attempts(crate::commands::attempts::AttemptsArgs),
     /// Debit mandates: revoke one (no more debits; customers asked to pay another way).
     Mandates(crate::commands::lifecycle::MandatesArgs),
+    /// The embedded sandbox bank: return a debit it booked (protocol 1.1 returns feed),
+    /// for demos and tests.
+    Sandbox(crate::commands::sandbox::SandboxArgs),
     /// Dry run on a virtual clock over a copy of the data: what would be sent and debited
     /// in the next N days. Nothing is sent, debited or written.
     Simulate(crate::commands::simulate::SimulateArgs),

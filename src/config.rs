@@ -133,6 +133,35 @@ pub struct DebitSettings {
     pub lease_seconds: u32,
     /// Prefix of every idempotency key sent to the gateway; distinct per deployment.
     pub key_prefix: String,
+    /// How often the daemon reads the gateway's returns feed (protocol 1.1), in seconds.
+    pub returns_poll_seconds: u32,
+    /// Partial collection: debit what is there when the account is a little short.
+    pub partial: PartialSettings,
+}
+
+/// `[debit.partial]`: when the funds check says short and the shortfall is at most
+/// `max_shortfall_percent` of what is owed, debit what the bank says is available (never
+/// less than `minimum`), and keep the rest due with its own retries and reminders. Needs a
+/// gateway that reports `available` (protocol 1.1); off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartialSettings {
+    pub enabled: bool,
+    /// Largest shortfall, as a percentage of the amount owed, at which a partial debit is
+    /// made (1 to 99).
+    pub max_shortfall_percent: u32,
+    /// Smallest partial debit, a decimal amount in the agreement's currency (`"50.00"`).
+    pub minimum: String,
+}
+
+impl Default for PartialSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_shortfall_percent: 50,
+            minimum: "1".into(),
+        }
+    }
 }
 
 impl Default for DebitSettings {
@@ -144,6 +173,8 @@ impl Default for DebitSettings {
             max_in_flight: 64,
             lease_seconds: 300,
             key_prefix: "repayd".into(),
+            returns_poll_seconds: 300,
+            partial: PartialSettings::default(),
         }
     }
 }
@@ -348,6 +379,18 @@ impl Settings {
             ("debit.horizon_days", self.debit.horizon_days, 0, 366),
             ("debit.batch_size", self.debit.batch_size, 1, 10_000),
             ("debit.lease_seconds", self.debit.lease_seconds, 0, 86_400),
+            (
+                "debit.returns_poll_seconds",
+                self.debit.returns_poll_seconds,
+                1,
+                86_400,
+            ),
+            (
+                "debit.partial.max_shortfall_percent",
+                self.debit.partial.max_shortfall_percent,
+                1,
+                99,
+            ),
             ("retry.max_attempts", self.retry.max_attempts, 1, 100),
             ("engine.poll_seconds", self.engine.poll_seconds, 1, 3_600),
             ("engine.drain_seconds", self.engine.drain_seconds, 0, 3_600),
@@ -386,6 +429,16 @@ impl Settings {
                 "debit.max_in_flight",
                 "must be between 1 and 4096",
             ));
+        }
+        match crate::domain::money::parse_decimal(self.debit.partial.minimum.trim()) {
+            Some(m) if m > rust_decimal::Decimal::ZERO => {}
+            _ => problems.push(ConfigError::invalid(
+                "debit.partial.minimum",
+                format!(
+                    "{:?} is not a positive decimal amount such as \"50.00\"",
+                    self.debit.partial.minimum
+                ),
+            )),
         }
         if self.debit.lease_seconds < 30 {
             problems.push(ConfigError::invalid(

@@ -13,6 +13,7 @@ pub mod payments;
 pub mod quote;
 pub mod reload;
 pub mod run;
+pub mod sandbox;
 pub mod simulate;
 
 use crate::cli::{Cli, Command};
@@ -190,6 +191,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             let code = attempts::run(&store, now(), &args).await;
+            store.close().await;
+            code
+        }
+        Command::Sandbox(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            anyhow::ensure!(
+                settings.gateway.kind == crate::gateway::GatewayKind::Sandbox,
+                "gateway.kind is not \"sandbox\": only the embedded sandbox bank can be told to return a debit"
+            );
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = sandbox::run(&store, now(), &args).await;
             store.close().await;
             code
         }

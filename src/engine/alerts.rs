@@ -248,7 +248,8 @@ pub struct AlertReport {
 }
 
 impl Engine {
-    /// Turns new hard-decline, blocked-debit and gateway-rejected events into alert rows.
+    /// Turns new hard-decline, blocked-debit, gateway-rejected and returned-debit events
+    /// into alert rows.
     pub async fn enqueue_event_alerts(&self) -> Result<u64, EngineError> {
         let policy = self.policy();
         let alerts = &policy.overdue.alerts;
@@ -257,10 +258,16 @@ impl Engine {
         }
         // A request the gateway rejected (4xx needing a human) always alerts: nothing else
         // will happen to that debit until an operator re-queues it.
+        // So does a debit the bank returned: money the ledger counted is gone again.
         let kinds: &[&str] = if alerts.on_hard_decline {
-            &["debit_declined_hard", "debit_blocked", "debit_rejected"]
+            &[
+                "debit_declined_hard",
+                "debit_blocked",
+                "debit_rejected",
+                "debit_returned",
+            ]
         } else {
-            &["debit_rejected"]
+            &["debit_rejected", "debit_returned"]
         };
         let now_ms = to_epoch_ms(self.clock.now());
         let events = self.store.alertable_events(kinds, 500).await?;

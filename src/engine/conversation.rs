@@ -7,7 +7,8 @@
 //!    when the message was planned: catch-up after downtime and retries after an SMTP
 //!    outage wait for the end of quiet hours too (kinds in `reminders.quiet_hours_exempt`
 //!    excepted).
-//! 2. **Truth now.** What the message asserts is re-read: still owed, agreement active,
+//! 2. **Truth now.** What the message asserts is re-read: still owed (a returned-debit
+//!    notice included: it is cancelled once the installment is paid again), agreement active,
 //!    mandate active (an `upcoming` reminder promises an automatic collection), still
 //!    overdue. A message that is no longer true is cancelled with the reason.
 //! 3. **One conversation.** Messages about one agreement that fall due within
@@ -32,13 +33,14 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
 /// Every kind of customer message, as stored in `reminders.kind`.
-pub const MESSAGE_KINDS: [&str; 6] = [
+pub const MESSAGE_KINDS: [&str; 7] = [
     "upcoming",
     "debit_succeeded",
     "debit_failed",
     "mandate_notice",
     "overdue",
     "credit_warning",
+    "debit_returned",
 ];
 
 /// What the gate decided for one message.
@@ -52,7 +54,9 @@ pub(crate) enum Verdict {
 }
 
 /// How important a message is among those about one agreement due together; `None` for
-/// receipts, which are never superseded and supersede nothing.
+/// receipts and returned-debit notices, which each record money moving (taken, or given
+/// back by the bank) and are never superseded and supersede nothing: due together with
+/// others they are merged into one email, not dropped.
 pub fn rank(kind: &str) -> Option<u8> {
     match kind {
         "upcoming" => Some(1),
@@ -140,7 +144,9 @@ impl Engine {
                     None
                 }
             }
-            "debit_failed" => {
+            // A returned-debit notice says the installment is due again: not true any
+            // more once it has been paid again (by a retry or another way).
+            "debit_failed" | "debit_returned" => {
                 if not_owed {
                     Some(format!("installment_{}", ctx.installment_status))
                 } else if ctx.agreement_status != "active" {
@@ -381,7 +387,10 @@ mod tests {
         assert!(rank("debit_failed") > rank("upcoming"));
         assert_eq!(rank("debit_succeeded"), None);
         for kind in MESSAGE_KINDS {
-            assert!(kind == "debit_succeeded" || rank(kind).is_some(), "{kind}");
+            assert!(
+                kind == "debit_succeeded" || kind == "debit_returned" || rank(kind).is_some(),
+                "{kind}"
+            );
         }
     }
 

@@ -153,9 +153,30 @@ async fn planner_loop(
     }
 }
 
-/// Debits: claims and carries due attempts, woken by the planner or every poll.
+/// Debits: claims and carries due attempts, woken by the planner or every poll; and the
+/// gateway's returns feed, read every `debit.returns_poll_seconds`.
 async fn worker_loop(engine: Arc<Engine>, work: Arc<Notify>, shutdown: CancellationToken) {
+    // The returns feed is read at start and then every `debit.returns_poll_seconds`.
+    let mut returns_read: Option<tokio::time::Instant> = None;
     loop {
+        let returns_every = engine.policy().debit.returns_poll;
+        if returns_read.is_none_or(|at| at.elapsed() >= returns_every) {
+            returns_read = Some(tokio::time::Instant::now());
+            match engine.poll_returns().await {
+                Ok(report) if report.applied + report.unmatched > 0 => {
+                    tracing::warn!(
+                        applied = report.applied,
+                        unmatched = report.unmatched,
+                        "returned debits applied"
+                    );
+                    work.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, retryable = e.is_retryable(), "reading the returns feed failed; will try again")
+                }
+            }
+        }
         match engine.run_due(&shutdown).await {
             Ok(report) if report.claimed > 0 => {
                 tracing::debug!(?report, "processed due debit attempts")

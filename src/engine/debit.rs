@@ -123,10 +123,26 @@ impl Engine {
     }
 
     /// Claim -> context checks -> funds check -> submitted -> debit -> outcome.
+    ///
+    /// The customer's funding sources are checked in their order; the first that holds
+    /// the whole amount is debited. When none does and partial collection is on, the
+    /// first whose available amount the policy accepts is debited for that amount, and
+    /// the rest stays due (see [`super::policy::PartialCollection`]).
     async fn debit_flow(&self, attempt: &AttemptRow, fence: Fence) -> Result<Step, EngineError> {
         let ctx = self.store.debit_context(attempt.id).await?;
         let currency = currency_of(&ctx)?;
-        if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &ctx).await? {
+        let sources = self.store.funding_sources(attempt.agreement_id).await?;
+        let active: Vec<_> = sources
+            .iter()
+            .filter(|s| s.mandate_status == "active")
+            .collect();
+        // A revoked or pending mandate is skipped; only when no source may be debited is
+        // the attempt stopped (worded by the agreement's own account's mandate).
+        let mut gate = ctx.clone();
+        if !active.is_empty() {
+            gate.mandate_status = "active".into();
+        }
+        if let Some(step) = self.stop_if_not_debitable(attempt, &fence, &gate).await? {
             return Ok(step);
         }
         // The installment and its open charges (late fees) in one debit.
@@ -135,89 +151,147 @@ impl Engine {
         let now = self.clock.now();
         let policy = self.policy();
 
-        // The funds check, in this attempt, before any debit.
-        let answer = self.gateway.check_funds(&ctx.account_ref, &amount).await;
-        let now_ms = to_epoch_ms(self.clock.now());
-        match answer {
-            Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
-            Ok(FundsAnswer::Insufficient { shortfall }) => {
-                let next = self
-                    .next_attempt(
-                        attempt,
-                        &ctx,
-                        RetryKind::InsufficientFunds,
-                        now,
-                        &policy.retry,
-                    )
-                    .await?;
-                tracing::info!(
-                    account = %mask::account(&ctx.account_ref),
-                    amount = %amount,
-                    shortfall = %shortfall.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
-                    next_attempt = %next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)).unwrap_or_else(|| "none".into()),
-                    "insufficient funds: not debiting"
-                );
-                let change = AttemptChange {
-                    state: "insufficient_funds",
-                    amount_minor: Some(owed),
-                    funds_checked_at_ms: Some(now_ms),
-                    finished_at_ms: Some(now_ms),
-                    outcome_code: Some("insufficient_funds".into()),
-                    outcome_detail: shortfall.map(|s| format!("shortfall {s}")),
-                    release_lease: true,
-                    ..Default::default()
-                };
-                let mut events = vec![self.event(
-                    attempt,
-                    now_ms,
-                    "funds_insufficient",
-                    serde_json::json!({
-                        "attempt_no": attempt.attempt_no,
-                        "amount": amount.plain(),
-                        "currency": currency.code(),
-                        "shortfall": shortfall.map(|s| s.plain()),
-                        "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
-                    }),
-                )];
-                if next.is_none() {
-                    events.push(self.event(
-                        attempt,
-                        now_ms,
-                        "debit_retries_exhausted",
-                        serde_json::json!({
-                            "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
-                        }),
-                    ));
+        // The funds checks, in this attempt, before any debit.
+        let mut checked = Vec::with_capacity(active.len());
+        let mut chosen: Option<(&crate::store::debits::FundingSource, Money)> = None;
+        let mut partial: Option<(&crate::store::debits::FundingSource, Money)> = None;
+        let mut first_shortfall: Option<Option<Money>> = None;
+        for source in &active {
+            match self.gateway.check_funds(&source.account_ref, &amount).await {
+                Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
+                Ok(FundsAnswer::Available) => {
+                    checked.push(serde_json::json!({
+                        "account": mask::account(&source.account_ref), "enough": true,
+                    }));
+                    chosen = Some((source, amount));
+                    break;
                 }
-                self.record_failure(
+                Ok(FundsAnswer::Insufficient {
+                    shortfall,
+                    available,
+                }) => {
+                    checked.push(serde_json::json!({
+                        "account": mask::account(&source.account_ref), "enough": false,
+                        "shortfall": shortfall.map(|s| s.plain()),
+                        "available": available.map(|a| a.plain()),
+                    }));
+                    first_shortfall.get_or_insert(shortfall);
+                    if partial.is_none()
+                        && let Some(take) = policy
+                            .debit
+                            .partial
+                            .amount_to_debit(&amount, available.as_ref())
+                    {
+                        partial = Some((source, Money::from_minor(take, currency)));
+                    }
+                }
+            }
+        }
+        let now_ms = to_epoch_ms(self.clock.now());
+        let Some((source, debit_amount)) = chosen.or(partial) else {
+            let shortfall = first_shortfall.flatten();
+            let next = self
+                .next_attempt(
                     attempt,
-                    &fence,
                     &ctx,
-                    change,
-                    events,
-                    next,
-                    serde_json::json!({
-                        "failure": "insufficient_funds",
-                        "amount_minor": owed,
-                        "shortfall_minor": shortfall.map(|s| s.minor()),
-                    }),
-                    now_ms,
+                    RetryKind::InsufficientFunds,
+                    now,
+                    &policy.retry,
                 )
                 .await?;
-                return Ok(Step::InsufficientFunds);
+            tracing::info!(
+                account = %mask::account(&ctx.account_ref),
+                sources = active.len(),
+                amount = %amount,
+                shortfall = %shortfall.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                next_attempt = %next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)).unwrap_or_else(|| "none".into()),
+                "insufficient funds: not debiting"
+            );
+            let change = AttemptChange {
+                state: "insufficient_funds",
+                amount_minor: Some(owed),
+                funds_checked_at_ms: Some(now_ms),
+                finished_at_ms: Some(now_ms),
+                outcome_code: Some("insufficient_funds".into()),
+                outcome_detail: shortfall.map(|s| format!("shortfall {s}")),
+                release_lease: true,
+                ..Default::default()
+            };
+            let mut events = vec![self.event(
+                attempt,
+                now_ms,
+                "funds_insufficient",
+                serde_json::json!({
+                    "attempt_no": attempt.attempt_no,
+                    "amount": amount.plain(),
+                    "currency": currency.code(),
+                    "shortfall": shortfall.map(|s| s.plain()),
+                    "sources": checked,
+                    "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
+                }),
+            )];
+            if next.is_none() {
+                events.push(self.event(
+                    attempt,
+                    now_ms,
+                    "debit_retries_exhausted",
+                    serde_json::json!({
+                        "attempt_no": attempt.attempt_no, "last_outcome": "insufficient_funds"
+                    }),
+                ));
             }
-            Ok(FundsAnswer::Available) => {}
+            self.record_failure(
+                attempt,
+                &fence,
+                &ctx,
+                change,
+                events,
+                next,
+                serde_json::json!({
+                    "failure": "insufficient_funds",
+                    "amount_minor": owed,
+                    "shortfall_minor": shortfall.map(|s| s.minor()),
+                }),
+                now_ms,
+            )
+            .await?;
+            return Ok(Step::InsufficientFunds);
+        };
+        let is_partial = debit_amount.minor() < owed;
+        if is_partial {
+            tracing::info!(
+                account = %mask::account(&source.account_ref),
+                owed = %amount,
+                debit = %debit_amount,
+                "short, within the partial-collection share: debiting what is available"
+            );
         }
         // Recorded in the same commit as `submitted` (one fsync, not two): the funds check
         // and the submission are both durable before the gateway is asked to debit.
-        let funds_confirmed = self.event(attempt, now_ms, "funds_confirmed", serde_json::json!({
-            "attempt_no": attempt.attempt_no, "amount": amount.plain(), "currency": currency.code(),
-        }));
+        let funds_confirmed = self.event(
+            attempt,
+            now_ms,
+            "funds_confirmed",
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no,
+                "amount": debit_amount.plain(),
+                "currency": currency.code(),
+                "owed": amount.plain(),
+                "partial": is_partial,
+                "account": mask::account(&source.account_ref),
+                "sources": checked,
+            }),
+        );
+        let mut ctx = ctx;
+        ctx.account_ref = source.account_ref.clone();
+        ctx.mandate_ref = source.mandate_ref.clone();
+        ctx.mandate_status = source.mandate_status.clone();
+        ctx.funding_account_id = source.funding_account_id;
         self.submit(
             attempt,
             fence,
             &ctx,
-            amount,
+            debit_amount,
             Some((now_ms, funds_confirmed)),
         )
         .await
@@ -241,6 +315,7 @@ impl Engine {
             submitted_at_ms: Some(now_ms),
             amount_minor: funds_checked.as_ref().map(|_| amount.minor()),
             funds_checked_at_ms: funds_checked.as_ref().map(|(at, _)| *at),
+            funding_account_id: Some(ctx.funding_account_id),
             ..Default::default()
         };
         let mut events: Vec<NewEvent> = funds_checked.into_iter().map(|(_, ev)| ev).collect();
@@ -294,10 +369,25 @@ impl Engine {
         let count = attempt.reconcile_count as u32;
         match outcome {
             Ok(DebitOutcome::Succeeded { gateway_ref }) => {
+                // A partial debit leaves the rest of the installment due: it gets its own
+                // next attempt now, by the short-balance policy (and its own reminders).
+                let owed = ctx.total_minor - ctx.paid_minor + ctx.open_charges_minor;
+                let remaining = (owed - amount.minor()).max(0);
+                let partial = ctx.total_minor - ctx.paid_minor > amount.minor();
+                let next = if partial {
+                    self.next_attempt(attempt, ctx, RetryKind::InsufficientFunds, now, retry)
+                        .await?
+                        .map(|mut n| {
+                            n.amount_minor = remaining;
+                            n
+                        })
+                } else {
+                    None
+                };
                 let change = AttemptChange {
                     state: "succeeded",
                     finished_at_ms: Some(now_ms),
-                    outcome_code: Some("succeeded".into()),
+                    outcome_code: Some(if partial { "partial" } else { "succeeded" }.into()),
                     gateway_ref: Some(gateway_ref.clone()),
                     release_lease: true,
                     ..Default::default()
@@ -311,6 +401,9 @@ impl Engine {
                         "amount": amount.plain(),
                         "currency": amount.currency().code(),
                         "gateway_ref": gateway_ref,
+                        "partial": partial,
+                        "remaining": partial.then(|| Money::from_minor(remaining, amount.currency()).plain()),
+                        "next_attempt_at": next.as_ref().map(|n| fmt_ms(n.scheduled_at_ms)),
                     }),
                 )];
                 let payment = PaymentApplied {
@@ -327,6 +420,9 @@ impl Engine {
                         "amount_minor": amount.minor(),
                         "paid_at_ms": now_ms,
                         "gateway_ref": gateway_ref,
+                        "account_ref": ctx.account_ref,
+                        "partial": partial,
+                        "owed_minor": owed,
                     }),
                 )?;
                 let applied = self
@@ -336,7 +432,7 @@ impl Engine {
                         &change,
                         &Effects {
                             events,
-                            next_attempt: None,
+                            next_attempt: next,
                             payment: Some(payment),
                             reminder,
                         },

@@ -11,6 +11,7 @@ pub mod operator;
 pub mod overdue;
 pub mod policy;
 pub mod reminders;
+pub mod returns;
 
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
@@ -29,6 +30,9 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("stored data is not usable: {0}")]
     Data(String),
+    /// The gateway could not answer now (returns feed); tried again on the next poll.
+    #[error("gateway: {0}")]
+    Gateway(String),
 }
 
 impl EngineError {
@@ -37,6 +41,7 @@ impl EngineError {
         match self {
             EngineError::Store(e) => e.is_retryable() || matches!(e, StoreError::Fenced { .. }),
             EngineError::Data(_) => false,
+            EngineError::Gateway(_) => true,
         }
     }
 }

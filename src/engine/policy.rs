@@ -2,9 +2,11 @@
 //! reload) from the configuration.
 
 use crate::config::Settings;
+use crate::domain::Money;
 use crate::domain::worktime;
 use chrono::{DateTime, Days, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
+use rust_decimal::Decimal;
 
 #[derive(Debug, Clone)]
 pub struct DebitPolicy {
@@ -18,6 +20,57 @@ pub struct DebitPolicy {
     /// Prefix of every idempotency key, so two deployments sharing one gateway never
     /// collide.
     pub key_prefix: String,
+    /// How often the gateway's returns feed is read.
+    pub returns_poll: std::time::Duration,
+    pub partial: PartialCollection,
+}
+
+/// Partial collection (`[debit.partial]`): how much to take from an account that is a
+/// little short. Off by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialCollection {
+    pub enabled: bool,
+    /// Largest shortfall, in percent of what is owed, at which a partial debit is made.
+    pub max_shortfall_percent: u32,
+    /// Smallest partial debit, in the agreement's currency's major units.
+    pub minimum: Decimal,
+}
+
+impl Default for PartialCollection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_shortfall_percent: 50,
+            minimum: Decimal::ONE,
+        }
+    }
+}
+
+impl PartialCollection {
+    /// The amount (minor units) to debit when `owed` is asked and the bank says
+    /// `available` could be debited now, or `None` for no partial debit: off, nothing
+    /// available (or not said), the shortfall above the share, or below the minimum.
+    pub fn amount_to_debit(&self, owed: &Money, available: Option<&Money>) -> Option<i64> {
+        let available = available?;
+        if !self.enabled
+            || available.currency() != owed.currency()
+            || available.minor() <= 0
+            || available.minor() >= owed.minor()
+        {
+            return None;
+        }
+        let shortfall = i128::from(owed.minor() - available.minor());
+        if shortfall * 100 > i128::from(owed.minor()) * i128::from(self.max_shortfall_percent) {
+            return None;
+        }
+        // The minimum in minor units, rounded up: never below what was configured.
+        let scale = Decimal::from(10_i64.pow(owed.currency().minor_digits()));
+        let minimum = (self.minimum * scale).ceil();
+        if Decimal::from(available.minor()) < minimum {
+            return None;
+        }
+        Some(available.minor())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +92,10 @@ pub struct RetryPolicy {
 pub enum RetryKind {
     InsufficientFunds,
     SoftDecline,
+    /// A debit that succeeded came back (returns feed): tried again like after a soft
+    /// decline (`soft_decline_days`' first entry, from today), whatever attempts were used
+    /// before, since the return is news the earlier attempts did not know.
+    Returned,
 }
 
 /// The next try after a refusal: which attempt, how many days out, counted from what.
@@ -87,6 +144,7 @@ impl RetryPolicy {
         let (days, base) = match kind {
             RetryKind::InsufficientFunds => self.after_insufficient_funds(attempt_no)?,
             RetryKind::SoftDecline => self.after_soft_decline(attempt_no)?,
+            RetryKind::Returned => (*self.soft_decline_days.first()?, RetryBase::Today),
         };
         let today = worktime::local_date(now, tz);
         let base_date = match base {
@@ -177,6 +235,15 @@ impl EnginePolicy {
                 max_in_flight: settings.debit.max_in_flight,
                 lease: Duration::seconds(i64::from(settings.debit.lease_seconds)),
                 key_prefix: settings.debit.key_prefix.clone(),
+                returns_poll: std::time::Duration::from_secs(u64::from(
+                    settings.debit.returns_poll_seconds,
+                )),
+                partial: PartialCollection {
+                    enabled: settings.debit.partial.enabled,
+                    max_shortfall_percent: settings.debit.partial.max_shortfall_percent,
+                    minimum: crate::domain::parse_decimal(settings.debit.partial.minimum.trim())
+                        .unwrap_or(Decimal::ONE),
+                },
             },
             retry: RetryPolicy {
                 max_attempts: settings.retry.max_attempts,
@@ -336,5 +403,50 @@ mod tests {
         assert_eq!(p.technical_wait(7), Duration::minutes(15));
         assert!(!p.technical_exhausted(1));
         assert!(p.technical_exhausted(2));
+    }
+
+    #[test]
+    fn partial_collection_takes_what_is_there_within_the_share_and_above_the_minimum() {
+        let cny = crate::domain::Currency::parse("CNY").unwrap();
+        let m = |minor| Money::from_minor(minor, cny);
+        let on = PartialCollection {
+            enabled: true,
+            max_shortfall_percent: 40,
+            minimum: Decimal::new(5000, 2),
+        };
+        // 300 of 500: short by 40 %, at the share: taken.
+        assert_eq!(
+            on.amount_to_debit(&m(500_00), Some(&m(300_00))),
+            Some(300_00)
+        );
+        // Short by 40.01 %: not taken.
+        assert_eq!(on.amount_to_debit(&m(500_00), Some(&m(299_95))), None);
+        // Below the minimum (50.00), even within the share.
+        assert_eq!(on.amount_to_debit(&m(60_00), Some(&m(49_99))), None);
+        assert_eq!(on.amount_to_debit(&m(60_00), Some(&m(50_00))), Some(50_00));
+        // The bank did not say what is available (protocol 1.0), or nothing is.
+        assert_eq!(on.amount_to_debit(&m(500_00), None), None);
+        assert_eq!(on.amount_to_debit(&m(500_00), Some(&m(0))), None);
+        // Everything available is not partial; another currency is never taken.
+        assert_eq!(on.amount_to_debit(&m(500_00), Some(&m(500_00))), None);
+        let usd = crate::domain::Currency::parse("USD").unwrap();
+        assert_eq!(
+            on.amount_to_debit(&m(500_00), Some(&Money::from_minor(400_00, usd))),
+            None
+        );
+        // Off by default.
+        assert_eq!(
+            PartialCollection::default().amount_to_debit(&m(500_00), Some(&m(499_00))),
+            None
+        );
+        // The minimum in a currency without minor units is rounded up, never down.
+        let jpy = crate::domain::Currency::parse("JPY").unwrap();
+        let yen = PartialCollection {
+            minimum: Decimal::new(5005, 1),
+            ..on
+        };
+        let y = |minor| Money::from_minor(minor, jpy);
+        assert_eq!(yen.amount_to_debit(&y(800), Some(&y(500))), None);
+        assert_eq!(yen.amount_to_debit(&y(800), Some(&y(501))), Some(501));
     }
 }

@@ -57,6 +57,7 @@ fn urgency(kind: EmailKind) -> u8 {
     match kind {
         EmailKind::CreditWarning => 0,
         EmailKind::MandateNotice => 1,
+        EmailKind::DebitReturned => 1,
         EmailKind::Overdue => 2,
         EmailKind::DebitFailed => 3,
         EmailKind::BalanceLow => 4,
@@ -331,6 +332,7 @@ impl Engine {
                     }
                     Ok(FundsAnswer::Insufficient {
                         shortfall: Some(short),
+                        ..
                     }) => {
                         tc.funds_sufficient = Some(false);
                         tc.shortfall = Some(locale.money(&short));
@@ -339,7 +341,9 @@ impl Engine {
                             Some(locale.date_time_short_at(debit_at.with_timezone(&tz)));
                         (EmailKind::BalanceLow, "short")
                     }
-                    Ok(FundsAnswer::Insufficient { shortfall: None }) => {
+                    Ok(FundsAnswer::Insufficient {
+                        shortfall: None, ..
+                    }) => {
                         tc.funds_sufficient = Some(false);
                         (EmailKind::Upcoming, "short")
                     }
@@ -358,6 +362,26 @@ impl Engine {
                 );
                 tc.reference = Some(detail["gateway_ref"].as_str().unwrap_or("-").to_string());
                 tc.remaining_balance = Some(money(ctx.remaining_minor));
+                // The account the money came from (a funding source other than the
+                // agreement's own, perhaps).
+                if let Some(account_ref) = detail["account_ref"].as_str() {
+                    tc.set_account(account_ref);
+                }
+                // A partial debit: what was asked, and what is still due now, from the
+                // ledger (nothing said if it has been paid meanwhile), with the retry
+                // that is planned at this minute.
+                if detail["partial"].as_bool() == Some(true) && owed > 0 {
+                    let asked = detail["owed_minor"].as_i64().unwrap_or(ctx.total_minor);
+                    tc.partial_of = Some(money(asked));
+                    tc.still_due = Some(money(owed));
+                    if let Some(ms) = self
+                        .store
+                        .next_planned_attempt_ms(r.installment_id, now_ms)
+                        .await?
+                    {
+                        tc.next_attempt = Some(locale.date_time_at(local(ms)));
+                    }
+                }
                 if let (Some(d), Some(m)) = (&ctx.next_due_date, ctx.next_due_minor) {
                     tc.next_due_date = Some(locale.date(parse_date(d)?));
                     tc.next_due_amount = Some(money(m));
@@ -389,6 +413,32 @@ impl Engine {
                 tc.amount = money(owed);
                 tc.mandate_status = Some(ctx.mandate_status.clone());
                 (EmailKind::MandateNotice, "")
+            }
+            "debit_returned" => {
+                // What came back, as the bank said; what is due again, from the ledger now.
+                tc.amount = money(detail["amount_minor"].as_i64().unwrap_or(owed));
+                tc.paid_on = detail["paid_at_ms"]
+                    .as_i64()
+                    .map(|ms| locale.date(local(ms).date_naive()));
+                tc.reference = detail["debit_id"].as_str().map(str::to_string);
+                tc.return_reason = Some(
+                    detail["reason_code"]
+                        .as_str()
+                        .unwrap_or("returned")
+                        .to_string(),
+                );
+                if let Some(account_ref) = detail["account_ref"].as_str() {
+                    tc.set_account(account_ref);
+                }
+                tc.still_due = Some(money(owed));
+                if let Some(ms) = self
+                    .store
+                    .next_planned_attempt_ms(r.installment_id, now_ms)
+                    .await?
+                {
+                    tc.next_attempt = Some(locale.date_time_at(local(ms)));
+                }
+                (EmailKind::DebitReturned, "")
             }
             "overdue" | "credit_warning" => {
                 let d = delinquency

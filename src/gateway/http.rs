@@ -11,7 +11,8 @@
 use crate::config::{ConfigError, resolve_secret};
 use crate::domain::{Currency, Money};
 use crate::gateway::{
-    DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+    DebitOutcome, DebitRequest, DebitReturn, FundsAnswer, GatewayError, LookupOutcome,
+    PaymentGateway, ReturnsPage,
 };
 use crate::mask;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -55,6 +56,10 @@ pub struct HttpGatewaySettings {
     /// retrying is safe). Debits are never retried here.
     #[serde(default = "default_funds_check_retries")]
     pub funds_check_retries: u32,
+    /// Poll the bank's returns feed (`GET /v1/returns`, protocol 1.1). Off by default: a
+    /// version 1.0 server has no such endpoint.
+    #[serde(default)]
+    pub returns_feed: bool,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -77,6 +82,7 @@ impl HttpGatewaySettings {
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             funds_check_retries: default_funds_check_retries(),
+            returns_feed: false,
         }
     }
 
@@ -219,7 +225,75 @@ struct FundsConfirmationAnswer {
     funds_available: bool,
     #[serde(default)]
     shortfall: Option<WireAmount>,
+    /// Protocol 1.1, optional: how much could be debited now.
+    #[serde(default)]
+    available: Option<WireAmount>,
     checked_at: String,
+}
+
+/// One returned debit in `GET /v1/returns` (protocol 1.1).
+#[derive(Debug, Deserialize)]
+struct WireReturn {
+    return_id: String,
+    debit_id: String,
+    idempotency_key: String,
+    amount: WireAmount,
+    reason_code: String,
+    #[serde(default)]
+    hard: bool,
+    returned_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReturnsAnswer {
+    returns: Vec<WireReturn>,
+    next_cursor: String,
+}
+
+/// Reads a page of the returns feed.
+fn parse_returns(body: &[u8]) -> Result<ReturnsPage, String> {
+    let answer: ReturnsAnswer =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+    if answer.next_cursor.is_empty() {
+        return Err("next_cursor is empty".into());
+    }
+    let mut returns = Vec::with_capacity(answer.returns.len());
+    for (i, r) in answer.returns.into_iter().enumerate() {
+        let at = |what: String| format!("returns[{i}]: {what}");
+        chrono::DateTime::parse_from_rfc3339(&r.returned_at).map_err(|e| {
+            at(format!(
+                "returned_at {:?} is not RFC 3339: {e}",
+                r.returned_at
+            ))
+        })?;
+        let amount = r
+            .amount
+            .to_money()
+            .map_err(|e| at(format!("amount: {e}")))?;
+        if amount.minor() <= 0 {
+            return Err(at("amount must be positive".into()));
+        }
+        if r.return_id.is_empty() || r.debit_id.is_empty() || r.reason_code.is_empty() {
+            return Err(at(
+                "return_id, debit_id and reason_code must not be empty".into()
+            ));
+        }
+        if !is_valid_key(&r.idempotency_key) {
+            return Err(at("idempotency_key is not a valid key".into()));
+        }
+        returns.push(DebitReturn {
+            return_id: r.return_id,
+            debit_id: r.debit_id,
+            idempotency_key: r.idempotency_key,
+            amount,
+            reason_code: r.reason_code,
+            hard: r.hard,
+        });
+    }
+    Ok(ReturnsPage {
+        returns,
+        next_cursor: answer.next_cursor,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -256,30 +330,65 @@ fn parse_funds_answer(body: &[u8], asked: &Money) -> Result<FundsAnswer, String>
         serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
     chrono::DateTime::parse_from_rfc3339(&answer.checked_at)
         .map_err(|e| format!("checked_at {:?} is not RFC 3339: {e}", answer.checked_at))?;
-    match (answer.funds_available, answer.shortfall) {
-        (true, None) => Ok(FundsAnswer::Available),
-        (true, Some(_)) => Err("funds_available is true but a shortfall is given".into()),
-        (false, None) => Ok(FundsAnswer::Insufficient { shortfall: None }),
-        (false, Some(wire)) => {
-            let shortfall = wire.to_money().map_err(|e| format!("shortfall: {e}"))?;
-            if shortfall.currency() != asked.currency() {
-                return Err(format!(
-                    "shortfall is in {}, the request in {}",
-                    shortfall.currency(),
-                    asked.currency()
-                ));
+    let in_asked_currency = |wire: WireAmount, what: &str| -> Result<Money, String> {
+        let m = wire.to_money().map_err(|e| format!("{what}: {e}"))?;
+        if m.currency() != asked.currency() {
+            return Err(format!(
+                "{what} is in {}, the request in {}",
+                m.currency(),
+                asked.currency()
+            ));
+        }
+        Ok(m)
+    };
+    if answer.funds_available {
+        return match (answer.shortfall, answer.available) {
+            (None, None) => Ok(FundsAnswer::Available),
+            (Some(_), _) => Err("funds_available is true but a shortfall is given".into()),
+            (None, Some(_)) => {
+                Err("funds_available is true but an available amount is given".into())
             }
+        };
+    }
+    let shortfall = match answer.shortfall {
+        None => None,
+        Some(wire) => {
+            let shortfall = in_asked_currency(wire, "shortfall")?;
             if shortfall.minor() <= 0 || shortfall.minor() > asked.minor() {
                 return Err(format!(
                     "shortfall {} is not between zero and the amount asked",
                     shortfall.plain()
                 ));
             }
-            Ok(FundsAnswer::Insufficient {
-                shortfall: Some(shortfall),
-            })
+            Some(shortfall)
         }
-    }
+    };
+    let available = match answer.available {
+        None => None,
+        Some(wire) => {
+            let available = in_asked_currency(wire, "available")?;
+            if available.minor() < 0 || available.minor() >= asked.minor() {
+                return Err(format!(
+                    "available {} is not between zero and less than the amount asked",
+                    available.plain()
+                ));
+            }
+            if let Some(short) = &shortfall
+                && short.minor() + available.minor() != asked.minor()
+            {
+                return Err(format!(
+                    "available {} and shortfall {} do not add up to the amount asked",
+                    available.plain(),
+                    short.plain()
+                ));
+            }
+            Some(available)
+        }
+    };
+    Ok(FundsAnswer::Insufficient {
+        shortfall,
+        available,
+    })
 }
 
 /// Reads a debit resource for `key` (the answer to a debit or to a look-up).
@@ -381,6 +490,7 @@ pub struct HttpGateway {
     funds_url: Url,
     debits_url: Url,
     by_key_url: Url,
+    returns_url: Option<Url>,
     auth: HeaderValue,
     funds_check_retries: u32,
 }
@@ -416,6 +526,11 @@ impl HttpGateway {
             funds_url: join("v1/funds-confirmations")?,
             debits_url: join("v1/debits")?,
             by_key_url: join("v1/debits/by-key/")?,
+            returns_url: if settings.returns_feed {
+                Some(join("v1/returns")?)
+            } else {
+                None
+            },
             auth,
             funds_check_retries: settings.funds_check_retries,
         })
@@ -638,6 +753,44 @@ impl PaymentGateway for HttpGateway {
             ))),
         }
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn returns_after(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<ReturnsPage>, GatewayError> {
+        let Some(base) = &self.returns_url else {
+            return Ok(None);
+        };
+        let mut url = base.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(cursor) = cursor {
+                query.append_pair("after", cursor);
+            }
+            query.append_pair("limit", &limit.to_string());
+        }
+        let (status, answer) = match self.exchange(self.client.get(url)).await {
+            Ok(exchange) => exchange,
+            Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => {
+                return Err(GatewayError::Unavailable(format!("returns feed: {e}")));
+            }
+        };
+        match status.as_u16() {
+            200 => parse_returns(&answer)
+                .map(Some)
+                .map_err(|e| GatewayError::Protocol(format!("returns feed answer: {e}"))),
+            408 | 429 | 500..=599 => Err(GatewayError::Unavailable(format!(
+                "returns feed answered {}",
+                status_text(status, &answer)
+            ))),
+            _ => Err(GatewayError::Protocol(format!(
+                "returns feed answered {}: does the server speak protocol 1.1? (gateway.http.returns_feed)",
+                status_text(status, &answer)
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -738,6 +891,49 @@ mod tests {
     }
 
     #[test]
+    fn protocol_1_1_available_amounts_and_returns_are_checked() {
+        let cny = Currency::parse("CNY").unwrap();
+        let asked = Money::from_minor(500_00, cny);
+        let answer = |body: &str| parse_funds_answer(body.as_bytes(), &asked);
+        assert_eq!(
+            answer(
+                r#"{"funds_available":false,"shortfall":{"value":"200.00","currency":"CNY"},"available":{"value":"300.00","currency":"CNY"},"checked_at":"2027-01-15T06:00:00+08:00"}"#
+            ),
+            Ok(FundsAnswer::Insufficient {
+                shortfall: Some(Money::from_minor(200_00, cny)),
+                available: Some(Money::from_minor(300_00, cny)),
+            })
+        );
+        for bad in [
+            // Does not add up.
+            r#"{"funds_available":false,"shortfall":{"value":"100.00","currency":"CNY"},"available":{"value":"300.00","currency":"CNY"},"checked_at":"2027-01-15T06:00:00Z"}"#,
+            // As much as asked is not short.
+            r#"{"funds_available":false,"available":{"value":"500.00","currency":"CNY"},"checked_at":"2027-01-15T06:00:00Z"}"#,
+            r#"{"funds_available":false,"available":{"value":"3.00","currency":"USD"},"checked_at":"2027-01-15T06:00:00Z"}"#,
+            r#"{"funds_available":false,"available":{"value":300,"currency":"CNY"},"checked_at":"2027-01-15T06:00:00Z"}"#,
+            r#"{"funds_available":true,"available":{"value":"300.00","currency":"CNY"},"checked_at":"2027-01-15T06:00:00Z"}"#,
+        ] {
+            assert!(answer(bad).is_err(), "{bad}");
+        }
+        let page = parse_returns(
+            br#"{"returns":[{"return_id":"ret_1","debit_id":"dbt_7","idempotency_key":"repayd:k-1","amount":{"value":"200.00","currency":"CNY"},"reason_code":"insufficient_funds","hard":false,"returned_at":"2027-01-22T10:00:00+08:00"}],"next_cursor":"c1"}"#,
+        )
+        .unwrap();
+        assert_eq!(page.next_cursor, "c1");
+        assert_eq!(page.returns[0].amount, Money::from_minor(200_00, cny));
+        assert_eq!(page.returns[0].debit_id, "dbt_7");
+        for bad in [
+            r#"{"returns":[],"next_cursor":""}"#,
+            r#"{"returns":[]}"#,
+            r#"{"returns":[{"return_id":"r","debit_id":"d","idempotency_key":"k","amount":{"value":"-1.00","currency":"CNY"},"reason_code":"x","returned_at":"2027-01-22T10:00:00Z"}],"next_cursor":"c"}"#,
+            r#"{"returns":[{"return_id":"r","debit_id":"d","idempotency_key":"k k","amount":{"value":"1.00","currency":"CNY"},"reason_code":"x","returned_at":"2027-01-22T10:00:00Z"}],"next_cursor":"c"}"#,
+            r#"{"returns":[{"return_id":"r","debit_id":"d","idempotency_key":"k","amount":{"value":"1.00","currency":"CNY"},"reason_code":"x","returned_at":"yesterday"}],"next_cursor":"c"}"#,
+        ] {
+            assert!(parse_returns(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_token_may_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway-token");
@@ -815,8 +1011,9 @@ mod tests {
         .collect();
         let asked = Money::parse("1066.19", Currency::parse("CNY").unwrap()).unwrap();
         crate::fuzzing::run("gateway answers", crate::fuzzing::mutated(seeds), |body| {
-            if let Ok(FundsAnswer::Insufficient { shortfall: Some(s) }) =
-                parse_funds_answer(&body, &asked)
+            if let Ok(FundsAnswer::Insufficient {
+                shortfall: Some(s), ..
+            }) = parse_funds_answer(&body, &asked)
             {
                 proptest::prop_assert_eq!(s.currency(), asked.currency());
                 proptest::prop_assert!(s.minor() > 0 && s.minor() <= asked.minor());

@@ -1,6 +1,7 @@
 //! The payment gateway: funds confirmation, debit with an idempotency key, and look-up of
-//! a debit by that key. Implementations: [`sandbox`] (an embedded bank, the default) and
-//! [`http`] (the JSON-over-HTTPS protocol in `docs/gateway-protocol.md`).
+//! a debit by that key, and (protocol 1.1) the feed of debits returned after they
+//! succeeded. Implementations: [`sandbox`] (an embedded bank, the default) and [`http`]
+//! (the JSON-over-HTTPS protocol in `docs/gateway-protocol.md`).
 
 pub mod http;
 pub mod sandbox;
@@ -13,10 +14,38 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FundsAnswer {
     Available,
-    /// Not enough money. `shortfall` is how much is missing, when the bank says so.
+    /// Not enough money. `shortfall` is how much is missing, when the bank says so;
+    /// `available` (protocol 1.1) how much could be debited now, when it says so. Without
+    /// `available` no partial debit is ever made.
     Insufficient {
         shortfall: Option<Money>,
+        available: Option<Money>,
     },
+}
+
+/// A debit that succeeded and was later returned (insufficient funds on settlement, a
+/// disputed direct debit, a chargeback): protocol 1.1's returns feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebitReturn {
+    /// The gateway's id of the return: each is applied once.
+    pub return_id: String,
+    /// The returned debit's id (`debit_id`) and the key it was sent under.
+    pub debit_id: String,
+    pub idempotency_key: String,
+    /// How much came back (at most the debit's amount).
+    pub amount: Money,
+    pub reason_code: String,
+    /// `true`: the lender must not debit again without the customer's action (mandate
+    /// cancelled, account closed, disputed); `false`: it may retry by its policy.
+    pub hard: bool,
+}
+
+/// One page of the returns feed and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnsPage {
+    pub returns: Vec<DebitReturn>,
+    /// Opaque; sent back as `after` for the next page. The same cursor when nothing is new.
+    pub next_cursor: String,
 }
 
 /// What a debit request came to, when the gateway gave a definite answer.
@@ -93,6 +122,16 @@ pub trait PaymentGateway: Send + Sync + std::fmt::Debug {
 
     /// What became of the debit sent under `idempotency_key`.
     async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError>;
+
+    /// Returned debits after `cursor` (from the start when `None`), at most `limit`.
+    /// `Ok(None)`: this gateway has no returns feed (a protocol 1.0 server).
+    async fn returns_after(
+        &self,
+        _cursor: Option<&str>,
+        _limit: u32,
+    ) -> Result<Option<ReturnsPage>, GatewayError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -9,7 +9,12 @@
 //!   `closed` set every opened account's status (unlisted ones are open again).
 //! - Funds checks: open and frozen accounts are answered from the balance (a frozen
 //!   account's debit is then declined softly, `account_frozen`); a closed account, or one
-//!   held in another currency, answers "insufficient" with no shortfall.
+//!   held in another currency, answers "insufficient" with no shortfall. A short open
+//!   account also says how much is `available` (protocol 1.1), so partial collection can
+//!   be rehearsed.
+//! - Returns (protocol 1.1): `repayd sandbox return KEY` (or [`SandboxBank::return_debit`])
+//!   returns a succeeded debit: the money goes back to the account and the return joins
+//!   the bank's returns feed, which the daemon polls like a real bank's.
 //! - Debits: one transaction per key. A key seen before answers with its recorded outcome
 //!   (declines included) and never moves money again; the same key with another account,
 //!   amount or currency is declined hard (`idempotency_mismatch`) and recorded nowhere.
@@ -27,13 +32,14 @@ use crate::clock::{Clock, SystemClock, to_epoch_ms};
 use crate::config::ConfigError;
 use crate::domain::{Currency, Money};
 use crate::gateway::{
-    DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+    DebitOutcome, DebitRequest, DebitReturn, FundsAnswer, GatewayError, LookupOutcome,
+    PaymentGateway, ReturnsPage,
 };
 use crate::mask;
 use crate::store::sandbox::{
     DEBIT_DECLINED, DEBIT_PENDING, DEBIT_SUCCEEDED, DECLINE_ACCOUNT_CLOSED, DECLINE_ACCOUNT_FROZEN,
     DECLINE_CURRENCY_MISMATCH, DECLINE_INSUFFICIENT_FUNDS, STATUS_CLOSED, STATUS_FROZEN,
-    STATUS_OPEN, SandboxBooking, SandboxDebitBooking, SandboxDebitRow,
+    STATUS_OPEN, SandboxBooking, SandboxDebitBooking, SandboxDebitRow, SandboxReturnRow,
 };
 use crate::store::{Store, StoreError};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -393,6 +399,27 @@ impl SandboxBank {
         self.store.sandbox_debits_for_key(idempotency_key).await
     }
 
+    /// Returns the succeeded debit booked under `idempotency_key` (as a bank does after a
+    /// failed settlement or a dispute): the money goes back to the account and the return
+    /// joins the returns feed. A debit is returned at most once.
+    pub async fn return_debit(
+        &self,
+        idempotency_key: &str,
+        reason_code: &str,
+        hard: bool,
+    ) -> Result<DebitReturn, StoreError> {
+        let row = self
+            .store
+            .sandbox_return_debit(
+                idempotency_key,
+                reason_code,
+                hard,
+                to_epoch_ms(self.clock.now()),
+            )
+            .await?;
+        return_of(&row).map_err(|e| StoreError::Conflict(e.to_string()))
+    }
+
     /// Takes the first queued fault that `applies` accepts.
     fn take_fault(&self, applies: impl Fn(SandboxFault) -> bool) -> Option<SandboxFault> {
         let mut faults = self.faults.lock().expect("sandbox fault queue poisoned");
@@ -437,6 +464,19 @@ fn outcome_of(row: &SandboxDebitRow) -> Result<DebitOutcome, GatewayError> {
             "sandbox ledger holds unknown debit status {other:?}"
         ))),
     }
+}
+
+fn return_of(row: &SandboxReturnRow) -> Result<DebitReturn, GatewayError> {
+    let currency = Currency::parse(&row.currency)
+        .map_err(|e| GatewayError::Protocol(format!("sandbox return {}: {e}", row.return_id)))?;
+    Ok(DebitReturn {
+        return_id: row.return_id.clone(),
+        debit_id: row.gateway_ref.clone(),
+        idempotency_key: row.idempotency_key.clone(),
+        amount: Money::from_minor(row.amount_minor, currency),
+        reason_code: row.reason_code.clone(),
+        hard: row.hard != 0,
+    })
 }
 
 fn declined(code: &str) -> DebitOutcome {
@@ -493,13 +533,19 @@ impl PaymentGateway for SandboxBank {
                 Err(e) => return Err(GatewayError::Unavailable(format!("sandbox ledger: {e}"))),
             };
         if status == STATUS_CLOSED || account_currency != currency.code() {
-            return Ok(FundsAnswer::Insufficient { shortfall: None });
+            return Ok(FundsAnswer::Insufficient {
+                shortfall: None,
+                available: None,
+            });
         }
         if balance >= amount.minor() {
             Ok(FundsAnswer::Available)
         } else {
+            let available = balance.max(0);
             Ok(FundsAnswer::Insufficient {
-                shortfall: Some(Money::from_minor(amount.minor() - balance, currency)),
+                shortfall: Some(Money::from_minor(amount.minor() - available, currency)),
+                // A frozen account cannot be debited at all: say nothing about it.
+                available: (status == STATUS_OPEN).then(|| Money::from_minor(available, currency)),
             })
         }
     }
@@ -608,6 +654,30 @@ impl PaymentGateway for SandboxBank {
             row.status = DEBIT_SUCCEEDED.to_string();
         }
         Ok(LookupOutcome::Found(outcome_of(&row)?))
+    }
+
+    async fn returns_after(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<ReturnsPage>, GatewayError> {
+        self.latency().await;
+        let after: i64 = match cursor {
+            None => 0,
+            Some(text) => text.parse().map_err(|_| {
+                GatewayError::Protocol(format!("sandbox returns cursor {text:?} is not ours"))
+            })?,
+        };
+        let rows = self
+            .store
+            .sandbox_returns_after(after, i64::from(limit.max(1)))
+            .await
+            .map_err(|e| GatewayError::Unavailable(format!("sandbox ledger: {e}")))?;
+        let next = rows.last().map(|r| r.seq).unwrap_or(after);
+        Ok(Some(ReturnsPage {
+            returns: rows.iter().map(return_of).collect::<Result<_, _>>()?,
+            next_cursor: next.to_string(),
+        }))
     }
 }
 

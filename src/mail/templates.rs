@@ -33,10 +33,13 @@ pub enum EmailKind {
     CreditWarning,
     /// The debit mandate is not (or no longer) in force: pay another way.
     MandateNotice,
+    /// A collected payment came back from the bank (returns feed): what, why, what is
+    /// due again and when we try again.
+    DebitReturned,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 7] = [
+    pub const ALL: [EmailKind; 8] = [
         EmailKind::Upcoming,
         EmailKind::BalanceLow,
         EmailKind::DebitSucceeded,
@@ -44,6 +47,7 @@ impl EmailKind {
         EmailKind::Overdue,
         EmailKind::CreditWarning,
         EmailKind::MandateNotice,
+        EmailKind::DebitReturned,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -55,6 +59,7 @@ impl EmailKind {
             EmailKind::Overdue => "overdue",
             EmailKind::CreditWarning => "credit_warning",
             EmailKind::MandateNotice => "mandate_notice",
+            EmailKind::DebitReturned => "debit_returned",
         }
     }
 
@@ -97,6 +102,12 @@ impl EmailKind {
                 need(!ctx.account.is_empty(), "account");
                 need(ctx.mandate_status.is_some(), "mandate_status");
             }
+            EmailKind::DebitReturned => {
+                need(!ctx.account.is_empty(), "account");
+                need(ctx.paid_on.is_some(), "paid_on");
+                need(ctx.return_reason.is_some(), "return_reason");
+                need(ctx.still_due.is_some(), "still_due");
+            }
         }
         missing
     }
@@ -110,7 +121,7 @@ impl fmt::Display for EmailKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice)"
+    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned)"
 )]
 pub struct UnknownEmailKind(pub String);
 
@@ -176,6 +187,13 @@ pub struct TemplateContext {
     pub reference: Option<String>,
     /// What is still owed on the agreement after this payment.
     pub remaining_balance: Option<String>,
+    /// Partial collection receipt: the installment's amount that was asked, and what of
+    /// it is still due now (from the ledger at send time). `None` for a full payment.
+    pub partial_of: Option<String>,
+    pub still_due: Option<String>,
+    /// Returned debit: the bank's reason code (`insufficient_funds`, `debit_disputed`,
+    /// `mandate_cancelled`, `account_closed`, others); the templates word the known ones.
+    pub return_reason: Option<String>,
     pub next_due_date: Option<String>,
     pub next_due_amount: Option<String>,
     pub days_past_due: Option<i64>,
@@ -289,8 +307,7 @@ pub enum TemplateError {
 }
 
 const LOCALES: &str = "en or zh-CN";
-const KINDS: &str =
-    "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice";
+const KINDS: &str = "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned";
 
 macro_rules! builtin_templates {
     ($($path:literal),* $(,)?) => {
@@ -324,6 +341,9 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "en/mandate_notice.subject.txt",
     "en/mandate_notice.txt",
     "en/mandate_notice.html",
+    "en/debit_returned.subject.txt",
+    "en/debit_returned.txt",
+    "en/debit_returned.html",
     "en/_ledger.txt",
     "en/_ledger.html",
     "zh-CN/_layout.html",
@@ -349,6 +369,9 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "zh-CN/mandate_notice.subject.txt",
     "zh-CN/mandate_notice.txt",
     "zh-CN/mandate_notice.html",
+    "zh-CN/debit_returned.subject.txt",
+    "zh-CN/debit_returned.txt",
+    "zh-CN/debit_returned.html",
     "zh-CN/_ledger.txt",
     "zh-CN/_ledger.html",
     "en/digest.subject.txt",
@@ -797,6 +820,21 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 c.remaining_balance = money(0);
             }),
             bare(&|c| paid(c)),
+            // A partial collection: what was taken of what was asked, the rest and the
+            // next try.
+            with(&|c| {
+                paid(c);
+                c.amount = money(80_000).unwrap_or_default();
+                c.partial_of = money(106_619);
+                c.still_due = money(26_619);
+                c.next_attempt = Some(locale.date_time(at(2, 1, 6, 0)));
+            }),
+            bare(&|c| {
+                paid(c);
+                c.amount = money(80_000).unwrap_or_default();
+                c.partial_of = money(106_619);
+                c.still_due = money(26_619);
+            }),
         ],
         EmailKind::DebitFailed => [
             DebitFailure::InsufficientFunds,
@@ -854,6 +892,27 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 pay_by(c);
             }),
         ],
+        EmailKind::DebitReturned => ["insufficient_funds", "debit_disputed", "refer_to_payer"]
+            .into_iter()
+            .flat_map(|reason| {
+                [
+                    with(&|c| {
+                        paid(c);
+                        c.return_reason = Some(reason.into());
+                        c.still_due = money(106_619);
+                        c.installment_state = "overdue".into();
+                        c.next_attempt = Some(locale.date_time(at(2, 6, 6, 0)));
+                    }),
+                    bare(&|c| {
+                        paid(c);
+                        c.return_reason = Some(reason.into());
+                        c.still_due = money(106_619);
+                        c.installment_state = "overdue".into();
+                        ledger(c);
+                    }),
+                ]
+            })
+            .collect(),
         EmailKind::MandateNotice => ["revoked", "pending"]
             .into_iter()
             .flat_map(|status| {

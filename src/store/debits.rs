@@ -92,6 +92,19 @@ pub struct DebitContext {
     pub installment_count: i64,
     /// Open charges (late fees) of this installment: the next debit collects them too.
     pub open_charges_minor: i64,
+    /// The funding account above: the one the debit was sent to once it was, else the
+    /// agreement's own.
+    pub funding_account_id: i64,
+}
+
+/// One of a customer's funding sources for an agreement, in the order they are tried.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FundingSource {
+    pub funding_account_id: i64,
+    pub account_ref: String,
+    pub mandate_ref: String,
+    pub mandate_status: String,
+    pub priority: Option<i64>,
 }
 
 /// Who holds an attempt and in which state they found it: the fence for every change.
@@ -114,6 +127,8 @@ pub struct AttemptChange {
     pub outcome_code: Option<String>,
     pub outcome_detail: Option<String>,
     pub gateway_ref: Option<String>,
+    /// The funding account the debit is sent to (set with `submitted`).
+    pub funding_account_id: Option<i64>,
     pub bump_reconcile_count: bool,
     /// Give up the lease (the attempt is final, or waits for a later time).
     pub release_lease: bool,
@@ -299,11 +314,13 @@ impl Store {
                             AS installment_count, \
                         (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor), 0) AS BIGINT) \
                            FROM charges g WHERE g.installment_id = i.id AND g.status = 'open') \
-                            AS open_charges_minor \
+                            AS open_charges_minor, \
+                        f.id AS funding_account_id \
                  FROM debit_attempts d \
                  JOIN installments i ON i.id = d.installment_id \
                  JOIN agreements a ON a.id = i.agreement_id \
-                 JOIN funding_accounts f ON f.id = a.funding_account_id \
+                 JOIN funding_accounts f \
+                   ON f.id = COALESCE(d.funding_account_id, a.funding_account_id) \
                  JOIN customers c ON c.id = a.customer_id \
                  WHERE d.id = $1",
             )
@@ -315,6 +332,26 @@ impl Store {
             what: "debit attempt",
             id: attempt_id.to_string(),
         })
+    }
+
+    /// The funding sources an attempt of `agreement_id` tries, in order: the customer's
+    /// accounts with a priority (lowest first) and the agreement's own account (first when
+    /// it has no priority). Accounts of other agreements without a priority are not used.
+    pub async fn funding_sources(&self, agreement_id: i64) -> Result<Vec<FundingSource>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, FundingSource>(
+                "SELECT f.id AS funding_account_id, f.external_ref AS account_ref, \
+                        f.mandate_ref, f.mandate_status, f.priority \
+                 FROM agreements a \
+                 JOIN funding_accounts f ON f.customer_id = a.customer_id \
+                 WHERE a.id = $1 AND (f.id = a.funding_account_id OR f.priority IS NOT NULL) \
+                 ORDER BY COALESCE(f.priority, 0), f.id",
+            )
+            .bind(agreement_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
     }
 
     /// Applies a fenced change to one attempt with its effects, all in one transaction.
@@ -342,7 +379,8 @@ impl Store {
                     reconcile_count = reconcile_count + $10, \
                     lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
                     lease_until_ms = CASE WHEN $11 = 1 THEN NULL ELSE lease_until_ms END, \
-                    updated_at_ms = $12 \
+                    updated_at_ms = $12, \
+                    funding_account_id = COALESCE($16, funding_account_id) \
                  WHERE id = $13 AND state = $14 AND lease_owner = $15",
             )
             .bind(change.state)
@@ -360,6 +398,7 @@ impl Store {
             .bind(fence.attempt_id)
             .bind(fence.expected_state.as_str())
             .bind(fence.owner.as_str())
+            .bind(change.funding_account_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -621,7 +660,7 @@ macro_rules! insert_attempt_sql {
         .await?
     }};
 }
-use insert_attempt_sql;
+pub(crate) use insert_attempt_sql;
 
 /// Applies money received to one installment inside a transaction: never more than is
 /// owed (the excess is reported), and once the installment is paid its pending pre-due

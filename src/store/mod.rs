@@ -136,6 +136,7 @@ pub mod import_scratch;
 pub mod metrics;
 pub mod payments;
 pub mod reminders;
+pub mod returns;
 pub mod sandbox;
 pub mod snapshot;
 

@@ -1,6 +1,7 @@
 //! The sandbox bank's ledger: accounts with balances (`sandbox_accounts`) and the debits
-//! booked against them, keyed by idempotency key (`sandbox_debits`). Only the sandbox
-//! gateway (`crate::gateway::sandbox`) uses these tables.
+//! booked against them, keyed by idempotency key (`sandbox_debits`), and the debits it
+//! returned (`sandbox_returns`, its returns feed). Only the sandbox gateway
+//! (`crate::gateway::sandbox`) and `repayd sandbox return` use these tables.
 
 use super::{Result, Store, StoreError, WriteTx};
 
@@ -37,6 +38,20 @@ pub struct SandboxDebitRow {
     pub status: String,
     pub decline_code: Option<String>,
     pub gateway_ref: String,
+    pub created_at_ms: i64,
+}
+
+/// A debit the sandbox bank returned: one row per debit, `seq` is the feed's cursor.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SandboxReturnRow {
+    pub seq: i64,
+    pub return_id: String,
+    pub idempotency_key: String,
+    pub gateway_ref: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub reason_code: String,
+    pub hard: i64,
     pub created_at_ms: i64,
 }
 
@@ -335,5 +350,84 @@ impl Store {
             .await?
         });
         Ok(n)
+    }
+
+    /// Returns the succeeded debit booked under `idempotency_key`: the money goes back to
+    /// the account and the return joins the feed, in one transaction. A debit is returned
+    /// at most once; `Conflict` if it was already returned, never booked, or not settled.
+    pub async fn sandbox_return_debit(
+        &self,
+        idempotency_key: &str,
+        reason_code: &str,
+        hard: bool,
+        at_ms: i64,
+    ) -> Result<SandboxReturnRow> {
+        let row = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let debit: Option<(String, i64, String, String, String)> = sqlx::query_as(
+                "SELECT account_ref, amount_minor, currency, status, gateway_ref                  FROM sandbox_debits WHERE idempotency_key = $1",
+            )
+            .bind(idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((account_ref, amount_minor, currency, status, gateway_ref)) = debit else {
+                return Err(StoreError::NotFound {
+                    what: "sandbox debit with idempotency key",
+                    id: idempotency_key.to_string(),
+                });
+            };
+            if status != DEBIT_SUCCEEDED {
+                return Err(StoreError::Conflict(format!(
+                    "the debit under {idempotency_key} is {status}: only a succeeded debit can be returned"
+                )));
+            }
+            let return_id = format!("ret_{}", gateway_ref.trim_start_matches("sbx_"));
+            let inserted = sqlx::query_as::<_, SandboxReturnRow>(
+                "INSERT INTO sandbox_returns (return_id, idempotency_key, gateway_ref,                      amount_minor, currency, reason_code, hard, created_at_ms)                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING                  RETURNING seq, return_id, idempotency_key, gateway_ref, amount_minor,                      currency, reason_code, hard, created_at_ms",
+            )
+            .bind(&return_id)
+            .bind(idempotency_key)
+            .bind(&gateway_ref)
+            .bind(amount_minor)
+            .bind(&currency)
+            .bind(reason_code)
+            .bind(i64::from(hard))
+            .bind(at_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = inserted else {
+                return Err(StoreError::Conflict(format!(
+                    "the debit under {idempotency_key} was already returned"
+                )));
+            };
+            sqlx::query(
+                "UPDATE sandbox_accounts SET balance_minor = balance_minor + $1                  WHERE account_ref = $2",
+            )
+            .bind(amount_minor)
+            .bind(&account_ref)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            row
+        });
+        Ok(row)
+    }
+
+    /// The sandbox's returns after `after_seq`, oldest first, at most `limit`.
+    pub async fn sandbox_returns_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<SandboxReturnRow>> {
+        let rows = on_pool!(self, |pool| {
+            sqlx::query_as::<_, SandboxReturnRow>(
+                "SELECT seq, return_id, idempotency_key, gateway_ref, amount_minor, currency,                      reason_code, hard, created_at_ms                  FROM sandbox_returns WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
     }
 }

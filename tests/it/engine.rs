@@ -30,6 +30,8 @@ pub(crate) fn policy() -> EnginePolicy {
             max_in_flight: 8,
             lease: Duration::seconds(300),
             key_prefix: "test".into(),
+            returns_poll: std::time::Duration::from_secs(300),
+            partial: Default::default(),
         },
         retry: RetryPolicy {
             max_attempts: 4,

@@ -1,7 +1,9 @@
 //! The HTTP connector against a real server on loopback that implements
 //! `docs/gateway-protocol.md` with an in-memory bank and injects faults on request: slow
 //! answers, 5xx, dropped connections and answers lost after the debit was booked. The
-//! bank counts the debits it actually books, so a double debit cannot hide.
+//! bank counts the debits it actually books, so a double debit cannot hide. It speaks
+//! protocol 1.1 too: `available` in funds confirmations and a returns feed
+//! (`GET /v1/returns`), so `tests/it/collections.rs` runs the engine against it.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -31,7 +33,7 @@ const DROP_MARKER: &str = "gateway test: injected connection drop";
 
 /// What the server does to one request (taken in order by whichever request comes next).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Fault {
+pub(crate) enum Fault {
     /// Answer this status without doing anything.
     Status(u16),
     /// Wait past the client's timeout, then do the work (if still asked to).
@@ -133,14 +135,18 @@ struct BankState {
     faults_used: BTreeMap<&'static str, u32>,
     /// Every request that reached the server, authorized or not.
     requests: u32,
+    /// The returns feed (protocol 1.1), oldest first; the cursor is the position.
+    returns: Vec<serde_json::Value>,
+    /// Requests to the returns feed.
+    returns_polls: u32,
 }
 
 /// The in-memory bank behind the test server.
 #[derive(Debug, Clone, Default)]
-struct TestBank(Arc<Mutex<BankState>>);
+pub(crate) struct TestBank(Arc<Mutex<BankState>>);
 
 impl TestBank {
-    fn with_balance(self, account_ref: &str, balance: Money) -> Self {
+    pub(crate) fn with_balance(self, account_ref: &str, balance: Money) -> Self {
         self.state()
             .balances
             .insert(account_ref.to_string(), balance);
@@ -151,15 +157,53 @@ impl TestBank {
         self.0.lock().expect("bank state")
     }
 
-    fn fault(&self, fault: Fault) {
+    pub(crate) fn fault(&self, fault: Fault) {
         self.state().faults.push_back(fault);
     }
 
-    fn bookings(&self, key: &str) -> u32 {
+    pub(crate) fn set_balance(&self, account_ref: &str, balance: Money) {
+        self.state()
+            .balances
+            .insert(account_ref.to_string(), balance);
+    }
+
+    /// Returns the succeeded debit booked under `key` (protocol 1.1): the money goes back
+    /// to the account and the return joins the feed. Panics if there is no such debit.
+    pub(crate) fn return_debit(&self, key: &str, reason_code: &str, hard: bool) -> String {
+        let mut state = self.state();
+        let debit = state.debits.get(key).expect("a booked debit");
+        assert_eq!(
+            debit.status, "succeeded",
+            "only a succeeded debit is returned"
+        );
+        let amount = debit.body.amount.parse().expect("amount");
+        let account = debit.body.account_ref.clone();
+        let debit_id = debit.id.clone();
+        let return_id = format!("ret_{}", state.returns.len() + 1);
+        state.returns.push(json!({
+            "return_id": return_id,
+            "debit_id": debit_id,
+            "idempotency_key": key,
+            "amount": wire(&amount),
+            "reason_code": reason_code,
+            "hard": hard,
+            "returned_at": chrono::Utc::now().to_rfc3339(),
+        }));
+        let balance = state.balances.get_mut(&account).expect("account");
+        *balance = Money::from_minor(balance.minor() + amount.minor(), balance.currency());
+        return_id
+    }
+
+    /// Debits that took money, over every key.
+    pub(crate) fn total_bookings(&self) -> u32 {
+        self.state().bookings.values().sum()
+    }
+
+    pub(crate) fn bookings(&self, key: &str) -> u32 {
         self.state().bookings.get(key).copied().unwrap_or(0)
     }
 
-    fn balance(&self, account_ref: &str) -> Money {
+    pub(crate) fn balance(&self, account_ref: &str) -> Money {
         self.state().balances[account_ref]
     }
 
@@ -269,9 +313,14 @@ async fn funds(
             // Unknown accounts, or another currency: no, without a shortfall.
             _ => Some(None),
         };
+        // Protocol 1.1: a short account also says what could be debited now.
+        let available = shortfall
+            .flatten()
+            .map(|s| Money::from_minor(asked.minor() - s.minor(), asked.currency()));
         Json(json!({
             "funds_available": shortfall.is_none(),
             "shortfall": shortfall.flatten().map(|s| wire(&s)),
+            "available": available.map(|a| wire(&a)),
             "checked_at": chrono::Utc::now().to_rfc3339(),
         }))
         .into_response()
@@ -336,6 +385,40 @@ async fn debit(
     .await
 }
 
+#[derive(Debug, Deserialize)]
+struct ReturnsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/returns?after=CURSOR&limit=N` (protocol 1.1): the cursor is the number of
+/// returns already read.
+async fn returns(
+    State(bank): State<TestBank>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<ReturnsQuery>,
+) -> Response {
+    serve(&bank, &headers, move |state| {
+        state.returns_polls += 1;
+        let after = match query.after.as_deref().map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(n)) if n <= state.returns.len() => n,
+            Some(_) => return error(422, "invalid_cursor"),
+        };
+        let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+        let page: Vec<_> = state
+            .returns
+            .iter()
+            .skip(after)
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = after + page.len();
+        Json(json!({"returns": page, "next_cursor": next.to_string()})).into_response()
+    })
+    .await
+}
+
 async fn lookup(
     State(bank): State<TestBank>,
     headers: HeaderMap,
@@ -361,12 +444,13 @@ async fn lookup(
 
 /// Starts the test server on 127.0.0.1:0 under `/bank` (so the client's base path is
 /// exercised too) and returns its base URL.
-async fn start(bank: &TestBank) -> String {
+pub(crate) async fn start(bank: &TestBank) -> String {
     quiet_injected_panics();
     let api = Router::new()
         .route("/v1/funds-confirmations", post(funds))
         .route("/v1/debits", post(debit))
         .route("/v1/debits/by-key/{key}", get(lookup))
+        .route("/v1/returns", get(returns))
         .with_state(bank.clone());
     let app = Router::new().nest("/bank", api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -382,6 +466,16 @@ fn client_with(base_url: &str, token: &str, retries: u32) -> HttpGateway {
     settings.connect_timeout_ms = 1_000;
     settings.request_timeout_ms = TIMEOUT.as_millis() as u64;
     settings.funds_check_retries = retries;
+    HttpGateway::new(&settings).expect("client")
+}
+
+/// A client of the loopback bank that reads its returns feed (protocol 1.1).
+pub(crate) fn client_v11(base_url: &str) -> HttpGateway {
+    let mut settings = HttpGatewaySettings::new(base_url, SecretString::from(TOKEN.to_string()));
+    settings.connect_timeout_ms = 1_000;
+    settings.request_timeout_ms = TIMEOUT.as_millis() as u64;
+    settings.funds_check_retries = 1;
+    settings.returns_feed = true;
     HttpGateway::new(&settings).expect("client")
 }
 
@@ -421,7 +515,8 @@ async fn funds_confirmations_read_exact_decimal_strings() {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("0.01", "CNY"))
+            shortfall: Some(money("0.01", "CNY")),
+            available: Some(money("1066.18", "CNY")),
         }
     );
     assert_eq!(
@@ -429,7 +524,8 @@ async fn funds_confirmations_read_exact_decimal_strings() {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("2000", "JPY"))
+            shortfall: Some(money("2000", "JPY")),
+            available: Some(money("5000", "JPY")),
         }
     );
     assert_eq!(
@@ -437,14 +533,18 @@ async fn funds_confirmations_read_exact_decimal_strings() {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("0.001", "KWD"))
+            shortfall: Some(money("0.001", "KWD")),
+            available: Some(money("10.250", "KWD")),
         }
     );
     assert_eq!(
         gw.check_funds("ACC-UNKNOWN", &money("1.00", "CNY"))
             .await
             .unwrap(),
-        FundsAnswer::Insufficient { shortfall: None }
+        FundsAnswer::Insufficient {
+            shortfall: None,
+            available: None
+        }
     );
 }
 
@@ -477,7 +577,8 @@ async fn funds_answers_outside_the_protocol_are_protocol_errors() {
     assert_eq!(
         gw.check_funds("ACC-0001", &ask).await.unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("10.00", "CNY"))
+            shortfall: Some(money("10.00", "CNY")),
+            available: None,
         }
     );
 }

@@ -90,6 +90,8 @@ pub(crate) fn policy(hook_url: Option<String>, ops_email: Option<&str>) -> Engin
             max_in_flight: 8,
             lease: Duration::seconds(300),
             key_prefix: "od".into(),
+            returns_poll: std::time::Duration::from_secs(300),
+            partial: Default::default(),
         },
         retry: RetryPolicy {
             max_attempts: 3,

@@ -55,7 +55,8 @@ async fn funds_check_answers_available_or_the_exact_shortfall(db: TestDb) {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("0.01", "CNY"))
+            shortfall: Some(money("0.01", "CNY")),
+            available: Some(money("5000.00", "CNY")),
         }
     );
     assert_eq!(
@@ -63,7 +64,8 @@ async fn funds_check_answers_available_or_the_exact_shortfall(db: TestDb) {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("0.01", "CNY"))
+            shortfall: Some(money("0.01", "CNY")),
+            available: Some(money("1066.18", "CNY")),
         }
     );
     // Zero-digit currency: 5000.00 opens a JPY account with 5000.
@@ -72,7 +74,8 @@ async fn funds_check_answers_available_or_the_exact_shortfall(db: TestDb) {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("2000", "JPY"))
+            shortfall: Some(money("2000", "JPY")),
+            available: Some(money("5000", "JPY")),
         }
     );
     // A funds check reads; it opens nothing.
@@ -245,7 +248,10 @@ async fn closed_accounts_decline_hard_and_frozen_ones_softly(db: TestDb) {
     let amount = money("10.00", "CNY");
     assert_eq!(
         bank.check_funds("ACC-CLOSED", &amount).await.unwrap(),
-        FundsAnswer::Insufficient { shortfall: None }
+        FundsAnswer::Insufficient {
+            shortfall: None,
+            available: None
+        }
     );
     assert_eq!(
         bank.check_funds("ACC-FROZEN", &amount).await.unwrap(),
@@ -474,7 +480,8 @@ async fn configured_balances_override_at_start(db: TestDb) {
             .await
             .unwrap(),
         FundsAnswer::Insufficient {
-            shortfall: Some(money("1", "JPY"))
+            shortfall: Some(money("1", "JPY")),
+            available: Some(money("12", "JPY")),
         }
     );
     assert_eq!(
@@ -482,7 +489,10 @@ async fn configured_balances_override_at_start(db: TestDb) {
             .check_funds("ACC-0011", &money("13.00", "CNY"))
             .await
             .unwrap(),
-        FundsAnswer::Insufficient { shortfall: None },
+        FundsAnswer::Insufficient {
+            shortfall: None,
+            available: None
+        },
         "an account held in another currency"
     );
 }

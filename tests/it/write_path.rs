@@ -27,6 +27,8 @@ fn policy(max_in_flight: u32) -> EnginePolicy {
             max_in_flight,
             lease: Duration::seconds(300),
             key_prefix: "wp".into(),
+            returns_poll: std::time::Duration::from_secs(300),
+            partial: Default::default(),
         },
         retry: RetryPolicy {
             max_attempts: 4,
