@@ -406,6 +406,8 @@ mod tests {
     }
 
     #[test]
+    // Minor units written major_minor (`500_00` is 500.00).
+    #[allow(clippy::inconsistent_digit_grouping)]
     fn partial_collection_takes_what_is_there_within_the_share_and_above_the_minimum() {
         let cny = crate::domain::Currency::parse("CNY").unwrap();
         let m = |minor| Money::from_minor(minor, cny);

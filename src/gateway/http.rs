@@ -891,6 +891,8 @@ mod tests {
     }
 
     #[test]
+    // Minor units written major_minor (`500_00` is 500.00).
+    #[allow(clippy::inconsistent_digit_grouping)]
     fn protocol_1_1_available_amounts_and_returns_are_checked() {
         let cny = Currency::parse("CNY").unwrap();
         let asked = Money::from_minor(500_00, cny);
