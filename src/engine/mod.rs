@@ -15,11 +15,11 @@ pub mod returns;
 
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
-use crate::store::debits::PlanCursor;
 use crate::store::{NewEvent, Store, StoreError};
 use chrono::{Duration, NaiveDate};
 use chrono_tz::Tz;
 use policy::EnginePolicy;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use policy::{DebitPolicy, RetryPolicy};
@@ -46,9 +46,13 @@ impl EngineError {
     }
 }
 
-/// Installments per planner page: one index range scan and one short write transaction
-/// (so debits are never held up behind the planner for long).
-pub(crate) const PLAN_PAGE: i64 = 1000;
+/// Installments per planner page at most: one read and one short write transaction (so
+/// debits are never held up behind the planner for long).
+pub(crate) const PLAN_PAGE: i64 = 2000;
+
+/// Installment ids per planner read at most: bounds the rows a read scans when few of
+/// them need planning.
+pub(crate) const PLAN_WINDOW: i64 = 20_000;
 
 /// What one planner run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -193,33 +197,72 @@ impl Engine {
     }
 
     /// Materializes attempt 1 for every unpaid installment of an active agreement that
-    /// falls due within the horizon. Idempotent: the unique (installment, attempt) pair
-    /// and the NOT EXISTS filter make a second run create nothing.
+    /// falls due within the horizon, and (with mail) its pre-due reminders. Idempotent:
+    /// the unique (installment, attempt) and (installment, kind, offset) pairs and the
+    /// NOT EXISTS filters make a second run create nothing.
+    ///
+    /// A pass walks the installments in id order, a page at a time, each page one read
+    /// and one write transaction (see [`crate::store::planner`] for why id order). The
+    /// local times depend only on (due date, time zone), so they are computed once per
+    /// pair, not per row.
     #[tracing::instrument(skip_all, fields(owner = %self.owner))]
     pub async fn plan(&self) -> Result<PlanReport, EngineError> {
         let policy = self.policy();
         let now = self.clock.now();
+        let now_ms = to_epoch_ms(now);
         // One day of margin: the horizon is in local dates, and time zones run ahead of UTC.
         let horizon = (now + Duration::days(i64::from(policy.debit.horizon_days) + 1))
             .date_naive()
             .format("%Y-%m-%d")
             .to_string();
         let deployment = self.deployment_id().await?;
+        let with_reminders = self.mail.is_some();
         let mut report = PlanReport::default();
-        let mut after = PlanCursor::default();
-        loop {
+        let mut times: HashMap<(String, String), Arc<PlanTimes>> = HashMap::new();
+        let last = self.store.last_installment_id().await?;
+        let mut after = 0;
+        while after < last {
+            let upto = after.saturating_add(PLAN_WINDOW).min(last);
             let batch = self
                 .store
-                .plan_candidates(&horizon, &after, PLAN_PAGE)
+                .plan_candidates(&horizon, after, upto, PLAN_PAGE, with_reminders)
                 .await?;
-            let Some(last) = batch.last() else { break };
-            after = PlanCursor::after(&last.due_date, last.installment_id);
-            let mut planned = Vec::with_capacity(batch.len());
+            after = match batch.last() {
+                Some(c) if batch.len() as i64 >= PLAN_PAGE => c.installment_id,
+                _ => upto,
+            };
+            let mut attempts = Vec::new();
+            let mut reminders = Vec::new();
             for c in batch {
                 report.examined += 1;
-                let tz = parse_tz(&c.time_zone)?;
-                let due = parse_date(&c.due_date)?;
-                let at = crate::domain::worktime::local_instant(due, policy.debit.local_time, tz);
+                let key = (c.due_date, c.time_zone);
+                let t = match times.get(&key) {
+                    Some(t) => Arc::clone(t),
+                    None => {
+                        let t = Arc::new(PlanTimes::new(&policy, &key.0, &key.1)?);
+                        times.insert(key.clone(), Arc::clone(&t));
+                        t
+                    }
+                };
+                let (due_date, _) = key;
+                if c.needs_reminders {
+                    for (offset, at_ms) in &t.reminders {
+                        reminders.push((
+                            crate::store::reminders::NewReminder {
+                                installment_id: c.installment_id,
+                                agreement_id: c.agreement_id,
+                                kind: "upcoming",
+                                offset_key: *offset,
+                                scheduled_at_ms: *at_ms,
+                                detail: serde_json::json!({}),
+                            },
+                            c.customer_id,
+                        ));
+                    }
+                }
+                if !c.needs_attempt {
+                    continue;
+                }
                 let attempt = crate::store::debits::NewAttempt {
                     installment_id: c.installment_id,
                     agreement_id: c.agreement_id,
@@ -230,12 +273,12 @@ impl Engine {
                         c.installment_id,
                         1,
                     ),
-                    scheduled_at_ms: to_epoch_ms(at),
+                    scheduled_at_ms: t.debit_ms,
                     amount_minor: c.total_minor - c.paid_minor,
-                    currency: c.currency.clone(),
+                    currency: c.currency,
                 };
                 let event = NewEvent {
-                    at_ms: to_epoch_ms(now),
+                    at_ms: now_ms,
                     kind: "debit_attempt_planned",
                     agreement_id: Some(c.agreement_id),
                     installment_id: Some(c.installment_id),
@@ -243,19 +286,21 @@ impl Engine {
                     detail: serde_json::json!({
                         "attempt_no": 1,
                         "seq": c.seq,
-                        "due_date": c.due_date,
-                        "scheduled_at": at.to_rfc3339(),
+                        "due_date": due_date,
+                        "scheduled_at": t.debit_rfc3339,
                         "amount_minor": attempt.amount_minor,
-                        "currency": c.currency,
+                        "currency": attempt.currency,
                         "reason": "due",
                     }),
                 };
-                planned.push((attempt, event));
+                attempts.push((attempt, event));
             }
-            report.attempts_created += self.store.insert_attempts(&planned).await?;
-        }
-        if self.mail.is_some() {
-            report.reminders_created = self.plan_reminders(&horizon).await?;
+            let written = self
+                .store
+                .insert_plan(&attempts, &reminders, now_ms)
+                .await?;
+            report.attempts_created += written.attempts;
+            report.reminders_created += written.reminders;
         }
         if report.attempts_created > 0 || report.reminders_created > 0 {
             tracing::info!(
@@ -266,6 +311,28 @@ impl Engine {
             );
         }
         Ok(report)
+    }
+}
+
+/// The instants planned for installments due on one local date in one time zone.
+struct PlanTimes {
+    /// The first debit attempt: the due date at the debit's local time.
+    debit_ms: i64,
+    debit_rfc3339: String,
+    /// The pre-due reminders: (offset in days, instant).
+    reminders: Vec<(i64, i64)>,
+}
+
+impl PlanTimes {
+    fn new(policy: &EnginePolicy, due_date: &str, time_zone: &str) -> Result<Self, EngineError> {
+        let tz = parse_tz(time_zone)?;
+        let due = parse_date(due_date)?;
+        let at = crate::domain::worktime::local_instant(due, policy.debit.local_time, tz);
+        Ok(Self {
+            debit_ms: to_epoch_ms(at),
+            debit_rfc3339: at.to_rfc3339(),
+            reminders: reminders::upcoming_times(policy, due, tz),
+        })
     }
 }
 

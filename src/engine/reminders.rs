@@ -15,7 +15,7 @@ use crate::mail::{
 };
 use crate::mask;
 use crate::store::NewEvent;
-use crate::store::reminders::{NewReminder, ReminderChange, ReminderContext, ReminderRow};
+use crate::store::reminders::{ReminderChange, ReminderContext, ReminderRow};
 use chrono::Duration;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -73,43 +73,28 @@ pub(crate) enum Sent {
     Deferred,
 }
 
-impl Engine {
-    /// Plans the pre-due reminders of installments due by `horizon` that have none yet.
-    pub(crate) async fn plan_reminders(&self, horizon: &str) -> Result<u64, EngineError> {
-        let policy = self.policy();
-        let now_ms = to_epoch_ms(self.clock.now());
-        let mut created = 0;
-        let mut after = crate::store::debits::PlanCursor::default();
-        loop {
-            let batch = self
-                .store
-                .reminder_candidates(horizon, &after, super::PLAN_PAGE)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            after = crate::store::debits::PlanCursor::after(&last.due_date, last.installment_id);
-            let mut rows = Vec::with_capacity(batch.len() * policy.reminders.offsets_days.len());
-            for c in &batch {
-                let tz = parse_tz(&c.time_zone)?;
-                let due = parse_date(&c.due_date)?;
-                for days in &policy.reminders.offsets_days {
-                    let day = due - Duration::days(i64::from(*days));
-                    let at = worktime::local_instant(day, policy.reminders.local_time, tz);
-                    let at = policy.reminders.quiet.next_allowed(at, tz);
-                    rows.push(NewReminder {
-                        installment_id: c.installment_id,
-                        agreement_id: c.agreement_id,
-                        kind: "upcoming",
-                        offset_key: i64::from(*days),
-                        scheduled_at_ms: to_epoch_ms(at),
-                        detail: serde_json::json!({}),
-                    });
-                }
-            }
-            created += self.store.insert_reminders(&rows, now_ms).await?;
-        }
-        Ok(created)
-    }
+/// When the pre-due reminders of an installment due on `due` (local date in `tz`) go
+/// out: for each configured offset, that many days before, at the reminders' local time,
+/// moved out of quiet hours. `(offset in days, UTC epoch ms)`.
+pub(crate) fn upcoming_times(
+    policy: &super::policy::EnginePolicy,
+    due: chrono::NaiveDate,
+    tz: chrono_tz::Tz,
+) -> Vec<(i64, i64)> {
+    policy
+        .reminders
+        .offsets_days
+        .iter()
+        .map(|days| {
+            let day = due - Duration::days(i64::from(*days));
+            let at = worktime::local_instant(day, policy.reminders.local_time, tz);
+            let at = policy.reminders.quiet.next_allowed(at, tz);
+            (i64::from(*days), to_epoch_ms(at))
+        })
+        .collect()
+}
 
+impl Engine {
     /// Claims and sends due reminders until none is due or `shutdown` fires.
     pub async fn run_reminders(
         self: &Arc<Self>,

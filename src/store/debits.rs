@@ -5,36 +5,6 @@
 
 use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
-/// An installment that is due within the planning horizon and has no attempt yet.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PlanCandidate {
-    pub installment_id: i64,
-    pub agreement_id: i64,
-    pub seq: i64,
-    pub due_date: String,
-    pub total_minor: i64,
-    pub paid_minor: i64,
-    pub currency: String,
-    pub time_zone: String,
-}
-
-/// Where a planning pass has got to: the (due date, id) of the last installment seen.
-/// Starts before every installment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PlanCursor {
-    pub due_date: String,
-    pub installment_id: i64,
-}
-
-impl PlanCursor {
-    pub fn after(due_date: &str, installment_id: i64) -> Self {
-        Self {
-            due_date: due_date.to_string(),
-            installment_id,
-        }
-    }
-}
-
 /// A debit attempt to create.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
@@ -165,39 +135,6 @@ pub struct Applied {
 }
 
 impl Store {
-    /// Installments due on or before `horizon_date` with no debit attempt yet, of active
-    /// agreements, after `after` in (due date, id) order. The keyset is the order of the
-    /// open-by-due index, so each page is one index range scan that starts where the last
-    /// one stopped: a whole pass reads each open installment once (linear), never a sort.
-    pub async fn plan_candidates(
-        &self,
-        horizon_date: &str,
-        after: &PlanCursor,
-        limit: i64,
-    ) -> Result<Vec<PlanCandidate>> {
-        let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, PlanCandidate>(
-                "SELECT i.id AS installment_id, i.agreement_id, i.seq, i.due_date, i.total_minor, \
-                        i.paid_minor, a.currency, c.time_zone \
-                 FROM installments i \
-                 JOIN agreements a ON a.id = i.agreement_id \
-                 JOIN customers c ON c.id = a.customer_id \
-                 WHERE i.status = 'unpaid' AND i.due_date <= $1 \
-                   AND (i.due_date, i.id) > ($2, $3) \
-                   AND a.status = 'active' \
-                   AND NOT EXISTS (SELECT 1 FROM debit_attempts d WHERE d.installment_id = i.id) \
-                 ORDER BY i.due_date, i.id LIMIT $4",
-            )
-            .bind(horizon_date)
-            .bind(after.due_date.as_str())
-            .bind(after.installment_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
     /// Creates an attempt unless one with the same (installment, attempt number) exists.
     /// Returns whether it was created; the event is written only then.
     pub async fn insert_attempt(&self, attempt: &NewAttempt, event: &NewEvent) -> Result<bool> {

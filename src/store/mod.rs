@@ -135,6 +135,7 @@ pub mod delinquency;
 pub mod import_scratch;
 pub mod metrics;
 pub mod payments;
+pub mod planner;
 pub mod reminders;
 pub mod returns;
 pub mod sandbox;

@@ -2,15 +2,6 @@
 
 use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
-/// An installment due within the horizon with no pre-due reminder planned yet.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ReminderCandidate {
-    pub installment_id: i64,
-    pub agreement_id: i64,
-    pub due_date: String,
-    pub time_zone: String,
-}
-
 #[derive(Debug, Clone)]
 pub struct NewReminder {
     pub installment_id: i64,
@@ -111,77 +102,6 @@ macro_rules! insert_reminder_sql {
 pub(crate) use insert_reminder_sql;
 
 impl Store {
-    /// Unpaid installments of active agreements due on or before `horizon_date` that have
-    /// no pre-due reminder yet, after `after` in (due date, id) order: the open-by-due
-    /// index order, so a pass is a sequence of index range scans (see `plan_candidates`).
-    pub async fn reminder_candidates(
-        &self,
-        horizon_date: &str,
-        after: &super::debits::PlanCursor,
-        limit: i64,
-    ) -> Result<Vec<ReminderCandidate>> {
-        let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, ReminderCandidate>(
-                "SELECT i.id AS installment_id, i.agreement_id, i.due_date, c.time_zone \
-                 FROM installments i \
-                 JOIN agreements a ON a.id = i.agreement_id \
-                 JOIN customers c ON c.id = a.customer_id \
-                 WHERE i.status = 'unpaid' AND i.due_date <= $1 \
-                   AND (i.due_date, i.id) > ($2, $3) \
-                   AND a.status = 'active' \
-                   AND NOT EXISTS (SELECT 1 FROM reminders r \
-                                   WHERE r.installment_id = i.id AND r.kind = 'upcoming') \
-                 ORDER BY i.due_date, i.id LIMIT $4",
-            )
-            .bind(horizon_date)
-            .bind(after.due_date.as_str())
-            .bind(after.installment_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
-    }
-
-    /// Plans several reminders in one transaction; returns how many were new.
-    pub async fn insert_reminders(&self, reminders: &[NewReminder], now_ms: i64) -> Result<u64> {
-        if reminders.is_empty() {
-            return Ok(0);
-        }
-        let backend = self.backend();
-        let created = on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let mut created = 0_u64;
-            // Multi-row: one statement per row bounded the planner, not the rows.
-            for chunk in reminders.chunks(super::ROWS_PER_INSERT) {
-                let sql = format!(
-                    "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
-                         offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
-                     SELECT v.column1, v.column2, a.customer_id, v.column3, v.column4, \
-                            v.column5, 'pending', v.column6, v.column7, v.column7 \
-                     FROM (VALUES {}) AS v JOIN agreements a ON a.id = v.column2 WHERE true \
-                     ON CONFLICT DO NOTHING",
-                    super::placeholders(backend, 7, chunk.len())
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for r in chunk {
-                    q = q
-                        .bind(r.installment_id)
-                        .bind(r.agreement_id)
-                        .bind(r.kind)
-                        .bind(r.offset_key)
-                        .bind(r.scheduled_at_ms)
-                        .bind(r.detail.to_string())
-                        .bind(now_ms);
-                }
-                created += q.execute(&mut *tx).await?.rows_affected();
-            }
-            tx.commit().await?;
-            created
-        });
-        Ok(created)
-    }
-
     /// Claims up to `limit` reminders that are due, or whose sender died mid-send (lease
     /// expired: they are sent again, with the same Message-ID).
     pub async fn claim_due_reminders(

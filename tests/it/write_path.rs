@@ -316,13 +316,13 @@ both_backends!(
     super::claims_put_outcomes_before_new_debits
 );
 
-/// The planner pages in (due date, id) order over more than one page: installments with
-/// due dates out of id order are each planned exactly once, those past the horizon not
-/// at all, and a second pass plans nothing.
+/// The planner pages in id order over more than one page: installments with due dates
+/// out of id order are each planned exactly once, those past the horizon not at all, and
+/// a second pass plans nothing.
 async fn planner_pages_plan_each_installment_once(db: TestDb) {
     let store = db.store.clone();
     // Later ids have earlier due dates, so id order and due-date order disagree; 2,400
-    // due installments span several planner pages.
+    // due installments span more than one planner page.
     let due = ["2027-03-20", "2027-03-05", "2027-03-12", "2027-09-01"];
     let ids = load(&store, 800, &due).await;
     let clock = ManualClock::new(utc(2027, 3, 1, 0));

@@ -54,6 +54,12 @@ pub struct BenchArgs {
     /// Longest a due-day run goes on before its rates are taken as they stand.
     #[arg(long, value_name = "SECONDS")]
     pub run_seconds: Option<u64>,
+    /// Keep a pristine copy of each imported portfolio in --work-dir
+    /// (`import-N.pristine.db`) and, when one is there from an earlier run, start from a
+    /// copy of it instead of generating and importing again (for repeated planning
+    /// measurements; the import scenario itself always imports).
+    #[arg(long, requires = "work_dir")]
+    pub reuse_imports: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -128,6 +134,7 @@ struct Bench {
     sink_rate: Option<f64>,
     /// Commits per unit of work, from the first run that could count them.
     commits_per_item: Option<f64>,
+    reuse_imports: bool,
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -165,6 +172,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         python,
         sink_rate: None,
         commits_per_item: None,
+        reuse_imports: args.reuse_imports,
     };
     println!(
         "repayd bench --size {:?}: binary {} ({} build), work directory {}",
@@ -359,6 +367,43 @@ listen = "127.0.0.1:0"
             );
         }
         Ok(m)
+    }
+
+    /// The configuration of a SQLite database holding the standard portfolio of `n`
+    /// agreements: the one imported earlier in this run, a copy of a pristine one kept by
+    /// an earlier run (`--reuse-imports`), or a fresh import.
+    async fn imported_portfolio(&mut self, n: usize) -> anyhow::Result<PathBuf> {
+        if let Some((_, c)) = self.imported.iter().find(|(size, _)| *size == n) {
+            return Ok(c.clone());
+        }
+        let db = self.work.join(format!("import-{n}.db"));
+        let pristine = self.work.join(format!("import-{n}.pristine.db"));
+        let config = self.config(
+            &format!("import-{n}"),
+            &format!("sqlite://{}", db.display()),
+            0,
+        )?;
+        if self.reuse_imports && pristine.exists() {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            std::fs::copy(&pristine, &db)
+                .with_context(|| format!("copying {}", pristine.display()))?;
+            println!("  (reusing the import kept in {})", pristine.display());
+        } else {
+            println!("  (importing the portfolio first)");
+            let csv = self.work.join(format!("portfolio-{n}.csv"));
+            portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
+            self.import_file(&config, &csv, &format!("import-{n}"))
+                .await?;
+            if self.reuse_imports {
+                // `repayd import` has exited: its WAL is checkpointed into the file.
+                std::fs::copy(&db, &pristine)
+                    .with_context(|| format!("keeping {}", pristine.display()))?;
+            }
+        }
+        self.imported.push((n, config.clone()));
+        Ok(config)
     }
 
     /// The engine of `config`, in this process (for a planning pass).
@@ -575,23 +620,7 @@ listen = "127.0.0.1:0"
         println!("\n# plan: the first planning pass over a fresh import");
         let mut times = Vec::new();
         for n in self.sizes.plan {
-            let config = match self.imported.iter().find(|(size, _)| *size == n) {
-                Some((_, c)) => c.clone(),
-                None => {
-                    let csv = self.work.join(format!("portfolio-{n}.csv"));
-                    portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
-                    let db = self.work.join(format!("import-{n}.db"));
-                    let config = self.config(
-                        &format!("import-{n}"),
-                        &format!("sqlite://{}", db.display()),
-                        0,
-                    )?;
-                    self.import_file(&config, &csv, &format!("import-{n}"))
-                        .await?;
-                    self.imported.push((n, config.clone()));
-                    config
-                }
-            };
+            let config = self.imported_portfolio(n).await?;
             let (secs, what) = self.planning_pass(&config).await?;
             times.push(secs);
             self.row(
@@ -642,24 +671,7 @@ listen = "127.0.0.1:0"
             "\n# daemon: time to READY and peak RSS with {} agreements",
             num(n as f64)
         );
-        let config = match self.imported.iter().find(|(size, _)| *size == n) {
-            Some((_, c)) => c.clone(),
-            None => {
-                println!("  (importing the portfolio first)");
-                let csv = self.work.join(format!("portfolio-{n}.csv"));
-                portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
-                let db = self.work.join(format!("import-{n}.db"));
-                let config = self.config(
-                    &format!("import-{n}"),
-                    &format!("sqlite://{}", db.display()),
-                    0,
-                )?;
-                self.import_file(&config, &csv, &format!("import-{n}"))
-                    .await?;
-                self.imported.push((n, config.clone()));
-                config
-            }
-        };
+        let config = self.imported_portfolio(n).await?;
         let mut d = Daemon::spawn(
             self.repayd(&config).arg("run").to_owned_cmd(),
             &self.work.join("daemon.sock"),
