@@ -65,9 +65,15 @@ impl Store {
         limit: i64,
         reminders: bool,
     ) -> Result<Vec<PlanCandidate>> {
-        let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, PlanCandidate>(
-                "SELECT * FROM ( \
+        // SQLite would read the id range through the open-by-due index and sort it (its
+        // statistics cannot tell that the id range is the narrow part): NOT INDEXED keeps
+        // it on the table's own rowid order. PostgreSQL picks the primary key by itself.
+        let table = match self.backend() {
+            super::Backend::Sqlite => "installments i NOT INDEXED",
+            super::Backend::Postgres => "installments i",
+        };
+        let sql = format!(
+            "SELECT * FROM ( \
                    SELECT i.id AS installment_id, i.agreement_id, a.customer_id, i.seq, i.due_date, \
                           i.total_minor, i.paid_minor, a.currency, c.time_zone, \
                           NOT EXISTS (SELECT 1 FROM debit_attempts d \
@@ -75,7 +81,7 @@ impl Store {
                           ($5 AND NOT EXISTS (SELECT 1 FROM reminders r \
                                               WHERE r.installment_id = i.id \
                                                 AND r.kind = 'upcoming')) AS needs_reminders \
-                   FROM installments i \
+                   FROM {table} \
                    JOIN agreements a ON a.id = i.agreement_id \
                    JOIN customers c ON c.id = a.customer_id \
                    WHERE i.id > $2 AND i.id <= $3 \
@@ -83,8 +89,10 @@ impl Store {
                      AND a.status = 'active' \
                  ) p \
                  WHERE p.needs_attempt OR p.needs_reminders \
-                 ORDER BY p.installment_id LIMIT $4",
-            )
+                 ORDER BY p.installment_id LIMIT $4"
+        );
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, PlanCandidate>(sqlx::AssertSqlSafe(sql.clone()))
             .bind(horizon_date)
             .bind(after_id)
             .bind(upto_id)
