@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// measurements; the import scenario itself always imports).
     #[arg(long, requires = "work_dir")]
     pub reuse_imports: bool,
+    /// The two portfolio sizes (agreements) of the planning scenario, instead of the
+    /// size's own (full: 100000,1000000).
+    #[arg(long, value_delimiter = ',', value_name = "SMALL,LARGE")]
+    pub plan_sizes: Option<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -157,6 +161,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let mut sizes = Sizes::of(args.size);
     if let Some(s) = args.run_seconds {
         sizes.run_cap = Duration::from_secs(s);
+    }
+    match args.plan_sizes.as_deref() {
+        None => {}
+        Some([small, large]) => sizes.plan = [*small, *large],
+        Some(other) => anyhow::bail!("--plan-sizes takes two sizes, SMALL,LARGE (got {other:?})"),
     }
     let python = probe::have("python3");
     let mut bench = Bench {
@@ -428,14 +437,21 @@ listen = "127.0.0.1:0"
     /// A first planning pass, at most `plan_cap`: seconds and what it created.
     async fn planning_pass(&self, config: &Path) -> anyhow::Result<(Option<f64>, String)> {
         let (engine, store) = self.engine(config).await?;
+        let cpu = probe::own_cpu_seconds();
         let t = Instant::now();
         let outcome = tokio::time::timeout(self.sizes.plan_cap, engine.plan()).await;
         let secs = t.elapsed().as_secs_f64();
+        // CPU time beside the wall time: on a shared machine the wall time includes the
+        // time other processes had the cores.
+        let cpu = match (cpu, probe::own_cpu_seconds()) {
+            (Some(a), Some(b)) => format!(", {:.1} CPU s", b - a),
+            _ => String::new(),
+        };
         let result = match outcome {
             Ok(Ok(report)) => (
                 Some(secs),
                 format!(
-                    "{} debit attempts, {} reminders",
+                    "{} debit attempts, {} reminders{cpu}",
                     num(report.attempts_created as f64),
                     num(report.reminders_created as f64)
                 ),
