@@ -31,6 +31,25 @@ pub struct ReminderReport {
     pub deferred: u64,
 }
 
+impl ReminderReport {
+    fn add(&mut self, other: &ReminderReport) {
+        self.claimed += other.claimed;
+        self.sent += other.sent;
+        self.cancelled += other.cancelled;
+        self.failed += other.failed;
+        self.deferred += other.deferred;
+    }
+}
+
+/// Customers whose messages are prepared and sent at once (each customer's own messages
+/// one after another): enough to keep the transport's connections and the database busy
+/// while one message waits for SMTP.
+const MESSAGES_IN_FLIGHT: usize = 8;
+
+fn join_error(e: tokio::task::JoinError) -> EngineError {
+    EngineError::Data(format!("a message task ended abnormally: {e}"))
+}
+
 /// A message that passed the gate, with what it will say.
 pub(crate) struct Ready {
     r: ReminderRow,
@@ -123,33 +142,64 @@ impl Engine {
                 break;
             }
             report.claimed += batch.len() as u64;
-            // One at a time: the SMTP transport has its own pool and rate limit. A message
-            // merged into an earlier one of the batch is done already.
-            let mut merged = std::collections::HashSet::new();
+            // One customer's messages one at a time, in order (merging, supersession and
+            // the daily budget are per customer); different customers side by side, so the
+            // database reads and the commit of one message overlap the others' SMTP
+            // round trips. The transport has its own pool and rate limit.
+            let mut groups: Vec<Vec<ReminderRow>> = Vec::new();
+            let mut group_of = std::collections::HashMap::new();
             for reminder in batch {
-                if merged.contains(&reminder.id) {
-                    continue;
-                }
-                let span = tracing::info_span!(
-                    "reminder",
-                    reminder_id = reminder.id,
-                    agreement_id = reminder.agreement_id,
-                    installment_id = reminder.installment_id,
-                    kind = %reminder.kind,
-                    offset = reminder.offset_key,
-                );
-                match self.send_one(&reminder, &mut merged).instrument(span).await {
-                    Ok(Sent::Delivered) => report.sent += 1,
-                    Ok(Sent::Cancelled) => report.cancelled += 1,
-                    Ok(Sent::Failed) => report.failed += 1,
-                    Ok(Sent::Deferred) => report.deferred += 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "reminder interrupted; it is picked up again when its lease expires")
+                let g = *group_of.entry(reminder.customer_id).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[g].push(reminder);
+            }
+            let mut running = tokio::task::JoinSet::new();
+            for group in groups {
+                if running.len() >= MESSAGES_IN_FLIGHT {
+                    if let Some(done) = running.join_next().await {
+                        report.add(&done.map_err(join_error)?);
                     }
                 }
+                let engine = Arc::clone(self);
+                running.spawn(async move { engine.send_customer_group(group).await });
+            }
+            while let Some(done) = running.join_next().await {
+                report.add(&done.map_err(join_error)?);
             }
         }
         Ok(report)
+    }
+
+    /// Sends one customer's claimed messages in order; a message merged into an earlier
+    /// one is done already.
+    async fn send_customer_group(&self, group: Vec<ReminderRow>) -> ReminderReport {
+        let mut report = ReminderReport::default();
+        let mut merged = std::collections::HashSet::new();
+        for reminder in group {
+            if merged.contains(&reminder.id) {
+                continue;
+            }
+            let span = tracing::info_span!(
+                "reminder",
+                reminder_id = reminder.id,
+                agreement_id = reminder.agreement_id,
+                installment_id = reminder.installment_id,
+                kind = %reminder.kind,
+                offset = reminder.offset_key,
+            );
+            match self.send_one(&reminder, &mut merged).instrument(span).await {
+                Ok(Sent::Delivered) => report.sent += 1,
+                Ok(Sent::Cancelled) => report.cancelled += 1,
+                Ok(Sent::Failed) => report.failed += 1,
+                Ok(Sent::Deferred) => report.deferred += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reminder interrupted; it is picked up again when its lease expires")
+                }
+            }
+        }
+        report
     }
 
     /// Sends one due message, merged with the customer's other messages due within the

@@ -18,6 +18,7 @@ pub struct ReminderRow {
     pub id: i64,
     pub installment_id: i64,
     pub agreement_id: i64,
+    pub customer_id: i64,
     pub kind: String,
     pub offset_key: i64,
     pub scheduled_at_ms: i64,
@@ -32,7 +33,7 @@ pub struct ReminderRow {
     pub sent_at_ms: Option<i64>,
 }
 
-const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, kind, offset_key, \
+const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, customer_id, kind, offset_key, \
     scheduled_at_ms, state, lease_owner, tries, message_id, template, detail, last_error, \
     cancel_reason, sent_at_ms";
 
