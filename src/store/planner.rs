@@ -93,13 +93,13 @@ impl Store {
         );
         let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, PlanCandidate>(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(horizon_date)
-            .bind(after_id)
-            .bind(upto_id)
-            .bind(limit)
-            .bind(reminders)
-            .fetch_all(pool)
-            .await?
+                .bind(horizon_date)
+                .bind(after_id)
+                .bind(upto_id)
+                .bind(limit)
+                .bind(reminders)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows)
     }
