@@ -157,10 +157,10 @@ impl Engine {
             }
             let mut running = tokio::task::JoinSet::new();
             for group in groups {
-                if running.len() >= MESSAGES_IN_FLIGHT {
-                    if let Some(done) = running.join_next().await {
-                        report.add(&done.map_err(join_error)?);
-                    }
+                if running.len() >= MESSAGES_IN_FLIGHT
+                    && let Some(done) = running.join_next().await
+                {
+                    report.add(&done.map_err(join_error)?);
                 }
                 let engine = Arc::clone(self);
                 running.spawn(async move { engine.send_customer_group(group).await });
