@@ -51,6 +51,8 @@ pub enum Command {
     Attempts(crate::commands::attempts::AttemptsArgs),
     /// Debit mandates: revoke one (no more debits; customers asked to pay another way).
     Mandates(crate::commands::lifecycle::MandatesArgs),
+    /// A customer's funding accounts in the order debits try them.
+    FundingSources(crate::commands::funding::FundingArgs),
     /// The embedded sandbox bank: return a debit it booked (protocol 1.1 returns feed),
     /// for demos and tests.
     Sandbox(crate::commands::sandbox::SandboxArgs),

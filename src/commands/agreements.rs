@@ -244,6 +244,9 @@ pub fn render_list_table(rows: &[AgreementListRow]) -> String {
 pub struct Standing {
     pub delinquency: Option<crate::store::delinquency::DelinquencyRow>,
     pub charges: Vec<crate::store::delinquency::ChargeRow>,
+    /// The accounts a debit tries, in order (the agreement's own, and the customer's
+    /// other accounts with a priority).
+    pub funding_sources: Vec<crate::store::debits::FundingSource>,
 }
 
 impl Standing {
@@ -261,6 +264,7 @@ pub async fn standing(store: &Store, agreement_id: i64) -> anyhow::Result<Standi
     Ok(Standing {
         delinquency: store.delinquency(agreement_id).await?,
         charges: store.charges_for_agreement(agreement_id).await?,
+        funding_sources: store.funding_sources(agreement_id).await?,
     })
 }
 
@@ -269,9 +273,21 @@ struct DetailJson<'a> {
     agreement: AgreementJson<'a>,
     customer: CustomerJson<'a>,
     funding_account: AccountJson<'a>,
+    /// The accounts a debit tries, first to last; revoked or pending mandates are skipped.
+    funding_sources: Vec<FundingSourceJson<'a>>,
     standing: StandingJson<'a>,
     charges: Vec<ChargeJson<'a>>,
     installments: Vec<InstallmentJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct FundingSourceJson<'a> {
+    order: usize,
+    priority: Option<i64>,
+    id: i64,
+    external_ref: &'a str,
+    mandate_ref: &'a str,
+    mandate_status: &'a str,
 }
 
 #[derive(Serialize)]
@@ -427,6 +443,19 @@ pub fn render_detail_json(d: &AgreementDetail, standing: &Standing) -> String {
             mandate_ref: &d.funding_account.mandate_ref,
             mandate_status: &d.funding_account.mandate_status,
         },
+        funding_sources: standing
+            .funding_sources
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FundingSourceJson {
+                order: i + 1,
+                priority: f.priority,
+                id: f.funding_account_id,
+                external_ref: &f.account_ref,
+                mandate_ref: &f.mandate_ref,
+                mandate_status: &f.mandate_status,
+            })
+            .collect(),
         installments: d
             .installments
             .iter()
@@ -501,6 +530,28 @@ pub fn render_detail_table(d: &AgreementDetail, standing: &Standing) -> String {
         "account    {}, mandate {} ({})\n",
         f.external_ref, f.mandate_ref, f.mandate_status
     ));
+    // Several funding sources: the order a debit tries them in.
+    if standing.funding_sources.len() > 1 {
+        let order: Vec<String> = standing
+            .funding_sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                format!(
+                    "{}. {} ({}{})",
+                    i + 1,
+                    s.account_ref,
+                    s.mandate_status,
+                    if s.mandate_status == "active" {
+                        ""
+                    } else {
+                        ", skipped"
+                    }
+                )
+            })
+            .collect();
+        out.push_str(&format!("funding    {}\n", order.join(", ")));
+    }
     out.push_str(&format!(
         "amounts    principal {} + interest {} + fees {} = {} {cur}; paid {}, outstanding {}\n",
         amount(a.principal_minor, cur),

@@ -132,6 +132,7 @@ pub mod agreements;
 pub mod conversation;
 pub mod debits;
 pub mod delinquency;
+pub mod funding;
 pub mod import_scratch;
 pub mod metrics;
 pub mod payments;

@@ -620,3 +620,162 @@ async fn hard_returns_http(db: TestDb) {
 }
 both_backends!(hard_returns_on_the_sandbox, super::hard_returns_sandbox);
 both_backends!(hard_returns_on_the_http_gateway, super::hard_returns_http);
+
+/// Funding sources in order: a customer's first account is short, the second's mandate is
+/// revoked (skipped, never debited), the third pays. Next month no account holds it all:
+/// the first acceptable one (in order) is debited partially. `agreements show` lists the
+/// order.
+async fn funding_sources_in_order(db: TestDb, http: bool) {
+    let store = db.store.clone();
+    let smtp = SmtpListener::start();
+    let (_hook, url) = hook_server().await;
+    let clock = ManualClock::new(utc(2027, 1, 13, 17, 0));
+    let (bank, gateway) = Bank::new(http, &store, &clock).await;
+    let engine = engine(&db, gateway, &clock, &smtp, policy(url));
+    let a = customer(
+        &store,
+        "SRC",
+        "CN-SRC-0001",
+        &["2027-01-15", "2027-02-15"],
+        500_00,
+    )
+    .await;
+    let customer_id = store.agreement(a).await.unwrap().unwrap().customer_id;
+    for (account, mandate) in [("CN-SRC-0002", "revoked"), ("CN-SRC-0003", "active")] {
+        store
+            .insert_funding_account(
+                customer_id,
+                &NewFundingAccount {
+                    external_ref: account.into(),
+                    mandate_ref: format!("MND-{account}"),
+                    mandate_status: mandate.into(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    let order: Vec<String> = ["CN-SRC-0001", "CN-SRC-0002", "CN-SRC-0003"]
+        .map(String::from)
+        .to_vec();
+    store
+        .set_funding_order("C-SRC", &order, "ops-ann", "customer's request", 0)
+        .await
+        .unwrap();
+    // Another customer's account is never one of this customer's sources.
+    let err = store
+        .set_funding_order("C-SRC", &["ACC-ELSE-0009".to_string()], "ops-ann", "x", 0)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("****0009"), "{err}");
+    bank.set_balance("CN-SRC-0001", 100_00).await;
+    bank.set_balance("CN-SRC-0002", 10_000_00).await;
+    bank.set_balance("CN-SRC-0003", 1_000_00).await;
+
+    drive(
+        &engine,
+        &clock,
+        local("2027-01-15", 12, 0, SHANGHAI),
+        async |_| {},
+    )
+    .await;
+    let jan = store.installments(a).await.unwrap()[0].id;
+    let attempts = store.attempts_for_installment(jan).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(
+        (attempts[0].state.as_str(), attempts[0].amount_minor),
+        ("succeeded", 500_00)
+    );
+    assert_eq!(bank.balance("CN-SRC-0001").await, 100_00);
+    assert_eq!(
+        bank.balance("CN-SRC-0002").await,
+        10_000_00,
+        "a revoked mandate is skipped"
+    );
+    assert_eq!(bank.balance("CN-SRC-0003").await, 500_00);
+    let events = store.events(Some(a)).await.unwrap();
+    let confirmed = events.iter().find(|e| e.kind == "funds_confirmed").unwrap();
+    assert!(
+        confirmed.detail.contains("\"account\":\"****0003\""),
+        "{confirmed:?}"
+    );
+    let mails = inbox(&smtp, "src@example.com");
+    let receipt = mails
+        .iter()
+        .find(|(s, _)| s.starts_with("Payment received"))
+        .expect("a receipt");
+    assert!(
+        receipt.1.contains("****0003"),
+        "the receipt names the account debited: {}",
+        receipt.1
+    );
+
+    // February: the first source holds 400.00 of 500.00 (short 20 %), the third 300.00:
+    // the first is debited for what it holds, the rest stays due.
+    bank.set_balance("CN-SRC-0001", 400_00).await;
+    bank.set_balance("CN-SRC-0003", 300_00).await;
+    drive(
+        &engine,
+        &clock,
+        local("2027-02-15", 12, 0, SHANGHAI),
+        async |_| {},
+    )
+    .await;
+    let attempts = store.attempts_for_agreement(a).await.unwrap();
+    let feb: Vec<_> = attempts
+        .iter()
+        .filter(|x| x.installment_id != jan)
+        .collect();
+    assert_eq!(
+        (
+            feb[0].state.as_str(),
+            feb[0].outcome_code.as_deref(),
+            feb[0].amount_minor
+        ),
+        ("succeeded", Some("partial"), 400_00)
+    );
+    assert_eq!(feb[1].state, "scheduled", "the rest is tried again");
+    assert_eq!(bank.balance("CN-SRC-0001").await, 0);
+    assert_eq!(bank.balance("CN-SRC-0003").await, 300_00);
+
+    // `agreements show` lists the sources in the order debits try them.
+    let detail = store.agreement_detail("SRC").await.unwrap().unwrap();
+    let standing = repayd::commands::agreements::standing(&store, a)
+        .await
+        .unwrap();
+    let table = repayd::commands::agreements::render_detail_table(&detail, &standing);
+    assert!(
+        table.contains("funding    1. CN-SRC-0001 (active), 2. CN-SRC-0002 (revoked, skipped), 3. CN-SRC-0003 (active)"),
+        "{table}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &repayd::commands::agreements::render_detail_json(&detail, &standing),
+    )
+    .unwrap();
+    assert_eq!(json["funding_sources"][2]["external_ref"], "CN-SRC-0003");
+    assert_eq!(json["funding_sources"][1]["mandate_status"], "revoked");
+    let set = store
+        .events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "funding_sources_set")
+        .collect::<Vec<_>>();
+    assert_eq!(set.len(), 1);
+    assert!(set[0].detail.contains("ops-ann") && set[0].detail.contains("customer's request"));
+}
+
+async fn funding_sources_sandbox(db: TestDb) {
+    funding_sources_in_order(db, false).await
+}
+async fn funding_sources_http(db: TestDb) {
+    funding_sources_in_order(db, true).await
+}
+both_backends!(
+    funding_sources_on_the_sandbox,
+    super::funding_sources_sandbox
+);
+both_backends!(
+    funding_sources_on_the_http_gateway,
+    super::funding_sources_http
+);
