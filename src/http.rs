@@ -15,6 +15,7 @@
 
 use crate::clock::Clock;
 use crate::config::ConfigError;
+use crate::console::{ConsoleAuth, ConsoleOptions};
 use crate::metrics::{DatabaseGauges, Metrics};
 use crate::store::Store;
 use axum::Router;
@@ -51,6 +52,14 @@ pub struct HttpSettings {
     /// Seconds a connection may take to send a request's headers, and may stay idle
     /// between requests (1 to 300).
     pub header_read_timeout_seconds: u32,
+    /// Serve the operations console at /console (see [`crate::console`]).
+    pub console: bool,
+    /// The console's one user; with `console_password` (or `console_password_file`) only
+    /// this user signs in. Without them, `token` is the console's password.
+    pub console_user: Option<String>,
+    pub console_password: Option<SecretString>,
+    /// A file holding the console password, e.g. `$CREDENTIALS_DIRECTORY/console-password`.
+    pub console_password_file: Option<PathBuf>,
 }
 
 /// The largest request head (request line and headers) read.
@@ -65,6 +74,10 @@ impl Default for HttpSettings {
             token_file: None,
             max_connections: 64,
             header_read_timeout_seconds: 10,
+            console: true,
+            console_user: None,
+            console_password: None,
+            console_password_file: None,
         }
     }
 }
@@ -95,7 +108,38 @@ impl HttpSettings {
             Ok(_) => {}
             Err(e) => problems.push(e),
         }
+        match (
+            self.console_user.as_deref().map(str::trim),
+            self.console_password(),
+        ) {
+            (Some(""), _) => problems.push(ConfigError::invalid(
+                "http.console_user",
+                "is empty; leave it out for no console user",
+            )),
+            (Some(_), Ok(None)) => problems.push(ConfigError::invalid(
+                "http.console_user",
+                "needs http.console_password or http.console_password_file",
+            )),
+            (None, Ok(Some(_))) => problems.push(ConfigError::invalid(
+                "http.console_password",
+                "needs http.console_user",
+            )),
+            (_, Ok(Some(p))) if p.expose_secret().trim().is_empty() => {
+                problems.push(ConfigError::invalid("http.console_password", "is empty"))
+            }
+            (_, Err(e)) => problems.push(e),
+            _ => {}
+        }
         problems
+    }
+
+    /// The console password from `console_password` or `console_password_file`.
+    pub fn console_password(&self) -> Result<Option<SecretString>, ConfigError> {
+        crate::config::resolve_secret(
+            "http.console_password",
+            self.console_password.as_ref(),
+            self.console_password_file.as_deref(),
+        )
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -139,6 +183,8 @@ pub struct HttpState {
     pub mailer: String,
     /// Cancelled when the daemon starts stopping: /readyz then answers 503.
     pub stopping: CancellationToken,
+    /// What the console reads from the rest of the configuration.
+    pub console: ConsoleOptions,
 }
 
 /// The running server.
@@ -167,7 +213,16 @@ impl HttpServer {
         if token.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "http.listen is not loopback and no http.token is set: /metrics is open to the network");
         }
-        let router = router(Arc::new(Shared { state, token }));
+        let console = settings.console.then(|| ConsoleAuth {
+            token: token.clone(),
+            user: settings
+                .console_user
+                .clone()
+                .map(|u| u.trim().to_string())
+                .zip(settings.console_password().ok().flatten()),
+            public_address: !addr.ip().is_loopback(),
+        });
+        let router = router(Arc::new(Shared { state, token }), console);
         let stop = CancellationToken::new();
         let limits = Limits {
             connections: Arc::new(tokio::sync::Semaphore::new(
@@ -178,7 +233,7 @@ impl HttpServer {
             )),
         };
         let task = tokio::spawn(serve(listener, router, limits, stop.clone()));
-        tracing::info!(addr = %addr, "http server listening (/healthz, /readyz, /metrics)");
+        tracing::info!(addr = %addr, console = settings.console, "http server listening (/healthz, /readyz, /metrics, /console)");
         Ok(Self { addr, stop, task })
     }
 
@@ -266,27 +321,46 @@ struct Shared {
     token: Option<SecretString>,
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+fn router(shared: Arc<Shared>, console: Option<ConsoleAuth>) -> Router {
+    let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(axum::middleware::from_fn(no_request_bodies))
-        .with_state(shared)
+        .with_state(Arc::clone(&shared));
+    if let Some(auth) = console {
+        let state = &shared.state;
+        router = router.merge(crate::console::router(
+            state.store.clone(),
+            Arc::clone(&state.clock),
+            auth,
+            state.console.clone(),
+        ));
+    }
+    router.layer(axum::middleware::from_fn(no_request_bodies))
 }
 
-/// Every endpoint is a GET without a body: a request that carries one is refused before
-/// any of it is read.
+/// Every endpoint but the console's forms is a GET without a body: a request that
+/// carries one is refused before any of it is read. A console form (a POST under
+/// /console/) may carry a body of a known length up to
+/// [`crate::console::MAX_FORM_BYTES`].
 async fn no_request_bodies(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()));
+    let console_form = request.method() == axum::http::Method::POST
+        && request.uri().path().starts_with("/console/")
+        && !request.headers().contains_key(header::TRANSFER_ENCODING)
+        && matches!(length, Some(Some(n)) if n <= crate::console::MAX_FORM_BYTES);
     let has_body = request.headers().contains_key(header::TRANSFER_ENCODING)
         || request
             .headers()
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
+    if has_body && !console_form {
         return (
             StatusCode::PAYLOAD_TOO_LARGE,
             [(header::CONNECTION, "close")],
@@ -318,7 +392,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -460,6 +534,7 @@ mod tests {
             gateway: "sandbox".into(),
             mailer: "outbox".into(),
             stopping: stopping.clone(),
+            console: ConsoleOptions::default(),
         };
         let server = HttpServer::start(&settings, state).await.unwrap();
         let addr = server.local_addr();
@@ -507,6 +582,7 @@ mod tests {
             gateway: "sandbox".into(),
             mailer: "outbox".into(),
             stopping: CancellationToken::new(),
+            console: ConsoleOptions::default(),
         };
         let server = HttpServer::start(&settings, state).await.unwrap();
         let addr = server.local_addr();

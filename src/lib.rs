@@ -17,6 +17,7 @@
 //!   assessment, operations alerts, shutdown.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`; latency histograms
 //!   around the gateway and the mailer.
+//! - [`console`]: the operations console at `/console` on the same server.
 //! - [`commands`]: one function per `repayd` subcommand; `main.rs` only parses and calls.
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod engine;
 #[cfg(test)]

@@ -66,6 +66,9 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
             gateway: format!("{:?}", settings.gateway.kind).to_lowercase(),
             mailer: format!("{:?}", settings.mail.kind).to_lowercase(),
             stopping: shutdown.clone(),
+            console: crate::console::ConsoleOptions {
+                credit_report_after_days: settings.overdue.credit_report_after_days,
+            },
         };
         Some(
             HttpServer::start(&settings.http, state)

@@ -613,6 +613,8 @@ impl Engine {
                 Err(e) => return Err(EngineError::Data(e.to_string())),
             }
         };
+        // The email as sent, kept with its event: the console's timeline shows it.
+        let (sent_subject, sent_text) = (rendered.subject.clone(), rendered.text.clone());
         let email = rendered.into_outgoing(
             first.ctx.email.clone(),
             first.ctx.customer_name.clone(),
@@ -641,6 +643,7 @@ impl Engine {
                             "kind": p.r.kind, "offset": p.r.offset_key, "template": p.kind.as_str(),
                             "message_id": message_id, "locale": p.locale.as_str(), "funds": p.funds,
                             "merged_with": ids.iter().filter(|id| **id != p.r.id).collect::<Vec<_>>(),
+                            "subject": sent_subject, "text": sent_text,
                         }),
                     );
                     self.store

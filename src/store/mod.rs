@@ -129,6 +129,7 @@ pub(crate) fn placeholders(backend: Backend, width: usize, rows: usize) -> Strin
 }
 
 pub mod agreements;
+pub mod console;
 pub mod conversation;
 pub mod debits;
 pub mod delinquency;

@@ -1,0 +1,500 @@
+//! The operations console's reads (`/console`, see `src/console/`). Every query here is
+//! served by an index (migration 0010 adds the ones the pages need) and reads only the
+//! rows a page counts or shows: a day's installments, the overdue agreements, the head of
+//! each queue, one agreement's or one customer's rows. Lists are bounded by `limit`.
+
+use super::agreements::{AgreementRow, CustomerRow, FundingAccountRow};
+use super::{EventRow, Result, Store};
+
+/// Installments due on one day, of one currency, whose latest debit attempt is in one
+/// state (`none` when no attempt was planned yet).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct DueFigureRow {
+    pub currency: String,
+    pub state: String,
+    pub installments: i64,
+    pub due_minor: i64,
+    pub paid_minor: i64,
+    /// Of these, how many had their funds checked by that latest attempt.
+    pub funds_checked: i64,
+}
+
+/// Overdue agreements of one currency in one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BucketRow {
+    pub currency: String,
+    pub bucket_index: Option<i64>,
+    pub bucket: Option<String>,
+    pub agreements: i64,
+    pub amount_minor: i64,
+}
+
+/// An overdue agreement with its customer (credit-warning list, overdue lists).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OverdueAccountRow {
+    pub agreement_id: i64,
+    pub agreement_external_id: String,
+    pub customer_id: i64,
+    pub customer_external_id: String,
+    pub customer_name: String,
+    pub customer_email: String,
+    pub currency: String,
+    pub dpd: i64,
+    pub bucket: Option<String>,
+    pub credit_flag: String,
+    pub amount_overdue_minor: i64,
+}
+
+/// One event that moved an agreement between buckets or out of overdue.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MoveRow {
+    pub kind: String,
+    pub detail: String,
+}
+
+/// Retries planned on one UTC day (`day` counts days since 1970-01-01).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RetryDayRow {
+    pub day: i64,
+    pub currency: String,
+    pub attempts: i64,
+    pub amount_minor: i64,
+}
+
+/// A debit attempt waiting in a queue, with its agreement.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedAttemptRow {
+    pub id: i64,
+    pub agreement_id: i64,
+    pub agreement_external_id: String,
+    pub attempt_no: i64,
+    pub idempotency_key: String,
+    pub scheduled_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub state: String,
+    pub outcome_code: Option<String>,
+    pub outcome_detail: Option<String>,
+    pub reconcile_count: i64,
+}
+
+/// A customer email waiting in a queue (deferred or failed), with its agreement.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedEmailRow {
+    pub id: i64,
+    pub agreement_id: i64,
+    pub agreement_external_id: String,
+    pub kind: String,
+    pub state: String,
+    pub tries: i64,
+    pub scheduled_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// A payment received for an agreement.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PaymentListRow {
+    pub id: i64,
+    pub reference: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub received_at_ms: i64,
+    pub settlement: i64,
+    pub waived_minor: i64,
+}
+
+/// One search hit: an agreement with its customer.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SearchHit {
+    pub agreement_id: i64,
+    pub agreement_external_id: String,
+    pub agreement_status: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub customer_id: i64,
+    pub customer_external_id: String,
+    pub customer_name: String,
+    pub customer_email: String,
+}
+
+const HIT_COLUMNS: &str = "a.id AS agreement_id, a.external_id AS agreement_external_id, \
+    a.status AS agreement_status, a.currency, a.total_minor, c.id AS customer_id, \
+    c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email";
+
+const QUEUED_ATTEMPT_COLUMNS: &str = "d.id, d.agreement_id, a.external_id AS agreement_external_id, \
+    d.attempt_no, d.idempotency_key, d.scheduled_at_ms, d.updated_at_ms, d.amount_minor, \
+    d.currency, d.state, d.outcome_code, d.outcome_detail, d.reconcile_count";
+
+const QUEUED_EMAIL_COLUMNS: &str = "r.id, r.agreement_id, a.external_id AS agreement_external_id, \
+    r.kind, r.state, r.tries, r.scheduled_at_ms, r.updated_at_ms, r.last_error";
+
+const OVERDUE_ACCOUNT_COLUMNS: &str = "a.id AS agreement_id, a.external_id AS agreement_external_id, \
+    c.id AS customer_id, c.external_id AS customer_external_id, c.name AS customer_name, \
+    c.email AS customer_email, a.currency, d.dpd, d.bucket, d.credit_flag, d.amount_overdue_minor";
+
+impl Store {
+    /// The installments due on `day` (YYYY-MM-DD, not cancelled) by currency and by the
+    /// state of each one's latest debit attempt. One index range over the day's
+    /// installments, one index probe each for its agreement and its latest attempt.
+    pub async fn console_due_figures(&self, day: &str) -> Result<Vec<DueFigureRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, DueFigureRow>(
+                "SELECT a.currency, COALESCE(d.state, 'none') AS state, \
+                        CAST(COUNT(*) AS BIGINT) AS installments, \
+                        CAST(SUM(i.total_minor) AS BIGINT) AS due_minor, \
+                        CAST(SUM(i.paid_minor) AS BIGINT) AS paid_minor, \
+                        CAST(SUM(CASE WHEN d.funds_checked_at_ms IS NULL THEN 0 ELSE 1 END) \
+                             AS BIGINT) AS funds_checked \
+                 FROM installments i \
+                 JOIN agreements a ON a.id = i.agreement_id \
+                 LEFT JOIN debit_attempts d ON d.installment_id = i.id AND d.attempt_no = ( \
+                     SELECT MAX(x.attempt_no) FROM debit_attempts x \
+                     WHERE x.installment_id = i.id) \
+                 WHERE i.due_date = $1 AND i.status IN ('paid', 'unpaid') \
+                 GROUP BY a.currency, COALESCE(d.state, 'none') \
+                 ORDER BY a.currency, 2",
+            )
+            .bind(day)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Overdue agreements (days past due above zero) by currency and bucket.
+    pub async fn console_overdue_buckets(&self) -> Result<Vec<BucketRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, BucketRow>(
+                "SELECT a.currency, d.bucket_index, d.bucket, \
+                        CAST(COUNT(*) AS BIGINT) AS agreements, \
+                        CAST(SUM(d.amount_overdue_minor) AS BIGINT) AS amount_minor \
+                 FROM delinquency d JOIN agreements a ON a.id = d.agreement_id \
+                 WHERE d.dpd > 0 \
+                 GROUP BY a.currency, d.bucket_index, d.bucket \
+                 ORDER BY a.currency, d.bucket_index",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// How many agreements became overdue at or after `since_ms`.
+    pub async fn console_newly_overdue(&self, since_ms: i64) -> Result<i64> {
+        let n = on_read!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM delinquency \
+                 WHERE dpd > 0 AND overdue_since_ms >= $1",
+            )
+            .bind(since_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+
+    /// Bucket changes and clearings written at or after `since_ms`.
+    pub async fn console_moves_since(&self, since_ms: i64) -> Result<Vec<MoveRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, MoveRow>(
+                "SELECT kind, detail FROM events \
+                 WHERE kind IN ('delinquency_bucket_changed', 'delinquency_cleared') \
+                   AND at_ms >= $1",
+            )
+            .bind(since_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Overdue agreements with `min_dpd <= dpd <= max_dpd`, most days first: with
+    /// `max_dpd` one less than the reporting day, the accounts that become reportable
+    /// within `max_dpd - min_dpd + 1` days. At most `limit`, and how many there are.
+    pub async fn console_overdue_between(
+        &self,
+        min_dpd: i64,
+        max_dpd: i64,
+        limit: i64,
+    ) -> Result<(Vec<OverdueAccountRow>, i64)> {
+        let sql = format!(
+            "SELECT {OVERDUE_ACCOUNT_COLUMNS} FROM delinquency d \
+             JOIN agreements a ON a.id = d.agreement_id \
+             JOIN customers c ON c.id = a.customer_id \
+             WHERE d.dpd >= $1 AND d.dpd <= $2 AND d.credit_flag <> 'reportable' \
+             ORDER BY d.dpd DESC, d.agreement_id LIMIT $3"
+        );
+        let sql = sqlx::AssertSqlSafe(sql);
+        let (rows, count) = on_read!(self, |pool| {
+            let rows = sqlx::query_as::<_, OverdueAccountRow>(sql)
+                .bind(min_dpd)
+                .bind(max_dpd)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let count = sqlx::query_scalar::<_, i64>(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM delinquency \
+                 WHERE dpd >= $1 AND dpd <= $2 AND credit_flag <> 'reportable'",
+            )
+            .bind(min_dpd)
+            .bind(max_dpd)
+            .fetch_one(pool)
+            .await?;
+            (rows, count)
+        });
+        Ok((rows, count))
+    }
+
+    /// Retries (attempt 2 and later) planned in `[from_ms, to_ms)`, by UTC day and currency.
+    pub async fn console_retries_by_day(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<RetryDayRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, RetryDayRow>(
+                "SELECT CAST(scheduled_at_ms / 86400000 AS BIGINT) AS day, currency, \
+                        CAST(COUNT(*) AS BIGINT) AS attempts, \
+                        CAST(SUM(amount_minor) AS BIGINT) AS amount_minor \
+                 FROM debit_attempts \
+                 WHERE state = 'scheduled' AND attempt_no > 1 \
+                   AND scheduled_at_ms >= $1 AND scheduled_at_ms < $2 \
+                 GROUP BY 1, currency ORDER BY 1, currency",
+            )
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Attempts whose outcome is being looked up (`unknown`, `pending`), oldest first.
+    pub async fn console_lookups(&self, limit: i64) -> Result<(Vec<QueuedAttemptRow>, i64)> {
+        self.queued_attempts(
+            "d.state IN ('unknown', 'pending')",
+            "d.scheduled_at_ms, d.id",
+            limit,
+        )
+        .await
+    }
+
+    /// Attempts the gateway rejected, waiting for a human, latest first.
+    pub async fn console_rejected(&self, limit: i64) -> Result<(Vec<QueuedAttemptRow>, i64)> {
+        self.queued_attempts(
+            "d.state = 'rejected'",
+            "d.updated_at_ms DESC, d.id DESC",
+            limit,
+        )
+        .await
+    }
+
+    async fn queued_attempts(
+        &self,
+        condition: &str,
+        order: &str,
+        limit: i64,
+    ) -> Result<(Vec<QueuedAttemptRow>, i64)> {
+        let list = sqlx::AssertSqlSafe(format!(
+            "SELECT {QUEUED_ATTEMPT_COLUMNS} FROM debit_attempts d \
+             JOIN agreements a ON a.id = d.agreement_id \
+             WHERE {condition} ORDER BY {order} LIMIT $1"
+        ));
+        let count = sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM debit_attempts d WHERE {condition}"
+        ));
+        let out = on_read!(self, |pool| {
+            let rows = sqlx::query_as::<_, QueuedAttemptRow>(list)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let n = sqlx::query_scalar::<_, i64>(count).fetch_one(pool).await?;
+            (rows, n)
+        });
+        Ok(out)
+    }
+
+    /// Emails waiting for another try after a transient failure, next first.
+    pub async fn console_deferred_emails(&self, limit: i64) -> Result<(Vec<QueuedEmailRow>, i64)> {
+        self.queued_emails(
+            "r.state = 'pending' AND r.last_error IS NOT NULL",
+            "r.scheduled_at_ms, r.id",
+            limit,
+        )
+        .await
+    }
+
+    /// Emails that failed for good, latest first.
+    pub async fn console_failed_emails(&self, limit: i64) -> Result<(Vec<QueuedEmailRow>, i64)> {
+        self.queued_emails(
+            "r.state = 'failed'",
+            "r.updated_at_ms DESC, r.id DESC",
+            limit,
+        )
+        .await
+    }
+
+    async fn queued_emails(
+        &self,
+        condition: &str,
+        order: &str,
+        limit: i64,
+    ) -> Result<(Vec<QueuedEmailRow>, i64)> {
+        let list = sqlx::AssertSqlSafe(format!(
+            "SELECT {QUEUED_EMAIL_COLUMNS} FROM reminders r \
+             JOIN agreements a ON a.id = r.agreement_id \
+             WHERE {condition} ORDER BY {order} LIMIT $1"
+        ));
+        let count = sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM reminders r WHERE {condition}"
+        ));
+        let out = on_read!(self, |pool| {
+            let rows = sqlx::query_as::<_, QueuedEmailRow>(list)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+            let n = sqlx::query_scalar::<_, i64>(count).fetch_one(pool).await?;
+            (rows, n)
+        });
+        Ok(out)
+    }
+
+    /// The events of some agreements, in the order they were written (one index range
+    /// per agreement).
+    pub async fn console_events(&self, agreement_ids: &[i64], limit: i64) -> Result<Vec<EventRow>> {
+        let mut all = Vec::new();
+        for id in agreement_ids {
+            let rows = on_read!(self, |pool| {
+                sqlx::query_as::<_, EventRow>(
+                    "SELECT id, at_ms, kind, agreement_id, installment_id, attempt_id, detail \
+                     FROM events WHERE agreement_id = $1 ORDER BY id DESC LIMIT $2",
+                )
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            });
+            all.extend(rows);
+        }
+        all.sort_by_key(|e| e.id);
+        Ok(all)
+    }
+
+    /// Payments received for an agreement, oldest first.
+    pub async fn console_payments(&self, agreement_id: i64) -> Result<Vec<PaymentListRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, PaymentListRow>(
+                "SELECT id, reference, amount_minor, currency, received_at_ms, \
+                        CAST(settlement AS BIGINT) AS settlement, waived_minor \
+                 FROM payments WHERE agreement_id = $1 ORDER BY received_at_ms, id",
+            )
+            .bind(agreement_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// A customer by internal id or external id.
+    pub async fn console_customer(&self, key: &str) -> Result<Option<CustomerRow>> {
+        let id: Option<i64> = key.parse().ok();
+        let row = on_read!(self, |pool| {
+            sqlx::query_as::<_, CustomerRow>(
+                "SELECT id, external_id, name, email, locale, time_zone, created_at_ms, \
+                        updated_at_ms FROM customers WHERE external_id = $1 \
+                 UNION ALL \
+                 SELECT id, external_id, name, email, locale, time_zone, created_at_ms, \
+                        updated_at_ms FROM customers WHERE id = $2 \
+                 LIMIT 1",
+            )
+            .bind(key)
+            .bind(id.unwrap_or(-1))
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// An agreement by internal id or external id.
+    pub async fn console_agreement(&self, key: &str) -> Result<Option<AgreementRow>> {
+        if let Some(row) = self.agreement_by_external_id(key).await? {
+            return Ok(Some(row));
+        }
+        match key.parse::<i64>() {
+            Ok(id) => self.agreement(id).await,
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A customer's agreements and funding accounts.
+    pub async fn console_customer_holdings(
+        &self,
+        customer_id: i64,
+    ) -> Result<(Vec<AgreementRow>, Vec<FundingAccountRow>)> {
+        let out = on_read!(self, |pool| {
+            let agreements = sqlx::query_as::<_, AgreementRow>(
+                "SELECT id, external_id, customer_id, funding_account_id, currency, \
+                        principal_minor, total_interest_minor, total_fee_minor, total_minor, \
+                        method, terms_json, status, content_hash, created_at_ms, updated_at_ms \
+                 FROM agreements WHERE customer_id = $1 ORDER BY id",
+            )
+            .bind(customer_id)
+            .fetch_all(pool)
+            .await?;
+            let accounts = sqlx::query_as::<_, FundingAccountRow>(
+                "SELECT id, customer_id, external_ref, mandate_ref, mandate_status, \
+                        created_at_ms, updated_at_ms \
+                 FROM funding_accounts WHERE customer_id = $1 ORDER BY id",
+            )
+            .bind(customer_id)
+            .fetch_all(pool)
+            .await?;
+            (agreements, accounts)
+        });
+        Ok(out)
+    }
+
+    /// Agreements matching `q`: an agreement id, a customer id, a debit's idempotency key
+    /// or an email exactly, or the start of a customer's name. Each is one index probe or
+    /// one index range; at most `limit` hits.
+    pub async fn console_search(&self, q: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let q = q.trim();
+        if q.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The name range: every name that starts with `q` sorts at or after `q` and
+        // before `q` followed by the highest character.
+        let upper = format!("{q}\u{10FFFF}");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {HIT_COLUMNS} FROM agreements a JOIN customers c ON c.id = a.customer_id \
+             WHERE a.external_id = $1 \
+             UNION \
+             SELECT {HIT_COLUMNS} FROM agreements a JOIN customers c ON c.id = a.customer_id \
+             WHERE c.external_id = $1 \
+             UNION \
+             SELECT {HIT_COLUMNS} FROM agreements a JOIN customers c ON c.id = a.customer_id \
+             WHERE c.email IN ($1, $2) \
+             UNION \
+             SELECT {HIT_COLUMNS} FROM agreements a JOIN customers c ON c.id = a.customer_id \
+             WHERE a.id = (SELECT d.agreement_id FROM debit_attempts d \
+                           WHERE d.idempotency_key = $1) \
+             UNION \
+             SELECT {HIT_COLUMNS} FROM agreements a JOIN customers c ON c.id = a.customer_id \
+             WHERE c.id IN (SELECT n.id FROM customers n WHERE n.name >= $1 AND n.name < $3 \
+                            ORDER BY n.name LIMIT $4) \
+             ORDER BY 8, 2 LIMIT $4"
+        ));
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, SearchHit>(sql)
+                .bind(q)
+                .bind(q.to_lowercase())
+                .bind(&upper)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+}
