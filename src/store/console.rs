@@ -497,4 +497,20 @@ impl Store {
         });
         Ok(rows)
     }
+
+    /// Runs a script of several statements on SQLite: the benchmark's synthetic
+    /// portfolio (`repayd bench --only console`). Never pass user input here.
+    pub async fn execute_script(&self, sql: &str) -> Result<()> {
+        match &self.inner {
+            super::Inner::Sqlite(pool) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                    .execute(pool)
+                    .await?;
+                Ok(())
+            }
+            super::Inner::Postgres(_) => Err(super::StoreError::Conflict(
+                "the console benchmark's portfolio script is written for SQLite".into(),
+            )),
+        }
+    }
 }

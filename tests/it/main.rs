@@ -6,6 +6,7 @@
 #![allow(clippy::inconsistent_digit_grouping)]
 
 mod collections;
+mod console;
 mod corpus;
 mod daemon;
 mod demo;

@@ -8,8 +8,10 @@
 //! `plan` (first planning pass at two sizes, and how linear it is), `due-day` (debits and
 //! reminders due now, gateway at 0 and 20 ms, SQLite with one daemon and PostgreSQL with
 //! one and three), `daemon` (time to READY and peak RSS with the import's portfolio),
-//! `smtp` (the mail transport against the sink).
+//! `smtp` (the mail transport against the sink), `console` (the operations console's
+//! pages on a large portfolio, `console.rs`).
 
+mod console;
 pub mod portfolio;
 mod probe;
 mod sink;
@@ -79,6 +81,7 @@ pub enum Scenario {
     DueDay,
     Daemon,
     Smtp,
+    Console,
 }
 
 struct Sizes {
@@ -89,6 +92,8 @@ struct Sizes {
     plan_cap: Duration,
     limit_seconds: f64,
     daemon_watch: Duration,
+    /// Agreements of the console scenario's portfolio.
+    console: usize,
 }
 
 impl Sizes {
@@ -102,6 +107,7 @@ impl Sizes {
                 plan_cap: Duration::from_secs(60),
                 limit_seconds: 0.5,
                 daemon_watch: Duration::from_secs(1),
+                console: 1_000,
             },
             BenchSize::Full => Sizes {
                 import: 1_000_000,
@@ -111,6 +117,7 @@ impl Sizes {
                 plan_cap: Duration::from_secs(300),
                 limit_seconds: 5.0,
                 daemon_watch: Duration::from_secs(60),
+                console: 1_000_000,
             },
         }
     }
@@ -224,6 +231,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wants(Scenario::DueDay) {
         bench.due_day().await?;
+    }
+    if wants(Scenario::Console) {
+        bench.console().await?;
     }
     println!(
         "\n## Figures and limits ({:.0} s in all)\n",

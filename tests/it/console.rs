@@ -1,0 +1,593 @@
+//! The operations console in a real browser: the real `repayd run --demo` (the sample
+//! agreements dated around today, the sandbox bank, the file outbox) with an `http.token`,
+//! driven by Debian's headless Chromium through chromedriver (WebDriver, `fantoccini`).
+//! Each page's figures are compared with the database file itself; sign-in, the session
+//! cookie and the CSRF token are checked by sending what a browser would not.
+//!
+//! Without `chromedriver` and `chromium` on the PATH the test prints SKIPPED and passes
+//! (CI installs both: `.ci/run`). With `REPAYD_CONSOLE_SCREENSHOTS=DIR` it saves the Today
+//! and Agreement pages as PNG files there (the README's pictures).
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use sqlx::Row;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "console-test-token";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Polls `probe` every 100 ms until it gives something or `timeout` passes.
+async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A raw HTTP/1.1 request: (status, headers and body as one text).
+async fn raw(port: u16, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, response)
+}
+
+/// The daemon under test, with its output collected.
+struct Daemon {
+    _child: Killed,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    fn start(dir: &Path, port: u16) -> Daemon {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = std::fs::read_to_string(root.join("config/repayd.toml"))
+            .unwrap()
+            .replace(
+                "listen = \"127.0.0.1:9464\"",
+                &format!("listen = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\""),
+            );
+        assert!(
+            config.contains(TOKEN),
+            "the shipped config's [http] changed"
+        );
+        std::fs::write(dir.join("repayd.toml"), config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_repayd"))
+            .args(["--config", "repayd.toml", "run", "--demo"])
+            .current_dir(dir)
+            .env_remove("RUST_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start repayd");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Daemon {
+            _child: Killed(child),
+            lines,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    async fn wait_for_line(&self, text: &str) {
+        let found = wait_for(Duration::from_secs(60), || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains(text))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            found.is_some(),
+            "no log line with {text:?}; output:\n{}",
+            self.output()
+        );
+    }
+}
+
+async fn browser(driver_port: u16) -> Client {
+    let mut caps = serde_json::Map::new();
+    let mut args = vec![
+        "--headless=new",
+        "--disable-gpu",
+        "--window-size=1280,1400",
+        "--lang=en-US",
+    ];
+    // Root (CI, the machines here) cannot run Chromium's sandbox.
+    if rustix_is_root() {
+        args.push("--no-sandbox");
+    }
+    let mut options = serde_json::json!({ "args": args });
+    if Path::new("/usr/bin/chromium").exists() {
+        options["binary"] = "/usr/bin/chromium".into();
+    }
+    caps.insert("goog:chromeOptions".into(), options);
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let url = format!("http://127.0.0.1:{driver_port}");
+    wait_for(Duration::from_secs(30), || {
+        let caps = caps.clone();
+        let connector = connector.clone();
+        let url = url.clone();
+        async move {
+            ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&url)
+                .await
+                .ok()
+        }
+    })
+    .await
+    .expect("a WebDriver session from chromedriver")
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// `1,234.56 CNY` as minor units (two digits: the demo's currencies).
+fn minor(shown: &str) -> i64 {
+    let number = shown.split_whitespace().next().unwrap().replace(',', "");
+    let (whole, fraction) = number.split_once('.').unwrap_or((&number, "00"));
+    whole.parse::<i64>().unwrap() * 100 + fraction.parse::<i64>().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_headless_chromium_shows_the_database() {
+    if !on_path("chromedriver") || !(on_path("chromium") || on_path("google-chrome")) {
+        println!(
+            "SKIPPED: chromedriver and chromium are not installed (apt-get install chromium chromium-driver)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let daemon = Daemon::start(dir.path(), port);
+    daemon.wait_for_line("repayd is running").await;
+    // The demo's story: the catch-up debit and its receipt.
+    daemon.wait_for_line("debit succeeded").await;
+    daemon.wait_for_line("reminder sent").await;
+
+    let db_url = format!("sqlite://{}/var/repayd.db?mode=ro", dir.path().display());
+    let db = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url)
+        .await
+        .unwrap();
+
+    // Refusals, as a browser would never send them.
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let (status, response) = raw(port, &get("/console/today", "")).await;
+    assert_eq!(status, 303, "{response}");
+    assert!(response.contains("location: /console/login"), "{response}");
+    assert!(response.contains("content-security-policy: default-src 'none'"));
+    let (status, _) = raw(port, &get("/console/agreements/AGR-2026-0006", "")).await;
+    assert_eq!(status, 303, "a detail page without signing in");
+    let post = |path: &str, cookie: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{cookie}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let (status, _) = raw(port, &post("/console/logout", "", "csrf=x")).await;
+    assert_eq!(status, 401, "a change without a session");
+    let (status, _) = raw(
+        port,
+        &post("/console/login", "", "user=mallory&password=wrong"),
+    )
+    .await;
+    assert_eq!(status, 401, "a wrong password");
+    // The bearer token may read.
+    let (status, body) = raw(
+        port,
+        &get(
+            "/console/today",
+            &format!("Authorization: Bearer {TOKEN}\r\n"),
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // The browser.
+    let driver_port = free_port();
+    let _driver = Killed(
+        Command::new("chromedriver")
+            .arg(format!("--port={driver_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    let client = browser(driver_port).await;
+    let result = drive(&client, &base, port, &db, &daemon).await;
+    let _ = client.close().await;
+    if let Err(e) = result {
+        panic!("{e}\ndaemon output:\n{}", daemon.output());
+    }
+}
+
+async fn drive(
+    client: &Client,
+    base: &str,
+    port: u16,
+    db: &sqlx::SqlitePool,
+    daemon: &Daemon,
+) -> Result<(), String> {
+    // Sign in: a wrong token is refused, the right one lands on Today.
+    client
+        .goto(&format!("{base}/console/today"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = client.current_url().await.map_err(|e| e.to_string())?;
+    assert!(url.path().ends_with("/console/login"), "{url}");
+    sign_in(client, "alice", "not-the-token").await;
+    assert!(text(client, "#login-error").await.contains("Wrong"));
+    sign_in(client, "alice", TOKEN).await;
+    let url = client.current_url().await.map_err(|e| e.to_string())?;
+    assert!(url.path().ends_with("/console/today"), "{url}");
+    assert_eq!(text(client, "#actor").await, "alice");
+    if let Ok(dir) = std::env::var("REPAYD_CONSOLE_SCREENSHOTS") {
+        let png = client.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(Path::new(&dir).join("console-today.png"), png).unwrap();
+    }
+
+    // Today: the 30-day figures of each currency against the installments table.
+    let today = chrono::Utc::now().date_naive();
+    let from = today - chrono::Days::new(29);
+    let rows = sqlx::query(
+        "SELECT a.currency, SUM(i.total_minor) AS due, SUM(i.paid_minor) AS paid, \
+                SUM(CASE WHEN i.due_date = ?2 THEN i.total_minor ELSE 0 END) AS due_today \
+         FROM installments i JOIN agreements a ON a.id = i.agreement_id \
+         WHERE i.due_date >= ?1 AND i.due_date <= ?2 AND i.status <> 'cancelled' \
+         GROUP BY a.currency",
+    )
+    .bind(from.to_string())
+    .bind(today.to_string())
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert!(
+        !rows.is_empty(),
+        "the demo has installments due in the last 30 days"
+    );
+    for row in &rows {
+        let currency: String = row.get("currency");
+        let (due, paid, due_today): (i64, i64, i64) =
+            (row.get("due"), row.get("paid"), row.get("due_today"));
+        let caption = text(client, &format!("#today-{currency} figcaption")).await;
+        assert!(
+            caption.contains(&repayd_money(due, &currency))
+                && caption.contains(&repayd_money(paid, &currency)),
+            "{currency}: caption {caption:?}, database due {due} collected {paid}"
+        );
+        let shown = text(
+            client,
+            &format!("#today-{currency} tr[data-figure=due] .amount"),
+        )
+        .await;
+        assert_eq!(minor(&shown), due_today, "{currency} due today");
+        let svg = client
+            .find(Locator::Css(&format!("#today-{currency} svg.chart")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let bars = svg
+            .find_all(Locator::Css("rect"))
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(bars.len(), 60, "two bars for each of 30 days");
+    }
+
+    // Overdue: buckets against the delinquency table.
+    client
+        .goto(&format!("{base}/console/overdue"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = sqlx::query(
+        "SELECT a.currency, d.bucket, COUNT(*) AS n, SUM(d.amount_overdue_minor) AS amount \
+         FROM delinquency d JOIN agreements a ON a.id = d.agreement_id WHERE d.dpd > 0 \
+         GROUP BY a.currency, d.bucket",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty(), "the demo has an overdue agreement");
+    for row in &rows {
+        let currency: String = row.get("currency");
+        let bucket: String = row.get("bucket");
+        let (n, amount): (i64, i64) = (row.get("n"), row.get("amount"));
+        let css = format!("#buckets tr[data-currency='{currency}'][data-bucket='{bucket}']");
+        assert_eq!(text(client, &format!("{css} .count")).await, n.to_string());
+        assert_eq!(
+            minor(&text(client, &format!("{css} .amount")).await),
+            amount
+        );
+    }
+    let newly: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM delinquency WHERE dpd > 0 AND overdue_since_ms >= ?1",
+    )
+    .bind(chrono::Utc::now().timestamp_millis() - 86_400_000)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(text(client, "#newly-overdue").await, newly.to_string());
+
+    // Queues: each total against the attempts and reminders tables.
+    client
+        .goto(&format!("{base}/console/queues"))
+        .await
+        .map_err(|e| e.to_string())?;
+    for (id, sql) in [
+        (
+            "lookups",
+            "SELECT COUNT(*) FROM debit_attempts WHERE state IN ('unknown', 'pending')",
+        ),
+        (
+            "rejected",
+            "SELECT COUNT(*) FROM debit_attempts WHERE state = 'rejected'",
+        ),
+        (
+            "deferred",
+            "SELECT COUNT(*) FROM reminders WHERE state = 'pending' AND last_error IS NOT NULL",
+        ),
+        (
+            "failed",
+            "SELECT COUNT(*) FROM reminders WHERE state = 'failed'",
+        ),
+    ] {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(db).await.unwrap();
+        assert_eq!(
+            text(client, &format!("#{id}-total")).await,
+            n.to_string(),
+            "{id}"
+        );
+    }
+
+    // Search by name: the email is masked in the list.
+    client
+        .goto(&format!("{base}/console/search?q=Emily"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let hit = text(client, "#hits tr[data-agreement='AGR-2026-0003']").await;
+    assert!(
+        hit.contains("Emily Carter") && hit.contains("e***@example.com"),
+        "{hit}"
+    );
+    let source = client.source().await.map_err(|e| e.to_string())?;
+    assert!(
+        !source.contains("emily.carter@"),
+        "an unmasked email in a list"
+    );
+    // By debit key.
+    let key: String =
+        sqlx::query_scalar("SELECT idempotency_key FROM debit_attempts ORDER BY id LIMIT 1")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    let agreement: String = sqlx::query_scalar(
+        "SELECT a.external_id FROM debit_attempts d JOIN agreements a ON a.id = d.agreement_id \
+         WHERE d.idempotency_key = ?1",
+    )
+    .bind(&key)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    client
+        .goto(&format!("{base}/console/search?q={key}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    text(client, &format!("#hits tr[data-agreement='{agreement}']")).await;
+
+    // The agreement that was debited: schedule, attempts and the receipt as sent.
+    client
+        .goto(&format!("{base}/console/agreements/AGR-2026-0006"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let paid: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM installments i JOIN agreements a ON a.id = i.agreement_id \
+         WHERE a.external_id = 'AGR-2026-0006' AND i.status = 'paid'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert!(paid >= 1, "the demo's catch-up debit paid an installment");
+    assert_eq!(text(client, "#paid-count").await, paid.to_string());
+    let paid_rows = client
+        .find_all(Locator::Css("#schedule tr[data-status=paid]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(paid_rows.len() as i64, paid);
+    let succeeded = client
+        .find_all(Locator::Css("#attempts tr[data-state=succeeded]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(!succeeded.is_empty());
+    let receipt = client
+        .find(Locator::Css(
+            "#timeline li[data-kind=reminder_sent] details.email",
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    receipt
+        .find(Locator::Css("summary"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = receipt.text().await.map_err(|e| e.to_string())?;
+    assert!(body.contains("AGR-2026-0006"), "the email as sent: {body}");
+    // Personal data in full on the detail page; the view is logged with the operator.
+    let email: String = sqlx::query_scalar(
+        "SELECT c.email FROM customers c JOIN agreements a ON a.customer_id = c.id \
+         WHERE a.external_id = 'AGR-2026-0006'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(text(client, "#customer-email").await, email);
+    daemon.wait_for_line("console: agreement page viewed").await;
+    assert!(
+        daemon
+            .output()
+            .lines()
+            .any(|l| l.contains("agreement page viewed") && l.contains("alice"))
+    );
+    if let Ok(dir) = std::env::var("REPAYD_CONSOLE_SCREENSHOTS") {
+        let png = client.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(Path::new(&dir).join("console-agreement.png"), png).unwrap();
+    }
+
+    // The customer page: every agreement of the customer.
+    client
+        .find(Locator::Css("#customer-link"))
+        .await
+        .map_err(|e| e.to_string())?
+        .click()
+        .await
+        .map_err(|e| e.to_string())?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM agreements WHERE customer_id = \
+         (SELECT customer_id FROM agreements WHERE external_id = 'AGR-2026-0006')",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let listed = client
+        .find_all(Locator::Css("#customer-agreements tbody tr"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(listed.len() as i64, n);
+    daemon.wait_for_line("console: customer page viewed").await;
+
+    // Chinese.
+    client
+        .goto(&format!("{base}/console/lang?to=zh-CN&back=/console/today"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert!(text(client, "h1").await.contains("今日"));
+
+    // A form posted with the session cookie but without its CSRF token is refused.
+    let cookie = client
+        .get_named_cookie("repayd_console")
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = format!("Cookie: repayd_console={}\r\n", cookie.value());
+    let body = "csrf=forged";
+    let (status, response) = raw(
+        port,
+        &format!(
+            "POST /console/logout HTTP/1.1\r\nHost: x\r\n{header}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert_eq!(status, 403, "{response}");
+    assert!(response.contains("CSRF"), "{response}");
+    // The session still stands.
+    client
+        .goto(&format!("{base}/console/today"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(text(client, "#actor").await, "alice");
+    Ok(())
+}
+
+async fn sign_in(client: &Client, user: &str, password: &str) {
+    let form = client.form(Locator::Css("form")).await.unwrap();
+    form.set_by_name("user", user).await.unwrap();
+    form.set_by_name("password", password).await.unwrap();
+    form.set_by_name("lang", "en").await.unwrap();
+    form.submit().await.unwrap();
+}
+
+/// How the console prints an amount (two minor digits, thousands grouped).
+fn repayd_money(minor: i64, currency: &str) -> String {
+    let whole = (minor / 100).to_string();
+    let mut grouped = String::new();
+    for (i, ch) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(ch);
+    }
+    format!("{grouped}.{:02} {currency}", minor % 100)
+}
