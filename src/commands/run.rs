@@ -68,6 +68,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
             stopping: shutdown.clone(),
             console: crate::console::ConsoleOptions {
                 credit_report_after_days: settings.overdue.credit_report_after_days,
+                policy: Some(Arc::new(policy.clone())),
             },
         };
         Some(

@@ -17,6 +17,7 @@
 //! those is logged with the operator's name. Responses carry a Content-Security-Policy
 //! that allows no script and no inline style.
 
+mod actions;
 mod chart;
 pub mod i18n;
 mod views;
@@ -91,6 +92,9 @@ impl ConsoleAuth {
 pub struct ConsoleOptions {
     /// `overdue.credit_report_after_days` (0: no credit reporting).
     pub credit_report_after_days: u32,
+    /// The policy the operator actions apply (as at start; a reload does not change
+    /// it here). Without one the console offers no actions.
+    pub policy: Option<Arc<crate::engine::policy::EnginePolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +165,7 @@ pub fn router(
         .route("/console/search", get(views::search))
         .route("/console/agreements/{key}", get(views::agreement))
         .route("/console/customers/{key}", get(views::customer))
+        .route("/console/actions/{name}", post(actions::action))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
@@ -206,6 +211,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "message.html",
         include_str!("../../templates/console/message.html"),
+    ),
+    (
+        "confirm.html",
+        include_str!("../../templates/console/confirm.html"),
     ),
 ];
 

@@ -541,6 +541,9 @@ fn timeline(lang: Lang, events: &[EventRow], agreement_refs: &BTreeMap<i64, Stri
 
 /// How many events of one agreement a detail page shows (the latest).
 const TIMELINE_LIMIT: i64 = 500;
+/// Mandate events are written per account, not per agreement: a detail page looks for
+/// its accounts' among the latest this many of them.
+const MANDATE_EVENT_SCAN: i64 = 2_000;
 
 pub(crate) async fn agreement(
     State(c): State<Arc<Console>>,
@@ -569,7 +572,13 @@ pub(crate) async fn agreement(
         let payments = store.console_payments(a.id).await?;
         let reminders = store.reminders_for_agreement(a.id).await?;
         let delinquency = store.delinquency(a.id).await?;
-        let events = store.console_events(&[a.id], TIMELINE_LIMIT).await?;
+        let mut events = store.console_events(&[a.id], TIMELINE_LIMIT).await?;
+        events.extend(
+            store
+                .console_mandate_events(&[a.funding_account_id], MANDATE_EVENT_SCAN)
+                .await?,
+        );
+        events.sort_by_key(|e| e.id);
         Ok::<_, crate::store::StoreError>((
             customer,
             account,
@@ -623,7 +632,8 @@ pub(crate) async fn agreement(
             })
         })
         .collect();
-    let attempts: Vec<Value> = attempts
+    let attempts_raw = attempts;
+    let attempts: Vec<Value> = attempts_raw
         .iter()
         .map(|d| {
             json!({
@@ -655,6 +665,16 @@ pub(crate) async fn agreement(
             })
         })
         .collect();
+    let rejected: Vec<(i64, i64)> = attempts_raw
+        .iter()
+        .filter(|d| d.state == "rejected")
+        .map(|d| (d.id, d.attempt_no))
+        .collect();
+    let actions = if operator.csrf.is_some() && c.options.policy.is_some() {
+        super::actions::forms(&a, account.as_ref(), &rejected)
+    } else {
+        Vec::new()
+    };
     let refs = BTreeMap::from([(a.id, a.external_id.clone())]);
     let timeline = timeline(lang, &events, &refs);
     let delinquency = delinquency.map(|d| {
@@ -681,6 +701,7 @@ pub(crate) async fn agreement(
                 "external_id": c.external_id, "name": c.name, "email": c.email,
                 "locale": c.locale, "time_zone": c.time_zone,
             })),
+            "actions": actions,
             "accounts": account.map(|f| vec![json!({
                 "id": f.id, "external_ref": f.external_ref, "mandate_ref": f.mandate_ref,
                 "mandate_status": f.mandate_status,
@@ -718,7 +739,18 @@ pub(crate) async fn customer(
         Err(e) => return failed(e),
     };
     let ids: Vec<i64> = agreements.iter().map(|a| a.id).collect();
-    let events = match store.console_events(&ids, TIMELINE_LIMIT).await {
+    let account_ids: Vec<i64> = accounts.iter().map(|f| f.id).collect();
+    let read = async {
+        let mut events = store.console_events(&ids, TIMELINE_LIMIT).await?;
+        events.extend(
+            store
+                .console_mandate_events(&account_ids, MANDATE_EVENT_SCAN)
+                .await?,
+        );
+        events.sort_by_key(|e| e.id);
+        Ok::<_, crate::store::StoreError>(events)
+    };
+    let events = match read.await {
         Ok(x) => x,
         Err(e) => return failed(e),
     };

@@ -382,6 +382,37 @@ impl Store {
         Ok(all)
     }
 
+    /// Mandate events (written per funding account, with no agreement) of these accounts,
+    /// among the latest `scan` of their kinds: one index range on the kind.
+    pub async fn console_mandate_events(
+        &self,
+        account_ids: &[i64],
+        scan: i64,
+    ) -> Result<Vec<EventRow>> {
+        if account_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, EventRow>(
+                "SELECT id, at_ms, kind, agreement_id, installment_id, attempt_id, detail \
+                 FROM events WHERE kind IN ('mandate_revoked', 'mandate_reinstated') \
+                 ORDER BY id DESC LIMIT $1",
+            )
+            .bind(scan)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.detail)
+                    .ok()
+                    .and_then(|d| d["funding_account_id"].as_i64())
+                    .is_some_and(|id| account_ids.contains(&id))
+            })
+            .collect())
+    }
+
     /// Payments received for an agreement, oldest first.
     pub async fn console_payments(&self, agreement_id: i64) -> Result<Vec<PaymentListRow>> {
         let rows = on_read!(self, |pool| {

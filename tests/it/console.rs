@@ -192,13 +192,18 @@ fn rustix_is_root() -> bool {
 }
 
 async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    // A click or a submit may return before the next page is there: wait for it.
+    let found = wait_for(Duration::from_secs(10), || async {
+        client.find(Locator::Css(css)).await.ok()
+    })
+    .await;
+    match found {
+        Some(element) => element.text().await.unwrap(),
+        None => panic!(
+            "{css}: not on the page {}",
+            client.current_url().await.map(|u| u.to_string()).unwrap_or_default()
+        ),
+    }
 }
 
 /// `1,234.56 CNY` as minor units (two digits: the demo's currencies).
@@ -302,9 +307,9 @@ async fn drive(
     sign_in(client, "alice", "not-the-token").await;
     assert!(text(client, "#login-error").await.contains("Wrong"));
     sign_in(client, "alice", TOKEN).await;
+    assert_eq!(text(client, "#actor").await, "alice");
     let url = client.current_url().await.map_err(|e| e.to_string())?;
     assert!(url.path().ends_with("/console/today"), "{url}");
-    assert_eq!(text(client, "#actor").await, "alice");
     if let Ok(dir) = std::env::var("REPAYD_CONSOLE_SCREENSHOTS") {
         let png = client.screenshot().await.map_err(|e| e.to_string())?;
         std::fs::write(Path::new(&dir).join("console-today.png"), png).unwrap();
@@ -369,7 +374,13 @@ async fn drive(
     .fetch_all(db)
     .await
     .unwrap();
-    assert!(!rows.is_empty(), "the demo has an overdue agreement");
+    // The demo's overdue agreement is cleared once its catch-up debit is assessed: the
+    // page shows exactly the buckets the table holds, none or some.
+    let shown = client
+        .find_all(Locator::Css("#buckets tr[data-bucket]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(shown.len(), rows.len(), "bucket rows");
     for row in &rows {
         let currency: String = row.get("currency");
         let bucket: String = row.get("bucket");
@@ -568,7 +579,234 @@ async fn drive(
         .await
         .map_err(|e| e.to_string())?;
     assert_eq!(text(client, "#actor").await, "alice");
+
+    client
+        .goto(&format!("{base}/console/lang?to=en&back=/console/today"))
+        .await
+        .map_err(|e| e.to_string())?;
+    // An action posted without the CSRF token changes nothing; one without a reason
+    // neither; one without a session is refused.
+    let status_of = |db: &sqlx::SqlitePool| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT status FROM agreements WHERE external_id = 'AGR-2026-0001'",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    client
+        .goto(&format!("{base}/console/agreements/AGR-2026-0001"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let csrf = client
+        .find(Locator::Css("form.action input[name=csrf]"))
+        .await
+        .map_err(|e| e.to_string())?
+        .attr("value")
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap();
+    for (body, expected) in [
+        (
+            "step=run&agreement=AGR-2026-0001&reason=forged".to_string(),
+            403,
+        ),
+        (
+            format!("csrf={csrf}&step=run&agreement=AGR-2026-0001&reason="),
+            422,
+        ),
+    ] {
+        let (status, response) = raw(
+            port,
+            &format!(
+                "POST /console/actions/pause HTTP/1.1\r\nHost: x\r\n{header}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert_eq!(status, expected, "{response}");
+    }
+    let (status, _) = raw(
+        port,
+        "POST /console/actions/pause HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 9\r\nConnection: close\r\n\r\nstep=run&",
+    )
+    .await;
+    assert_eq!(status, 401, "an action without a session");
+    assert_eq!(status_of(db).await, "active");
+
+    // Each action: the form, the confirm page saying what will happen, the change in the
+    // database, and the event in the timeline with the operator and the reason.
+    let what = act(
+        client,
+        base,
+        "AGR-2026-0001",
+        "pause",
+        &[],
+        "customer asked for a week",
+    )
+    .await?;
+    assert!(what.contains("paused"), "{what}");
+    assert_eq!(status_of(db).await, "paused");
+    assert_eq!(text(client, "#agreement-status").await, "paused");
+    in_timeline(client, "agreement_paused", "customer asked for a week").await?;
+
+    act(client, base, "AGR-2026-0001", "resume", &[], "week is over").await?;
+    assert_eq!(status_of(db).await, "active");
+    in_timeline(client, "agreement_resumed", "week is over").await?;
+
+    let what = act(
+        client,
+        base,
+        "AGR-2026-0001",
+        "record_payment",
+        &[("amount", "100.00"), ("reference", "CONSOLE-PAY-1")],
+        "paid at the branch",
+    )
+    .await?;
+    assert!(what.contains("CONSOLE-PAY-1"), "{what}");
+    let paid: i64 =
+        sqlx::query_scalar("SELECT amount_minor FROM payments WHERE reference = 'CONSOLE-PAY-1'")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!(paid, 100_00);
+    in_timeline(client, "payment_received", "paid at the branch").await?;
+
+    act(
+        client,
+        base,
+        "AGR-2026-0001",
+        "revoke_mandate",
+        &[],
+        "customer withdrew consent",
+    )
+    .await?;
+    let mandate: String = sqlx::query_scalar(
+        "SELECT f.mandate_status FROM funding_accounts f JOIN agreements a \
+         ON a.funding_account_id = f.id WHERE a.external_id = 'AGR-2026-0001'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(mandate, "revoked");
+    in_timeline(client, "mandate_revoked", "customer withdrew consent").await?;
+
+    // A rejected attempt (made so here: the demo's sandbox bank never rejects) is listed
+    // on Queues and re-queued from its agreement's page.
+    let rw = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url_rw(db).await)
+        .await
+        .unwrap();
+    let attempt: i64 = sqlx::query_scalar(
+        "UPDATE debit_attempts SET state = 'rejected', outcome_code = 'account_closed' \
+         WHERE id = (SELECT d.id FROM debit_attempts d JOIN agreements a ON a.id = d.agreement_id \
+                     WHERE a.external_id = 'AGR-2026-0003' AND d.state = 'scheduled' \
+                     ORDER BY d.id LIMIT 1) RETURNING id",
+    )
+    .fetch_one(&rw)
+    .await
+    .unwrap();
+    rw.close().await;
+    client
+        .goto(&format!("{base}/console/queues"))
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(text(client, "#rejected-total").await, "1");
+    act(
+        client,
+        base,
+        "AGR-2026-0003",
+        "requeue",
+        &[],
+        "account reopened",
+    )
+    .await?;
+    let state: String = sqlx::query_scalar("SELECT state FROM debit_attempts WHERE id = ?1")
+        .bind(attempt)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(state, "scheduled");
+    in_timeline(client, "debit_requeued", "account reopened").await?;
     Ok(())
+}
+
+/// Fills and posts one action's form on the agreement page, reads what the confirm page
+/// says will happen, confirms, and goes back to the agreement page.
+async fn act(
+    client: &Client,
+    base: &str,
+    agreement: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    reason: &str,
+) -> Result<String, String> {
+    let e = |e: fantoccini::error::CmdError| format!("{action}: {e}");
+    client
+        .goto(&format!("{base}/console/agreements/{agreement}"))
+        .await
+        .map_err(e)?;
+    let form = client
+        .form(Locator::Css(&format!(
+            "form.action:has(button[data-action={action}])"
+        )))
+        .await
+        .map_err(e)?;
+    for (name, value) in fields {
+        form.set_by_name(name, value).await.map_err(e)?;
+    }
+    form.set_by_name("reason", reason).await.map_err(e)?;
+    form.submit().await.map_err(e)?;
+    let what = text(client, "#what").await;
+    assert_eq!(text(client, "#confirm-reason").await, reason);
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .map_err(e)?
+        .click()
+        .await
+        .map_err(e)?;
+    text(client, "#message").await;
+    let title = text(client, "h1").await;
+    if !title.starts_with("Done") {
+        return Err(format!("{action}: {title}: {}", text(client, "main").await));
+    }
+    client
+        .goto(&format!("{base}/console/agreements/{agreement}"))
+        .await
+        .map_err(e)?;
+    Ok(what)
+}
+
+/// The timeline of the page shows an event of `kind` by alice with `reason`.
+async fn in_timeline(client: &Client, kind: &str, reason: &str) -> Result<(), String> {
+    let entries = client
+        .find_all(Locator::Css(&format!("#timeline li[data-kind={kind}]")))
+        .await
+        .map_err(|e| e.to_string())?;
+    for entry in entries {
+        let shown = entry.text().await.map_err(|e| e.to_string())?;
+        if shown.contains("alice") && shown.contains(reason) {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "no {kind} event by alice with reason {reason:?} in the timeline"
+    ))
+}
+
+/// The database file of `db` opened for writing.
+async fn db_url_rw(db: &sqlx::SqlitePool) -> String {
+    let file: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(db)
+            .await
+            .unwrap();
+    format!("sqlite://{file}")
 }
 
 async fn sign_in(client: &Client, user: &str, password: &str) {

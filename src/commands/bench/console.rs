@@ -64,6 +64,7 @@ impl Bench {
             stopping: CancellationToken::new(),
             console: crate::console::ConsoleOptions {
                 credit_report_after_days: 90,
+                policy: None,
             },
         };
         let server = HttpServer::start(&settings, state).await?;
