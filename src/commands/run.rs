@@ -79,6 +79,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     } else {
         None
     };
+    if let Some(http) = &http
+        && settings.http.console
+    {
+        // The quick start's pointer to the console (on stdout, as the demo's story is).
+        println!("operations console: http://{}/console", http.local_addr());
+    }
     let daemon = Daemon::start(
         Arc::clone(&engine),
         &settings.engine.planner_cron,

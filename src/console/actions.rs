@@ -115,7 +115,7 @@ pub(crate) async fn action(
     let started = Instant::now();
     let operator = match c.operator_for_change(&headers, &form.csrf) {
         Ok(o) => o,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let Some(name) = ACTIONS.iter().find(|a| **a == name).copied() else {
         return refused(StatusCode::NOT_FOUND, "no such action\n");

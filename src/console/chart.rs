@@ -66,7 +66,7 @@ pub fn bars(label: &str, bars: &[Bar]) -> String {
             plot - got_h
         );
         out.push_str("</g>");
-        if i % 5 == 0 || i + 1 == bars.len() {
+        if i.is_multiple_of(5) || i + 1 == bars.len() {
             let _ = write!(
                 out,
                 "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#333\">{}</text>",

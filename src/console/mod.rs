@@ -319,22 +319,25 @@ impl Console {
         &self,
         headers: &HeaderMap,
         csrf: &str,
-    ) -> Result<Operator, Response> {
+    ) -> Result<Operator, Box<Response>> {
         let Some(operator) = self.operator(headers) else {
-            return Err(refused(StatusCode::UNAUTHORIZED, "sign in first\n"));
+            return Err(Box::new(refused(
+                StatusCode::UNAUTHORIZED,
+                "sign in first\n",
+            )));
         };
         let Some(expected) = &operator.csrf else {
-            return Err(refused(
+            return Err(Box::new(refused(
                 StatusCode::FORBIDDEN,
                 "a bearer token may read the console but change nothing; sign in\n",
-            ));
+            )));
         };
         if !crate::http::constant_time_eq(csrf.as_bytes(), expected.as_bytes()) {
             tracing::warn!(actor = %operator.actor, "console: a form without this session's CSRF token was refused");
-            return Err(refused(
+            return Err(Box::new(refused(
                 StatusCode::FORBIDDEN,
                 "the form's CSRF token does not match this session\n",
-            ));
+            )));
         }
         Ok(operator)
     }
@@ -508,7 +511,7 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if let Err(refusal) = c.operator_for_change(&headers, &form.csrf) {
-        return refusal;
+        return *refusal;
     }
     if let Some(id) = session_cookie(&headers) {
         c.sessions.lock().expect("sessions lock").remove(&id);

@@ -44,7 +44,7 @@ pub fn money(minor: i64, currency: &str) -> String {
     };
     let mut grouped = String::new();
     for (i, ch) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(ch);
@@ -156,15 +156,16 @@ impl Console {
     }
 }
 
-fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Operator, Response> {
-    c.operator(headers).ok_or_else(|| c.not_signed_in())
+fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Operator, Box<Response>> {
+    c.operator(headers)
+        .ok_or_else(|| Box::new(c.not_signed_in()))
 }
 
 pub(crate) async fn today(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let lang = operator.lang;
     let today = c.today();
@@ -236,7 +237,7 @@ pub(crate) async fn overdue(State(c): State<Arc<Console>>, headers: HeaderMap) -
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now_ms = crate::clock::to_epoch_ms(c.clock.now());
     let since = now_ms - DAY_MS;
@@ -378,7 +379,7 @@ pub(crate) async fn queues(State(c): State<Arc<Console>>, headers: HeaderMap) ->
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now_ms = crate::clock::to_epoch_ms(c.clock.now());
     let first_day = now_ms.div_euclid(DAY_MS);
@@ -437,7 +438,7 @@ pub(crate) async fn search(
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let q: String = query.q.trim().chars().take(200).collect();
     let hits = match c.store.console_search(&q, LIST_LIMIT).await {
@@ -553,7 +554,7 @@ pub(crate) async fn agreement(
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let lang = operator.lang;
     let store = &c.store;
@@ -725,7 +726,7 @@ pub(crate) async fn customer(
     let started = Instant::now();
     let operator = match signed_in(&c, &headers) {
         Ok(o) => o,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let store = &c.store;
     let customer = match store.console_customer(&key.key).await {

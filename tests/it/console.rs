@@ -201,7 +201,11 @@ async fn text(client: &Client, css: &str) -> String {
         Some(element) => element.text().await.unwrap(),
         None => panic!(
             "{css}: not on the page {}",
-            client.current_url().await.map(|u| u.to_string()).unwrap_or_default()
+            client
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default()
         ),
     }
 }
@@ -822,7 +826,7 @@ fn repayd_money(minor: i64, currency: &str) -> String {
     let whole = (minor / 100).to_string();
     let mut grouped = String::new();
     for (i, ch) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             grouped.push(',');
         }
         grouped.push(ch);
