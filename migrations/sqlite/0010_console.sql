@@ -25,7 +25,7 @@ CREATE INDEX events_delinquency_moves ON events (at_ms)
 -- Search and the customer page.
 CREATE INDEX customers_name ON customers (name);
 CREATE INDEX customers_email ON customers (email);
-CREATE INDEX funding_accounts_customer ON funding_accounts (customer_id);
+-- (The customer's funding accounts: funding_accounts_customer of 0008.)
 -- The agreement page: its attempts and charges.
 CREATE INDEX debit_attempts_agreement ON debit_attempts (agreement_id);
 CREATE INDEX charges_agreement ON charges (agreement_id);
