@@ -484,6 +484,10 @@ async fn drive(
     .await
     .unwrap();
     assert!(paid >= 1, "the demo's catch-up debit paid an installment");
+    if let Ok(dir) = std::env::var("REPAYD_CONSOLE_SCREENSHOTS") {
+        let png = client.screenshot().await.map_err(|e| e.to_string())?;
+        std::fs::write(Path::new(&dir).join("console-agreement.png"), png).unwrap();
+    }
     assert_eq!(text(client, "#paid-count").await, paid.to_string());
     let paid_rows = client
         .find_all(Locator::Css("#schedule tr[data-status=paid]"))
@@ -526,10 +530,6 @@ async fn drive(
             .lines()
             .any(|l| l.contains("agreement page viewed") && l.contains("alice"))
     );
-    if let Ok(dir) = std::env::var("REPAYD_CONSOLE_SCREENSHOTS") {
-        let png = client.screenshot().await.map_err(|e| e.to_string())?;
-        std::fs::write(Path::new(&dir).join("console-agreement.png"), png).unwrap();
-    }
 
     // The customer page: every agreement of the customer.
     client

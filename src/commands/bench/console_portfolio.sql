@@ -19,7 +19,7 @@ WITH RECURSIVE s(seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < 1
 INSERT INTO installments (id, agreement_id, seq, due_date, principal_minor, interest_minor, fee_minor,
     total_minor, paid_minor, status, paid_at_ms)
 SELECT (a.id - 1) * 12 + s.seq, a.id, s.seq,
-       date('{TODAY}', '-' || (a.id % 330) || ' days', '+' || (s.seq - 1) * 30 || ' days'),
+       date('{TODAY}', '-' || (a.id % 330) || ' days', '+' || ((s.seq - 1) * 30) || ' days'),
        10000, 0, 0, 10000, 0, 'unpaid', NULL
 FROM agreements a, s;
 -- Older than 30 days: paid.
