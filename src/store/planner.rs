@@ -41,7 +41,30 @@ pub struct PlanWritten {
     pub reminders: u64,
 }
 
+/// The writer's page cache during a planning pass, KiB (SQLite's default is 2,000).
+const PLANNING_CACHE_KIB: i64 = 32_768;
+const DEFAULT_CACHE_KIB: i64 = 2_000;
+
 impl Store {
+    /// On SQLite, a larger page cache on the writer connection for the length of a
+    /// planning pass (`on`), and back to the default after: each page of a pass adds
+    /// rows at a few hundred places of the claim indexes (keyed by time), and with the
+    /// default cache those leaves were read back from the file for every page. No-op on
+    /// PostgreSQL (shared buffers).
+    pub async fn planning_cache(&self, on: bool) -> Result<()> {
+        if let super::Inner::Sqlite(pool) = &self.inner {
+            let kib = if on {
+                PLANNING_CACHE_KIB
+            } else {
+                DEFAULT_CACHE_KIB
+            };
+            sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = -{kib}")))
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The highest installment id (0 without installments): where a planning pass stops.
     pub async fn last_installment_id(&self) -> Result<i64> {
         let id = on_read!(self, |pool| {
