@@ -301,8 +301,10 @@ impl Store {
         effects: &Effects,
         now_ms: i64,
     ) -> Result<Applied> {
-        let applied = on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
+        // Owned: on SQLite the change runs on the group committer's task.
+        let (fence, change, effects) = (fence.clone(), change.clone(), effects.clone());
+        super::write_tx!(self, |conn| {
+            let (fence, change, effects) = (&fence, &change, &effects);
             let updated = sqlx::query(
                 "UPDATE debit_attempts SET state = $1, \
                     amount_minor = COALESCE($2, amount_minor), \
@@ -336,11 +338,10 @@ impl Store {
             .bind(fence.expected_state.as_str())
             .bind(fence.owner.as_str())
             .bind(change.funding_account_id)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if updated != 1 {
-                tx.rollback().await?;
                 return Err(StoreError::Fenced {
                     attempt_id: fence.attempt_id,
                     expected_state: fence.expected_state.clone(),
@@ -348,13 +349,13 @@ impl Store {
             }
             let mut applied = Applied::default();
             if let Some(p) = &effects.payment {
-                applied = apply_payment_sql!(&mut *tx, p, Some(fence.attempt_id));
+                applied = apply_payment_sql!(&mut *conn, p, Some(fence.attempt_id));
             }
             if let Some(next) = &effects.next_attempt
-                && let Some(id) = insert_attempt_sql!(&mut *tx, next, now_ms)
+                && let Some(id) = insert_attempt_sql!(&mut *conn, next, now_ms)
             {
                 insert_event!(
-                    &mut *tx,
+                    &mut *conn,
                     &NewEvent {
                         at_ms: now_ms,
                         kind: "debit_attempt_planned",
@@ -370,15 +371,13 @@ impl Store {
                 )?;
             }
             if let Some(r) = &effects.reminder {
-                super::reminders::insert_reminder_sql!(&mut *tx, r, now_ms);
+                super::reminders::insert_reminder_sql!(&mut *conn, r, now_ms);
             }
             for ev in &effects.events {
-                insert_event!(&mut *tx, ev)?;
+                insert_event!(&mut *conn, ev)?;
             }
-            tx.commit().await?;
-            applied
-        });
-        Ok(applied)
+            Ok(applied)
+        })
     }
 
     /// Records money received for one installment by other means (bank transfer, cash),

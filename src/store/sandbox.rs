@@ -82,6 +82,40 @@ pub enum SandboxBooking {
     Existing(SandboxDebitRow),
 }
 
+/// Why a booking was undone: another one under the same key committed first.
+const LOST_RACE: &str = "a concurrent booking under the same idempotency key committed first";
+
+/// [`SandboxDebitBooking`] owned, to run on the SQLite group committer's task.
+struct OwnedBooking {
+    idempotency_key: String,
+    account_ref: String,
+    amount_minor: i64,
+    currency: String,
+    opening_balance_minor: i64,
+    opening_status: String,
+    forced_decline: Option<String>,
+    pending: bool,
+    gateway_ref: String,
+    at_ms: i64,
+}
+
+impl From<&SandboxDebitBooking<'_>> for OwnedBooking {
+    fn from(b: &SandboxDebitBooking<'_>) -> Self {
+        Self {
+            idempotency_key: b.idempotency_key.to_string(),
+            account_ref: b.account_ref.to_string(),
+            amount_minor: b.amount_minor,
+            currency: b.currency.to_string(),
+            opening_balance_minor: b.opening_balance_minor,
+            opening_status: b.opening_status.to_string(),
+            forced_decline: b.forced_decline.map(str::to_string),
+            pending: b.pending,
+            gateway_ref: b.gateway_ref.to_string(),
+            at_ms: b.at_ms,
+        }
+    }
+}
+
 impl Store {
     /// Books a debit, or records why it was declined, in one transaction; a key seen before
     /// changes nothing and answers with the row recorded the first time.
@@ -90,43 +124,47 @@ impl Store {
     /// conditional `UPDATE ... WHERE balance_minor >= amount`, and the debit row is inserted
     /// with `ON CONFLICT DO NOTHING`; a booking that loses the race on the key rolls back
     /// (undoing its balance change) and answers with the winner's row.
+    ///
+    /// On SQLite the booking joins the writer's group commit (a savepoint of its own in a
+    /// transaction that also carries other debits' changes): the answer comes back only
+    /// after that commit, so the bank has durably booked the debit before repayd hears of
+    /// it, and the booking is never in the transaction that records its own outcome.
     pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            // A write first: on SQLite this takes the write lock before anything is read, so
-            // concurrent bookings queue on the busy timeout instead of failing on a stale
-            // read snapshot. It also opens an account on its first use.
-            sqlx::query(
-                "INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO NOTHING",
-            )
-            .bind(b.account_ref)
-            .bind(b.currency)
-            .bind(b.opening_balance_minor)
-            .bind(b.opening_status)
-            .execute(&mut *tx)
-            .await?;
+        let booking = OwnedBooking::from(b);
+        let booked = super::write_tx!(self, |conn| {
+            let b = &booking;
+            // A key seen before: nothing is written (a replay under a wrong account opens
+            // no account).
             let existing = sqlx::query_as::<_, SandboxDebitRow>(
                 "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
                  decline_code, gateway_ref, created_at_ms \
                  FROM sandbox_debits WHERE idempotency_key = $1",
             )
-            .bind(b.idempotency_key)
-            .fetch_optional(&mut *tx)
+            .bind(b.idempotency_key.as_str())
+            .fetch_optional(&mut *conn)
             .await?;
             if let Some(row) = existing {
-                // Rolled back so a replay under a wrong account opens nothing.
-                tx.rollback().await?;
                 return Ok(SandboxBooking::Existing(row));
             }
+            // Opens the account on its first use.
+            sqlx::query(
+                "INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO NOTHING",
+            )
+            .bind(b.account_ref.as_str())
+            .bind(b.currency.as_str())
+            .bind(b.opening_balance_minor)
+            .bind(b.opening_status.as_str())
+            .execute(&mut *conn)
+            .await?;
             let account = sqlx::query_as::<_, SandboxAccountRow>(
                 "SELECT account_ref, currency, balance_minor, status \
                  FROM sandbox_accounts WHERE account_ref = $1",
             )
-            .bind(b.account_ref)
-            .fetch_one(&mut *tx)
+            .bind(b.account_ref.as_str())
+            .fetch_one(&mut *conn)
             .await?;
-            let decline = if let Some(code) = b.forced_decline {
+            let decline = if let Some(code) = b.forced_decline.as_deref() {
                 Some(code)
             } else if account.status == STATUS_CLOSED {
                 Some(DECLINE_ACCOUNT_CLOSED)
@@ -143,9 +181,9 @@ impl Store {
                      AND balance_minor >= $1",
                 )
                 .bind(b.amount_minor)
-                .bind(b.account_ref)
-                .bind(b.currency)
-                .execute(&mut *tx)
+                .bind(b.account_ref.as_str())
+                .bind(b.currency.as_str())
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
                 if taken == 1 {
@@ -165,47 +203,51 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (idempotency_key) DO NOTHING",
             )
-            .bind(b.idempotency_key)
-            .bind(b.account_ref)
+            .bind(b.idempotency_key.as_str())
+            .bind(b.account_ref.as_str())
             .bind(b.amount_minor)
-            .bind(b.currency)
+            .bind(b.currency.as_str())
             .bind(status)
             .bind(decline)
-            .bind(b.gateway_ref)
+            .bind(b.gateway_ref.as_str())
             .bind(b.at_ms)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected();
             if inserted == 0 {
-                // PostgreSQL: a concurrent booking under the same key committed first.
-                tx.rollback().await?;
-                let row = sqlx::query_as::<_, SandboxDebitRow>(
-                    "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
-                     decline_code, gateway_ref, created_at_ms \
-                     FROM sandbox_debits WHERE idempotency_key = $1",
-                )
-                .bind(b.idempotency_key)
-                .fetch_one(pool)
-                .await?;
-                return Ok(SandboxBooking::Existing(row));
+                // PostgreSQL: a concurrent booking under the same key committed first. An
+                // error undoes this booking (its balance change included).
+                return Err(StoreError::Conflict(LOST_RACE.into()));
             }
-            tx.commit().await?;
             Ok(SandboxBooking::New(SandboxDebitRow {
-                idempotency_key: b.idempotency_key.to_string(),
-                account_ref: b.account_ref.to_string(),
+                idempotency_key: b.idempotency_key.clone(),
+                account_ref: b.account_ref.clone(),
                 amount_minor: b.amount_minor,
-                currency: b.currency.to_string(),
+                currency: b.currency.clone(),
                 status: status.to_string(),
                 decline_code: decline.map(str::to_string),
-                gateway_ref: b.gateway_ref.to_string(),
+                gateway_ref: b.gateway_ref.clone(),
                 created_at_ms: b.at_ms,
             }))
-        })
+        });
+        match booked {
+            Ok(booking) => Ok(booking),
+            Err(StoreError::Conflict(why)) if why == LOST_RACE => {
+                let row = self
+                    .sandbox_debit(b.idempotency_key)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("{LOST_RACE}, yet it is not there"))
+                    })?;
+                Ok(SandboxBooking::Existing(row))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The account, if it has been opened.
     pub async fn sandbox_account(&self, account_ref: &str) -> Result<Option<SandboxAccountRow>> {
-        let row = on_pool!(self, |pool| {
+        let row = on_read!(self, |pool| {
             sqlx::query_as::<_, SandboxAccountRow>(
                 "SELECT account_ref, currency, balance_minor, status \
                  FROM sandbox_accounts WHERE account_ref = $1",

@@ -457,6 +457,10 @@ listen = "127.0.0.1:0"
             (Some(a), Some(b)) => format!(", {:.1} CPU s", b - a),
             _ => String::new(),
         };
+        // As the daemon does after a pass (not counted in the pass's time).
+        if let Ok(Ok(report)) = &outcome {
+            engine.refresh_statistics_after(report).await;
+        }
         let result = match outcome {
             Ok(Ok(report)) => (
                 Some(secs),
@@ -879,7 +883,7 @@ listen = "127.0.0.1:0"
                 .due_reminder_work(to_epoch_ms(SystemClock.now()))
                 .await?
                 .rows;
-            let sent_before = sent_upcoming(&store).await?;
+            let sent_before = sent_upcoming(&store.reminder_state_counts().await?);
             let processed_before = processed_work(&store).await?;
             let commits_before = backend.commits(&run_url)?;
             let sink_before = self.sink.accepted();
@@ -918,21 +922,37 @@ listen = "127.0.0.1:0"
                 }
             }
             // Rates count from READY. Poll until nothing is due or in flight, or the cap.
+            // The poll is the harness's own load on the database the daemons use, so it
+            // is kept to a fifth of the wall time at most: the count by state of the
+            // attempts every half second or more, and the count by kind and state of the
+            // reminders (a scan of every reminder row, 900,000 here, which took 2-4 s on
+            // PostgreSQL when it ran three times a poll) every 4 s or more.
             let started = Instant::now();
             let mut debits = Progress::default();
             let mut reminders = Progress::default();
+            let mut next_reminder_poll = Duration::ZERO;
+            let mut reminders_open = 1;
+            let mut pause = Duration::from_millis(500);
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(pause).await;
+                let poll = Instant::now();
                 let at = started.elapsed().as_secs_f64();
-                let finished = finished_debits(&store).await?;
-                let sent = sent_upcoming(&store).await?.saturating_sub(sent_before);
-                debits.see(finished, at);
-                reminders.see(sent, at);
+                let attempts = AttemptCounts::of(&store).await?;
+                debits.see(attempts.finished, at);
                 let now_ms = to_epoch_ms(SystemClock.now());
-                let open = store.due_debit_work(now_ms).await?.rows
-                    + store.due_reminder_work(now_ms).await?.rows
-                    + in_flight_work(&store).await?;
-                if open == 0
+                let debits_open = store.due_debit_work(now_ms).await?.rows + attempts.in_flight;
+                if started.elapsed() >= next_reminder_poll {
+                    let t = Instant::now();
+                    let counts = store.reminder_state_counts().await?;
+                    reminders.see(sent_upcoming(&counts).saturating_sub(sent_before), at);
+                    reminders_open =
+                        store.due_reminder_work(now_ms).await?.rows + sending_messages(&counts);
+                    let cost = t.elapsed();
+                    next_reminder_poll =
+                        started.elapsed() + (cost * 4).max(Duration::from_millis(500 * 8));
+                }
+                pause = (poll.elapsed() * 4).max(Duration::from_millis(500));
+                if debits_open + reminders_open == 0
                     || started.elapsed() > self.sizes.run_cap
                     || running.iter_mut().any(|d| d.exited())
                 {
@@ -1062,55 +1082,47 @@ impl Progress {
     }
 }
 
-/// First debit attempts that reached an outcome (a retry planned later counts once).
-async fn finished_debits(store: &Store) -> anyhow::Result<u64> {
-    Ok(store
-        .attempt_state_counts()
-        .await?
-        .iter()
-        .filter(|(state, _)| {
-            matches!(
-                state.as_str(),
-                "succeeded"
-                    | "insufficient_funds"
-                    | "declined"
-                    | "rejected"
-                    | "failed"
-                    | "unknown"
-                    | "pending"
-            )
-        })
-        .map(|(_, n)| *n as u64)
-        .sum())
+/// Debit attempts by what became of them, from one count by state.
+struct AttemptCounts {
+    /// First debit attempts that reached an outcome (a retry planned later counts once).
+    finished: u64,
+    /// Attempts some worker holds right now (leased, not finished).
+    in_flight: i64,
 }
 
-/// Debit attempts and messages some worker holds right now (leased, not finished).
-async fn in_flight_work(store: &Store) -> anyhow::Result<i64> {
-    let debits: i64 = store
-        .attempt_state_counts()
-        .await?
-        .iter()
-        .filter(|(state, _)| matches!(state.as_str(), "claimed" | "funds_checked" | "submitted"))
-        .map(|(_, n)| *n)
-        .sum();
-    let messages: i64 = store
-        .reminder_state_counts()
-        .await?
+impl AttemptCounts {
+    async fn of(store: &Store) -> anyhow::Result<Self> {
+        let mut counts = AttemptCounts {
+            finished: 0,
+            in_flight: 0,
+        };
+        for (state, n) in store.attempt_state_counts().await? {
+            match state.as_str() {
+                "succeeded" | "insufficient_funds" | "declined" | "rejected" | "failed"
+                | "unknown" | "pending" => counts.finished += n as u64,
+                "claimed" | "funds_checked" | "submitted" => counts.in_flight += n,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Messages some worker is sending right now.
+fn sending_messages(counts: &[(String, String, i64)]) -> i64 {
+    counts
         .iter()
         .filter(|(_, state, _)| state == "sending")
         .map(|(_, _, n)| *n)
-        .sum();
-    Ok(debits + messages)
+        .sum()
 }
 
-async fn sent_upcoming(store: &Store) -> anyhow::Result<u64> {
-    Ok(store
-        .reminder_state_counts()
-        .await?
+fn sent_upcoming(counts: &[(String, String, i64)]) -> u64 {
+    counts
         .iter()
         .filter(|(kind, state, _)| kind == "upcoming" && state == "sent")
         .map(|(_, _, n)| *n as u64)
-        .sum())
+        .sum()
 }
 
 /// The pre-due reminders of the installments due today (up to two days ahead in UTC, so
@@ -1153,7 +1165,7 @@ async fn processed_work(store: &Store) -> anyhow::Result<u64> {
         .filter(|(_, state, _)| matches!(state.as_str(), "sent" | "cancelled" | "failed"))
         .map(|(_, _, n)| *n as u64)
         .sum();
-    Ok(finished_debits(store).await? + messages)
+    Ok(AttemptCounts::of(store).await?.finished + messages)
 }
 
 fn json_number(text: &str, key: &str) -> Option<f64> {
