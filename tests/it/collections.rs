@@ -1,7 +1,9 @@
 //! Collections (issue 13) through the whole engine, on both databases, against the
 //! sandbox bank and against the loopback HTTP bank of `gateway_http.rs` speaking protocol
-//! 1.1: partial collection, and debits the bank returns days later. The customer's inbox
-//! (a real SMTP listener) is read as the customer would read it.
+//! 1.1: partial collection, funding sources tried in order, and debits the bank returns
+//! days later (applied once, also when the feed is replayed or two daemons read it at the
+//! same moment). The customer's inbox (a real SMTP listener) is read as the customer would
+//! read it.
 
 use crate::both_backends;
 use crate::gateway_http::{TestBank, client_v11, start};
@@ -779,3 +781,63 @@ both_backends!(
     funding_sources_on_the_http_gateway,
     super::funding_sources_http
 );
+
+/// Two daemons read the same returns feed at the same moment (PostgreSQL: several daemons
+/// share one database): the return is applied once; the daemon whose cursor moved under
+/// it reads on and finds nothing new.
+async fn two_daemons_apply_a_return_once(db: TestDb, http: bool) {
+    let store = db.store.clone();
+    let smtp = SmtpListener::start();
+    let (_hook, url) = hook_server().await;
+    let clock = ManualClock::new(utc(2027, 1, 13, 17, 0));
+    let (bank, gateway) = Bank::new(http, &store, &clock).await;
+    let first = engine(&db, gateway.clone(), &clock, &smtp, policy(url.clone()));
+    let a = customer(&store, "TWO", "ACC-TWO-0001", &["2027-01-15"], 300_00).await;
+    bank.set_balance("ACC-TWO-0001", 1_000_00).await;
+    drive(
+        &first,
+        &clock,
+        local("2027-01-15", 12, 0, SHANGHAI),
+        async |_| {},
+    )
+    .await;
+    let attempts = store.attempts_for_agreement(a).await.unwrap();
+    bank.return_debit(&attempts[0].idempotency_key, "insufficient_funds", false)
+        .await;
+    let second_store = db.reconnect().await;
+    let second = Arc::new(Engine::new(
+        second_store,
+        gateway,
+        Arc::new(clock.clone()),
+        policy(url),
+        "coll-worker-2",
+    ));
+    let (x, y) = tokio::join!(first.poll_returns(), second.poll_returns());
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(x.applied + y.applied, 1, "{x:?} {y:?}");
+    let events = store.events(Some(a)).await.unwrap();
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "debit_returned").count(),
+        1
+    );
+    let inst = store.installments(a).await.unwrap();
+    assert_eq!((inst[0].status.as_str(), inst[0].paid_minor), ("unpaid", 0));
+    assert_eq!(
+        store
+            .attempts_for_installment(inst[0].id)
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "one retry planned"
+    );
+}
+
+async fn two_daemons_sandbox(db: TestDb) {
+    two_daemons_apply_a_return_once(db, false).await
+}
+async fn two_daemons_http(db: TestDb) {
+    two_daemons_apply_a_return_once(db, true).await
+}
+both_backends!(two_daemons_on_the_sandbox, super::two_daemons_sandbox);
+both_backends!(two_daemons_on_the_http_gateway, super::two_daemons_http);
