@@ -343,6 +343,25 @@ impl Settings {
         }
     }
 
+    /// The expiry of the TLS material in use (`gateway.http` when the gateway is HTTP,
+    /// `mail.smtp` when mail goes by SMTP) at `now`: an expired client certificate is an
+    /// error, anything ending within 30 days a warning. `check-config`, start-up and every
+    /// reload ask.
+    pub fn certificate_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> crate::tls::Expiry {
+        let mut found = crate::tls::Expiry::default();
+        if self.gateway.kind == crate::gateway::GatewayKind::Http
+            && let Some(http) = &self.gateway.http
+        {
+            found.merge(http.certificate_expiry(now));
+        }
+        if self.mail.kind == crate::mail::MailKind::Smtp
+            && let Some(smtp) = &self.mail.smtp
+        {
+            found.merge(smtp.certificate_expiry(now));
+        }
+        found
+    }
+
     /// Semantic checks beyond the types: every problem, each naming its key.
     pub fn check(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
@@ -640,7 +659,7 @@ pub fn resolve_secret(
     }
 }
 
-fn expand_credentials_dir(path: &Path) -> PathBuf {
+pub(crate) fn expand_credentials_dir(path: &Path) -> PathBuf {
     let text = path.to_string_lossy();
     if text.contains("$CREDENTIALS_DIRECTORY")
         && let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY")

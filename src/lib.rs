@@ -13,6 +13,8 @@
 //!   written.
 //! - [`gateway`]: the `PaymentGateway` trait, the sandbox bank and the HTTP connector.
 //! - [`mail`]: the `Mailer` trait, SMTP and the file outbox, templates.
+//! - [`tls`]: client certificates and CA bundles read from files and checked (key matches
+//!   certificate, expiry) for mutual TLS to the bank and a relay's private CA.
 //! - [`engine`]: the daemon: planner, debit worker, reconciler, reminders, overdue
 //!   assessment, operations alerts, shutdown.
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics`; latency histograms
@@ -38,3 +40,4 @@ pub mod mask;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

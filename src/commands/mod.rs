@@ -85,6 +85,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init_stderr();
             let settings = load_settings(&cli.config)?;
             check_components(&settings).await?;
+            // Certificates: expired is an error (exit 78), ending within 30 days a warning.
+            use crate::clock::Clock;
+            for warning in settings
+                .certificate_expiry(SystemClock.now())
+                .into_result()?
+            {
+                eprintln!("warning: {warning}");
+            }
             Store::probe(&settings.database_url())
                 .await
                 .map_err(|e| ConfigError::invalid(settings.database_url_key(), e.to_string()))?;

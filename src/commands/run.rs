@@ -6,15 +6,19 @@
 //! on SIGTERM/SIGINT: in-flight debits finish and are recorded, then the endpoint closes.
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::Settings;
+use crate::config::{ConfigError, Settings};
 use crate::engine::Engine;
 use crate::engine::daemon::Daemon;
 use crate::engine::policy::EnginePolicy;
+use crate::gateway::http::{HttpGateway, PreparedConnection};
 use crate::gateway::{GatewayKind, PaymentGateway};
 use crate::http::{HttpServer, HttpState};
+use crate::mail::smtp::PreparedTls;
+use crate::mail::{MailKind, SmtpMailer};
 use crate::metrics::{MeteredGateway, MeteredMailer, Metrics};
 use crate::store::Store;
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use sd_notify::NotifyState;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,13 +42,26 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
         }
     }
     let metrics = Arc::new(Metrics::new());
-    let gateway: Arc<dyn PaymentGateway> = Arc::new(MeteredGateway::new(
-        build_gateway(&settings, &store).await?,
-        Arc::clone(&metrics),
-    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // An expired client certificate stops the start (the bank would refuse every call);
+    // one that ends soon is said now and on every reload.
+    for warning in settings.certificate_expiry(clock.now()).into_result()? {
+        tracing::warn!("{warning}");
+    }
+    let mut transports = Transports::default();
+    let gateway: Arc<dyn PaymentGateway> = match (&settings.gateway.kind, &settings.gateway.http) {
+        (GatewayKind::Http, Some(http)) => {
+            let http = Arc::new(HttpGateway::new(http)?);
+            transports.gateway = Some(Arc::clone(&http));
+            http
+        }
+        _ => build_gateway(&settings, &store).await?,
+    };
+    let gateway: Arc<dyn PaymentGateway> =
+        Arc::new(MeteredGateway::new(gateway, Arc::clone(&metrics)));
     let policy = EnginePolicy::from_settings(&settings)?;
-    let mut mail = build_mail(&settings)?;
+    let (mut mail, smtp) = build_mail_parts(&settings)?;
+    transports.smtp = smtp;
     mail.mailer = Arc::new(MeteredMailer::new(mail.mailer, Arc::clone(&metrics)));
     let engine = Arc::new(
         Engine::new(
@@ -91,7 +108,12 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
         shutdown.clone(),
     )
     .await?;
-    let reloader = Arc::new(Reloader::new(Arc::clone(&engine), config_path.clone()));
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&engine),
+        transports,
+        Arc::clone(&clock),
+        config_path.clone(),
+    ));
     spawn_signal_handlers(shutdown.clone(), Arc::clone(&reloader));
     // `systemctl reload` (ExecReload=repayd reload) asks here and learns the outcome.
     let control = match super::reload::daemon_socket_path() {
@@ -154,17 +176,101 @@ pub async fn build_gateway(
 
 /// The mailer and the templates (every one rendered once with sample data first).
 pub fn build_mail(settings: &Settings) -> anyhow::Result<crate::engine::MailDeps> {
+    Ok(build_mail_parts(settings)?.0)
+}
+
+/// [`build_mail`], and the SMTP mailer itself when mail goes by SMTP (for reloads).
+fn build_mail_parts(
+    settings: &Settings,
+) -> anyhow::Result<(crate::engine::MailDeps, Option<Arc<SmtpMailer>>)> {
     let templates = settings
         .mail
         .templates()
         .context("loading email templates")?;
     templates.check_all().context("checking email templates")?;
-    let mailer = crate::mail::build_mailer(&settings.mail)?;
-    Ok(crate::engine::MailDeps::new(
-        mailer,
-        templates,
-        settings.mail.clone(),
+    let (mailer, smtp): (Arc<dyn crate::mail::Mailer>, _) =
+        match (&settings.mail.kind, &settings.mail.smtp) {
+            (MailKind::Smtp, Some(smtp)) => {
+                let smtp = Arc::new(SmtpMailer::new(smtp, settings.mail.from_mailbox()?)?);
+                (Arc::clone(&smtp) as _, Some(smtp))
+            }
+            _ => (crate::mail::build_mailer(&settings.mail)?, None),
+        };
+    Ok((
+        crate::engine::MailDeps::new(mailer, templates, settings.mail.clone()),
+        smtp,
     ))
+}
+
+/// The transports whose TLS material (client certificate, CA bundles) and gateway token
+/// a reload replaces without a restart.
+#[derive(Debug, Default, Clone)]
+pub struct Transports {
+    pub gateway: Option<Arc<HttpGateway>>,
+    pub smtp: Option<Arc<SmtpMailer>>,
+}
+
+/// What [`Transports::prepare`] built, to be installed whole.
+pub struct PreparedTransports {
+    gateway: Option<PreparedConnection>,
+    smtp: Option<PreparedTls>,
+}
+
+impl Transports {
+    /// Builds every transport's new connection settings from `settings` without using
+    /// them yet: any unreadable or invalid file is an error and nothing changes. A
+    /// change of `gateway.kind` or `mail.kind` needs a restart and is only warned about.
+    pub fn prepare(&self, settings: &Settings) -> Result<PreparedTransports, ConfigError> {
+        let gateway = match (
+            &self.gateway,
+            &settings.gateway.kind,
+            &settings.gateway.http,
+        ) {
+            (Some(_), GatewayKind::Http, Some(http)) => Some(HttpGateway::prepare(http)?),
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "gateway.kind is no longer \"http\": the change takes effect at the next start"
+                );
+                None
+            }
+            (None, _, _) => None,
+        };
+        let smtp = match (&self.smtp, &settings.mail.kind, &settings.mail.smtp) {
+            (Some(_), MailKind::Smtp, Some(smtp)) => Some(SmtpMailer::prepare_tls(smtp)?),
+            (Some(_), _, _) => {
+                tracing::warn!(
+                    "mail.kind is no longer \"smtp\": the change takes effect at the next start"
+                );
+                None
+            }
+            (None, _, _) => None,
+        };
+        Ok(PreparedTransports { gateway, smtp })
+    }
+
+    /// Puts what [`Transports::prepare`] built in use.
+    pub fn install(&self, prepared: PreparedTransports) {
+        if let (Some(gateway), Some(connection)) = (&self.gateway, prepared.gateway) {
+            gateway.install(connection);
+        }
+        if let (Some(smtp), Some(tls)) = (&self.smtp, prepared.smtp) {
+            smtp.install_tls(tls);
+        }
+    }
+
+    /// Loads, checks and applies `settings` to the transports: the part of a reload that
+    /// concerns them (certificate expiry included). On an error nothing changes.
+    /// Returns the expiry warnings.
+    pub fn reload(
+        &self,
+        settings: &Settings,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let warnings = settings.certificate_expiry(now).into_result()?;
+        let prepared = self.prepare(settings)?;
+        self.install(prepared);
+        Ok(warnings)
+    }
 }
 
 /// A name for this worker in leases and logs: host, process id and a random suffix, so a
@@ -217,16 +323,25 @@ fn stop(shutdown: &CancellationToken) {
 /// reload at a time, and keeps systemd's STATUS= saying which settings are in force.
 pub struct Reloader {
     engine: Arc<Engine>,
+    transports: Transports,
+    clock: Arc<dyn Clock>,
     config_path: PathBuf,
     /// The digest of the file in force; a reload in progress holds the lock.
     in_force: std::sync::Mutex<String>,
 }
 
 impl Reloader {
-    fn new(engine: Arc<Engine>, config_path: PathBuf) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        transports: Transports,
+        clock: Arc<dyn Clock>,
+        config_path: PathBuf,
+    ) -> Self {
         let digest = file_digest(&config_path);
         let reloader = Reloader {
             engine,
+            transports,
+            clock,
             config_path,
             in_force: std::sync::Mutex::new(digest),
         };
@@ -249,9 +364,11 @@ impl Reloader {
         )
     }
 
-    /// Re-reads the configuration, then applies the debit, retry and reminder policy and
-    /// the email templates; anything bad (TOML, a key, a template, a calendar) keeps all
-    /// the old settings. Returns the new status, or why the reload was rejected. systemd
+    /// Re-reads the configuration, then applies the debit, retry and reminder policy, the
+    /// email templates and the transports' TLS material (a rotated client certificate, a
+    /// new CA bundle, the gateway token); anything bad (TOML, a key, a template, a
+    /// calendar, an unreadable, mismatched or expired certificate) keeps all the old
+    /// settings. Returns the new status, or why the reload was rejected. systemd
     /// hears RELOADING=1 first and READY=1 with the status before this returns.
     pub fn reload(&self) -> Result<String, String> {
         let mut in_force = self.in_force.lock().unwrap_or_else(|e| e.into_inner());
@@ -266,10 +383,18 @@ impl Reloader {
             let policy = EnginePolicy::from_settings(&settings)?;
             let templates = settings.mail.templates()?;
             templates.check_all()?;
-            Ok((policy, templates))
+            let warnings = settings
+                .certificate_expiry(self.clock.now())
+                .into_result()?;
+            let transports = self.transports.prepare(&settings)?;
+            Ok((policy, templates, warnings, transports))
         })();
         let outcome = match loaded {
-            Ok((policy, templates)) => {
+            Ok((policy, templates, warnings, transports)) => {
+                for warning in warnings {
+                    tracing::warn!("{warning}");
+                }
+                self.transports.install(transports);
                 self.engine.set_policy(policy);
                 if let Some(mail) = self.engine.mail() {
                     mail.set_templates(templates);

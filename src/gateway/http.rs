@@ -15,12 +15,14 @@ use crate::gateway::{
     PaymentGateway, ReturnsPage,
 };
 use crate::mask;
+use crate::tls::{CaBundle, ClientIdentity, Expiry};
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The idempotency-key header of `POST /v1/debits`.
@@ -60,6 +62,17 @@ pub struct HttpGatewaySettings {
     /// version 1.0 server has no such endpoint.
     #[serde(default)]
     pub returns_feed: bool,
+    /// Mutual TLS: the client certificate this daemon presents (PEM, the certificate
+    /// first, then any intermediates), e.g. `$CREDENTIALS_DIRECTORY/gateway-client.crt`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1). Never logged.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// The CA(s) that sign the bank's server certificate (PEM). When set, only these are
+    /// trusted, not the public roots (see docs/tls.md).
+    #[serde(default)]
+    pub ca_bundle_file: Option<PathBuf>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -83,6 +96,9 @@ impl HttpGatewaySettings {
             request_timeout_ms: default_request_timeout_ms(),
             funds_check_retries: default_funds_check_retries(),
             returns_feed: false,
+            client_cert_file: None,
+            client_key_file: None,
+            ca_bundle_file: None,
         }
     }
 
@@ -112,7 +128,51 @@ impl HttpGatewaySettings {
                 format!("must be at most {MAX_FUNDS_CHECK_RETRIES}"),
             ));
         }
+        let (identity, bundle) = self.tls_files();
+        problems.extend(identity.err());
+        problems.extend(bundle.err());
         problems
+    }
+
+    /// The client identity and the CA bundle, each read and checked (`None` when not set).
+    fn tls_files(
+        &self,
+    ) -> (
+        Result<Option<ClientIdentity>, ConfigError>,
+        Result<Option<CaBundle>, ConfigError>,
+    ) {
+        let identity = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => ClientIdentity::load("gateway.http", cert, key).map(Some),
+            (Some(_), None) => Err(ConfigError::invalid(
+                "gateway.http.client_key_file",
+                "client_cert_file is set, so the key is needed too",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "gateway.http.client_cert_file",
+                "client_key_file is set, so the certificate is needed too",
+            )),
+            (None, None) => Ok(None),
+        };
+        let bundle = self
+            .ca_bundle_file
+            .as_deref()
+            .map(|path| CaBundle::load("gateway.http.ca_bundle_file", path))
+            .transpose();
+        (identity, bundle)
+    }
+
+    /// Expiry of the client certificate (expired: an error; within 30 days: a warning) and
+    /// of the CA bundle (warnings). Files that cannot be read are `check()`'s to report.
+    pub fn certificate_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> Expiry {
+        let mut found = Expiry::default();
+        let (identity, bundle) = self.tls_files();
+        if let Ok(Some(identity)) = identity {
+            found.merge(identity.check_expiry(now));
+        }
+        if let Ok(Some(bundle)) = bundle {
+            found.merge(bundle.check_expiry(now));
+        }
+        found
     }
 
     /// The `Authorization` header value, marked sensitive so it is never printed.
@@ -469,9 +529,51 @@ fn classify(e: reqwest::Error) -> Failure {
     // of the request was written. Everything else may have been.
     if e.is_connect() || e.is_builder() {
         Failure::NotSent(describe(&e))
+    } else if let Some(alert) = certificate_refusal(&e) {
+        // With TLS 1.3 the client's side of the handshake ends before the bank has checked
+        // its certificate, so the request may already be on the wire when the bank says no;
+        // but a handshake the bank failed never carried a request it acted on.
+        Failure::NotSent(format!(
+            "the bank refused this client's TLS certificate ({alert:?}): check \
+             gateway.http.client_cert_file and client_key_file; {}",
+            describe(&e)
+        ))
     } else {
         Failure::MaybeSent(describe(&e))
     }
+}
+
+/// The TLS alert, if the bank ended the handshake over the client's certificate (none
+/// given, unknown CA, expired, revoked, refused).
+fn certificate_refusal(e: &reqwest::Error) -> Option<rustls::AlertDescription> {
+    use rustls::AlertDescription as A;
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        // io::Error hides the error it wraps from `source()`: look inside it too.
+        let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls
+            && matches!(
+                alert,
+                A::CertificateRequired
+                    | A::UnknownCA
+                    | A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateExpired
+                    | A::CertificateRevoked
+                    | A::CertificateUnknown
+                    | A::AccessDenied
+            )
+        {
+            return Some(*alert);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// What one funds confirmation came to.
@@ -483,10 +585,31 @@ enum FundsTry {
     Fail(GatewayError),
 }
 
-/// The client side of the protocol.
-#[derive(Debug)]
+/// The client side of the protocol. Its connection (client, TLS identity, token, URLs) is
+/// replaced whole by [`HttpGateway::reload`]; a request in flight keeps the one it began
+/// with.
 pub struct HttpGateway {
+    connection: std::sync::RwLock<Arc<Connection>>,
+}
+
+// Hand-written: nothing of the token or the TLS key is shown.
+impl std::fmt::Debug for HttpGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let connection = self.connection();
+        f.debug_struct("HttpGateway")
+            .field("debits_url", &connection.debits_url.as_str())
+            .field("client_certificate", &connection.client_certificate)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A gateway connection built by [`HttpGateway::prepare`], waiting to be installed.
+pub struct PreparedConnection(Arc<Connection>);
+
+struct Connection {
     client: reqwest::Client,
+    /// The client certificate's file and subject, for logs.
+    client_certificate: Option<String>,
     funds_url: Url,
     debits_url: Url,
     by_key_url: Url,
@@ -497,6 +620,48 @@ pub struct HttpGateway {
 
 impl HttpGateway {
     pub fn new(settings: &HttpGatewaySettings) -> Result<Self, ConfigError> {
+        Ok(HttpGateway {
+            connection: std::sync::RwLock::new(Arc::new(Connection::new(settings)?)),
+        })
+    }
+
+    /// Applies new settings (a rotated client certificate or CA bundle, a new token):
+    /// everything is read and built first; on any error the connection in force stays and
+    /// the error is returned. Requests already in flight finish on the old connection.
+    pub fn reload(&self, settings: &HttpGatewaySettings) -> Result<(), ConfigError> {
+        let prepared = Self::prepare(settings)?;
+        self.install(prepared);
+        Ok(())
+    }
+
+    /// The first half of a reload: a connection built from `settings`, not yet in use
+    /// (so a reload of several parts can build all of them before applying any).
+    pub fn prepare(settings: &HttpGatewaySettings) -> Result<PreparedConnection, ConfigError> {
+        Ok(PreparedConnection(Arc::new(Connection::new(settings)?)))
+    }
+
+    /// The second half: requests from now on use `prepared`.
+    pub fn install(&self, prepared: PreparedConnection) {
+        let connection = prepared.0;
+        tracing::info!(
+            client_certificate = connection.client_certificate.as_deref().unwrap_or("none"),
+            "gateway connection reloaded"
+        );
+        *self.connection.write().unwrap_or_else(|e| e.into_inner()) = connection;
+    }
+
+    fn connection(&self) -> Arc<Connection> {
+        Arc::clone(&self.connection.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    #[cfg(test)]
+    fn lookup_url(&self, key: &str) -> Url {
+        self.connection().lookup_url(key)
+    }
+}
+
+impl Connection {
+    fn new(settings: &HttpGatewaySettings) -> Result<Self, ConfigError> {
         let mut problems = settings.check();
         match problems.len() {
             0 => {}
@@ -513,16 +678,44 @@ impl HttpGateway {
         // reqwest is built without a bundled provider; installing fails harmlessly if one
         // is already installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(settings.connect_timeout_ms))
             .timeout(Duration::from_millis(settings.request_timeout_ms))
             // A redirected debit could be replayed somewhere unexpected: never follow.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("repayd/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("repayd/", env!("CARGO_PKG_VERSION")));
+        let (identity, bundle) = settings.tls_files();
+        let mut client_certificate = None;
+        if let Some(identity) = identity? {
+            let id = reqwest::Identity::from_pem(identity.pem()).map_err(|e| {
+                ConfigError::invalid(
+                    "gateway.http.client_key_file",
+                    format!(
+                        "the certificate and key are not usable together: {}",
+                        describe(&e)
+                    ),
+                )
+            })?;
+            builder = builder.identity(id);
+            client_certificate = Some(format!(
+                "{} {}",
+                identity.cert_path.display(),
+                identity.validity().subject
+            ));
+        }
+        if let Some(bundle) = bundle? {
+            let certs = reqwest::Certificate::from_pem_bundle(bundle.pem())
+                .map_err(|e| ConfigError::invalid("gateway.http.ca_bundle_file", describe(&e)))?;
+            // Only the bank's CA: a certificate for the bank's name from any public CA
+            // must not be able to stand in for the bank.
+            builder = builder.tls_certs_only(certs);
+        }
+        let client = builder
             .build()
             .map_err(|e| ConfigError::invalid("gateway.http", describe(&e)))?;
-        Ok(HttpGateway {
+        Ok(Connection {
             client,
+            client_certificate,
             funds_url: join("v1/funds-confirmations")?,
             debits_url: join("v1/debits")?,
             by_key_url: join("v1/debits/by-key/")?,
@@ -608,16 +801,17 @@ impl PaymentGateway for HttpGateway {
         account_ref: &str,
         amount: &Money,
     ) -> Result<FundsAnswer, GatewayError> {
+        let conn = self.connection();
         let body = FundsConfirmationRequest {
             account_ref,
             amount: WireAmount::from_money(amount),
         };
         let mut retry = 0;
         loop {
-            match self.confirm_funds_once(&body, amount).await {
+            match conn.confirm_funds_once(&body, amount).await {
                 FundsTry::Answer(answer) => return Ok(answer),
                 FundsTry::Fail(e) => return Err(e),
-                FundsTry::Retry(e) if retry < self.funds_check_retries => {
+                FundsTry::Retry(e) if retry < conn.funds_check_retries => {
                     retry += 1;
                     let pause = RETRY_BASE
                         .saturating_mul(1 << (retry - 1).min(8))
@@ -642,6 +836,7 @@ impl PaymentGateway for HttpGateway {
         amount = %request.amount,
     ))]
     async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
+        let conn = self.connection();
         let key = &request.idempotency_key;
         if !is_valid_key(key) {
             return Err(GatewayError::Protocol(
@@ -654,12 +849,12 @@ impl PaymentGateway for HttpGateway {
             amount: WireAmount::from_money(&request.amount),
             reference: &request.reference,
         };
-        let sent = self
+        let sent = conn
             .client
-            .post(self.debits_url.clone())
+            .post(conn.debits_url.clone())
             .header(IDEMPOTENCY_KEY_HEADER, key.as_str())
             .json(&body);
-        let (status, answer) = match self.exchange(sent).await {
+        let (status, answer) = match conn.exchange(sent).await {
             Ok(exchange) => exchange,
             Err(Failure::NotSent(e)) => {
                 return Err(GatewayError::Unavailable(format!("debit not sent: {e}")));
@@ -714,13 +909,14 @@ impl PaymentGateway for HttpGateway {
 
     #[tracing::instrument(skip_all, fields(key = %idempotency_key))]
     async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
+        let conn = self.connection();
         if !is_valid_key(idempotency_key) {
             return Err(GatewayError::Protocol(
                 "idempotency key is not 1-255 of A-Z a-z 0-9 - _ . :".into(),
             ));
         }
-        let sent = self.client.get(self.lookup_url(idempotency_key));
-        let (status, answer) = match self.exchange(sent).await {
+        let sent = conn.client.get(conn.lookup_url(idempotency_key));
+        let (status, answer) = match conn.exchange(sent).await {
             Ok(exchange) => exchange,
             Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => {
                 return Err(GatewayError::Unavailable(format!("look-up failed: {e}")));
@@ -760,7 +956,8 @@ impl PaymentGateway for HttpGateway {
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Option<ReturnsPage>, GatewayError> {
-        let Some(base) = &self.returns_url else {
+        let conn = self.connection();
+        let Some(base) = &conn.returns_url else {
             return Ok(None);
         };
         let mut url = base.clone();
@@ -771,7 +968,7 @@ impl PaymentGateway for HttpGateway {
             }
             query.append_pair("limit", &limit.to_string());
         }
-        let (status, answer) = match self.exchange(self.client.get(url)).await {
+        let (status, answer) = match conn.exchange(conn.client.get(url)).await {
             Ok(exchange) => exchange,
             Err(Failure::NotSent(e) | Failure::MaybeSent(e)) => {
                 return Err(GatewayError::Unavailable(format!("returns feed: {e}")));

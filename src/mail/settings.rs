@@ -101,6 +101,10 @@ pub struct SmtpSettings {
     /// one try plus one per entry. Empty: no tries beyond the first.
     #[serde(default = "default_retry_delays_ms")]
     pub retry_delays_ms: Vec<u64>,
+    /// The CA(s) that sign the relay's certificate (PEM), for a relay with an internal
+    /// CA. When set, only these are trusted, not the public roots (see docs/tls.md).
+    #[serde(default)]
+    pub ca_bundle_file: Option<PathBuf>,
 }
 
 fn default_pool_size() -> u32 {
@@ -156,6 +160,23 @@ impl SmtpSettings {
         )
     }
 
+    /// The CA bundle, read and checked (`None` when not set).
+    pub fn ca_bundle(&self) -> Result<Option<crate::tls::CaBundle>, ConfigError> {
+        self.ca_bundle_file
+            .as_deref()
+            .map(|path| crate::tls::CaBundle::load("mail.smtp.ca_bundle_file", path))
+            .transpose()
+    }
+
+    /// Expiry of the CA bundle's certificates (warnings only; unreadable files are
+    /// `check()`'s to report).
+    pub fn certificate_expiry(&self, now: chrono::DateTime<chrono::Utc>) -> crate::tls::Expiry {
+        match self.ca_bundle() {
+            Ok(Some(bundle)) => bundle.check_expiry(now),
+            _ => crate::tls::Expiry::default(),
+        }
+    }
+
     fn check(&self, problems: &mut Vec<ConfigError>) {
         let host = self.host.trim();
         if host.is_empty() || host.contains(char::is_whitespace) {
@@ -191,6 +212,14 @@ impl SmtpSettings {
                 )),
                 _ => {}
             },
+            Err(e) => problems.push(e),
+        }
+        match self.ca_bundle() {
+            Ok(Some(_)) if self.tls == TlsMode::None => problems.push(ConfigError::invalid(
+                "mail.smtp.ca_bundle_file",
+                "is set but mail.smtp.tls = \"none\": use \"starttls\" or \"tls\"",
+            )),
+            Ok(_) => {}
             Err(e) => problems.push(e),
         }
         if self.pool_size == 0 || self.pool_size > 100 {

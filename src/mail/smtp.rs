@@ -33,7 +33,9 @@ const CLOSE_AFTER_IDLE: Duration = Duration::from_secs(50);
 pub struct SmtpMailer {
     host: String,
     port: u16,
-    tls: Option<(TlsParameters, bool)>,
+    /// TLS parameters and whether TLS is implicit (port 465); replaced by
+    /// [`SmtpMailer::reload_tls`].
+    tls: std::sync::RwLock<Option<(TlsParameters, bool)>>,
     credentials: Option<Credentials>,
     timeout: Duration,
     hello: ClientId,
@@ -46,6 +48,9 @@ pub struct SmtpMailer {
     /// `host:port`, for error messages and logs.
     relay: String,
 }
+
+/// TLS parameters built by [`SmtpMailer::prepare_tls`], waiting to be installed.
+pub struct PreparedTls(Option<(TlsParameters, bool)>);
 
 impl fmt::Debug for SmtpMailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,15 +72,7 @@ impl SmtpMailer {
             ));
         }
         let host = settings.host.trim().to_string();
-        let tls = match settings.tls {
-            TlsMode::None => None,
-            TlsMode::Starttls | TlsMode::Tls => {
-                let params = TlsParameters::new(host.clone()).map_err(|e| {
-                    ConfigError::invalid("mail.smtp.host", format!("cannot set up TLS: {e}"))
-                })?;
-                Some((params, settings.tls == TlsMode::Tls))
-            }
-        };
+        let tls = std::sync::RwLock::new(tls_parameters(settings)?);
         let credentials = match (&settings.username, settings.password()?) {
             (Some(user), Some(password)) => Some(Credentials::new(
                 user.clone(),
@@ -100,10 +97,31 @@ impl SmtpMailer {
         })
     }
 
+    /// Applies a new CA bundle (or TLS mode) to connections opened from now on; pooled
+    /// connections, already verified, are used until they close. On an error (an
+    /// unreadable or invalid bundle) the parameters in force stay.
+    pub fn reload_tls(&self, settings: &SmtpSettings) -> Result<(), ConfigError> {
+        let prepared = Self::prepare_tls(settings)?;
+        self.install_tls(prepared);
+        Ok(())
+    }
+
+    /// The first half of [`SmtpMailer::reload_tls`]: the parameters, not yet in use.
+    pub fn prepare_tls(settings: &SmtpSettings) -> Result<PreparedTls, ConfigError> {
+        Ok(PreparedTls(tls_parameters(settings)?))
+    }
+
+    /// The second half: connections opened from now on use `prepared`.
+    pub fn install_tls(&self, prepared: PreparedTls) {
+        *self.tls.write().unwrap_or_else(|e| e.into_inner()) = prepared.0;
+        tracing::info!(relay = %self.relay, "SMTP TLS settings reloaded");
+    }
+
     /// A new connection: TCP with TCP_NODELAY, TLS or STARTTLS as configured, EHLO, AUTH.
     async fn connect(&self) -> Result<AsyncSmtpConnection, MailError> {
         let lettre_err = |e: lettre::transport::smtp::Error| classify(&e, &self.relay);
-        let mut conn = match &self.tls {
+        let tls = self.tls.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut conn = match &tls {
             Some((params, true)) => {
                 // Implicit TLS: lettre connects (its socket keeps Nagle's algorithm).
                 AsyncSmtpConnection::connect_tokio1(
@@ -131,7 +149,7 @@ impl SmtpMailer {
                     AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello)
                         .await
                         .map_err(lettre_err)?;
-                if let Some((params, false)) = &self.tls {
+                if let Some((params, false)) = &tls {
                     conn.starttls(params.clone(), &self.hello)
                         .await
                         .map_err(lettre_err)?;
@@ -249,6 +267,34 @@ impl Mailer for SmtpMailer {
             }
         }
     }
+}
+
+/// The TLS parameters the settings ask for: the public (webpki) roots, or only the CAs of
+/// `ca_bundle_file` when it is set.
+fn tls_parameters(settings: &SmtpSettings) -> Result<Option<(TlsParameters, bool)>, ConfigError> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore};
+    let implicit = match settings.tls {
+        TlsMode::None => return Ok(None),
+        TlsMode::Starttls => false,
+        TlsMode::Tls => true,
+    };
+    let mut builder = TlsParameters::builder(settings.host.trim().to_string());
+    if let Some(bundle) = settings.ca_bundle()? {
+        builder = builder.certificate_store(CertificateStore::None);
+        for der in bundle.certs() {
+            let cert = Certificate::from_der(der.to_vec()).map_err(|e| {
+                ConfigError::invalid(
+                    "mail.smtp.ca_bundle_file",
+                    format!("{}: {e}", bundle.path.display()),
+                )
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let params = builder
+        .build()
+        .map_err(|e| ConfigError::invalid("mail.smtp.host", format!("cannot set up TLS: {e}")))?;
+    Ok(Some((params, implicit)))
 }
 
 /// 5xx is permanent (with the server's words); 4xx and every kind of connection trouble

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-const TOKEN: &str = "s3cret-test-token";
+pub(crate) const TOKEN: &str = "s3cret-test-token";
 /// The client's request timeout in these tests.
 const TIMEOUT: Duration = Duration::from_millis(250);
 /// How long a slow fault holds its answer: well past `TIMEOUT`.
@@ -125,7 +125,7 @@ impl BookedDebit {
 }
 
 #[derive(Debug, Default)]
-struct BankState {
+pub(crate) struct BankState {
     balances: HashMap<String, Money>,
     pending_accounts: HashSet<String>,
     debits: HashMap<String, BookedDebit>,
@@ -134,7 +134,7 @@ struct BankState {
     faults: VecDeque<Fault>,
     faults_used: BTreeMap<&'static str, u32>,
     /// Every request that reached the server, authorized or not.
-    requests: u32,
+    pub(crate) requests: u32,
     /// The returns feed (protocol 1.1), oldest first; the cursor is the position.
     returns: Vec<serde_json::Value>,
     /// Requests to the returns feed.
@@ -153,7 +153,7 @@ impl TestBank {
         self
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, BankState> {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, BankState> {
         self.0.lock().expect("bank state")
     }
 
@@ -207,7 +207,7 @@ impl TestBank {
         self.state().balances[account_ref]
     }
 
-    fn top_up(&self, account_ref: &str, amount: &Money) {
+    pub(crate) fn top_up(&self, account_ref: &str, amount: &Money) {
         let mut state = self.state();
         let balance = state.balances.get_mut(account_ref).expect("account");
         *balance = Money::from_minor(balance.minor() + amount.minor(), balance.currency());
@@ -442,9 +442,8 @@ async fn lookup(
     .await
 }
 
-/// Starts the test server on 127.0.0.1:0 under `/bank` (so the client's base path is
-/// exercised too) and returns its base URL.
-pub(crate) async fn start(bank: &TestBank) -> String {
+/// The bank's protocol under `/bank`, to be served over plain HTTP ([`start`]) or TLS.
+pub(crate) fn router(bank: &TestBank) -> Router {
     quiet_injected_panics();
     let api = Router::new()
         .route("/v1/funds-confirmations", post(funds))
@@ -452,7 +451,13 @@ pub(crate) async fn start(bank: &TestBank) -> String {
         .route("/v1/debits/by-key/{key}", get(lookup))
         .route("/v1/returns", get(returns))
         .with_state(bank.clone());
-    let app = Router::new().nest("/bank", api);
+    Router::new().nest("/bank", api)
+}
+
+/// Starts the test server on 127.0.0.1:0 under `/bank` (so the client's base path is
+/// exercised too) and returns its base URL.
+pub(crate) async fn start(bank: &TestBank) -> String {
+    let app = router(bank);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -483,11 +488,11 @@ fn client(base_url: &str) -> HttpGateway {
     client_with(base_url, TOKEN, 1)
 }
 
-fn money(value: &str, currency: &str) -> Money {
+pub(crate) fn money(value: &str, currency: &str) -> Money {
     Money::parse(value, Currency::parse(currency).unwrap()).unwrap()
 }
 
-fn request(key: &str, account_ref: &str, amount: Money) -> DebitRequest {
+pub(crate) fn request(key: &str, account_ref: &str, amount: Money) -> DebitRequest {
     DebitRequest {
         account_ref: account_ref.into(),
         mandate_ref: format!("MND-{account_ref}"),

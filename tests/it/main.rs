@@ -24,4 +24,5 @@ mod sandbox;
 mod simulate;
 mod startup;
 mod store_contract;
+mod tls;
 mod write_path;
