@@ -259,15 +259,18 @@ impl Engine {
         // A request the gateway rejected (4xx needing a human) always alerts: nothing else
         // will happen to that debit until an operator re-queues it.
         // So does a debit the bank returned: money the ledger counted is gone again.
+        // So does a gateway that refuses look-ups (once per episode, see
+        // `Engine::lookup_refused`): unknown outcomes cannot be settled until then.
         let kinds: &[&str] = if alerts.on_hard_decline {
             &[
                 "debit_declined_hard",
                 "debit_blocked",
                 "debit_rejected",
                 "debit_returned",
+                "gateway_lookup_refused",
             ]
         } else {
-            &["debit_rejected", "debit_returned"]
+            &["debit_rejected", "debit_returned", "gateway_lookup_refused"]
         };
         let now_ms = to_epoch_ms(self.clock.now());
         let events = self.store.alertable_events(kinds, 500).await?;

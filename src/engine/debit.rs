@@ -596,7 +596,12 @@ impl Engine {
         let ctx = self.store.debit_context(attempt.id).await?;
         let currency = currency_of(&ctx)?;
         let amount = Money::from_minor(attempt.amount_minor, currency);
-        match self.gateway.lookup(&attempt.idempotency_key).await {
+        let looked_up = self.gateway.lookup(&attempt.idempotency_key).await;
+        if looked_up.is_ok() {
+            self.lookup_refusal_reported
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        match looked_up {
             Ok(LookupOutcome::Found(outcome)) => {
                 tracing::info!(?outcome, "reconciled by idempotency key");
                 self.record_outcome(attempt, &fence, &ctx, amount, Ok(outcome))
@@ -630,11 +635,74 @@ impl Engine {
                 tracing::info!("gateway never saw this debit; re-submitting under the same key");
                 self.submit(attempt, fence, &ctx, amount, None).await
             }
+            Err(GatewayError::Rejected(detail)) => {
+                self.lookup_refused(attempt, &fence, &detail).await
+            }
             Err(e) => {
                 self.record_outcome(attempt, &fence, &ctx, amount, Err(e))
                     .await
             }
         }
+    }
+
+    /// The gateway refused a look-up (401/403: token or client certificate): the debit's
+    /// outcome is still unknown, so the attempt can be neither `rejected` nor sent again.
+    /// It stays as it was and is looked up again after the technical backoff (clamped at
+    /// its last step). Operations are told once per episode: one error line naming the
+    /// status and one `gateway_lookup_refused` alert, until a look-up is answered again.
+    async fn lookup_refused(
+        &self,
+        attempt: &AttemptRow,
+        fence: &Fence,
+        detail: &str,
+    ) -> Result<Step, EngineError> {
+        let now = self.clock.now();
+        let now_ms = to_epoch_ms(now);
+        let wait = self
+            .policy()
+            .retry
+            .technical_wait(attempt.reconcile_count as u32);
+        let first = !self
+            .lookup_refusal_reported
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+        let (state, step) = if fence.expected_state == "pending" {
+            ("pending", Step::Pending)
+        } else {
+            ("unknown", Step::Unknown)
+        };
+        let change = AttemptChange {
+            state,
+            scheduled_at_ms: Some(to_epoch_ms(now + wait)),
+            outcome_detail: Some(detail.to_string()),
+            bump_reconcile_count: true,
+            release_lease: true,
+            ..Default::default()
+        };
+        let kind = if first {
+            "gateway_lookup_refused"
+        } else {
+            "debit_lookup_refused"
+        };
+        let events = vec![self.event(
+            attempt,
+            now_ms,
+            kind,
+            serde_json::json!({
+                "attempt_no": attempt.attempt_no,
+                "reason": detail,
+                "next_lookup_at": (now + wait).to_rfc3339(),
+            }),
+        )];
+        self.record_change(fence, &change, events, now_ms).await?;
+        if first {
+            tracing::error!(
+                next_lookup = %(now + wait).to_rfc3339(),
+                "the gateway refuses look-ups ({detail}); debits of unknown outcome stay unknown, nothing is sent again, and they are looked up with backoff until gateway.http.token or the client certificate is fixed"
+            );
+        } else {
+            tracing::debug!(next_lookup = %(now + wait).to_rfc3339(), "look-up refused again: {detail}");
+        }
+        Ok(step)
     }
 
     /// Cancels or fails the attempt when the installment may not be debited (paid,

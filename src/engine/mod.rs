@@ -92,6 +92,9 @@ pub struct Engine {
     pub(crate) mail: Option<MailDeps>,
     /// The database's deployment id (see [`Store::deployment_id`]), read once.
     pub(crate) deployment: tokio::sync::OnceCell<String>,
+    /// Operations were told that the gateway refuses look-ups (401/403); cleared by the
+    /// next answered look-up, so a new episode is told again.
+    pub(crate) lookup_refusal_reported: std::sync::atomic::AtomicBool,
 }
 
 /// What the engine needs to email customers.
@@ -144,6 +147,7 @@ impl Engine {
             owner: owner.into(),
             mail: None,
             deployment: tokio::sync::OnceCell::new(),
+            lookup_refusal_reported: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

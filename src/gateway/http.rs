@@ -939,8 +939,10 @@ impl PaymentGateway for HttpGateway {
                 "look-up answered {}",
                 status_text(status, &answer)
             ))),
-            401 | 403 => Err(GatewayError::Unavailable(format!(
-                "look-up refused, {}: check gateway.http.token",
+            // The bank will not say until a human fixes the credentials. `Rejected`, so the
+            // engine can tell operations; the outcome stays unknown (money may have moved).
+            401 | 403 => Err(GatewayError::Rejected(format!(
+                "look-up refused, {}: check gateway.http.token and the client certificate",
                 status_text(status, &answer)
             ))),
             _ => Err(GatewayError::Protocol(format!(

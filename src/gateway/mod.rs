@@ -98,7 +98,9 @@ pub enum GatewayError {
     Protocol(String),
     /// The gateway refused the request before acting on it (400, 401, 403, 415, 422): the
     /// request, the token or the settings are wrong. Nothing happened, and sending it again
-    /// will not help until a human fixes the cause; never resent automatically.
+    /// will not help until a human fixes the cause; never resent automatically. For a
+    /// look-up (401, 403) it means only that the bank would not say: the debit's outcome
+    /// is still unknown.
     #[error("gateway rejected the request: {0}")]
     Rejected(String),
 }

@@ -643,9 +643,10 @@ async fn the_bearer_token_is_required() {
         matches!(&err, GatewayError::Rejected(m) if m.contains("401")),
         "{err}"
     );
+    // A refused look-up says so (the engine keeps the outcome unknown and alerts once).
     assert!(matches!(
         gw.lookup("key-1").await,
-        Err(GatewayError::Unavailable(_))
+        Err(GatewayError::Rejected(m)) if m.contains("401") && m.contains("look-up refused")
     ));
     assert_eq!(bank.bookings("key-1"), 0);
     assert_eq!(bank.balance("ACC-0001"), money("100.00", "CNY"));
@@ -1237,3 +1238,102 @@ crate::both_backends!(
 fn actor(name: &str, reason: &str) -> repayd::domain::Actor {
     repayd::domain::Actor::new(name, reason).unwrap()
 }
+
+/// Look-ups answered 401/403: the debit's outcome is still unknown, so the attempt stays
+/// `unknown` (never `rejected`, never sent again), is looked up again with backoff, and
+/// operations are told once (one `gateway_lookup_refused` alert for the episode); when
+/// the bank answers again it settles, booked exactly once.
+async fn refused_lookups_keep_the_outcome_unknown_and_alert_once(db: crate::helpers::TestDb) {
+    use crate::engine::{Spec, load, six_local, test_engine};
+    use repayd::clock::{ManualClock, from_epoch_ms};
+    let store = db.store.clone();
+    let bank = TestBank::default().with_balance("ACC-L", money("1000.00", "CNY"));
+    let gw: Arc<dyn PaymentGateway> = Arc::new(client(&start(&bank).await));
+    let tz: chrono_tz::Tz = "Asia/Shanghai".parse().unwrap();
+    let clock = ManualClock::new(six_local("2027-01-15", tz));
+    let p = load(
+        &store,
+        &[Spec {
+            id: "LOOKUP401",
+            tz: "Asia/Shanghai",
+            currency: "CNY",
+            account: "ACC-L",
+            mandate: "active",
+            installments: &[("2027-01-15", 10_000)],
+        }],
+    )
+    .await;
+    let mut policy = crate::engine::policy();
+    policy.overdue.alerts.webhook_url = Some("http://127.0.0.1:9/alerts".into());
+    let engine = test_engine(&store, gw, &clock, policy);
+    engine.plan().await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // The debit is booked but its answer is lost: unknown.
+    bank.fault(Fault::Answer(
+        200,
+        r#"{"funds_available":true,"checked_at":"2027-01-15T06:00:00+08:00"}"#,
+    ));
+    bank.fault(Fault::ProcessThenSlow);
+    let report = engine.run_due(&shutdown).await.unwrap();
+    assert_eq!(report.unknown, 1, "{report:?}");
+    let agreement_id = p.agreement_ids[0];
+    let attempt = move |store: repayd::store::Store| async move {
+        let rows = store.attempts_for_agreement(agreement_id).await.unwrap();
+        assert_eq!(rows.len(), 1, "no second attempt is ever planned");
+        rows.into_iter().next().unwrap()
+    };
+    let key = attempt(store.clone()).await.idempotency_key;
+    assert_eq!(bank.bookings(&key), 1);
+
+    // Three look-ups refused (401, 403, 401): still unknown, detail names the status,
+    // spaced by the backoff; one alert for the whole episode.
+    let mut waits = Vec::new();
+    for status in [401, 403, 401] {
+        let row = attempt(store.clone()).await;
+        let due = from_epoch_ms(row.scheduled_at_ms);
+        clock.set(due);
+        bank.fault(Fault::Status(status));
+        let report = engine.run_due(&shutdown).await.unwrap();
+        assert_eq!((report.claimed, report.unknown), (1, 1), "{report:?}");
+        let row = attempt(store.clone()).await;
+        assert_eq!(row.state, "unknown");
+        let detail = row.outcome_detail.unwrap();
+        assert!(
+            detail.contains(&format!("HTTP {status}")) && detail.contains("look-up refused"),
+            "{detail}"
+        );
+        waits.push(row.scheduled_at_ms - repayd::clock::to_epoch_ms(due));
+    }
+    assert!(
+        waits[0] > 0 && waits.windows(2).all(|w| w[1] >= w[0]),
+        "{waits:?}"
+    );
+    assert_eq!(engine.enqueue_event_alerts().await.unwrap(), 1);
+    assert_eq!(engine.enqueue_event_alerts().await.unwrap(), 0);
+    let alerts = store.alerts().await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].kind, "gateway_lookup_refused");
+    let events = store.events(None).await.unwrap();
+    let refused = |kind: &str| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(
+        (
+            refused("gateway_lookup_refused"),
+            refused("debit_lookup_refused")
+        ),
+        (1, 2)
+    );
+    assert_eq!(bank.bookings(&key), 1, "nothing was sent again");
+
+    // The bank answers again: settled from the look-up, booked once.
+    let row = attempt(store.clone()).await;
+    clock.set(from_epoch_ms(row.scheduled_at_ms));
+    let report = engine.run_due(&shutdown).await.unwrap();
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(attempt(store.clone()).await.state, "succeeded");
+    assert_eq!(bank.bookings(&key), 1);
+    assert_eq!(bank.balance("ACC-L"), money("900.00", "CNY"));
+}
+crate::both_backends!(
+    refused_lookups_keep_the_outcome_unknown_and_alert_once,
+    super::refused_lookups_keep_the_outcome_unknown_and_alert_once
+);
