@@ -132,8 +132,8 @@ pub struct ImportSummary {
     pub reminders_removed: u64,
     /// Agreement write transactions committed.
     pub batches: u64,
-    /// Changes the file asks for that were not made (a mandate's status without
-    /// `--update`; a revoked mandate never restored), one line each naming where.
+    /// Changes the file asks for that were not made (a mandate's status or reference
+    /// without `--update`; a revoked mandate never restored), one line each naming where.
     pub refused_changes: Vec<String>,
 }
 
@@ -781,7 +781,7 @@ async fn plan(
             match existing.get(&account.external_ref) {
                 None => {
                     summary.accounts_new += 1;
-                    writes.push((*seq, None, String::new(), None));
+                    writes.push((*seq, None, String::new(), None, None));
                 }
                 Some(row) if row.customer_external_id != *owner => errors.push(RowError::new(
                     location_from_code(account.location),
@@ -796,8 +796,23 @@ async fn plan(
                     ids.push((row.external_ref.clone(), row.id));
                     let mut changed = Vec::new();
                     let mut keep_status = None;
+                    let mut keep_ref = None;
                     if row.mandate_ref != account.mandate_ref {
-                        changed.push("mandate_ref");
+                        // A mandate reference names the customer's authorization: a
+                        // different one is a different consent, recorded only when asked.
+                        if options.update {
+                            changed.push("mandate_ref");
+                        } else {
+                            summary.refused_changes.push(format!(
+                                "{}: {} of account {}: {} -> {}: pass --update to change a mandate",
+                                location_from_code(account.location),
+                                Field::MandateRef.name(format),
+                                crate::mask::account(&account.external_ref),
+                                row.mandate_ref,
+                                account.mandate_ref,
+                            ));
+                            keep_ref = Some(row.mandate_ref.clone());
+                        }
                     }
                     if row.mandate_status != account.mandate_status {
                         // Consent is the customer's: an import may record a change of
@@ -829,7 +844,7 @@ async fn plan(
                         summary.accounts_unchanged += 1;
                     } else {
                         summary.accounts_updated += 1;
-                        writes.push((*seq, Some(row.id), changed.join(","), keep_status));
+                        writes.push((*seq, Some(row.id), changed.join(","), keep_status, keep_ref));
                     }
                 }
             }

@@ -31,9 +31,13 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE customer_writes (seq INTEGER PRIMARY KEY, db_id INTEGER, changed TEXT NOT NULL)",
     "CREATE TABLE customer_ids (external_id TEXT PRIMARY KEY, db_id INTEGER NOT NULL) WITHOUT ROWID",
     "CREATE TABLE account_writes (seq INTEGER PRIMARY KEY, db_id INTEGER, changed TEXT NOT NULL, \
-     keep_status TEXT)",
+     keep_status TEXT, keep_ref TEXT)",
     "CREATE TABLE account_ids (external_ref TEXT PRIMARY KEY, db_id INTEGER NOT NULL) WITHOUT ROWID",
 ];
+
+/// A funding account's write: `(seq, db id if it exists, changed fields, mandate status
+/// to keep, mandate reference to keep)`.
+pub type AccountDecision = (i64, Option<i64>, String, Option<String>, Option<String>);
 
 /// An agreement as first seen in the file.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -380,23 +384,29 @@ impl ImportScratch {
         .await
     }
 
-    /// As [`Self::add_customer_decisions`], for funding accounts; the fourth part of a
-    /// write is the mandate status to keep instead of the file's (a refused change).
+    /// As [`Self::add_customer_decisions`], for funding accounts; the fourth and fifth
+    /// parts of a write are the mandate status and reference to keep instead of the
+    /// file's (refused changes).
     pub async fn add_account_decisions(
         &self,
-        writes: &[(i64, Option<i64>, String, Option<String>)],
+        writes: &[AccountDecision],
         ids: &[(String, i64)],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for chunk in writes.chunks(PARAMS / 4) {
+        for chunk in writes.chunks(PARAMS / 5) {
             let sql = values(
-                "INSERT INTO account_writes (seq, db_id, changed, keep_status) VALUES ",
-                4,
+                "INSERT INTO account_writes (seq, db_id, changed, keep_status, keep_ref) VALUES ",
+                5,
                 chunk.len(),
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (seq, db_id, changed, keep) in chunk {
-                q = q.bind(seq).bind(db_id).bind(changed).bind(keep);
+            for (seq, db_id, changed, keep, keep_ref) in chunk {
+                q = q
+                    .bind(seq)
+                    .bind(db_id)
+                    .bind(changed)
+                    .bind(keep)
+                    .bind(keep_ref);
             }
             q.execute(&mut *tx).await?;
         }
@@ -473,7 +483,8 @@ impl ImportScratch {
     /// Accounts to write, in file order after `after` (a `seq`), with their owners' ids.
     pub async fn accounts_to_write(&self, after: i64, limit: usize) -> Result<Vec<AccountToWrite>> {
         Ok(sqlx::query_as(
-            "SELECT w.seq, a.external_ref, a.owner, a.mandate_ref, \
+            "SELECT w.seq, a.external_ref, a.owner, \
+             COALESCE(w.keep_ref, a.mandate_ref) AS mandate_ref, \
              COALESCE(w.keep_status, a.mandate_status) AS mandate_status, w.db_id, \
              w.changed, i.db_id AS owner_id FROM account_writes w \
              JOIN accounts a ON a.rowid = w.seq \
@@ -655,7 +666,7 @@ mod tests {
         scratch.add_customer_ids(&[("C1".into(), 7)]).await.unwrap();
         let (seq, _) = scratch.accounts_page(0, 10).await.unwrap()[0].clone();
         scratch
-            .add_account_decisions(&[(seq, None, String::new(), None)], &[])
+            .add_account_decisions(&[(seq, None, String::new(), None, None)], &[])
             .await
             .unwrap();
         let accounts = scratch.accounts_to_write(0, 10).await.unwrap();

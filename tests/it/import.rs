@@ -759,3 +759,79 @@ both_backends!(
     imports_never_restore_a_revoked_mandate,
     super::imports_never_restore_a_revoked_mandate
 );
+
+/// A changed mandate reference is a different authorization: an import records it only
+/// with `--update`; without it the reference stays and the summary lists the refusal.
+async fn imports_never_change_a_mandate_reference_without_update(db: TestDb) {
+    let store = &db.store;
+    let dir = tempfile::tempdir().unwrap();
+    import(
+        store,
+        &samples().join("agreements.csv"),
+        ImportOptions::default(),
+    )
+    .await
+    .expect("samples");
+    let mandate = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let account = store
+                .agreement_detail("AGR-2026-0004")
+                .await
+                .unwrap()
+                .unwrap()
+                .funding_account;
+            (account.mandate_ref, account.mandate_status)
+        }
+    };
+    let events_before = store.events(None).await.unwrap().len();
+    let changed = edited_sample(dir.path(), "new-mandate.csv", |t| {
+        t.replace("MND-GB-0001,active", "MND-GB-0009,active")
+    });
+    let s = import(store, &changed, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!(
+        mandate(store).await,
+        ("MND-GB-0001".to_string(), "active".to_string())
+    );
+    assert_eq!((s.accounts_updated, s.accounts_unchanged), (0, 5));
+    assert_eq!(s.refused_changes.len(), 1, "{:?}", s.refused_changes);
+    let refused = &s.refused_changes[0];
+    assert!(
+        refused.contains("line ")
+            && refused.contains("mandate_ref")
+            && refused.contains("MND-GB-0001 -> MND-GB-0009")
+            && refused.contains("--update"),
+        "{refused}"
+    );
+    assert!(s.to_string().contains("refused changes (1)"), "{s}");
+    assert_eq!(store.events(None).await.unwrap().len(), events_before);
+
+    // Reference and status together: both refused, both listed, neither written.
+    let both = edited_sample(dir.path(), "both.csv", |t| {
+        t.replace("MND-GB-0001,active", "MND-GB-0009,pending")
+    });
+    let s = import(store, &both, ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!(s.refused_changes.len(), 2, "{:?}", s.refused_changes);
+    assert_eq!(s.accounts_updated, 0);
+    assert_eq!(
+        mandate(store).await,
+        ("MND-GB-0001".to_string(), "active".to_string())
+    );
+
+    // With --update the new reference is recorded.
+    let s = import(store, &changed, update()).await.expect("--update");
+    assert!(s.refused_changes.is_empty(), "{:?}", s.refused_changes);
+    assert_eq!(s.accounts_updated, 1);
+    assert_eq!(
+        mandate(store).await,
+        ("MND-GB-0009".to_string(), "active".to_string())
+    );
+}
+both_backends!(
+    imports_never_change_a_mandate_reference_without_update,
+    super::imports_never_change_a_mandate_reference_without_update
+);
