@@ -561,3 +561,62 @@ async fn switch_language(
 pub(crate) struct KeyPath {
     pub key: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_sign_in() {
+        let secret = |s: &str| SecretString::from(s.to_string());
+        // Loopback without credentials: any name, no password.
+        let open = ConsoleAuth::default();
+        assert!(!open.refuses_everyone());
+        assert!(open.check("alice", ""));
+        assert!(!open.check("  ", ""));
+        // Another address without credentials: nobody.
+        let public = ConsoleAuth {
+            public_address: true,
+            ..ConsoleAuth::default()
+        };
+        assert!(public.refuses_everyone());
+        // The token is the password of any name.
+        let token = ConsoleAuth {
+            token: Some(secret("t0ken")),
+            public_address: true,
+            ..ConsoleAuth::default()
+        };
+        assert!(!token.refuses_everyone());
+        assert!(token.check("bob", "t0ken"));
+        assert!(!token.check("bob", "t0ke"));
+        // A configured user: only that user, with that password (the token does not do).
+        let user = ConsoleAuth {
+            token: Some(secret("t0ken")),
+            user: Some(("ops".into(), secret("pw"))),
+            public_address: true,
+        };
+        assert!(user.check("ops", "pw"));
+        assert!(!user.check("bob", "pw"));
+        assert!(!user.check("ops", "t0ken"));
+    }
+
+    #[test]
+    fn session_cookie_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; repayd_console=abc; b=2"),
+        );
+        assert_eq!(session_cookie(&headers).as_deref(), Some("abc"));
+        assert_eq!(session_cookie(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn every_page_template_compiles() {
+        let env = templates();
+        for (name, _) in TEMPLATES {
+            env.get_template(name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
