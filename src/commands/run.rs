@@ -99,8 +99,9 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     if let Some(http) = &http
         && settings.http.console
     {
-        // The quick start's pointer to the console (on stdout, as the demo's story is).
-        println!("operations console: http://{}/console", http.local_addr());
+        // The quick start's pointer to the console; a log line (not a bare stdout line), so
+        // `log.format = "json"` stays one JSON object per line under journald.
+        tracing::info!(url = %format!("http://{}/console", http.local_addr()), "operations console");
     }
     let daemon = Daemon::start(
         Arc::clone(&engine),
