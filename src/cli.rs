@@ -49,13 +49,16 @@ pub enum Command {
     Overdue(crate::commands::overdue::OverdueArgs),
     /// Debit attempts that need an operator: list them, re-queue a rejected one.
     Attempts(crate::commands::attempts::AttemptsArgs),
-    /// Debit mandates: revoke one (no more debits; customers asked to pay another way).
+    /// Debit mandates: revoke one (no more debits; customers asked to pay another way),
+    /// or reinstate a revoked one.
     Mandates(crate::commands::lifecycle::MandatesArgs),
     /// A customer's funding accounts in the order debits try them.
     FundingSources(crate::commands::funding::FundingArgs),
     /// The embedded sandbox bank: return a debit it booked (protocol 1.1 returns feed),
     /// for demos and tests.
     Sandbox(crate::commands::sandbox::SandboxArgs),
+    /// Charges (late fees): waive one, fully or partly.
+    Fees(crate::commands::fees::FeesArgs),
     /// Dry run on a virtual clock over a copy of the data: what would be sent and debited
     /// in the next N days. Nothing is sent, debited or written.
     Simulate(crate::commands::simulate::SimulateArgs),

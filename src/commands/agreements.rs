@@ -251,11 +251,7 @@ pub struct Standing {
 
 impl Standing {
     fn open_charges_minor(&self) -> i64 {
-        self.charges
-            .iter()
-            .filter(|c| c.status == "open")
-            .map(|c| c.amount_minor - c.paid_minor)
-            .sum()
+        self.charges.iter().map(|c| c.open_minor()).sum()
     }
 }
 
@@ -310,6 +306,7 @@ struct ChargeJson<'a> {
     days_past_due: i64,
     amount: String,
     paid: String,
+    waived: String,
     status: &'a str,
 }
 
@@ -406,6 +403,7 @@ pub fn render_detail_json(d: &AgreementDetail, standing: &Standing) -> String {
                 days_past_due: c.accrual_key,
                 amount: amount(c.amount_minor, cur),
                 paid: amount(c.paid_minor, cur),
+                waived: amount(c.waived_minor, cur),
                 status: &c.status,
             })
             .collect(),
@@ -629,19 +627,23 @@ pub fn render_detail_table(d: &AgreementDetail, standing: &Standing) -> String {
             .iter()
             .map(|c| {
                 vec![
+                    c.id.to_string(),
                     seq_of(c.installment_id),
                     c.kind.clone(),
                     c.accrual_key.to_string(),
                     amount(c.amount_minor, cur),
                     amount(c.paid_minor, cur),
+                    amount(c.waived_minor, cur),
                     c.status.clone(),
                 ]
             })
             .collect();
         out.push_str(&table(
-            &["SEQ", "KIND", "AT DPD", "AMOUNT", "PAID", "STATUS"],
+            &[
+                "ID", "SEQ", "KIND", "AT DPD", "AMOUNT", "PAID", "WAIVED", "STATUS",
+            ],
             &rows,
-            &[true, false, true, true, true, false],
+            &[true, true, false, true, true, true, true, false],
         ));
     }
     out

@@ -45,6 +45,15 @@ pub enum MandatesCommand {
         #[command(flatten)]
         actor: ActorArgs,
     },
+    /// Reinstate a revoked mandate (the only way one becomes active again; an import
+    /// never does it): debits are planned again.
+    Reinstate {
+        /// The funding account's reference, as imported.
+        #[arg(value_name = "ACCOUNT_REF")]
+        account_ref: String,
+        #[command(flatten)]
+        actor: ActorArgs,
+    },
 }
 
 pub fn render_agreement_change(outcome: &AgreementChanged) -> String {
@@ -66,6 +75,14 @@ pub fn render_agreement_change(outcome: &AgreementChanged) -> String {
 }
 
 pub fn render_mandate_change(outcome: &MandateChanged) -> String {
+    if outcome.mandate_status == "active" {
+        return format!(
+            "mandate of account {} reinstated by {}; debits planned again on {} agreement(s)\n",
+            outcome.account,
+            outcome.actor,
+            outcome.agreements.len()
+        );
+    }
     format!(
         "mandate of account {} revoked; scheduled debits stopped on {} agreement(s); \
          customers are emailed to pay by other means\n",
@@ -118,6 +135,19 @@ pub async fn run_mandates(
                 Err(e) => return refused("mandate not changed", &e.into()),
             };
             match operator::revoke_mandate(store, &policy, now, &actor, account_ref).await {
+                Ok(o) => {
+                    print!("{}", render_mandate_change(&o));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => refused("mandate not changed", &e),
+            }
+        }
+        MandatesCommand::Reinstate { account_ref, actor } => {
+            let actor = match actor.resolve(None) {
+                Ok(a) => a,
+                Err(e) => return refused("mandate not changed", &e.into()),
+            };
+            match operator::reinstate_mandate(store, &policy, now, &actor, account_ref).await {
                 Ok(o) => {
                     print!("{}", render_mandate_change(&o));
                     Ok(ExitCode::SUCCESS)

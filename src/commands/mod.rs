@@ -5,6 +5,7 @@ pub mod agreements;
 pub mod attempts;
 pub mod bench;
 pub mod demo;
+pub mod fees;
 pub mod funding;
 pub mod generate;
 pub mod import;
@@ -222,6 +223,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             let code = sandbox::run(&store, now(), &args).await;
+            store.close().await;
+            code
+        }
+        Command::Fees(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = fees::run(&store, now(), &args).await;
             store.close().await;
             code
         }

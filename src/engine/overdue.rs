@@ -512,8 +512,8 @@ impl Engine {
             let unpaid = inst.total_minor - inst.paid_minor;
             let mut charges_open: i64 = charges
                 .iter()
-                .filter(|g| g.installment_id == inst.id && g.status == "open")
-                .map(|g| g.amount_minor - g.paid_minor)
+                .filter(|g| g.installment_id == inst.id)
+                .map(|g| g.open_minor())
                 .sum();
             if let Some(rule) = &op.late_fee {
                 let charged: i64 = charges
@@ -818,7 +818,7 @@ pub fn open_for_allocation(
                 charges: charges
                     .iter()
                     .filter(|g| g.installment_id == i.id && g.status == "open")
-                    .map(|g| (g.id, g.amount_minor - g.paid_minor))
+                    .map(|g| (g.id, g.open_minor()))
                     .collect(),
             })
         })

@@ -196,7 +196,7 @@ impl Store {
             .fetch_one(pool)
             .await?;
             let charges = sqlx::query_as::<_, OpenCharge>(
-                "SELECT g.kind, i.seq, CAST(SUM(g.amount_minor - g.paid_minor) AS BIGINT) AS open_minor \
+                "SELECT g.kind, i.seq, CAST(SUM(g.amount_minor - g.paid_minor - g.waived_minor) AS BIGINT) AS open_minor \
                  FROM charges g JOIN installments i ON i.id = g.installment_id \
                  WHERE g.agreement_id = $1 AND g.status = 'open' \
                  GROUP BY g.kind, i.seq ORDER BY i.seq, g.kind",

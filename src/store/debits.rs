@@ -249,7 +249,7 @@ impl Store {
                         c.time_zone, \
                         (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
                             AS installment_count, \
-                        (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor), 0) AS BIGINT) \
+                        (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor - g.waived_minor), 0) AS BIGINT) \
                            FROM charges g WHERE g.installment_id = i.id AND g.status = 'open') \
                             AS open_charges_minor, \
                         f.id AS funding_account_id \
@@ -618,7 +618,7 @@ macro_rules! apply_payment_sql {
         let mut rest = p.amount_minor - take;
         if rest > 0 {
             let open: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT id, amount_minor - paid_minor FROM charges \
+                "SELECT id, amount_minor - paid_minor - waived_minor FROM charges \
                  WHERE installment_id = $1 AND status = 'open' ORDER BY id",
             )
             .bind(p.installment_id)
@@ -631,8 +631,8 @@ macro_rules! apply_payment_sql {
                 }
                 sqlx::query(
                     "UPDATE charges SET paid_minor = paid_minor + $1, \
-                        status = CASE WHEN paid_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
-                        settled_at_ms = CASE WHEN paid_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
+                        status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
+                        settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
                         updated_at_ms = $2 \
                      WHERE id = $3 AND status = 'open'",
                 )

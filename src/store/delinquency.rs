@@ -44,8 +44,21 @@ pub struct ChargeRow {
     pub accrual_key: i64,
     pub amount_minor: i64,
     pub paid_minor: i64,
+    /// Waived by an operator (`repayd fees waive`); never collected.
+    pub waived_minor: i64,
     pub currency: String,
     pub status: String,
+}
+
+impl ChargeRow {
+    /// Still to be paid: nothing unless the charge is open.
+    pub fn open_minor(&self) -> i64 {
+        if self.status == "open" {
+            self.amount_minor - self.paid_minor - self.waived_minor
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -312,7 +325,7 @@ impl Store {
         let rows = on_pool!(self, |pool| {
             sqlx::query_as::<_, ChargeRow>(
                 "SELECT id, installment_id, agreement_id, kind, accrual_key, amount_minor, \
-                        paid_minor, currency, status \
+                        paid_minor, waived_minor, currency, status \
                  FROM charges WHERE agreement_id = $1 ORDER BY id",
             )
             .bind(agreement_id)
@@ -466,7 +479,7 @@ impl Store {
                         c.external_id AS customer_external_id, c.name AS customer_name, \
                         c.email AS customer_email, c.time_zone, \
                         i.id AS installment_id, i.seq, i.due_date, i.total_minor, i.paid_minor, \
-                        (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor), 0) AS BIGINT) \
+                        (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor - g.waived_minor), 0) AS BIGINT) \
                            FROM charges g WHERE g.installment_id = i.id AND g.status = 'open') \
                             AS charges_open_minor, \
                         (SELECT CAST(COALESCE(SUM(x.total_minor - x.paid_minor), 0) AS BIGINT) \

@@ -175,6 +175,7 @@ pub mod funding;
 pub(crate) mod group_commit;
 pub mod import_scratch;
 pub mod metrics;
+pub mod operator;
 pub mod payments;
 pub mod planner;
 pub mod reminders;

@@ -250,10 +250,10 @@ impl Store {
                 if let Some(charge_id) = a.charge_id {
                     let n = sqlx::query(
                         "UPDATE charges SET paid_minor = paid_minor + $1, \
-                            status = CASE WHEN paid_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
-                            settled_at_ms = CASE WHEN paid_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
+                            status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
+                            settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
                             updated_at_ms = $2 \
-                         WHERE id = $3 AND status = 'open' AND paid_minor + $1 <= amount_minor",
+                         WHERE id = $3 AND status = 'open' AND paid_minor + waived_minor + $1 <= amount_minor",
                     )
                     .bind(a.amount_minor)
                     .bind(now_ms)

@@ -17,6 +17,7 @@ mod import;
 mod inbox;
 mod mail;
 mod migrations;
+mod operator;
 mod overdue;
 mod payments;
 mod reminders;

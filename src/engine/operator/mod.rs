@@ -12,6 +12,8 @@
 //! | [`resume_agreement`] | agreement | [`AgreementChanged`] (attempts re-planned) | `agreement_resumed` |
 //! | [`cancel_agreement`] | agreement | [`AgreementChanged`] | `agreement_cancelled` |
 //! | [`revoke_mandate`] | funding account ref | [`MandateChanged`] | `mandate_revoked` |
+//! | [`reinstate_mandate`] | funding account ref | [`MandateChanged`] (debits re-planned) | `mandate_reinstated` |
+//! | [`waive_charge`] | charge id, optional amount | [`ChargeWaiverSummary`] | `charge_waived` |
 //! | [`record_payment`] | [`RecordRequest`] | [`PaymentSummary`] | `payment_received` / `agreement_settled` |
 //! | [`requeue_attempt`] | debit attempt id | [`AttemptRequeued`] | `debit_requeued` |
 //!
@@ -310,6 +312,98 @@ pub async fn requeue_attempt(
         installment_id: row.installment_id,
         attempt_no: row.attempt_no,
         idempotency_key: row.idempotency_key,
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    })
+}
+
+/// What a fee waiver did. Amounts are decimal strings in the charge's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChargeWaiverSummary {
+    pub charge_id: i64,
+    pub agreement_id: i64,
+    pub installment_id: i64,
+    pub kind: String,
+    pub currency: String,
+    pub charged: String,
+    pub waived: String,
+    pub open_before: String,
+    pub open_after: String,
+    /// `open`, `paid` (part of it was paid, the rest waived) or `waived`.
+    pub status: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// Waives a charge (a late fee), all that is open or `amount` of it (a decimal in the
+/// charge's currency, exact to its minor unit: 12.345 CNY is refused, not rounded). The
+/// next debit and every message from then on ask for the smaller amount.
+pub async fn waive_charge(
+    store: &Store,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    charge_id: i64,
+    amount: Option<&str>,
+) -> Result<ChargeWaiverSummary> {
+    let charge = store
+        .charge(charge_id)
+        .await?
+        .ok_or_else(|| OperatorError::Refused(format!("charge {charge_id} not found")))?;
+    let currency = crate::domain::Currency::parse(&charge.currency)
+        .map_err(|e| OperatorError::Refused(e.to_string()))?;
+    let amount_minor = match amount {
+        None => None,
+        Some(a) => {
+            let m = crate::domain::Money::parse(a, currency)
+                .map_err(|e| OperatorError::Refused(format!("--amount {a:?}: {e}")))?;
+            if m.minor() <= 0 {
+                return Err(OperatorError::Refused("--amount must be positive".into()));
+            }
+            Some(m.minor())
+        }
+    };
+    let w = store
+        .waive_charge(charge_id, amount_minor, actor, to_epoch_ms(now))
+        .await?;
+    let fmt = |m: i64| crate::domain::Money::from_minor(m, currency).plain();
+    Ok(ChargeWaiverSummary {
+        charge_id,
+        agreement_id: w.after.agreement_id,
+        installment_id: w.after.installment_id,
+        kind: w.after.kind.clone(),
+        currency: currency.code().to_string(),
+        charged: fmt(w.after.amount_minor),
+        waived: fmt(w.waived_minor),
+        open_before: fmt(w.before.open_minor()),
+        open_after: fmt(w.after.open_minor()),
+        status: w.after.status.clone(),
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    })
+}
+
+/// Reinstates a revoked mandate: the only way one becomes active again (an import never
+/// does it, invariant 8). Unsent "pay another way" notices are cancelled, and every
+/// unpaid installment due within the planning horizon whose attempts the revocation
+/// failed gets its next attempt planned (later ones are planned by the planner as usual).
+pub async fn reinstate_mandate(
+    store: &Store,
+    policy: &EnginePolicy,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    account_ref: &str,
+) -> Result<MandateChanged> {
+    let agreements = store
+        .reinstate_mandate(account_ref, actor, to_epoch_ms(now))
+        .await?;
+    for id in &agreements {
+        let agreement = store.agreement_ref(&id.to_string()).await?;
+        replan_stopped_attempts(store, policy, now, &agreement, "mandate_reinstated").await?;
+    }
+    Ok(MandateChanged {
+        account: crate::mask::account(account_ref),
+        mandate_status: "active".into(),
+        agreements,
         actor: actor.name().to_string(),
         reason: actor.reason().to_string(),
     })

@@ -1,0 +1,181 @@
+//! Operator actions against real databases: a late fee waived partly then fully (the
+//! next debit asks for less, amounts exact to the minor unit), a revoked mandate
+//! reinstated (the next attempt planned and collected), each with its actor and reason
+//! in the event log.
+
+use crate::both_backends;
+use crate::helpers::TestDb;
+use crate::mail::SmtpListener;
+use crate::overdue::{SHANGHAI, agreement, drive, local, policy, setup, utc};
+use repayd::clock::{Clock, ManualClock};
+use repayd::domain::Currency;
+use repayd::engine::operator::{self, Actor, OperatorError};
+use repayd::store::Store;
+
+fn ops(reason: &str) -> Actor {
+    Actor::new("ops-carol", reason).unwrap()
+}
+
+/// The detail of the last event of `kind` on `agreement` (or any, for `None`).
+async fn last_event(store: &Store, agreement: Option<i64>, kind: &str) -> serde_json::Value {
+    let e = store
+        .events(agreement)
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} event"));
+    serde_json::from_str(&e.detail).unwrap()
+}
+
+async fn late_fee_waived_partly_then_fully(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(None, None)).await;
+    let store = &db.store;
+    let cny = Currency::parse("CNY").unwrap();
+    let (a, insts) = agreement(store, "WV-1", "Li Wei", "6222020000004444", &["2027-01-20"]).await;
+    bank.set_balance("6222020000004444", cny, 0).await.unwrap();
+    // 1 DPD on the 24th: a late fee of 25.00.
+    drive(&engine, &clock, local("2027-01-24", 2, 0, SHANGHAI)).await;
+    let charges = store.charges_for_agreement(a).await.unwrap();
+    assert_eq!(charges.len(), 1);
+    let fee = charges[0].id;
+    assert_eq!(charges[0].open_minor(), 25_00);
+
+    let refused = operator::waive_charge(store, clock.now(), &ops("x"), fee, Some("10.005")).await;
+    assert!(
+        matches!(&refused, Err(OperatorError::Refused(m)) if m.contains("--amount")),
+        "{refused:?}"
+    );
+    let too_much = operator::waive_charge(store, clock.now(), &ops("x"), fee, Some("25.01")).await;
+    assert!(
+        matches!(&too_much, Err(OperatorError::Refused(m)) if m.contains("1 to 2500")),
+        "{too_much:?}"
+    );
+    let part = operator::waive_charge(
+        store,
+        clock.now(),
+        &ops("goodwill: first late payment"),
+        fee,
+        Some("10.00"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            part.waived.as_str(),
+            part.open_before.as_str(),
+            part.open_after.as_str()
+        ),
+        ("10.00", "25.00", "15.00")
+    );
+    assert_eq!(part.status, "open");
+    let detail = last_event(store, Some(a), "charge_waived").await;
+    assert_eq!(detail["actor"], "ops-carol");
+    assert_eq!(detail["reason"], "goodwill: first late payment");
+    assert_eq!(detail["waived_minor"], 10_00);
+
+    let rest = operator::waive_charge(store, clock.now(), &ops("hardship"), fee, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rest.waived.as_str(), rest.open_after.as_str()),
+        ("15.00", "0.00")
+    );
+    assert_eq!(rest.status, "waived");
+    let again = operator::waive_charge(store, clock.now(), &ops("again"), fee, None).await;
+    assert!(
+        matches!(&again, Err(OperatorError::Refused(m)) if m.contains("nothing is open")),
+        "{again:?}"
+    );
+    let row = store.charge(fee).await.unwrap().unwrap();
+    assert_eq!(
+        (row.amount_minor, row.paid_minor, row.waived_minor),
+        (25_00, 0, 25_00)
+    );
+
+    // The next debit takes the installment only: the fee is no longer owed.
+    bank.set_balance("6222020000004444", cny, 5_000_00)
+        .await
+        .unwrap();
+    drive(&engine, &clock, local("2027-01-26", 12, 0, SHANGHAI)).await;
+    let attempts = store.attempts_for_installment(insts[0]).await.unwrap();
+    let last = attempts.last().unwrap();
+    assert_eq!(last.state, "succeeded");
+    assert_eq!(last.amount_minor, 1_066_19);
+    assert_eq!(
+        bank.balance("6222020000004444").await.unwrap(),
+        Some(5_000_00 - 1_066_19)
+    );
+}
+
+async fn revoked_mandate_reinstated_and_collected(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(None, None)).await;
+    let store = &db.store;
+    let cny = Currency::parse("CNY").unwrap();
+    let account = "6222020000005555";
+    let (a, insts) = agreement(store, "RI-1", "Li Wei", account, &["2027-01-20"]).await;
+    bank.set_balance(account, cny, 0).await.unwrap();
+    drive(&engine, &clock, local("2027-01-21", 12, 0, SHANGHAI)).await;
+    let p = engine.policy();
+    let revoked = operator::revoke_mandate(store, &p, clock.now(), &ops("letter"), account)
+        .await
+        .unwrap();
+    assert_eq!(revoked.agreements, vec![a]);
+    assert!(
+        store
+            .attempts_for_agreement(a)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.state != "scheduled")
+    );
+    let twice = operator::reinstate_mandate(store, &p, clock.now(), &ops("x"), "NO-SUCH").await;
+    assert!(matches!(&twice, Err(OperatorError::Refused(m)) if m.contains("not found")));
+
+    let back = operator::reinstate_mandate(
+        store,
+        &p,
+        clock.now(),
+        &ops("customer signed a new mandate"),
+        account,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (back.mandate_status.as_str(), back.agreements.clone()),
+        ("active", vec![a])
+    );
+    let detail = last_event(store, None, "mandate_reinstated").await;
+    assert_eq!(detail["actor"], "ops-carol");
+    assert_eq!(detail["reason"], "customer signed a new mandate");
+    let planned: Vec<_> = store
+        .attempts_for_agreement(a)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.state == "scheduled")
+        .collect();
+    assert_eq!(planned.len(), 1, "the next attempt is planned again");
+    let again = operator::reinstate_mandate(store, &p, clock.now(), &ops("x"), account).await;
+    assert!(
+        matches!(&again, Err(OperatorError::Refused(m)) if m.contains("not revoked")),
+        "{again:?}"
+    );
+    bank.set_balance(account, cny, 5_000_00).await.unwrap();
+    drive(&engine, &clock, local("2027-01-24", 12, 0, SHANGHAI)).await;
+    let attempts = store.attempts_for_installment(insts[0]).await.unwrap();
+    assert_eq!(attempts.last().unwrap().state, "succeeded", "{attempts:?}");
+}
+
+both_backends!(
+    late_fee_waived_partly_then_fully,
+    late_fee_waived_partly_then_fully
+);
+both_backends!(
+    revoked_mandate_reinstated_and_collected,
+    revoked_mandate_reinstated_and_collected
+);
