@@ -112,7 +112,8 @@ pub struct ScheduleDefaults {
     pub rounding: RoundingMode,
     pub remainder: RemainderPlacement,
     pub business_day: BusinessDayRule,
-    /// A holiday calendar file (see `config/calendars/`); none means weekends only.
+    /// A holiday calendar file, or a directory of them merged (one per year, see
+    /// `config/calendars/`); none means weekends only.
     pub calendar: Option<PathBuf>,
 }
 
@@ -555,7 +556,7 @@ impl Settings {
             problems.push(ConfigError::invalid("engine.planner_cron", e));
         }
         if let Some(cal) = &self.schedule.calendar
-            && let Err(e) = crate::domain::HolidayCalendar::from_file(cal)
+            && let Err(e) = crate::domain::HolidayCalendar::load(cal)
         {
             problems.push(ConfigError::invalid("schedule.calendar", e.to_string()));
         }

@@ -97,6 +97,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Store::probe(&settings.database_url())
                 .await
                 .map_err(|e| ConfigError::invalid(settings.database_url_key(), e.to_string()))?;
+            for warning in calendar_warnings(&settings, now()) {
+                eprintln!("repayd: warning: {warning}");
+            }
             println!("configuration OK: {}", cli.config.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -264,6 +267,32 @@ pub async fn check_components(settings: &Settings) -> anyhow::Result<()> {
     crate::engine::policy::EnginePolicy::from_settings(settings)
         .map_err(|e| ConfigError::invalid("engine policy", format!("{e:#}")))?;
     Ok(())
+}
+
+/// What `check-config` warns about the holiday calendar (the configuration is still
+/// valid): the current or next year not covered by any loaded calendar file, so public
+/// holidays there would be treated as business days.
+pub fn calendar_warnings(settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+    use chrono::Datelike;
+    let Some(path) = &settings.schedule.calendar else {
+        return Vec::new();
+    };
+    let Ok(cal) = crate::domain::HolidayCalendar::load(path) else {
+        return Vec::new(); // check() already refused it
+    };
+    let year = now.year();
+    cal.missing_years([year, year + 1])
+        .into_iter()
+        .map(|y| {
+            format!(
+                "schedule.calendar ({}, years {:?}) does not cover {y}: due dates in {y} get \
+                 weekends-only business days and the planner will warn daily; add a calendar \
+                 file for {y} (schedule.calendar may name a directory of yearly files)",
+                path.display(),
+                cal.years
+            )
+        })
+        .collect()
 }
 
 /// `repayd quote`: builds the terms from the arguments and prints the schedule.

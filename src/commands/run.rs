@@ -73,6 +73,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
         )
         .with_mail(mail),
     );
+    engine.set_calendar(load_calendar(&settings)?.as_ref());
     let shutdown = CancellationToken::new();
     // The endpoint is up before READY=1, so a unit ordered after this one can probe it.
     let http = if settings.http.enabled {
@@ -388,15 +389,17 @@ impl Reloader {
                 .certificate_expiry(self.clock.now())
                 .into_result()?;
             let transports = self.transports.prepare(&settings)?;
-            Ok((policy, templates, warnings, transports))
+            let calendar = load_calendar(&settings)?;
+            Ok((policy, templates, warnings, transports, calendar))
         })();
         let outcome = match loaded {
-            Ok((policy, templates, warnings, transports)) => {
+            Ok((policy, templates, warnings, transports, calendar)) => {
                 for warning in warnings {
                     tracing::warn!("{warning}");
                 }
                 self.transports.install(transports);
                 self.engine.set_policy(policy);
+                self.engine.set_calendar(calendar.as_ref());
                 if let Some(mail) = self.engine.mail() {
                     mail.set_templates(templates);
                 }
@@ -454,4 +457,16 @@ fn spawn_watchdog(drained: CancellationToken) {
             }
         }
     });
+}
+
+/// The configured holiday calendar (file or directory), for the planner's coverage
+/// warning; `None` when none is configured.
+fn load_calendar(settings: &Settings) -> anyhow::Result<Option<crate::domain::HolidayCalendar>> {
+    settings
+        .schedule
+        .calendar
+        .as_deref()
+        .map(crate::domain::HolidayCalendar::load)
+        .transpose()
+        .map_err(|e| crate::config::ConfigError::invalid("schedule.calendar", e.to_string()).into())
 }

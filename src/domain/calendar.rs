@@ -28,6 +28,10 @@ pub struct HolidayCalendar {
     pub name: String,
     pub holidays: BTreeSet<NaiveDate>,
     pub extra_working_days: BTreeSet<NaiveDate>,
+    /// The calendar years it speaks for (its `years` key, or else every year it lists a
+    /// date in). A date in another year gets weekends-only treatment, and the planner and
+    /// `check-config` warn about it (see [`HolidayCalendar::covers`]).
+    pub years: BTreeSet<i32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,9 @@ struct CalendarFile {
     holidays: Vec<String>,
     #[serde(default)]
     working_days: Vec<String>,
+    /// Years covered; default: the years of the listed dates.
+    #[serde(default)]
+    years: Vec<i32>,
 }
 
 fn parse_dates(
@@ -102,11 +109,81 @@ impl HolidayCalendar {
                 weekday: date.weekday(),
             });
         }
+        let years = if file.years.is_empty() {
+            holidays
+                .iter()
+                .chain(&extra_working_days)
+                .map(|d| d.year())
+                .collect()
+        } else {
+            file.years.iter().copied().collect()
+        };
         Ok(HolidayCalendar {
             name: file.name,
             holidays,
             extra_working_days,
+            years,
         })
+    }
+
+    /// Loads `path`: one calendar file, or a directory whose `*.toml` files (one per
+    /// year of one market, e.g. `cn-2026.toml`, `cn-2027.toml`) are merged in name order.
+    pub fn load(path: &Path) -> Result<Self, CalendarError> {
+        if !path.is_dir() {
+            return Self::from_file(path);
+        }
+        let io = |error| CalendarError::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the directory holds no *.toml calendar file",
+            )));
+        }
+        let mut merged = HolidayCalendar::default();
+        let mut names = Vec::new();
+        for file in &files {
+            let cal = Self::from_file(file)?;
+            let in_file = |error| CalendarError::InFile {
+                path: file.clone(),
+                error: Box::new(error),
+            };
+            if let Some(date) = cal
+                .holidays
+                .intersection(&merged.extra_working_days)
+                .chain(cal.extra_working_days.intersection(&merged.holidays))
+                .next()
+            {
+                return Err(in_file(CalendarError::Conflict { date: *date }));
+            }
+            names.push(cal.name.clone());
+            merged.holidays.extend(cal.holidays);
+            merged.extra_working_days.extend(cal.extra_working_days);
+            merged.years.extend(cal.years);
+        }
+        merged.name = names.join("+");
+        Ok(merged)
+    }
+
+    /// Whether `date` lies in a year this calendar speaks for.
+    pub fn covers(&self, date: NaiveDate) -> bool {
+        self.years.contains(&date.year())
+    }
+
+    /// The years among `years` this calendar does not cover, for warnings.
+    pub fn missing_years(&self, years: impl IntoIterator<Item = i32>) -> Vec<i32> {
+        years
+            .into_iter()
+            .filter(|y| !self.years.contains(y))
+            .collect()
     }
 
     /// Reads and parses a calendar file; every error names the file.
@@ -183,6 +260,55 @@ mod tests {
     fn cn2026() -> HolidayCalendar {
         HolidayCalendar::from_toml(include_str!("../../config/calendars/cn-2026.toml"))
             .expect("the shipped calendar parses")
+    }
+
+    #[test]
+    fn coverage_is_the_years_listed_and_a_directory_merges_its_files() {
+        let cal = cn2026();
+        assert!(cal.covers(d(2026, 12, 31)));
+        assert!(!cal.covers(d(2027, 1, 1)));
+        assert_eq!(cal.missing_years([2026, 2027]), vec![2027]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a-2026.toml"),
+            "name = \"a-2026\"\nholidays = [\"2026-05-01\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b-2027.toml"),
+            "name = \"b-2027\"\nyears = [2027]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let merged = HolidayCalendar::load(dir.path()).unwrap();
+        assert_eq!(merged.name, "a-2026+b-2027");
+        assert_eq!(
+            merged.years.iter().copied().collect::<Vec<_>>(),
+            vec![2026, 2027]
+        );
+        assert!(!merged.is_business_day(d(2026, 5, 1)));
+        std::fs::write(
+            dir.path().join("c.toml"),
+            "name = \"c\"\nworking_days = [\"2026-05-02\"]\nholidays = [\"2026-05-01\"]\n",
+        )
+        .unwrap();
+        // The same dates listed twice are no clash; a holiday on another file's working day is.
+        std::fs::write(
+            dir.path().join("d.toml"),
+            "name = \"d\"\nworking_days = [\"2026-05-02\"]\n",
+        )
+        .unwrap();
+        assert!(HolidayCalendar::load(dir.path()).is_ok());
+        std::fs::write(
+            dir.path().join("e.toml"),
+            "name = \"e\"\nholidays = [\"2026-05-02\"]\n",
+        )
+        .unwrap();
+        let err = HolidayCalendar::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("e.toml") && err.contains("2026-05-02"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod returns;
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
 use crate::store::{NewEvent, Store, StoreError};
-use chrono::{Duration, NaiveDate};
+use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;
 use policy::EnginePolicy;
 use std::collections::HashMap;
@@ -60,6 +60,8 @@ pub struct PlanReport {
     pub examined: u64,
     pub attempts_created: u64,
     pub reminders_created: u64,
+    /// Whether this run logged the daily warning about due dates outside the calendar.
+    pub calendar_warning: bool,
 }
 
 /// What one pass over due work did, by outcome.
@@ -95,6 +97,28 @@ pub struct Engine {
     /// Operations were told that the gateway refuses look-ups (401/403); cleared by the
     /// next answered look-up, so a new episode is told again.
     pub(crate) lookup_refusal_reported: std::sync::atomic::AtomicBool,
+    /// The holiday calendar's years, when one is configured: the planner warns (once
+    /// per day) about due dates outside them.
+    pub(crate) calendar: std::sync::RwLock<Option<CalendarCoverage>>,
+}
+
+/// The years a configured holiday calendar covers, and the last day the planner warned
+/// that a due date lies outside them.
+#[derive(Debug, Clone)]
+pub struct CalendarCoverage {
+    pub name: String,
+    pub years: std::collections::BTreeSet<i32>,
+    warned_on: Option<NaiveDate>,
+}
+
+impl CalendarCoverage {
+    pub fn of(calendar: &crate::domain::HolidayCalendar) -> Self {
+        Self {
+            name: calendar.name.clone(),
+            years: calendar.years.clone(),
+            warned_on: None,
+        }
+    }
 }
 
 /// What the engine needs to email customers.
@@ -148,7 +172,63 @@ impl Engine {
             mail: None,
             deployment: tokio::sync::OnceCell::new(),
             lookup_refusal_reported: std::sync::atomic::AtomicBool::new(false),
+            calendar: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Sets (or, on reload, replaces) the configured holiday calendar's coverage.
+    pub fn set_calendar(&self, calendar: Option<&crate::domain::HolidayCalendar>) {
+        *self.calendar.write().expect("calendar lock poisoned") =
+            calendar.map(CalendarCoverage::of);
+    }
+
+    /// Logs a warning, at most once per UTC day, while the due dates the planner works
+    /// on (from today to the latest unpaid one within the horizon) reach into a year the
+    /// configured calendar does not cover (those dates got weekends-only treatment).
+    /// Returns whether it warned.
+    async fn check_calendar_coverage(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        horizon: &str,
+    ) -> Result<bool, EngineError> {
+        let today = now.date_naive();
+        let years = match self
+            .calendar
+            .read()
+            .expect("calendar lock poisoned")
+            .as_ref()
+        {
+            Some(cov) if cov.warned_on != Some(today) => cov.years.clone(),
+            _ => return Ok(false),
+        };
+        let Some(latest) = self.store.latest_unpaid_due_date(horizon).await? else {
+            return Ok(false);
+        };
+        let latest = parse_date(&latest)?;
+        let uncovered: Vec<i32> = (today.year().min(latest.year())..=latest.year())
+            .filter(|y| !years.contains(y))
+            .collect();
+        if uncovered.is_empty() {
+            return Ok(false);
+        }
+        let mut guard = self.calendar.write().expect("calendar lock poisoned");
+        let Some(cov) = guard.as_mut() else {
+            return Ok(false);
+        };
+        if cov.warned_on == Some(today) {
+            return Ok(false);
+        }
+        cov.warned_on = Some(today);
+        tracing::warn!(
+            calendar = %cov.name,
+            calendar_years = ?cov.years,
+            uncovered_years = ?uncovered,
+            latest_due_date = %latest,
+            "planned due dates lie outside every loaded holiday calendar's years: public \
+             holidays there are unknown (weekends only); add that year's calendar file \
+             (schedule.calendar may name a directory of them)"
+        );
+        Ok(true)
     }
 
     /// Enables customer email: pre-due reminders, receipts and failure notices.
@@ -330,6 +410,7 @@ impl Engine {
             report.attempts_created += written.attempts;
             report.reminders_created += written.reminders;
         }
+        report.calendar_warning = self.check_calendar_coverage(now, &horizon).await?;
         Ok(report)
     }
 }

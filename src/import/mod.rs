@@ -388,8 +388,8 @@ async fn import_with_index(
 fn rules_for(defaults: &ScheduleDefaults, format: Format) -> Result<Rules, ImportError> {
     let (calendar, calendar_name) = match &defaults.calendar {
         Some(path) => {
-            let cal = HolidayCalendar::from_file(path)
-                .map_err(|e| ImportError::Defaults(e.to_string()))?;
+            let cal =
+                HolidayCalendar::load(path).map_err(|e| ImportError::Defaults(e.to_string()))?;
             let name = cal.name.clone();
             (cal, Some(name))
         }

@@ -167,6 +167,7 @@ pub(crate) fn placeholders(backend: Backend, width: usize, rows: usize) -> Strin
 }
 
 pub mod agreements;
+pub mod calendar;
 pub mod console;
 pub mod conversation;
 pub mod debits;

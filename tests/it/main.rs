@@ -5,6 +5,7 @@
 // Amounts in minor units are written major_minor (`1_066_19` is 1066.19) on purpose.
 #![allow(clippy::inconsistent_digit_grouping)]
 
+mod calendar;
 mod collections;
 mod console;
 mod corpus;
