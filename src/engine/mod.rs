@@ -305,7 +305,8 @@ impl Engine {
         self.store.planning_cache(true).await?;
         let planned = self.plan_pages(&policy, now_ms, &horizon, deployment).await;
         self.store.planning_cache(false).await?;
-        let report = planned?;
+        let mut report = planned?;
+        report.calendar_warning = self.check_calendar_coverage(now, &horizon).await?;
         if report.attempts_created > 0 || report.reminders_created > 0 {
             tracing::info!(
                 debit_attempts = report.attempts_created,
@@ -410,7 +411,6 @@ impl Engine {
             report.attempts_created += written.attempts;
             report.reminders_created += written.reminders;
         }
-        report.calendar_warning = self.check_calendar_coverage(now, &horizon).await?;
         Ok(report)
     }
 }
