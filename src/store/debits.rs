@@ -155,44 +155,7 @@ impl Store {
         let backend = self.backend();
         let created = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let mut events = Vec::with_capacity(planned.len());
-            for chunk in planned.chunks(super::ROWS_PER_INSERT) {
-                let sql = format!(
-                    "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, \
-                         idempotency_key, scheduled_at_ms, amount_minor, currency, state, \
-                         reconcile_count, created_at_ms, updated_at_ms) \
-                     SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
-                            v.column7, 'scheduled', 0, v.column8, v.column8 \
-                     FROM (VALUES {}) AS v WHERE true \
-                     ON CONFLICT DO NOTHING RETURNING id, installment_id, attempt_no",
-                    super::placeholders(backend, 8, chunk.len())
-                );
-                let mut q = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql));
-                for (a, ev) in chunk {
-                    q = q
-                        .bind(a.installment_id)
-                        .bind(a.agreement_id)
-                        .bind(a.attempt_no)
-                        .bind(a.idempotency_key.as_str())
-                        .bind(a.scheduled_at_ms)
-                        .bind(a.amount_minor)
-                        .bind(a.currency.as_str())
-                        .bind(ev.at_ms);
-                }
-                let ids: std::collections::HashMap<(i64, i64), i64> = q
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .into_iter()
-                    .map(|(id, inst, no)| ((inst, no), id))
-                    .collect();
-                for (a, ev) in chunk {
-                    if let Some(id) = ids.get(&(a.installment_id, a.attempt_no)) {
-                        let mut ev = ev.clone();
-                        ev.attempt_id = Some(*id);
-                        events.push(ev);
-                    }
-                }
-            }
+            let events = insert_attempt_rows!(&mut *tx, backend, planned);
             insert_events!(&mut *tx, backend, &events);
             tx.commit().await?;
             events.len() as u64

@@ -134,6 +134,57 @@ macro_rules! insert_events {
 #[allow(unused_imports)]
 pub(crate) use insert_events;
 
+/// Writes planned debit attempts (multi-row INSERTs, an existing attempt skipped) on
+/// `$conn`, a write transaction, and evaluates to their events with the new attempt ids
+/// filled in, for [`insert_events!`] in the same transaction. One copy for the single
+/// attempt ([`Store::insert_attempts`]) and the planner's pages.
+macro_rules! insert_attempt_rows {
+    ($conn:expr, $backend:expr, $planned:expr) => {{
+        let planned: &[($crate::store::debits::NewAttempt, $crate::store::NewEvent)] = $planned;
+        let mut events = Vec::with_capacity(planned.len());
+        for chunk in planned.chunks($crate::store::ROWS_PER_INSERT) {
+            let sql = format!(
+                "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, \
+                     idempotency_key, scheduled_at_ms, amount_minor, currency, state, \
+                     reconcile_count, created_at_ms, updated_at_ms) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, \
+                        v.column7, 'scheduled', 0, v.column8, v.column8 \
+                 FROM (VALUES {}) AS v WHERE true \
+                 ON CONFLICT DO NOTHING RETURNING id, installment_id, attempt_no",
+                $crate::store::placeholders($backend, 8, chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql));
+            for (a, ev) in chunk {
+                q = q
+                    .bind(a.installment_id)
+                    .bind(a.agreement_id)
+                    .bind(a.attempt_no)
+                    .bind(a.idempotency_key.as_str())
+                    .bind(a.scheduled_at_ms)
+                    .bind(a.amount_minor)
+                    .bind(a.currency.as_str())
+                    .bind(ev.at_ms);
+            }
+            let ids: std::collections::HashMap<(i64, i64), i64> = q
+                .fetch_all(&mut *$conn)
+                .await?
+                .into_iter()
+                .map(|(id, inst, no)| ((inst, no), id))
+                .collect();
+            for (a, ev) in chunk {
+                if let Some(id) = ids.get(&(a.installment_id, a.attempt_no)) {
+                    let mut ev = ev.clone();
+                    ev.attempt_id = Some(*id);
+                    events.push(ev);
+                }
+            }
+        }
+        events
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use insert_attempt_rows;
+
 /// Rows per multi-row INSERT: well under SQLite's 32,766 and PostgreSQL's 65,535 bound
 /// parameters at up to 8 columns a row.
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
