@@ -21,6 +21,7 @@ pub const ACTIONS: &[&str] = &[
     "resume",
     "record_payment",
     "revoke_mandate",
+    "reinstate_mandate",
     "requeue",
 ];
 
@@ -79,6 +80,12 @@ fn describe(lang: Lang, name: &str, f: &ActionForm) -> String {
         (Lang::ZhCn, "revoke_mandate") => format!(
             "撤销账户 {masked} 的扣款授权：不再从该账户扣款，已计划的扣款失败，并通知客户改用其他方式还款。"
         ),
+        (Lang::En, "reinstate_mandate") => format!(
+            "The revoked debit mandate of account {masked} becomes active again: its agreements' debits are planned again and unsent \"pay another way\" notices are cancelled."
+        ),
+        (Lang::ZhCn, "reinstate_mandate") => format!(
+            "恢复账户 {masked} 已撤销的扣款授权：其协议的扣款重新计划，未发出的“请改用其他方式还款”通知将被取消。"
+        ),
         (Lang::En, "requeue") => format!(
             "Rejected debit attempt {} of agreement {} runs again from its funds check, under the same idempotency key.",
             f.attempt, f.agreement
@@ -99,7 +106,7 @@ fn target_fields(name: &str, f: &ActionForm) -> Vec<(&'static str, String)> {
             out.push(("amount", f.amount.clone()));
             out.push(("reference", f.reference.clone()));
         }
-        "revoke_mandate" => out.push(("account", f.account.clone())),
+        "revoke_mandate" | "reinstate_mandate" => out.push(("account", f.account.clone())),
         "requeue" => out.push(("attempt", f.attempt.clone())),
         _ => {}
     }
@@ -189,6 +196,11 @@ pub(crate) async fn action(
         }
         "revoke_mandate" => {
             operator::revoke_mandate(store, &policy, now, &actor, form.account.trim())
+                .await
+                .map(|r| json!(r))
+        }
+        "reinstate_mandate" => {
+            operator::reinstate_mandate(store, &policy, now, &actor, form.account.trim())
                 .await
                 .map(|r| json!(r))
         }
@@ -304,14 +316,19 @@ pub(crate) fn forms(
             ],
         }));
     }
-    if let Some(f) = account
-        && f.mandate_status == "active"
-    {
-        out.push(json!({
-            "name": "revoke_mandate", "target": crate::mask::account(&f.external_ref),
-            "hidden": hidden(&[("agreement", id.clone()), ("account", f.external_ref.clone())]),
-            "fields": [],
-        }));
+    if let Some(f) = account {
+        let name = match f.mandate_status.as_str() {
+            "active" => Some("revoke_mandate"),
+            "revoked" => Some("reinstate_mandate"),
+            _ => None,
+        };
+        if let Some(name) = name {
+            out.push(json!({
+                "name": name, "target": crate::mask::account(&f.external_ref),
+                "hidden": hidden(&[("agreement", id.clone()), ("account", f.external_ref.clone())]),
+                "fields": [],
+            }));
+        }
     }
     for (attempt_id, attempt_no) in rejected {
         out.push(json!({

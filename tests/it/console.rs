@@ -698,6 +698,31 @@ async fn drive(
     assert_eq!(mandate, "revoked");
     in_timeline(client, "mandate_revoked", "customer withdrew consent").await?;
 
+    // The revoked mandate's form is now the reinstatement (the only way back to active).
+    act(
+        client,
+        base,
+        "AGR-2026-0001",
+        "reinstate_mandate",
+        &[],
+        "customer signed a new mandate",
+    )
+    .await?;
+    let mandate: String = sqlx::query_scalar(
+        "SELECT f.mandate_status FROM funding_accounts f JOIN agreements a \
+         ON a.funding_account_id = f.id WHERE a.external_id = 'AGR-2026-0001'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(mandate, "active");
+    in_timeline(
+        client,
+        "mandate_reinstated",
+        "customer signed a new mandate",
+    )
+    .await?;
+
     // A rejected attempt (made so here: the demo's sandbox bank never rejects) is listed
     // on Queues and re-queued from its agreement's page.
     let rw = sqlx::sqlite::SqlitePoolOptions::new()
