@@ -43,6 +43,8 @@ pub enum Command {
     Import(crate::commands::import::ImportArgs),
     /// List agreements or show one with its schedule.
     Agreements(crate::commands::agreements::AgreementsArgs),
+    /// Show one customer: agreements, arrears, charges, funding sources, debits, messages.
+    Customers(crate::commands::customers::CustomersArgs),
     /// Record payments received by other means, or settle an agreement early.
     Payments(crate::commands::payments::PaymentsArgs),
     /// Overdue accounts: the report for collections and credit-bureau files.

@@ -108,19 +108,19 @@ pub async fn run(store: &Store, args: &AgreementsArgs) -> anyhow::Result<ExitCod
 
 /// A minor-unit amount as a decimal string in `currency` (raw minor units if the stored
 /// code is somehow unknown, rather than failing the whole listing).
-fn amount(minor: i64, currency: &str) -> String {
+pub(crate) fn amount(minor: i64, currency: &str) -> String {
     match Currency::parse(currency) {
         Ok(c) => format_minor(minor, c),
         Err(_) => format!("{minor} (minor units)"),
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(crate) fn rfc3339(ms: i64) -> String {
     from_epoch_ms(ms).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Left-aligned text columns, numbers right-aligned; the last column is not padded.
-fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

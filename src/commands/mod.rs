@@ -4,6 +4,7 @@
 pub mod agreements;
 pub mod attempts;
 pub mod bench;
+pub mod customers;
 pub mod demo;
 pub mod fees;
 pub mod funding;
@@ -177,6 +178,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 _ => agreements::run(&store, &args).await,
             };
+            store.close().await;
+            code
+        }
+        Command::Customers(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = customers::run(&store, &args).await;
             store.close().await;
             code
         }

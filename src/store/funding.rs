@@ -6,6 +6,13 @@
 use super::debits::FundingSource;
 use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
+/// All of a customer's funding accounts, those with a priority first (1, 2, ...), then the
+/// others (used only by the agreements that name them) in the order they were added.
+const CUSTOMER_SOURCES: &str = "SELECT id AS funding_account_id, external_ref AS account_ref, \
+    mandate_ref, mandate_status, priority \
+    FROM funding_accounts WHERE customer_id = $1 \
+    ORDER BY COALESCE(priority, 1000000000), id";
+
 impl Store {
     /// Sets the order of a customer's funding sources (`refs`, first tried first), with a
     /// `funding_sources_set` event naming the actor and reason, in one transaction. Every
@@ -84,17 +91,24 @@ impl Store {
                     }),
                 }
             )?;
-            let rows = sqlx::query_as::<_, FundingSource>(
-                "SELECT id AS funding_account_id, external_ref AS account_ref, mandate_ref, \
-                        mandate_status, priority \
-                 FROM funding_accounts WHERE customer_id = $1 \
-                 ORDER BY COALESCE(priority, 1000000000), id",
-            )
-            .bind(customer_id)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query_as::<_, FundingSource>(CUSTOMER_SOURCES)
+                .bind(customer_id)
+                .fetch_all(&mut *tx)
+                .await?;
             tx.commit().await?;
             rows
+        });
+        Ok(rows)
+    }
+
+    /// A customer's funding accounts in the order debits try them (see [`CUSTOMER_SOURCES`]):
+    /// `repayd customers show`.
+    pub async fn customer_funding_sources(&self, customer_id: i64) -> Result<Vec<FundingSource>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, FundingSource>(CUSTOMER_SOURCES)
+                .bind(customer_id)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows)
     }

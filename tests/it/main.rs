@@ -9,6 +9,7 @@ mod calendar;
 mod collections;
 mod console;
 mod corpus;
+mod customers;
 mod daemon;
 mod demo;
 mod engine;
