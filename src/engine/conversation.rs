@@ -15,8 +15,9 @@
 //!    `reminders.merge_window_minutes` of each other are decided together: the most
 //!    important supersedes the rest (credit warning over overdue over failure notice over
 //!    pre-due reminder; a receipt records money taken and is never superseded). A less
-//!    important one waits for the more important one and is then cancelled as superseded,
-//!    or sent if that one turned out untrue. At most one failure notice per installment
+//!    important one waits for the more important one (also for one planned later the same
+//!    local day) and is then cancelled as superseded, or sent if that one turned out
+//!    untrue. At most one failure notice per installment
 //!    per local day, one "pay another way" notice per agreement, and at most
 //!    `reminders.max_per_customer_per_day` emails per customer per local day (more wait
 //!    for the next day, where the truth check runs again).
@@ -255,19 +256,30 @@ impl Engine {
             _ => {}
         }
 
-        if rank(&r.kind).is_some() {
+        if let Some(own_rank) = rank(&r.kind) {
             let window = rules.merge_window;
+            // A more serious message about the agreement due later the same local day
+            // (the overdue escalation at 09:00 after a failed retry at 06:00) says all
+            // this one would, and more: this one waits for it rather than go out an hour
+            // earlier as a second email about the same missing money.
+            let tomorrow =
+                worktime::local_instant(today + Duration::days(1), chrono::NaiveTime::MIN, tz);
             let near = self
                 .store
                 .agreement_messages_near(
                     r.agreement_id,
                     r.id,
                     to_epoch_ms(now - window),
-                    to_epoch_ms(now + window),
+                    to_epoch_ms((now + window).max(tomorrow)),
                 )
                 .await?;
+            let window_end_ms = to_epoch_ms(now + window);
             for other in &near {
                 let sent = other.state == "sent";
+                let later_today = !sent && other.scheduled_at_ms > window_end_ms;
+                if later_today && rank(&other.kind).is_none_or(|w| w <= own_rank) {
+                    continue;
+                }
                 if !supersedes(
                     (&other.kind, other.installment_id),
                     (&r.kind, r.installment_id),

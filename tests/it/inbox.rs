@@ -682,6 +682,34 @@ async fn every_message_is_true_when_sent_over_120_days(db: TestDb) {
         );
     }
 
+    // 5b. One email a local day about an agreement's missing money: a failure notice
+    //     does not go out an hour before the overdue escalation that says it all again.
+    let mut missing_money: BTreeMap<(i64, NaiveDate), Vec<String>> = BTreeMap::new();
+    for m in &delivered {
+        if [
+            "debit_failed",
+            "overdue",
+            "credit_warning",
+            "mandate_notice",
+        ]
+        .contains(&m.kind.as_str())
+        {
+            let local = m.at.with_timezone(&m.owner.tz);
+            missing_money
+                .entry((m.owner.agreement_id, local.date_naive()))
+                .or_default()
+                .push(format!("{} {} at {local}", m.kind, m.message_id));
+        }
+    }
+    for ((agreement, day), list) in &missing_money {
+        assert!(
+            list.len() == 1,
+            "agreement {agreement}: {} emails about missing money on {day}:\n{}",
+            list.len(),
+            list.join("\n")
+        );
+    }
+
     // 6. Promised attempts ran at the minute promised, and no installment was tried
     //    twice on one local day (downtime and late import included).
     let all_agreements: Vec<(i64, Tz)> = [
