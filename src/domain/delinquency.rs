@@ -375,20 +375,29 @@ pub fn allocate(
 }
 
 /// What settling an agreement early costs on `today` (the customer's local date): every
-/// open charge, everything of installments already due, and only the principal of
-/// installments not yet due: their future interest and fees are waived.
+/// open charge, everything of installments already due, the principal of installments
+/// not yet due, and the interest accrued since the last due date when the policy asks for
+/// it (`accrued_minor`, see `domain::settlement`). The rest of the future interest and
+/// fees is waived.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct SettlementQuote {
     pub charges_minor: i64,
     pub due_minor: i64,
     pub future_principal_minor: i64,
+    /// Accrued interest charged: the accrual asked for, capped at the interest the
+    /// schedule still holds for the installments not yet due (a settlement never costs
+    /// more interest than paying on schedule would).
+    pub accrued_interest_minor: i64,
     pub waived_interest_minor: i64,
     pub waived_fees_minor: i64,
 }
 
 impl SettlementQuote {
     pub fn total_minor(&self) -> i64 {
-        self.charges_minor + self.due_minor + self.future_principal_minor
+        self.charges_minor
+            + self.due_minor
+            + self.future_principal_minor
+            + self.accrued_interest_minor
     }
 
     pub fn waived_minor(&self) -> i64 {
@@ -396,12 +405,34 @@ impl SettlementQuote {
     }
 }
 
+/// Installments not yet due on `today`, oldest first.
+fn not_yet_due(installments: &[OpenInstallment], today: NaiveDate) -> Vec<&OpenInstallment> {
+    let mut future: Vec<&OpenInstallment> =
+        installments.iter().filter(|i| i.due_date > today).collect();
+    future.sort_by_key(|i| (i.due_date, i.installment_id));
+    future
+}
+
+/// Open principal of the installments not yet due on `today`: what accrued interest runs on.
+pub fn outstanding_future_principal(
+    order: &[Component],
+    installments: &[OpenInstallment],
+    today: NaiveDate,
+) -> i64 {
+    not_yet_due(installments, today)
+        .iter()
+        .map(|i| i.components_open(order).principal)
+        .sum()
+}
+
 pub fn settlement_quote(
     order: &[Component],
     installments: &[OpenInstallment],
     today: NaiveDate,
+    accrued_minor: i64,
 ) -> SettlementQuote {
     let mut q = SettlementQuote::default();
+    let mut future_interest = 0;
     for inst in installments {
         q.charges_minor += inst.charges_open();
         let open = inst.components_open(order);
@@ -409,25 +440,31 @@ pub fn settlement_quote(
             q.due_minor += open.total();
         } else {
             q.future_principal_minor += open.principal;
-            q.waived_interest_minor += open.interest;
+            future_interest += open.interest;
             q.waived_fees_minor += open.fees;
         }
     }
+    q.accrued_interest_minor = accrued_minor.clamp(0, future_interest);
+    q.waived_interest_minor = future_interest - q.accrued_interest_minor;
     q
 }
 
 /// Allocation for an early settlement: installments already due in full (in `order`),
-/// then the principal of future ones; their interest and fees are returned as waived
-/// slices (`Component::Interest` / `Component::Fees` in the second list).
+/// then the principal of future ones and the accrued interest (on their interest, oldest
+/// first, capped as in [`settlement_quote`]); the rest of their interest and fees is
+/// returned as waived slices (`Component::Interest` / `Component::Fees` in the second
+/// list).
 pub fn allocate_settlement(
     order: &[Component],
     installments: &[OpenInstallment],
     today: NaiveDate,
+    accrued_minor: i64,
 ) -> (Vec<Allocation>, Vec<Allocation>) {
     let mut paid = Vec::new();
     let mut waived = Vec::new();
     let mut sorted: Vec<&OpenInstallment> = installments.iter().collect();
     sorted.sort_by_key(|i| (i.due_date, i.installment_id));
+    let mut accrued_left = accrued_minor.max(0);
     for inst in sorted {
         let open = inst.components_open(order);
         let total = open.total() + inst.charges_open();
@@ -453,8 +490,18 @@ pub fn allocate_settlement(
                     amount_minor: open.principal,
                 });
             }
+            let interest_paid = accrued_left.min(open.interest);
+            accrued_left -= interest_paid;
+            if interest_paid > 0 {
+                paid.push(Allocation {
+                    installment_id: inst.installment_id,
+                    charge_id: None,
+                    component: Component::Interest,
+                    amount_minor: interest_paid,
+                });
+            }
             for (c, m) in [
-                (Component::Interest, open.interest),
+                (Component::Interest, open.interest - interest_paid),
                 (Component::Fees, open.fees),
             ] {
                 if m > 0 {
@@ -696,14 +743,14 @@ mod tests {
         due.charges = vec![(3, 12_50)];
         let future = inst(2, "2027-02-20", 900_00, 45_00, 10_00, 0);
         let today = d("2027-02-01");
-        let q = settlement_quote(&ORDER, &[due.clone(), future.clone()], today);
+        let q = settlement_quote(&ORDER, &[due.clone(), future.clone()], today, 0);
         assert_eq!(q.charges_minor, 12_50);
         assert_eq!(q.due_minor, 960_00);
         assert_eq!(q.future_principal_minor, 900_00);
         assert_eq!(q.waived_interest_minor, 45_00);
         assert_eq!(q.waived_fees_minor, 10_00);
         assert_eq!(q.total_minor(), 1_872_50);
-        let (paid, waived) = allocate_settlement(&ORDER, &[future, due], today);
+        let (paid, waived) = allocate_settlement(&ORDER, &[future, due], today, 0);
         assert_eq!(
             paid.iter().map(|s| s.amount_minor).sum::<i64>(),
             q.total_minor()
@@ -713,6 +760,50 @@ mod tests {
             q.waived_minor()
         );
         assert!(waived.iter().all(|s| s.installment_id == 2));
+    }
+
+    #[test]
+    fn settlement_charges_accrued_interest_capped_at_the_schedule() {
+        let a = inst(1, "2027-02-20", 900_00, 45_00, 10_00, 0);
+        let b = inst(2, "2027-03-20", 900_00, 40_00, 10_00, 0);
+        let today = d("2027-02-01");
+        assert_eq!(
+            outstanding_future_principal(&ORDER, &[a.clone(), b.clone()], today),
+            1_800_00
+        );
+        let q = settlement_quote(&ORDER, &[a.clone(), b.clone()], today, 12_34);
+        assert_eq!(q.accrued_interest_minor, 12_34);
+        assert_eq!(q.waived_interest_minor, 85_00 - 12_34);
+        assert_eq!(q.total_minor(), 1_800_00 + 12_34);
+        let (paid, waived) = allocate_settlement(&ORDER, &[b.clone(), a.clone()], today, 12_34);
+        let interest: Vec<(i64, i64)> = paid
+            .iter()
+            .filter(|s| s.component == Component::Interest)
+            .map(|s| (s.installment_id, s.amount_minor))
+            .collect();
+        assert_eq!(interest, vec![(1, 12_34)]);
+        assert_eq!(
+            paid.iter().map(|s| s.amount_minor).sum::<i64>(),
+            q.total_minor()
+        );
+        assert_eq!(
+            waived.iter().map(|s| s.amount_minor).sum::<i64>(),
+            q.waived_minor()
+        );
+        // More than the first installment's interest spills onto the next; more than
+        // all of it is capped.
+        let (paid, _) = allocate_settlement(&ORDER, &[a.clone(), b.clone()], today, 50_00);
+        let interest: Vec<(i64, i64)> = paid
+            .iter()
+            .filter(|s| s.component == Component::Interest)
+            .map(|s| (s.installment_id, s.amount_minor))
+            .collect();
+        assert_eq!(interest, vec![(1, 45_00), (2, 5_00)]);
+        let q = settlement_quote(&ORDER, &[a, b], today, 1_000_00);
+        assert_eq!(
+            (q.accrued_interest_minor, q.waived_interest_minor),
+            (85_00, 0)
+        );
     }
 
     proptest! {
@@ -742,6 +833,39 @@ mod tests {
                 let to_this: i64 = slices.iter().filter(|s| s.installment_id == inst.installment_id).map(|s| s.amount_minor).sum();
                 prop_assert!(to_this <= inst.components_open(&ORDER).total() + inst.charges_open());
             }
+        }
+
+        #[test]
+        fn settlement_is_principal_outstanding_plus_accrued_plus_charges(
+            parts in proptest::collection::vec((0i64..100_000, 0i64..10_000, 0i64..5_000, 0i64..3_000, 0i64..4), 1..6),
+            today_off in 0i64..200,
+            accrued in 0i64..50_000,
+        ) {
+            let insts: Vec<OpenInstallment> = parts.iter().enumerate().map(|(n, (p, i, f, c, k))| {
+                let total = p + i + f;
+                OpenInstallment {
+                    installment_id: n as i64 + 1,
+                    due_date: d("2027-01-01") + Duration::days(30 * n as i64),
+                    principal_minor: *p, interest_minor: *i, fee_minor: *f,
+                    paid_minor: total * k / 4,
+                    charges: if *c > 0 { vec![(n as i64 + 100, *c)] } else { vec![] },
+                }
+            }).collect();
+            let today = d("2026-12-15") + Duration::days(today_off);
+            let q = settlement_quote(&ORDER, &insts, today, accrued);
+            let charges: i64 = insts.iter().map(|i| i.charges_open()).sum();
+            let due: i64 = insts.iter().filter(|i| i.due_date <= today).map(|i| i.components_open(&ORDER).total()).sum();
+            let principal = outstanding_future_principal(&ORDER, &insts, today);
+            let future_interest: i64 = insts.iter().filter(|i| i.due_date > today).map(|i| i.components_open(&ORDER).interest).sum();
+            prop_assert_eq!(q.accrued_interest_minor, accrued.min(future_interest));
+            prop_assert_eq!(q.total_minor(), due + principal + q.accrued_interest_minor + charges);
+            let (paid, waived) = allocate_settlement(&ORDER, &insts, today, accrued);
+            prop_assert_eq!(paid.iter().map(|s| s.amount_minor).sum::<i64>(), q.total_minor());
+            prop_assert_eq!(waived.iter().map(|s| s.amount_minor).sum::<i64>(), q.waived_minor());
+            prop_assert!(paid.iter().chain(&waived).all(|s| s.amount_minor > 0));
+            // Paid and waived together close exactly what is owed.
+            let owed: i64 = insts.iter().map(|i| i.components_open(&ORDER).total() + i.charges_open()).sum();
+            prop_assert_eq!(q.total_minor() + q.waived_minor(), owed);
         }
 
         #[test]

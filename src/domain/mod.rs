@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod delinquency;
 pub mod money;
 pub mod schedule;
+pub mod settlement;
 pub mod worktime;
 
 pub use actor::{Actor, ActorError};

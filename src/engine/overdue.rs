@@ -12,6 +12,7 @@ use crate::config::ConfigError;
 use crate::domain::delinquency::{
     Bucket, Component, CreditFlag, DelinquencyRules, LateFeeKind, LateFeeRule, OpenInstallment,
 };
+use crate::domain::settlement::{DayCount, SettlementInterest, SettlementPolicy};
 use crate::domain::{Currency, Money, worktime};
 use crate::store::NewEvent;
 use crate::store::delinquency::{
@@ -100,6 +101,8 @@ pub struct PaymentSettings {
     /// Order in which money received pays an installment's parts, oldest installment
     /// first: a permutation of penalties, fees, interest, principal.
     pub allocation: Vec<String>,
+    /// `[payments.settlement]`: what an early settlement charges for the current period.
+    pub settlement: SettlementSettings,
 }
 
 impl Default for PaymentSettings {
@@ -108,6 +111,62 @@ impl Default for PaymentSettings {
             allocation: ["penalties", "fees", "interest", "principal"]
                 .map(String::from)
                 .to_vec(),
+            settlement: SettlementSettings::default(),
+        }
+    }
+}
+
+/// `[payments.settlement]` (see `domain::settlement`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementSettings {
+    /// `principal_only` (the default) or `accrued`.
+    pub interest: String,
+    /// `act/365` (the default), `act/360` or `30/360`.
+    pub day_count: String,
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        Self {
+            interest: "principal_only".into(),
+            day_count: "act/365".into(),
+        }
+    }
+}
+
+impl SettlementSettings {
+    /// The policy, or the problems naming each bad key.
+    pub fn policy(&self) -> Result<SettlementPolicy, Vec<ConfigError>> {
+        let interest = SettlementInterest::parse(self.interest.trim());
+        let day_count = DayCount::parse(self.day_count.trim());
+        let mut problems = Vec::new();
+        if interest.is_none() {
+            problems.push(ConfigError::invalid(
+                "payments.settlement.interest",
+                format!(
+                    "{:?} is not a settlement interest policy; expected one of {}",
+                    self.interest,
+                    SettlementInterest::NAMES.join(", ")
+                ),
+            ));
+        }
+        if day_count.is_none() {
+            problems.push(ConfigError::invalid(
+                "payments.settlement.day_count",
+                format!(
+                    "{:?} is not a day count; expected one of {}",
+                    self.day_count,
+                    DayCount::NAMES.join(", ")
+                ),
+            ));
+        }
+        match (interest, day_count) {
+            (Some(interest), Some(day_count)) => Ok(SettlementPolicy {
+                interest,
+                day_count,
+            }),
+            _ => Err(problems),
         }
     }
 }
@@ -121,6 +180,12 @@ impl PaymentSettings {
     }
 
     pub fn check(&self) -> Vec<ConfigError> {
+        let mut problems = self.settlement.policy().err().unwrap_or_default();
+        problems.extend(self.check_allocation());
+        problems
+    }
+
+    fn check_allocation(&self) -> Vec<ConfigError> {
         let order = self.order();
         let mut sorted: Vec<&str> = order.iter().map(|c| c.as_str()).collect();
         sorted.sort_unstable();
@@ -339,6 +404,8 @@ pub struct OverduePolicy {
     pub late_fee: Option<LateFeeRule>,
     pub retry_on_bucket_entry: bool,
     pub allocation: Vec<Component>,
+    /// What an early settlement charges for the current period.
+    pub settlement: SettlementPolicy,
     pub alerts: super::alerts::AlertPolicy,
 }
 
@@ -358,6 +425,7 @@ impl Default for OverduePolicy {
             late_fee: None,
             retry_on_bucket_entry: false,
             allocation: PaymentSettings::default().order(),
+            settlement: SettlementPolicy::default(),
             alerts: Default::default(),
         }
     }
@@ -401,6 +469,10 @@ impl OverduePolicy {
             late_fee,
             retry_on_bucket_entry: overdue.retry_on_bucket_entry,
             allocation: payments.order(),
+            settlement: payments
+                .settlement
+                .policy()
+                .map_err(|p| anyhow::Error::from(p.into_iter().next().expect("a problem")))?,
             alerts: super::alerts::AlertPolicy::from_settings(alerts),
         })
     }
@@ -866,7 +938,34 @@ mod tests {
         );
         let p = PaymentSettings {
             allocation: vec!["principal".into(), "principal".into(), "fees".into()],
+            ..Default::default()
         };
         assert_eq!(keys(p.check()), vec!["payments.allocation"]);
+        let p: PaymentSettings =
+            toml::from_str("[settlement]\ninterest = \"accrue\"\nday_count = \"ACT/365\"").unwrap();
+        let text: Vec<String> = p.check().iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            keys(p.check()),
+            vec![
+                "payments.settlement.interest",
+                "payments.settlement.day_count"
+            ]
+        );
+        assert!(
+            text[0].contains("\"accrue\"") && text[0].contains("accrued, principal_only"),
+            "{text:?}"
+        );
+        assert!(text[1].contains("act/365, act/360, 30/360"), "{text:?}");
+        let p: PaymentSettings =
+            toml::from_str("[settlement]\ninterest = \"accrued\"\nday_count = \"30/360\"").unwrap();
+        assert!(p.check().is_empty());
+        assert_eq!(
+            p.settlement.policy().unwrap(),
+            SettlementPolicy {
+                interest: SettlementInterest::Accrued,
+                day_count: DayCount::Thirty360
+            }
+        );
+        assert!(toml::from_str::<PaymentSettings>("[settlement]\ndays = \"x\"").is_err());
     }
 }

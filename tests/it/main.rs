@@ -24,6 +24,7 @@ mod overdue;
 mod payments;
 mod reminders;
 mod sandbox;
+mod settlement;
 mod simulate;
 mod startup;
 mod store_contract;

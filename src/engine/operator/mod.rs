@@ -15,6 +15,7 @@
 //! | [`reinstate_mandate`] | funding account ref | [`MandateChanged`] (debits re-planned) | `mandate_reinstated` |
 //! | [`waive_charge`] | charge id, optional amount | [`ChargeWaiverSummary`] | `charge_waived` |
 //! | [`record_payment`] | [`RecordRequest`] | [`PaymentSummary`] | `payment_received` / `agreement_settled` |
+//! | [`settlement_quote`] (reads only) | agreement, optional date | [`SettlementSummary`] | none |
 //! | [`requeue_attempt`] | debit attempt id | [`AttemptRequeued`] | `debit_requeued` |
 //!
 //! Errors: [`OperatorError::Refused`] means nothing was written and the message says why
@@ -24,7 +25,10 @@
 mod payment;
 
 pub use crate::domain::{Actor, ActorError};
-pub use payment::{AllocationLine, PaymentSummary, RecordRequest, record_payment};
+pub use payment::{
+    AccrualLine, AllocationLine, PaymentSummary, RecordRequest, SettlementSummary, record_payment,
+    settlement_quote,
+};
 
 use crate::clock::to_epoch_ms;
 use crate::domain::worktime;
