@@ -195,6 +195,8 @@ pub struct RetrySettings {
     /// outcome that caused the retry (at the local debit time), so that after downtime or
     /// a late import retries are re-spaced from now instead of running all at once.
     pub min_spacing_days: u32,
+    /// Payday-aware retries after a short balance (`[retry.payday]`); off by default.
+    pub payday: PaydaySettings,
 }
 
 impl Default for RetrySettings {
@@ -205,7 +207,81 @@ impl Default for RetrySettings {
             soft_decline_days: vec![1, 3],
             technical_backoff_minutes: vec![5, 15, 60, 240],
             min_spacing_days: 1,
+            payday: PaydaySettings::default(),
         }
+    }
+}
+
+/// `[retry.payday]`: after a short balance, place the retry on the customer's usual
+/// payday, learned from their own funds checks (docs/retry.md), when it falls within the
+/// window; otherwise the fixed offsets hold. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaydaySettings {
+    pub enabled: bool,
+    /// Months in which the balance turned sufficient on the payday, at least (2 to 12).
+    pub min_observations: u32,
+    /// How far back the funds checks are read, in months (1 to 24).
+    pub lookback_months: u32,
+    /// Latest payday-aware retry, in days after the due date. At most the policy's own
+    /// window (the last of `retry.insufficient_funds_days`), which is the default.
+    pub window_days: Option<u32>,
+}
+
+impl Default for PaydaySettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_observations: 3,
+            lookback_months: 6,
+            window_days: None,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// `[retry.payday]`'s problems, each naming its key.
+    fn check_payday(&self) -> Vec<ConfigError> {
+        let p = &self.payday;
+        let mut problems = Vec::new();
+        if !(2..=12).contains(&p.min_observations) {
+            problems.push(ConfigError::invalid(
+                "retry.payday.min_observations",
+                "must be between 2 and 12 (months in which the money arrived on the payday)",
+            ));
+        }
+        if !(1..=24).contains(&p.lookback_months) {
+            problems.push(ConfigError::invalid(
+                "retry.payday.lookback_months",
+                "must be between 1 and 24",
+            ));
+        } else if p.lookback_months < p.min_observations {
+            problems.push(ConfigError::invalid(
+                "retry.payday.lookback_months",
+                format!(
+                    "is {} but retry.payday.min_observations asks for {} months: the payday could never be learned",
+                    p.lookback_months, p.min_observations
+                ),
+            ));
+        }
+        let policy_window = self.insufficient_funds_days.iter().copied().max().unwrap_or(0);
+        if let Some(w) = p.window_days
+            && (w == 0 || w > policy_window)
+        {
+            problems.push(ConfigError::invalid(
+                "retry.payday.window_days",
+                format!(
+                    "must be between 1 and the policy's retry window ({policy_window} days, the last of retry.insufficient_funds_days)"
+                ),
+            ));
+        }
+        if p.enabled && policy_window == 0 {
+            problems.push(ConfigError::invalid(
+                "retry.payday.enabled",
+                "needs retry.insufficient_funds_days: there is no retry window to place a payday in",
+            ));
+        }
+        problems
     }
 }
 
@@ -546,6 +622,7 @@ impl Settings {
                 "must be between 1 and 31: retries of one installment never run on the same day",
             ));
         }
+        problems.extend(self.retry.check_payday());
         if self.retry.technical_backoff_minutes.is_empty() {
             problems.push(ConfigError::invalid(
                 "retry.technical_backoff_minutes",

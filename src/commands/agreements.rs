@@ -247,6 +247,8 @@ pub struct Standing {
     /// The accounts a debit tries, in order (the agreement's own, and the customer's
     /// other accounts with a priority).
     pub funding_sources: Vec<crate::store::debits::FundingSource>,
+    /// Debit attempts placed for a stated reason (payday-aware retries), oldest first.
+    pub placed_retries: Vec<crate::store::debits::AttemptRow>,
 }
 
 impl Standing {
@@ -261,6 +263,12 @@ pub async fn standing(store: &Store, agreement_id: i64) -> anyhow::Result<Standi
         delinquency: store.delinquency(agreement_id).await?,
         charges: store.charges_for_agreement(agreement_id).await?,
         funding_sources: store.funding_sources(agreement_id).await?,
+        placed_retries: store
+            .attempts_for_agreement(agreement_id)
+            .await?
+            .into_iter()
+            .filter(|a| a.retry_reason.is_some())
+            .collect(),
     })
 }
 
@@ -274,6 +282,18 @@ struct DetailJson<'a> {
     standing: StandingJson<'a>,
     charges: Vec<ChargeJson<'a>>,
     installments: Vec<InstallmentJson<'a>>,
+    /// Retries placed for a stated reason (payday-aware), with the reason in words.
+    placed_retries: Vec<PlacedRetryJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct PlacedRetryJson<'a> {
+    attempt_id: i64,
+    seq: Option<i64>,
+    attempt_no: i64,
+    scheduled_at: String,
+    state: &'a str,
+    reason: &'a str,
 }
 
 #[derive(Serialize)]
@@ -392,6 +412,18 @@ pub fn render_detail_json(d: &AgreementDetail, standing: &Standing) -> String {
             open_charges: amount(standing.open_charges_minor(), cur),
             total_owed: amount(a.total_minor - paid + standing.open_charges_minor(), cur),
         },
+        placed_retries: standing
+            .placed_retries
+            .iter()
+            .map(|r| PlacedRetryJson {
+                attempt_id: r.id,
+                seq: seq_of(r.installment_id),
+                attempt_no: r.attempt_no,
+                scheduled_at: rfc3339(r.scheduled_at_ms),
+                state: &r.state,
+                reason: r.retry_reason.as_deref().unwrap_or(""),
+            })
+            .collect(),
         charges: standing
             .charges
             .iter()
@@ -645,6 +677,23 @@ pub fn render_detail_table(d: &AgreementDetail, standing: &Standing) -> String {
             &rows,
             &[true, true, false, true, true, true, true, false],
         ));
+    }
+    if !standing.placed_retries.is_empty() {
+        out.push_str("\nretries placed by payday\n");
+        for r in &standing.placed_retries {
+            let seq = d
+                .installments
+                .iter()
+                .find(|i| i.id == r.installment_id)
+                .map_or("-".to_string(), |i| i.seq.to_string());
+            out.push_str(&format!(
+                "  installment {seq}, attempt {} at {} ({}): {}\n",
+                r.attempt_no,
+                rfc3339(r.scheduled_at_ms),
+                r.state,
+                r.retry_reason.as_deref().unwrap_or("")
+            ));
+        }
     }
     out
 }

@@ -5,6 +5,7 @@ pub mod actor;
 pub mod calendar;
 pub mod delinquency;
 pub mod money;
+pub mod payday;
 pub mod schedule;
 pub mod settlement;
 pub mod worktime;

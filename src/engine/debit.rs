@@ -909,7 +909,9 @@ impl Engine {
     }
 
     /// The next attempt after a refusal, by policy, at the local debit time; never in the
-    /// past and never on the same local day (see [`RetryPolicy::next_attempt_at`]).
+    /// past and never on the same local day (see [`RetryPolicy::next_attempt_at`]). After a
+    /// short balance, on the customer's usual payday when `[retry.payday]` places it there
+    /// (see [`RetryPolicy::payday_retry_at`]), with the reason on the attempt.
     async fn next_attempt(
         &self,
         attempt: &AttemptRow,
@@ -919,15 +921,26 @@ impl Engine {
         retry: &RetryPolicy,
     ) -> Result<Option<NewAttempt>, EngineError> {
         let tz = parse_tz(&ctx.time_zone)?;
-        let Some(at) = retry.next_attempt_at(
-            kind,
-            attempt.attempt_no as u32,
-            parse_date(&ctx.due_date)?,
-            now,
-            tz,
-            self.policy().debit.local_time,
-        ) else {
-            return Ok(None);
+        // After a short balance, the customer's usual payday may place it (off by default).
+        let payday = match kind {
+            RetryKind::InsufficientFunds => {
+                self.payday_retry(attempt, ctx, now, tz, retry).await?
+            }
+            _ => None,
+        };
+        let (at, retry_reason) = match payday {
+            Some(p) => (p.at, Some(p.reason)),
+            None => match retry.next_attempt_at(
+                kind,
+                attempt.attempt_no as u32,
+                parse_date(&ctx.due_date)?,
+                now,
+                tz,
+                self.policy().debit.local_time,
+            ) {
+                Some(at) => (at, None),
+                None => return Ok(None),
+            },
         };
         let next_no = attempt.attempt_no + 1;
         Ok(Some(NewAttempt {
@@ -943,6 +956,7 @@ impl Engine {
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: ctx.total_minor - ctx.paid_minor,
             currency: ctx.currency.clone(),
+            retry_reason,
         }))
     }
 

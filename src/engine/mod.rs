@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod debit;
 pub mod operator;
 pub mod overdue;
+mod payday;
 pub mod policy;
 pub mod reminders;
 pub mod returns;
@@ -385,6 +386,7 @@ impl Engine {
                     scheduled_at_ms: t.debit_ms,
                     amount_minor: c.total_minor - c.paid_minor,
                     currency: c.currency,
+                    retry_reason: None,
                 };
                 let event = NewEvent {
                     at_ms: now_ms,

@@ -856,6 +856,7 @@ impl Engine {
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: inst.total_minor - inst.paid_minor,
             currency: c.currency.clone(),
+            retry_reason: None,
         };
         let event = NewEvent {
             at_ms: to_epoch_ms(now),

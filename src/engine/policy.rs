@@ -3,6 +3,7 @@
 
 use crate::config::Settings;
 use crate::domain::Money;
+use crate::domain::payday;
 use crate::domain::worktime;
 use chrono::{DateTime, Days, Duration, NaiveDate, NaiveTime, Utc};
 use chrono_tz::Tz;
@@ -85,6 +86,38 @@ pub struct RetryPolicy {
     pub technical_backoff: Vec<Duration>,
     /// Days between two attempts of one installment, at least (see `retry.min_spacing_days`).
     pub min_spacing_days: u32,
+    pub payday: PaydayPolicy,
+}
+
+/// Payday-aware retries (`[retry.payday]`): off by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaydayPolicy {
+    pub enabled: bool,
+    pub min_observations: u32,
+    pub lookback_months: u32,
+    /// Latest payday-aware retry, in days after the due date (within the policy's window).
+    pub window_days: u32,
+}
+
+impl Default for PaydayPolicy {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_observations: 3,
+            lookback_months: 6,
+            window_days: 0,
+        }
+    }
+}
+
+/// How every payday-aware retry reason starts (the failure notice looks for it).
+pub const PAYDAY_REASON_PREFIX: &str = "payday: ";
+
+/// A retry placed on the customer's payday: when, and why in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaydayRetry {
+    pub at: DateTime<Utc>,
+    pub reason: String,
 }
 
 /// What ended an attempt that may be retried.
@@ -159,6 +192,51 @@ impl RetryPolicy {
             debit_time,
             tz,
         ))
+    }
+
+    /// The retry after a short balance on attempt `attempt_no`, moved to the customer's
+    /// learned payday when that falls between the fixed policy's earliest allowed day
+    /// (`min_spacing_days` from now) and `payday.window_days` after the due date; `None`
+    /// when payday-aware retries are off, no payday was learned, no further attempt may be
+    /// made, or the payday falls outside the window (the fixed offsets then hold).
+    #[allow(clippy::too_many_arguments)]
+    pub fn payday_retry_at(
+        &self,
+        learned: Option<&payday::LearnedPayday>,
+        attempt_no: u32,
+        due_date: NaiveDate,
+        now: DateTime<Utc>,
+        tz: Tz,
+        debit_time: NaiveTime,
+    ) -> Option<PaydayRetry> {
+        let learned = learned.filter(|_| self.payday.enabled)?;
+        let fixed = self.next_attempt_at(
+            RetryKind::InsufficientFunds,
+            attempt_no,
+            due_date,
+            now,
+            tz,
+            debit_time,
+        )?;
+        let today = worktime::local_date(now, tz);
+        let earliest = payday::add_days(today, self.min_spacing_days.max(1));
+        let latest = payday::add_days(due_date, self.payday.window_days);
+        let date = payday::place_retry(learned.payday, earliest, latest)?;
+        let fixed_date = worktime::local_date(fixed, tz);
+        let fixed_words = if fixed_date == date {
+            "the same day as the fixed offset".to_string()
+        } else {
+            format!("instead of {} (fixed offset)", fixed_date.format("%a %-d %b %Y"))
+        };
+        Some(PaydayRetry {
+            at: worktime::local_instant(date, debit_time, tz),
+            reason: format!(
+                "{PAYDAY_REASON_PREFIX}{}; retry on {}, {}",
+                learned.evidence(),
+                date.format("%a %-d %b %Y"),
+                fixed_words
+            ),
+        })
     }
 
     /// Wait before the `count`-th technical retry (0-based); the last entry repeats.
@@ -256,6 +334,20 @@ impl EnginePolicy {
                     .map(|m| Duration::minutes(i64::from(*m)))
                     .collect(),
                 min_spacing_days: settings.retry.min_spacing_days,
+                payday: PaydayPolicy {
+                    enabled: settings.retry.payday.enabled,
+                    min_observations: settings.retry.payday.min_observations,
+                    lookback_months: settings.retry.payday.lookback_months,
+                    window_days: settings.retry.payday.window_days.unwrap_or_else(|| {
+                        settings
+                            .retry
+                            .insufficient_funds_days
+                            .iter()
+                            .copied()
+                            .max()
+                            .unwrap_or(0)
+                    }),
+                },
             },
             reminders: ReminderPolicy {
                 offsets_days: settings.reminders.offsets_days.clone(),
@@ -290,6 +382,7 @@ mod tests {
             soft_decline_days: vec![1, 3],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
             min_spacing_days: 1,
+            payday: PaydayPolicy::default(),
         }
     }
 
@@ -370,6 +463,102 @@ mod tests {
                 proptest::prop_assert!(next > now);
                 proptest::prop_assert!(worktime::local_date(next, tz) > worktime::local_date(now, tz));
                 proptest::prop_assert_eq!(next.with_timezone(&tz).time(), six);
+            }
+        }
+    }
+
+    fn payday_policy() -> RetryPolicy {
+        RetryPolicy {
+            insufficient_funds_days: vec![1, 3, 7],
+            payday: PaydayPolicy {
+                enabled: true,
+                min_observations: 3,
+                lookback_months: 6,
+                window_days: 7,
+            },
+            ..policy()
+        }
+    }
+
+    fn on_the_10th() -> payday::LearnedPayday {
+        payday::LearnedPayday {
+            payday: payday::Payday::DayOfMonth(10),
+            support: 3,
+            months: 4,
+        }
+    }
+
+    #[test]
+    fn a_short_balance_before_the_payday_is_retried_on_the_payday_with_the_reason() {
+        let p = payday_policy();
+        let tz: Tz = "Asia/Shanghai".parse().unwrap();
+        let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+        let due = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
+        let now = at("2027-01-04T22:00:00Z"); // 5 Jan 06:00 in Shanghai
+        let learned = on_the_10th();
+        let retry = p
+            .payday_retry_at(Some(&learned), 1, due, now, tz, six)
+            .unwrap();
+        assert_eq!(retry.at, at("2027-01-09T22:00:00Z"), "10 Jan 06:00 local");
+        assert_eq!(
+            retry.reason,
+            "payday: funds arrived on the 10th in 3 of the last 4 months with a short balance; \
+             retry on Sun 10 Jan 2027, instead of Wed 6 Jan 2027 (fixed offset)"
+        );
+        // Off, or nothing learned: the fixed offsets hold.
+        let off = RetryPolicy {
+            payday: PaydayPolicy::default(),
+            ..p.clone()
+        };
+        assert_eq!(off.payday_retry_at(Some(&learned), 1, due, now, tz, six), None);
+        assert_eq!(p.payday_retry_at(None, 1, due, now, tz, six), None);
+        // The payday past the window (due + 7 = 12 Jan): fixed offsets.
+        let due = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        let now = at("2026-12-31T22:00:00Z");
+        assert_eq!(p.payday_retry_at(Some(&learned), 1, due, now, tz, six), None);
+        // No attempt left: none either.
+        let due = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
+        assert_eq!(p.payday_retry_at(Some(&learned), 4, due, now, tz, six), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn payday_retries_stay_in_the_window_and_keep_the_minimum_spacing(
+            due_offset in -20_i64..20,
+            minutes in 0_i64..(40 * 24 * 60),
+            attempt_no in 1_u32..5,
+            tz_index in 0_usize..4,
+            day in 1_u32..=31,
+            weekly in proptest::bool::ANY,
+        ) {
+            let p = payday_policy();
+            let tz: Tz = ["Asia/Shanghai", "America/New_York", "Europe/London", "Pacific/Auckland"][tz_index]
+                .parse()
+                .unwrap();
+            let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+            let now = at("2027-02-15T00:00:00Z") + Duration::minutes(minutes);
+            let today = worktime::local_date(now, tz);
+            let due = today + Duration::days(due_offset);
+            let learned = payday::LearnedPayday {
+                payday: if weekly {
+                    payday::Payday::Weekly(chrono::Weekday::try_from((day % 7) as u8).unwrap())
+                } else {
+                    payday::Payday::DayOfMonth(day)
+                },
+                support: 3,
+                months: 3,
+            };
+            let first = p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six);
+            proptest::prop_assert_eq!(&first, &p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six));
+            if let Some(r) = first {
+                let date = worktime::local_date(r.at, tz);
+                proptest::prop_assert!(r.at > now);
+                proptest::prop_assert!(date >= today + Duration::days(i64::from(p.min_spacing_days)));
+                proptest::prop_assert!(date <= due + Duration::days(i64::from(p.payday.window_days)));
+                proptest::prop_assert!(learned.payday.matches(date));
+                proptest::prop_assert_eq!(r.at.with_timezone(&tz).time(), six);
+                // Only where the fixed policy would retry at all.
+                proptest::prop_assert!(p.next_attempt_at(RetryKind::InsufficientFunds, attempt_no, due, now, tz, six).is_some());
             }
         }
     }

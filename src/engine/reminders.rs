@@ -6,6 +6,7 @@
 //! SMTP server's accept and the commit can repeat a message once, with the same id.
 
 use super::conversation::Verdict;
+use super::policy::PAYDAY_REASON_PREFIX;
 use super::{Engine, EngineError, parse_date, parse_tz};
 use crate::clock::{from_epoch_ms, to_epoch_ms};
 use crate::domain::{Currency, Money, worktime};
@@ -434,13 +435,15 @@ impl Engine {
                 if let Some(s) = detail["shortfall_minor"].as_i64() {
                     tc.shortfall = Some(money(s));
                 }
-                // Promise only the attempt that is planned now, at the minute it runs.
-                if let Some(ms) = self
+                // Promise only the attempt that is planned now, at the minute it runs, and
+                // say it follows the usual payday only when that is why it was placed then.
+                if let Some((ms, reason)) = self
                     .store
-                    .next_planned_attempt_ms(r.installment_id, now_ms)
+                    .next_planned_attempt(r.installment_id, now_ms)
                     .await?
                 {
                     tc.next_attempt = Some(locale.date_time_at(local(ms)));
+                    tc.after_payday = reason.is_some_and(|r| r.starts_with(PAYDAY_REASON_PREFIX));
                 }
                 (EmailKind::DebitFailed, "")
             }

@@ -142,6 +142,7 @@ impl Engine {
                     scheduled_at_ms: to_epoch_ms(at),
                     amount_minor: attempt.amount_minor,
                     currency: attempt.currency.clone(),
+                    retry_reason: None,
                 });
             }
         }

@@ -181,6 +181,9 @@ pub struct TemplateContext {
     pub top_up_by_short: Option<String>,
     /// When the next debit attempt is, if there will be one.
     pub next_attempt: Option<String>,
+    /// The next attempt was placed after the customer's usual payday (payday-aware retries):
+    /// the failure notice says so.
+    pub after_payday: bool,
     pub failure: Option<DebitFailure>,
     /// Receipt: the date the money was collected and the payment reference.
     pub paid_on: Option<String>,
@@ -849,6 +852,12 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                     c.failure = Some(failure);
                     c.shortfall = money(12_050);
                     c.next_attempt = Some(locale.date_time(at(2, 1, 6, 0)));
+                }),
+                with(&|c| {
+                    c.failure = Some(failure);
+                    c.shortfall = money(12_050);
+                    c.next_attempt = Some(locale.date_time(at(2, 10, 6, 0)));
+                    c.after_payday = true;
                 }),
                 bare(&|c| c.failure = Some(failure)),
                 with(&|c| {

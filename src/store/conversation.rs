@@ -153,6 +153,27 @@ impl Store {
         Ok(at)
     }
 
+    /// The next planned debit attempt of the installment after `after_ms`, with the reason
+    /// it was placed then when it was not by the fixed offsets (payday-aware retries).
+    pub async fn next_planned_attempt(
+        &self,
+        installment_id: i64,
+        after_ms: i64,
+    ) -> Result<Option<(i64, Option<String>)>> {
+        let row = on_read!(self, |pool| {
+            sqlx::query_as::<_, (i64, Option<String>)>(
+                "SELECT scheduled_at_ms, retry_reason FROM debit_attempts \
+                 WHERE installment_id = $1 AND state = 'scheduled' AND scheduled_at_ms > $2 \
+                 ORDER BY scheduled_at_ms LIMIT 1",
+            )
+            .bind(installment_id)
+            .bind(after_ms)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
     /// The next planned debit attempt for any unpaid installment of the agreement that
     /// fell due before `before_date` (the arrears), after `after_ms`.
     pub async fn next_planned_arrears_attempt_ms(

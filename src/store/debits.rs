@@ -15,6 +15,10 @@ pub struct NewAttempt {
     pub scheduled_at_ms: i64,
     pub amount_minor: i64,
     pub currency: String,
+    /// Why a retry was placed when it was, when not by the fixed offsets (payday-aware
+    /// retries, docs/retry.md). Written by retries only; the planner's first attempts
+    /// have none.
+    pub retry_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
@@ -37,12 +41,22 @@ pub struct AttemptRow {
     pub outcome_detail: Option<String>,
     pub gateway_ref: Option<String>,
     pub reconcile_count: i64,
+    /// See [`NewAttempt::retry_reason`].
+    pub retry_reason: Option<String>,
 }
 
 const ATTEMPT_COLUMNS: &str = "id, installment_id, agreement_id, attempt_no, idempotency_key, \
     scheduled_at_ms, amount_minor, currency, state, lease_owner, lease_until_ms, \
     funds_checked_at_ms, submitted_at_ms, finished_at_ms, outcome_code, outcome_detail, \
-    gateway_ref, reconcile_count";
+    gateway_ref, reconcile_count, retry_reason";
+
+/// One funds check of a customer, from the event log: when, and whether the balance was
+/// enough (see [`Store::funds_history`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FundsCheckRecord {
+    pub at_ms: i64,
+    pub sufficient: bool,
+}
 
 /// Everything the debit flow needs to know about an attempt's installment and account.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -329,6 +343,7 @@ impl Store {
                             "attempt_no": next.attempt_no,
                             "scheduled_at_ms": next.scheduled_at_ms,
                             "reason": "retry",
+                            "retry_reason": next.retry_reason,
                         }),
                     }
                 )?;
@@ -393,6 +408,50 @@ impl Store {
             applied
         });
         Ok(applied)
+    }
+
+    /// The funds checks of the customer behind `agreement_id` (all their agreements) since
+    /// `since_ms`, oldest first: the debit attempts' checks (`funds_confirmed`,
+    /// `funds_insufficient`) and the balance said in pre-due reminders (`reminder_sent`
+    /// with `funds` sufficient or short). What payday-aware retries learn from.
+    pub async fn funds_history(
+        &self,
+        agreement_id: i64,
+        since_ms: i64,
+    ) -> Result<Vec<FundsCheckRecord>> {
+        let rows: Vec<(i64, String, String)> = on_read!(self, |pool| {
+            sqlx::query_as(
+                "SELECT e.at_ms, e.kind, e.detail FROM events e \
+                 WHERE e.agreement_id IN ( \
+                     SELECT o.id FROM agreements o \
+                     WHERE o.customer_id = (SELECT a.customer_id FROM agreements a WHERE a.id = $1)) \
+                   AND e.kind IN ('funds_confirmed', 'funds_insufficient', 'reminder_sent') \
+                   AND e.at_ms >= $2 \
+                 ORDER BY e.at_ms, e.id",
+            )
+            .bind(agreement_id)
+            .bind(since_ms)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(at_ms, kind, detail)| {
+                let sufficient = match kind.as_str() {
+                    "funds_confirmed" => true,
+                    "funds_insufficient" => false,
+                    _ => {
+                        let detail: serde_json::Value = serde_json::from_str(&detail).ok()?;
+                        match detail["funds"].as_str()? {
+                            "sufficient" => true,
+                            "short" => false,
+                            _ => return None,
+                        }
+                    }
+                };
+                Some(FundsCheckRecord { at_ms, sufficient })
+            })
+            .collect())
     }
 
     pub async fn attempts_for_installment(&self, installment_id: i64) -> Result<Vec<AttemptRow>> {
@@ -543,8 +602,8 @@ macro_rules! insert_attempt_sql {
         sqlx::query_scalar::<_, i64>(
             "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, idempotency_key, \
                  scheduled_at_ms, amount_minor, currency, state, reconcile_count, \
-                 created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', 0, $8, $8) \
+                 created_at_ms, updated_at_ms, retry_reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', 0, $8, $8, $9) \
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(a.installment_id)
@@ -555,6 +614,7 @@ macro_rules! insert_attempt_sql {
         .bind(a.amount_minor)
         .bind(a.currency.as_str())
         .bind($now_ms)
+        .bind(a.retry_reason.as_deref())
         .fetch_optional($conn)
         .await?
     }};

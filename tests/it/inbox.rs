@@ -218,6 +218,7 @@ fn policy() -> EnginePolicy {
         soft_decline_days: vec![1, 3],
         technical_backoff: [5, 15, 60, 240].map(Duration::minutes).to_vec(),
         min_spacing_days: 1,
+        payday: Default::default(),
     };
     p.reminders.offsets_days = vec![7, 3, 1];
     p.reminders.quiet = QuietHours::parse("21:00", "08:00").unwrap();

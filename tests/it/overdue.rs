@@ -99,6 +99,7 @@ pub(crate) fn policy(hook_url: Option<String>, ops_email: Option<&str>) -> Engin
             soft_decline_days: vec![1],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
             min_spacing_days: 1,
+            payday: Default::default(),
         },
         reminders: ReminderPolicy {
             offsets_days: vec![3],

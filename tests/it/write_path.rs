@@ -36,6 +36,7 @@ fn policy(max_in_flight: u32) -> EnginePolicy {
             soft_decline_days: vec![1, 3],
             technical_backoff: vec![Duration::minutes(5), Duration::minutes(15)],
             min_spacing_days: 1,
+            payday: Default::default(),
         },
         reminders: repayd::engine::policy::ReminderPolicy {
             offsets_days: vec![7, 3, 1],
@@ -234,6 +235,7 @@ async fn claims_put_outcomes_before_new_debits(db: TestDb) {
             scheduled_at_ms: t0 + n as i64,
             amount_minor: 100,
             currency: "USD".into(),
+            retry_reason: None,
         };
         let event = repayd::store::NewEvent {
             at_ms: 0,

@@ -246,6 +246,7 @@ pub(crate) async fn replan_stopped_attempts(
             scheduled_at_ms: to_epoch_ms(at),
             amount_minor: c.total_minor - c.paid_minor,
             currency: agreement.currency.clone(),
+            retry_reason: None,
         };
         let event = NewEvent {
             at_ms: to_epoch_ms(now),
