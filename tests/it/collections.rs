@@ -35,13 +35,13 @@ fn cny(minor: i64) -> Money {
 
 /// The bank behind the engine: the embedded sandbox, or the loopback HTTP bank.
 #[derive(Clone)]
-enum Bank {
+pub(crate) enum Bank {
     Sandbox(Arc<SandboxBank>),
     Http(TestBank),
 }
 
 impl Bank {
-    async fn new(
+    pub(crate) async fn new(
         http: bool,
         store: &Store,
         clock: &ManualClock,
@@ -61,7 +61,7 @@ impl Bank {
         }
     }
 
-    async fn set_balance(&self, account: &str, minor: i64) {
+    pub(crate) async fn set_balance(&self, account: &str, minor: i64) {
         match self {
             Bank::Sandbox(b) => b
                 .set_balance(account, Currency::parse("CNY").unwrap(), minor)
@@ -126,7 +126,7 @@ impl PaymentGateway for ReplayingFeed {
     }
 }
 
-fn policy(hook_url: String) -> EnginePolicy {
+pub(crate) fn policy(hook_url: String) -> EnginePolicy {
     let mut p = crate::overdue::policy(Some(hook_url), None);
     p.debit.partial = PartialCollection {
         enabled: true,
@@ -140,7 +140,7 @@ fn policy(hook_url: String) -> EnginePolicy {
     p
 }
 
-fn engine(
+pub(crate) fn engine(
     db: &TestDb,
     gateway: Arc<dyn PaymentGateway>,
     clock: &ManualClock,
@@ -175,7 +175,7 @@ fn engine(
 
 /// One customer in Shanghai (English emails) with one agreement of `dues` installments
 /// of `amount` each, debited from `account`; returns the agreement id.
-async fn customer(store: &Store, id: &str, account: &str, dues: &[&str], amount: i64) -> i64 {
+pub(crate) async fn customer(store: &Store, id: &str, account: &str, dues: &[&str], amount: i64) -> i64 {
     let customer = store
         .insert_customer(
             &NewCustomer {
@@ -236,7 +236,7 @@ async fn customer(store: &Store, id: &str, account: &str, dues: &[&str], amount:
 /// Moves the clock from one piece of due work to the next (and a daily planner and
 /// assessment tick at 17:00 UTC), reading the returns feed at every stop as the daemon's
 /// worker does; `between` acts at a given time (a top-up, a return) before the step.
-async fn drive<F>(engine: &Arc<Engine>, clock: &ManualClock, until: DateTime<Utc>, mut between: F)
+pub(crate) async fn drive<F>(engine: &Arc<Engine>, clock: &ManualClock, until: DateTime<Utc>, mut between: F)
 where
     F: AsyncFnMut(DateTime<Utc>),
 {
@@ -283,7 +283,7 @@ where
 }
 
 /// The emails to `to`, as (subject, text part), in the order they arrived.
-fn inbox(smtp: &SmtpListener, to: &str) -> Vec<(String, String)> {
+pub(crate) fn inbox(smtp: &SmtpListener, to: &str) -> Vec<(String, String)> {
     smtp.messages()
         .iter()
         .filter(|m| m.to.iter().any(|t| t.contains(to)))

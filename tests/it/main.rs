@@ -21,6 +21,7 @@ mod mail;
 mod migrations;
 mod operator;
 mod overdue;
+mod payday;
 mod payments;
 mod reminders;
 mod sandbox;
