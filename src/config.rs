@@ -264,7 +264,12 @@ impl RetrySettings {
                 ),
             ));
         }
-        let policy_window = self.insufficient_funds_days.iter().copied().max().unwrap_or(0);
+        let policy_window = self
+            .insufficient_funds_days
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
         if let Some(w) = p.window_days
             && (w == 0 || w > policy_window)
         {

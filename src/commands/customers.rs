@@ -89,10 +89,10 @@ pub struct CustomerView {
     pub messages: Vec<MessageSent>,
 }
 
-/// The reason recorded on an attempt for its retry, if the schema has one. The attempt
-/// row has no such column yet: this is the one place to read it when it does.
-fn retry_reason(_attempt: &AttemptRow) -> Option<&str> {
-    None
+/// The reason recorded on an attempt for when it was placed (payday-aware retries,
+/// docs/retry.md); `None` for attempts placed by the fixed offsets.
+fn retry_reason(attempt: &AttemptRow) -> Option<&str> {
+    attempt.retry_reason.as_deref()
 }
 
 /// Reads everything about a customer; `None` if there is no such customer.

@@ -211,7 +211,9 @@ pub fn arrivals(observations: &[FundsObservation]) -> Vec<NaiveDate> {
         if let Some(short) = last_short.take()
             && (o.date - short).num_days() <= MAX_GAP_DAYS
         {
-            by_month.entry((o.date.year(), o.date.month())).or_insert(o.date);
+            by_month
+                .entry((o.date.year(), o.date.month()))
+                .or_insert(o.date);
         }
     }
     by_month.into_values().collect()
@@ -264,9 +266,7 @@ pub fn place_retry(payday: Payday, earliest: NaiveDate, latest: NaiveDate) -> Op
     if latest < earliest {
         return None;
     }
-    payday
-        .next_on_or_after(earliest)
-        .filter(|d| *d <= latest)
+    payday.next_on_or_after(earliest).filter(|d| *d <= latest)
 }
 
 /// `date` plus `days`, saturating.
@@ -344,10 +344,15 @@ mod tests {
     #[test]
     fn the_end_of_month_salary_is_the_last_day_whatever_the_month_length() {
         // 31 Jan, 28 Feb, 31 Mar, 30 Apr.
-        let obs: Vec<_> = [d(2027, 1, 31), d(2027, 2, 28), d(2027, 3, 31), d(2027, 4, 30)]
-            .into_iter()
-            .flat_map(|a| [short(a - chrono::Duration::days(2)), enough(a)])
-            .collect();
+        let obs: Vec<_> = [
+            d(2027, 1, 31),
+            d(2027, 2, 28),
+            d(2027, 3, 31),
+            d(2027, 4, 30),
+        ]
+        .into_iter()
+        .flat_map(|a| [short(a - chrono::Duration::days(2)), enough(a)])
+        .collect();
         let learned = learn(&obs, 3).unwrap();
         assert_eq!(learned.payday, Payday::DayOfMonth(31));
         assert_eq!(learned.support, 4);
@@ -366,10 +371,15 @@ mod tests {
     #[test]
     fn the_last_business_day_skips_weekends() {
         // Last business days: Fri 29 Jan 2027, Fri 26 Feb, Wed 31 Mar, Fri 30 Apr.
-        let obs: Vec<_> = [d(2027, 1, 29), d(2027, 2, 26), d(2027, 3, 31), d(2027, 4, 30)]
-            .into_iter()
-            .flat_map(|a| [short(a - chrono::Duration::days(3)), enough(a)])
-            .collect();
+        let obs: Vec<_> = [
+            d(2027, 1, 29),
+            d(2027, 2, 26),
+            d(2027, 3, 31),
+            d(2027, 4, 30),
+        ]
+        .into_iter()
+        .flat_map(|a| [short(a - chrono::Duration::days(3)), enough(a)])
+        .collect();
         let learned = learn(&obs, 3).unwrap();
         assert_eq!(learned.payday, Payday::LastBusinessDay);
         assert_eq!(learned.support, 4);

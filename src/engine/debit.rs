@@ -923,9 +923,7 @@ impl Engine {
         let tz = parse_tz(&ctx.time_zone)?;
         // After a short balance, the customer's usual payday may place it (off by default).
         let payday = match kind {
-            RetryKind::InsufficientFunds => {
-                self.payday_retry(attempt, ctx, now, tz, retry).await?
-            }
+            RetryKind::InsufficientFunds => self.payday_retry(attempt, ctx, now, tz, retry).await?,
             _ => None,
         };
         let (at, retry_reason) = match payday {

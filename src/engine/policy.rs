@@ -226,7 +226,10 @@ impl RetryPolicy {
         let fixed_words = if fixed_date == date {
             "the same day as the fixed offset".to_string()
         } else {
-            format!("instead of {} (fixed offset)", fixed_date.format("%a %-d %b %Y"))
+            format!(
+                "instead of {} (fixed offset)",
+                fixed_date.format("%a %-d %b %Y")
+            )
         };
         Some(PaydayRetry {
             at: worktime::local_instant(date, debit_time, tz),
@@ -510,15 +513,24 @@ mod tests {
             payday: PaydayPolicy::default(),
             ..p.clone()
         };
-        assert_eq!(off.payday_retry_at(Some(&learned), 1, due, now, tz, six), None);
+        assert_eq!(
+            off.payday_retry_at(Some(&learned), 1, due, now, tz, six),
+            None
+        );
         assert_eq!(p.payday_retry_at(None, 1, due, now, tz, six), None);
         // The payday past the window (due + 7 = 12 Jan): fixed offsets.
         let due = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
         let now = at("2026-12-31T22:00:00Z");
-        assert_eq!(p.payday_retry_at(Some(&learned), 1, due, now, tz, six), None);
+        assert_eq!(
+            p.payday_retry_at(Some(&learned), 1, due, now, tz, six),
+            None
+        );
         // No attempt left: none either.
         let due = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
-        assert_eq!(p.payday_retry_at(Some(&learned), 4, due, now, tz, six), None);
+        assert_eq!(
+            p.payday_retry_at(Some(&learned), 4, due, now, tz, six),
+            None
+        );
     }
 
     proptest::proptest! {

@@ -175,7 +175,13 @@ pub(crate) fn engine(
 
 /// One customer in Shanghai (English emails) with one agreement of `dues` installments
 /// of `amount` each, debited from `account`; returns the agreement id.
-pub(crate) async fn customer(store: &Store, id: &str, account: &str, dues: &[&str], amount: i64) -> i64 {
+pub(crate) async fn customer(
+    store: &Store,
+    id: &str,
+    account: &str,
+    dues: &[&str],
+    amount: i64,
+) -> i64 {
     let customer = store
         .insert_customer(
             &NewCustomer {
@@ -236,8 +242,12 @@ pub(crate) async fn customer(store: &Store, id: &str, account: &str, dues: &[&st
 /// Moves the clock from one piece of due work to the next (and a daily planner and
 /// assessment tick at 17:00 UTC), reading the returns feed at every stop as the daemon's
 /// worker does; `between` acts at a given time (a top-up, a return) before the step.
-pub(crate) async fn drive<F>(engine: &Arc<Engine>, clock: &ManualClock, until: DateTime<Utc>, mut between: F)
-where
+pub(crate) async fn drive<F>(
+    engine: &Arc<Engine>,
+    clock: &ManualClock,
+    until: DateTime<Utc>,
+    mut between: F,
+) where
     F: AsyncFnMut(DateTime<Utc>),
 {
     let shutdown = CancellationToken::new();

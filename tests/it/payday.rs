@@ -125,6 +125,16 @@ async fn salary_on_the_10th(db: TestDb, http: bool, payday_aware: bool) {
             show.contains("retries placed by payday\n  installment 4, attempt 2 at 2026-12-09T22:00:00Z (succeeded): payday: funds arrived on the 10th in 3 of the last 3 months"),
             "{show}"
         );
+        let view = repayd::commands::customers::load(&store, "C-PAY")
+            .await
+            .unwrap()
+            .unwrap();
+        let customer = repayd::commands::customers::render_table(&view);
+        assert!(
+            customer
+                .contains("(retry: payday: funds arrived on the 10th in 3 of the last 3 months"),
+            "{customer}"
+        );
     } else {
         // Off: the fixed offsets, as before (6th, 8th, 10th), no reason anywhere.
         assert_eq!(attempts.len(), 4, "{attempts:?}");
