@@ -853,12 +853,6 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                     c.shortfall = money(12_050);
                     c.next_attempt = Some(locale.date_time(at(2, 1, 6, 0)));
                 }),
-                with(&|c| {
-                    c.failure = Some(failure);
-                    c.shortfall = money(12_050);
-                    c.next_attempt = Some(locale.date_time(at(2, 10, 6, 0)));
-                    c.after_payday = true;
-                }),
                 bare(&|c| c.failure = Some(failure)),
                 with(&|c| {
                     c.failure = Some(failure);
@@ -867,6 +861,13 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 }),
             ]
         })
+        // A retry placed after the customer's usual payday (payday-aware retries).
+        .chain(std::iter::once(with(&|c| {
+            c.failure = Some(DebitFailure::InsufficientFunds);
+            c.shortfall = money(12_050);
+            c.next_attempt = Some(locale.date_time(at(2, 10, 6, 0)));
+            c.after_payday = true;
+        })))
         .collect(),
         EmailKind::Overdue => vec![
             with(&|c| {

@@ -142,6 +142,35 @@ fn samples_zh(kind: EmailKind) -> Vec<TemplateContext> {
 }
 
 #[test]
+fn a_retry_placed_by_payday_says_after_your_usual_payday_in_both_languages() {
+    let t = builtin();
+    for (locale, words) in [
+        (
+            Locale::En,
+            "We'll try again at 06:00 on Tuesday, 10 February 2026, after your usual payday.",
+        ),
+        (Locale::ZhCn, "（在您通常的发薪日之后）再次尝试扣款"),
+    ] {
+        let all = samples(EmailKind::DebitFailed, locale);
+        let payday = all.last().unwrap();
+        assert!(payday.after_payday);
+        let mail = t.render_in(EmailKind::DebitFailed, locale, payday).unwrap();
+        assert!(mail.text.contains(words), "{}", mail.text);
+        let html_words = if locale == Locale::En {
+            "after your usual payday"
+        } else {
+            "在您通常的发薪日之后"
+        };
+        assert!(mail.html.contains(html_words), "{}", mail.html);
+        // Without the flag, not a word of it.
+        let plain = t
+            .render_in(EmailKind::DebitFailed, locale, &all[0])
+            .unwrap();
+        assert!(!plain.text.contains("payday") && !plain.text.contains("发薪日"));
+    }
+}
+
+#[test]
 fn debit_failed_says_what_happened_and_what_next() {
     let t = builtin();
     let all = samples(EmailKind::DebitFailed, Locale::En);
