@@ -51,6 +51,8 @@ pub enum Command {
     Overdue(crate::commands::overdue::OverdueArgs),
     /// Debit attempts that need an operator: list them, re-queue a rejected one.
     Attempts(crate::commands::attempts::AttemptsArgs),
+    /// Customer emails that need an operator: list failed ones, send one again.
+    Emails(crate::commands::emails::EmailsArgs),
     /// Debit mandates: revoke one (no more debits; customers asked to pay another way),
     /// or reinstate a revoked one.
     Mandates(crate::commands::lifecycle::MandatesArgs),

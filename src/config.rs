@@ -60,6 +60,9 @@ pub struct Settings {
     /// The operations endpoint: /healthz, /readyz, /metrics.
     #[serde(default)]
     pub http: crate::http::HttpSettings,
+    /// The operations console's time zone (its sign-in is in `[http]`).
+    #[serde(default)]
+    pub console: crate::console::ConsoleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -648,6 +651,7 @@ impl Settings {
         problems.extend(self.payments.check());
         problems.extend(self.alerts.check());
         problems.extend(self.http.check());
+        problems.extend(self.console.check());
         match problems.len() {
             0 => Ok(()),
             1 => Err(problems.remove(0)),

@@ -6,6 +6,7 @@ pub mod attempts;
 pub mod bench;
 pub mod customers;
 pub mod demo;
+pub mod emails;
 pub mod fees;
 pub mod funding;
 pub mod generate;
@@ -101,6 +102,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in calendar_warnings(&settings, now()) {
                 eprintln!("repayd: warning: {warning}");
             }
+            let (zone, from) = settings.console.zone();
+            println!("console: the operations' date is taken in {zone} ({from})");
             println!("configuration OK: {}", cli.config.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -214,6 +217,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             let code = attempts::run(&store, now(), &args).await;
+            store.close().await;
+            code
+        }
+        Command::Emails(args) => {
+            let settings = load_settings(&cli.config)?;
+            crate::telemetry::init_stderr();
+            let store = open_store(&settings).await?;
+            store.migrate().await.context("applying migrations")?;
+            let code = emails::run(&store, now(), &args).await;
             store.close().await;
             code
         }

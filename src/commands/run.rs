@@ -86,6 +86,7 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
             stopping: shutdown.clone(),
             console: crate::console::ConsoleOptions {
                 credit_report_after_days: settings.overdue.credit_report_after_days,
+                time_zone: settings.console.zone().0,
                 policy: Some(Arc::new(policy.clone())),
             },
         };
@@ -102,7 +103,8 @@ pub async fn run(settings: Settings, config_path: PathBuf) -> anyhow::Result<Exi
     {
         // The quick start's pointer to the console; a log line (not a bare stdout line), so
         // `log.format = "json"` stays one JSON object per line under journald.
-        tracing::info!(url = %format!("http://{}/console", http.local_addr()), "operations console");
+        let (zone, from) = settings.console.zone();
+        tracing::info!(url = %format!("http://{}/console", http.local_addr()), time_zone = %zone, time_zone_from = from, "operations console");
     }
     let daemon = Daemon::start(
         Arc::clone(&engine),

@@ -5,8 +5,10 @@
 //! functions, the same the command line calls: the console writes nothing itself.
 
 use super::i18n::{Lang, word};
+use super::views::money;
 use super::{Console, Operator, refused};
 use crate::engine::operator::{self, Actor, OperatorError, RecordRequest};
+use crate::mask;
 use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +25,8 @@ pub const ACTIONS: &[&str] = &[
     "revoke_mandate",
     "reinstate_mandate",
     "requeue",
+    "waive_fee",
+    "resend_email",
 ];
 
 /// Every field any action's form may carry.
@@ -44,6 +48,12 @@ pub struct ActionForm {
     pub amount: String,
     #[serde(default)]
     pub reference: String,
+    /// `waive_fee`: the charge's id.
+    #[serde(default)]
+    pub charge: String,
+    /// `resend_email`: the email's (reminder's) id.
+    #[serde(default)]
+    pub reminder: String,
 }
 
 /// What the action will do, in the operator's language.
@@ -108,6 +118,11 @@ fn target_fields(name: &str, f: &ActionForm) -> Vec<(&'static str, String)> {
         }
         "revoke_mandate" | "reinstate_mandate" => out.push(("account", f.account.clone())),
         "requeue" => out.push(("attempt", f.attempt.clone())),
+        "waive_fee" => {
+            out.push(("charge", f.charge.clone()));
+            out.push(("amount", f.amount.clone()));
+        }
+        "resend_email" => out.push(("reminder", f.reminder.clone())),
         _ => {}
     }
     out
@@ -152,6 +167,35 @@ pub(crate) async fn action(
             );
         }
     };
+    // What will happen, read from the database where the words need it; the same checks
+    // (the charge or email belongs to this agreement, is in a state the action takes)
+    // guard the run step.
+    let what = match preview(&c, lang, name, &form).await {
+        Ok(w) => w,
+        Err(Preview::Refused(why)) => {
+            return message(
+                &c,
+                &operator,
+                started,
+                StatusCode::CONFLICT,
+                format!("{}: {}", word(lang, "failed"), word(lang, name)),
+                why,
+                &back,
+            );
+        }
+        Err(Preview::Store(e)) => {
+            tracing::error!(actor = %operator.actor, action = name, error = %e, "console: reading for an action failed");
+            return message(
+                &c,
+                &operator,
+                started,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}: {}", word(lang, "failed"), word(lang, name)),
+                "the database could not be read; see the daemon's log".into(),
+                &back,
+            );
+        }
+    };
     if form.step != "run" {
         let hidden: Vec<_> = target_fields(name, &form)
             .into_iter()
@@ -165,7 +209,7 @@ pub(crate) async fn action(
                 "page": "",
                 "name": name,
                 "title": word(lang, name),
-                "what": describe(lang, name, &form),
+                "what": what,
                 "reason": actor.reason(),
                 "hidden": hidden,
                 "back": back,
@@ -213,6 +257,27 @@ pub(crate) async fn action(
                 form.attempt
             ))),
         },
+        "waive_fee" => match form.charge.trim().parse::<i64>() {
+            Ok(id) => {
+                let amount = Some(form.amount.trim()).filter(|a| !a.is_empty());
+                operator::waive_charge(store, now, &actor, id, amount)
+                    .await
+                    .map(|r| json!(r))
+            }
+            Err(_) => Err(OperatorError::Refused(format!(
+                "charge {:?} is not a charge id",
+                form.charge
+            ))),
+        },
+        "resend_email" => match form.reminder.trim().parse::<i64>() {
+            Ok(id) => operator::resend_email(store, now, &actor, id)
+                .await
+                .map(|r| json!(r)),
+            Err(_) => Err(OperatorError::Refused(format!(
+                "email {:?} is not an email id",
+                form.reminder
+            ))),
+        },
         _ => Err(OperatorError::Refused("no such action".into())),
     };
     match result {
@@ -250,6 +315,191 @@ pub(crate) async fn action(
             )
         }
     }
+}
+
+/// Why an action's confirm page could not be made.
+enum Preview {
+    /// The target is not this agreement's, or not in a state the action takes.
+    Refused(String),
+    Store(crate::store::StoreError),
+}
+
+impl From<crate::store::StoreError> for Preview {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound { what, id } => {
+                Preview::Refused(format!("{what} {id} not found"))
+            }
+            other => Preview::Store(other),
+        }
+    }
+}
+
+/// What the action will do, in the operator's language. A fee waiver and a resent email
+/// read their charge or email (which must belong to the form's agreement); the other
+/// actions say it from the form alone (the operator library refuses what does not fit).
+async fn preview(c: &Console, lang: Lang, name: &str, f: &ActionForm) -> Result<String, Preview> {
+    match name {
+        "waive_fee" => preview_waiver(c, lang, f).await,
+        "resend_email" => preview_resend(c, lang, f).await,
+        _ => Ok(describe(lang, name, f)),
+    }
+}
+
+async fn agreement_of_form(c: &Console, f: &ActionForm) -> Result<i64, Preview> {
+    Ok(c.store.agreement_ref(f.agreement.trim()).await?.id)
+}
+
+async fn preview_waiver(c: &Console, lang: Lang, f: &ActionForm) -> Result<String, Preview> {
+    let id: i64 = f
+        .charge
+        .trim()
+        .parse()
+        .map_err(|_| Preview::Refused(format!("charge {:?} is not a charge id", f.charge)))?;
+    let agreement = agreement_of_form(c, f).await?;
+    let charge = c
+        .store
+        .charge(id)
+        .await?
+        .filter(|g| g.agreement_id == agreement)
+        .ok_or_else(|| {
+            Preview::Refused(format!(
+                "charge {id} is not a charge of agreement {}",
+                f.agreement
+            ))
+        })?;
+    let open = charge.open_minor();
+    if open <= 0 {
+        return Err(Preview::Refused(format!(
+            "charge {id} is {}: nothing is open to waive",
+            charge.status
+        )));
+    }
+    let waive = match f.amount.trim() {
+        "" => open,
+        a => {
+            let currency = crate::domain::Currency::parse(&charge.currency)
+                .map_err(|e| Preview::Refused(e.to_string()))?;
+            let m = crate::domain::Money::parse(a, currency)
+                .map_err(|e| Preview::Refused(format!("amount {a:?}: {e}")))?;
+            if m.minor() <= 0 || m.minor() > open {
+                return Err(Preview::Refused(format!(
+                    "amount {a}: a waiver of charge {id} must be more than nothing and at most \
+                     the {} still open",
+                    money(open, &charge.currency)
+                )));
+            }
+            m.minor()
+        }
+    };
+    let cur = charge.currency.as_str();
+    let (waive, open_s, left) = (
+        money(waive, cur),
+        money(open, cur),
+        money(open - waive, cur),
+    );
+    let agreement_id = &f.agreement;
+    Ok(match lang {
+        Lang::En => format!(
+            "Charge {id} ({}, installment {}) of agreement {agreement_id}: {waive} of the {open_s} still open is waived, leaving {left} open. The next debit and every email from now on ask for the smaller amount; the waiver is recorded with your name and reason.",
+            charge.kind, charge.installment_id
+        ),
+        Lang::ZhCn => format!(
+            "协议 {agreement_id} 的费用 {id}（{}，分期 {}）：在未付的 {open_s} 中减免 {waive}，剩余 {left}。此后的扣款和邮件都按减免后的金额；减免记录操作人和原因。",
+            charge.kind, charge.installment_id
+        ),
+    })
+}
+
+async fn preview_resend(c: &Console, lang: Lang, f: &ActionForm) -> Result<String, Preview> {
+    let id: i64 = f
+        .reminder
+        .trim()
+        .parse()
+        .map_err(|_| Preview::Refused(format!("email {:?} is not an email id", f.reminder)))?;
+    let agreement = agreement_of_form(c, f).await?;
+    let r = c
+        .store
+        .reminder(id)
+        .await?
+        .filter(|r| r.agreement_id == agreement)
+        .ok_or_else(|| {
+            Preview::Refused(format!(
+                "email {id} is not an email about agreement {}",
+                f.agreement
+            ))
+        })?;
+    let deferred = r.state == "pending" && r.last_error.is_some();
+    if r.state != "failed" && !deferred {
+        return Err(Preview::Refused(format!(
+            "email {id} is {}: only a failed email, or one deferred after a mail server failure, can be sent again",
+            r.state
+        )));
+    }
+    let ctx = c.store.reminder_context(id).await?;
+    let error = r
+        .last_error
+        .as_deref()
+        .map(mask::emails_in)
+        .unwrap_or_default();
+    let to = mask::email(&ctx.email);
+    // What the gate would find untrue now (docs/conversation.md); it checks again when
+    // the email leaves, this only warns.
+    let untrue = if r.kind != "debit_succeeded" && ctx.installment_status != "unpaid" {
+        Some(match lang {
+            Lang::En => format!("installment {} is {} now", ctx.seq, ctx.installment_status),
+            Lang::ZhCn => format!("第{}期现为 {}", ctx.seq, ctx.installment_status),
+        })
+    } else if ctx.agreement_status != "active" && r.kind != "debit_succeeded" {
+        Some(match lang {
+            Lang::En => format!("the agreement is {} now", ctx.agreement_status),
+            Lang::ZhCn => format!("协议现为 {}", ctx.agreement_status),
+        })
+    } else if r.kind == "upcoming" && ctx.mandate_status != "active" {
+        Some(match lang {
+            Lang::En => format!("the mandate is {} now", ctx.mandate_status),
+            Lang::ZhCn => format!("扣款授权现为 {}", ctx.mandate_status),
+        })
+    } else {
+        None
+    };
+    let (kind, seq, due) = (&r.kind, ctx.seq, &ctx.due_date);
+    Ok(match lang {
+        Lang::En => {
+            let was = if deferred {
+                "was deferred after"
+            } else {
+                "failed with"
+            };
+            let verdict = match untrue {
+                Some(why) => format!(
+                    " As things stand it is no longer true ({why}): the gate will cancel it rather than send it, and the timeline will say why."
+                ),
+                None => {
+                    " What it says is still true now; the gate checks again at that moment.".into()
+                }
+            };
+            format!(
+                "Email {id} ({kind}, installment {seq} due {due}) to {to}, which {was} \"{error}\", is queued to be sent again now. Before it leaves, the conversation gate checks again what it says: if it is no longer true (the installment paid since, the agreement paused or cancelled, the mandate revoked) it is cancelled with the reason instead of sent. Quiet hours in the customer's time zone and the daily limit still apply, so it may leave later.{verdict}"
+            )
+        }
+        Lang::ZhCn => {
+            let was = if deferred {
+                "因邮件服务器故障延迟"
+            } else {
+                "发送失败"
+            };
+            let verdict = match untrue {
+                Some(why) => format!(
+                    "按目前情况它已不再属实（{why}）：发送关卡会取消而不是发送，并在时间线上写明原因。"
+                ),
+                None => "目前内容仍属实；发出时会再次核对。".into(),
+            };
+            format!(
+                "发给 {to} 的邮件 {id}（{kind}，第{seq}期，{due} 到期）{was}（“{error}”），现重新排队立即发送。发出前，发送关卡会再次核对内容：如已不属实（其后已还款、协议已暂停或取消、授权已撤销），则取消并记录原因，不会发送。客户时区的免打扰时段和每日上限仍然适用，因此可能稍后发出。{verdict}"
+            )
+        }
+    })
 }
 
 /// A result's top-level fields as `key: value` text.
@@ -292,6 +542,9 @@ pub(crate) fn forms(
     agreement: &crate::store::agreements::AgreementRow,
     account: Option<&crate::store::agreements::FundingAccountRow>,
     rejected: &[(i64, i64)],
+    charges: &[crate::store::delinquency::ChargeRow],
+    emails: &[crate::store::reminders::ReminderRow],
+    seq_of: &std::collections::BTreeMap<i64, i64>,
 ) -> Vec<serde_json::Value> {
     let hidden = |pairs: &[(&str, String)]| -> Vec<serde_json::Value> {
         pairs
@@ -329,6 +582,50 @@ pub(crate) fn forms(
                 "fields": [],
             }));
         }
+    }
+    // The charge picker: every charge with something still open.
+    let open: Vec<serde_json::Value> = charges
+        .iter()
+        .filter(|g| g.open_minor() > 0)
+        .map(|g| {
+            let seq = seq_of.get(&g.installment_id).copied().unwrap_or_default();
+            json!({
+                "value": g.id.to_string(),
+                "label": format!("#{} {} ({seq}): {}", g.id, g.kind, money(g.open_minor(), &g.currency)),
+            })
+        })
+        .collect();
+    if !open.is_empty() {
+        out.push(json!({
+            "name": "waive_fee", "target": "",
+            "hidden": hidden(&[("agreement", id.clone())]),
+            "fields": [
+                {"name": "charge", "label": "charge", "options": open, "required": true},
+                {"name": "amount", "label": "amount_optional", "value": "", "required": false},
+            ],
+        }));
+    }
+    // The email picker: failed ones, and those deferred after a mail server failure.
+    let resendable: Vec<serde_json::Value> = emails
+        .iter()
+        .filter(|r| r.state == "failed" || (r.state == "pending" && r.last_error.is_some()))
+        .map(|r| {
+            let seq = seq_of.get(&r.installment_id).copied().unwrap_or_default();
+            json!({
+                "value": r.id.to_string(),
+                "label": format!("#{} {} ({seq}), {}: {}", r.id, r.kind, r.state,
+                    r.last_error.as_deref().map(mask::emails_in).unwrap_or_default()),
+            })
+        })
+        .collect();
+    if !resendable.is_empty() {
+        out.push(json!({
+            "name": "resend_email", "target": "",
+            "hidden": hidden(&[("agreement", id.clone())]),
+            "fields": [
+                {"name": "reminder", "label": "email_to_resend", "options": resendable, "required": true},
+            ],
+        }));
     }
     for (attempt_id, attempt_no) in rejected {
         out.push(json!({

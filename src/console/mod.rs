@@ -87,14 +87,90 @@ impl ConsoleAuth {
     }
 }
 
+/// The `[console]` settings (the console's sign-in settings are in `[http]`, beside the
+/// server that serves it).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// The operations team's time zone (IANA name, e.g. `Asia/Shanghai`): the date of the
+    /// Today page and the days of the Queues page's retries. Default: the machine's time
+    /// zone (`TZ`, else `/etc/localtime`), else UTC.
+    pub time_zone: Option<String>,
+}
+
+impl ConsoleSettings {
+    /// Every problem, each naming its key.
+    pub fn check(&self) -> Vec<crate::config::ConfigError> {
+        match &self.time_zone {
+            Some(name) if name.trim().parse::<chrono_tz::Tz>().is_err() => {
+                vec![crate::config::ConfigError::invalid(
+                    "console.time_zone",
+                    format!(
+                        "{name:?} is not an IANA time zone name (e.g. \"Asia/Shanghai\", \"UTC\")"
+                    ),
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The zone in force and where it came from (`console.time_zone`, the machine, or
+    /// the fallback UTC).
+    pub fn zone(&self) -> (chrono_tz::Tz, &'static str) {
+        if let Some(tz) = self
+            .time_zone
+            .as_deref()
+            .and_then(|n| n.trim().parse::<chrono_tz::Tz>().ok())
+        {
+            return (tz, "console.time_zone");
+        }
+        match machine_time_zone(
+            std::env::var("TZ").ok().as_deref(),
+            std::fs::read_link("/etc/localtime").ok().as_deref(),
+        ) {
+            Some(tz) => (tz, "the machine's time zone"),
+            None => (chrono_tz::UTC, "UTC: the machine's time zone is unknown"),
+        }
+    }
+}
+
+/// The machine's IANA zone from `TZ` (`Asia/Shanghai` or `:Asia/Shanghai`) or the target
+/// of the `/etc/localtime` link (`/usr/share/zoneinfo/Asia/Shanghai`).
+fn machine_time_zone(
+    tz_env: Option<&str>,
+    localtime: Option<&std::path::Path>,
+) -> Option<chrono_tz::Tz> {
+    if let Some(tz) = tz_env
+        .map(|v| v.trim().trim_start_matches(':'))
+        .filter(|v| !v.is_empty())
+    {
+        return tz.parse().ok();
+    }
+    let target = localtime?.to_str()?;
+    let (_, name) = target.split_once("zoneinfo/")?;
+    name.parse().ok()
+}
+
 /// What the console needs besides the database.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConsoleOptions {
     /// `overdue.credit_report_after_days` (0: no credit reporting).
     pub credit_report_after_days: u32,
+    /// The operations' time zone (`[console] time_zone`): whose date "today" is.
+    pub time_zone: chrono_tz::Tz,
     /// The policy the operator actions apply (as at start; a reload does not change
     /// it here). Without one the console offers no actions.
     pub policy: Option<Arc<crate::engine::policy::EnginePolicy>>,
+}
+
+impl Default for ConsoleOptions {
+    fn default() -> Self {
+        Self {
+            credit_report_after_days: 0,
+            time_zone: chrono_tz::UTC,
+            policy: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -598,6 +674,32 @@ mod tests {
         assert!(user.check("ops", "pw"));
         assert!(!user.check("bob", "pw"));
         assert!(!user.check("ops", "t0ken"));
+    }
+
+    #[test]
+    fn the_operations_time_zone() {
+        let set = |z: &str| ConsoleSettings {
+            time_zone: Some(z.into()),
+        };
+        assert_eq!(set("Asia/Shanghai").zone().0, chrono_tz::Asia::Shanghai);
+        assert!(set("Asia/Shanghai").check().is_empty());
+        let bad = set("Mars/Olympus");
+        assert_eq!(bad.check().len(), 1);
+        assert!(bad.check()[0].to_string().contains("console.time_zone"));
+        let link = std::path::Path::new("/usr/share/zoneinfo/Europe/Berlin");
+        assert_eq!(
+            machine_time_zone(None, Some(link)),
+            Some(chrono_tz::Europe::Berlin)
+        );
+        assert_eq!(
+            machine_time_zone(Some(":America/New_York"), Some(link)),
+            Some(chrono_tz::America::New_York)
+        );
+        assert_eq!(machine_time_zone(None, None), None);
+        assert_eq!(
+            machine_time_zone(None, Some(std::path::Path::new("/etc/weird"))),
+            None
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::clock::from_epoch_ms;
 use crate::domain::money::{Currency, Money};
 use crate::mask;
 use crate::store::EventRow;
-use crate::store::console::DueFigureRow;
+use crate::store::console::{DueFigureRow, RETRY_SLOT_MS};
 use axum::extract::Query;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -123,8 +123,13 @@ pub fn fold_day(rows: &[DueFigureRow]) -> BTreeMap<String, DayFigures> {
 }
 
 impl Console {
+    /// Today in the operations' time zone (`[console] time_zone`), not UTC: at 01:00 in
+    /// Shanghai the UTC date is still yesterday's.
     fn today(&self) -> NaiveDate {
-        self.clock.now().date_naive()
+        self.clock
+            .now()
+            .with_timezone(&self.options.time_zone)
+            .date_naive()
     }
 
     /// A day's rows: today's always fresh, a past day's from the cache while fresh.
@@ -229,7 +234,10 @@ pub(crate) async fn today(State(c): State<Arc<Console>>, headers: HeaderMap) -> 
         "today.html",
         &operator,
         started,
-        json!({"page": "today", "today": today.to_string(), "sections": sections}),
+        json!({
+            "page": "today", "today": today.to_string(),
+            "time_zone": c.options.time_zone.name(), "sections": sections,
+        }),
     )
 }
 
@@ -381,13 +389,16 @@ pub(crate) async fn queues(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         Ok(o) => o,
         Err(r) => return *r,
     };
-    let now_ms = crate::clock::to_epoch_ms(c.clock.now());
-    let first_day = now_ms.div_euclid(DAY_MS);
+    // The next 14 days in the operations' time zone, from its midnight today.
+    let tz = c.options.time_zone;
+    let today = c.today();
+    let midnight =
+        |d: NaiveDate| crate::domain::worktime::local_instant(d, chrono::NaiveTime::MIN, tz);
+    let from_ms = crate::clock::to_epoch_ms(midnight(today));
+    let to_ms = crate::clock::to_epoch_ms(midnight(today + Days::new(14)));
     let store = &c.store;
     let read = async {
-        let retries = store
-            .console_retries_by_day(first_day * DAY_MS, (first_day + 14) * DAY_MS)
-            .await?;
+        let retries = store.console_retries_by_slot(from_ms, to_ms).await?;
         let lookups = store.console_lookups(LIST_LIMIT).await?;
         let rejected = store.console_rejected(LIST_LIMIT).await?;
         let deferred = store.console_deferred_emails(LIST_LIMIT).await?;
@@ -398,14 +409,23 @@ pub(crate) async fn queues(State(c): State<Arc<Console>>, headers: HeaderMap) ->
         Ok(x) => x,
         Err(e) => return failed(e),
     };
-    let retries: Vec<Value> = retries
+    let mut by_day: BTreeMap<(NaiveDate, String), (i64, i64)> = BTreeMap::new();
+    for r in &retries {
+        let day = from_epoch_ms(r.slot * RETRY_SLOT_MS)
+            .with_timezone(&tz)
+            .date_naive();
+        let e = by_day.entry((day, r.currency.clone())).or_default();
+        e.0 += r.attempts;
+        e.1 += r.amount_minor;
+    }
+    let retries: Vec<Value> = by_day
         .iter()
-        .map(|r| {
+        .map(|((day, currency), (attempts, amount))| {
             json!({
-                "day": from_epoch_ms(r.day * DAY_MS).date_naive().to_string(),
-                "currency": r.currency,
-                "attempts": r.attempts,
-                "amount": money(r.amount_minor, &r.currency),
+                "day": day.to_string(),
+                "currency": currency,
+                "attempts": attempts,
+                "amount": money(*amount, currency),
             })
         })
         .collect();
@@ -420,6 +440,7 @@ pub(crate) async fn queues(State(c): State<Arc<Console>>, headers: HeaderMap) ->
             "rejected": attempt_rows(&rejected.0), "rejected_total": rejected.1,
             "deferred": email_rows(&deferred.0), "deferred_total": deferred.1,
             "failed": email_rows(&failed_emails.0), "failed_total": failed_emails.1,
+            "can_act": operator.csrf.is_some() && c.options.policy.is_some(),
         }),
     )
 }
@@ -492,6 +513,11 @@ fn event_word(lang: Lang, kind: &str) -> String {
         "credit_flag_changed" => ("credit flag changed", "征信标记变化"),
         "mandate_revoked" => ("mandate revoked", "授权撤销"),
         "debit_requeued" => ("debit re-queued", "重新排队扣款"),
+        "mandate_reinstated" => ("mandate reinstated", "授权恢复"),
+        "agreement_paused" => ("agreement paused", "协议暂停"),
+        "agreement_resumed" => ("agreement resumed", "协议恢复"),
+        "charge_waived" => ("fee waived", "费用减免"),
+        "reminder_requeued" => ("email re-queued to send again", "邮件重新排队发送"),
         _ => return format!("event.{kind}"),
     };
     match lang {
@@ -613,7 +639,8 @@ pub(crate) async fn agreement(
         .filter(|i| i.status == "unpaid")
         .map(|i| i.total_minor - i.paid_minor)
         .sum();
-    let installments: Vec<Value> = installments
+    let installments_raw = installments;
+    let installments: Vec<Value> = installments_raw
         .iter()
         .map(|i| {
             json!({
@@ -623,12 +650,17 @@ pub(crate) async fn agreement(
             })
         })
         .collect();
-    let charges: Vec<Value> = charges
+    let seq_of: BTreeMap<i64, i64> = installments_raw.iter().map(|i| (i.id, i.seq)).collect();
+    let charges_raw = charges;
+    let charges: Vec<Value> = charges_raw
         .iter()
         .map(|g| {
             json!({
-                "id": g.id, "installment_id": g.installment_id, "kind": g.kind,
+                "id": g.id, "installment_id": g.installment_id,
+                "seq": seq_of.get(&g.installment_id), "kind": g.kind,
                 "amount": money(g.amount_minor, &g.currency), "paid": money(g.paid_minor, &g.currency),
+                "waived": money(g.waived_minor, &g.currency),
+                "open": money(g.open_minor(), &g.currency),
                 "status": g.status,
             })
         })
@@ -656,7 +688,8 @@ pub(crate) async fn agreement(
             })
         })
         .collect();
-    let reminders: Vec<Value> = reminders
+    let reminders_raw = reminders;
+    let reminders: Vec<Value> = reminders_raw
         .iter()
         .map(|r| {
             json!({
@@ -672,7 +705,14 @@ pub(crate) async fn agreement(
         .map(|d| (d.id, d.attempt_no))
         .collect();
     let actions = if operator.csrf.is_some() && c.options.policy.is_some() {
-        super::actions::forms(&a, account.as_ref(), &rejected)
+        super::actions::forms(
+            &a,
+            account.as_ref(),
+            &rejected,
+            &charges_raw,
+            &reminders_raw,
+            &seq_of,
+        )
     } else {
         Vec::new()
     };

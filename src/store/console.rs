@@ -52,10 +52,12 @@ pub struct MoveRow {
     pub detail: String,
 }
 
-/// Retries planned on one UTC day (`day` counts days since 1970-01-01).
+/// Retries planned in one 15-minute slot (`slot` counts [`RETRY_SLOT_MS`] since
+/// 1970-01-01 UTC): the console folds slots into the operations' local days, whatever
+/// their zone's offset (whole, half or quarter hours).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RetryDayRow {
-    pub day: i64,
+pub struct RetrySlotRow {
+    pub slot: i64,
     pub currency: String,
     pub attempts: i64,
     pub amount_minor: i64,
@@ -118,6 +120,9 @@ pub struct SearchHit {
     pub customer_name: String,
     pub customer_email: String,
 }
+
+/// The slot of [`RetrySlotRow`]: 15 minutes, the finest offset any time zone has.
+pub const RETRY_SLOT_MS: i64 = 900_000;
 
 const HIT_COLUMNS: &str = "a.id AS agreement_id, a.external_id AS agreement_external_id, \
     a.status AS agreement_status, a.currency, a.total_minor, c.id AS customer_id, \
@@ -247,15 +252,16 @@ impl Store {
         Ok((rows, count))
     }
 
-    /// Retries (attempt 2 and later) planned in `[from_ms, to_ms)`, by UTC day and currency.
-    pub async fn console_retries_by_day(
+    /// Retries (attempt 2 and later) planned in `[from_ms, to_ms)`, by 15-minute slot and
+    /// currency.
+    pub async fn console_retries_by_slot(
         &self,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<Vec<RetryDayRow>> {
+    ) -> Result<Vec<RetrySlotRow>> {
         let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, RetryDayRow>(
-                "SELECT CAST(scheduled_at_ms / 86400000 AS BIGINT) AS day, currency, \
+            sqlx::query_as::<_, RetrySlotRow>(
+                "SELECT CAST(scheduled_at_ms / 900000 AS BIGINT) AS slot, currency, \
                         CAST(COUNT(*) AS BIGINT) AS attempts, \
                         CAST(SUM(amount_minor) AS BIGINT) AS amount_minor \
                  FROM debit_attempts \

@@ -33,7 +33,7 @@ pub struct ReminderRow {
     pub sent_at_ms: Option<i64>,
 }
 
-const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, customer_id, kind, offset_key, \
+pub(crate) const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, customer_id, kind, offset_key, \
     scheduled_at_ms, state, lease_owner, tries, message_id, template, detail, last_error, \
     cancel_reason, sent_at_ms";
 
@@ -299,6 +299,97 @@ impl Store {
             .await?
         });
         Ok(next)
+    }
+
+    /// One reminder by id.
+    pub async fn reminder(&self, reminder_id: i64) -> Result<Option<ReminderRow>> {
+        let sql = format!("SELECT {REMINDER_COLUMNS} FROM reminders WHERE id = $1");
+        let row = on_read!(self, |pool| {
+            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(reminder_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row)
+    }
+
+    /// An operator sends a customer email again: one that failed for good (`failed`), or
+    /// one waiting after a transient failure (`pending` with an error) to be tried now.
+    /// It becomes `pending`, due now, without its error; the message loop takes it
+    /// through the conversation gate like any other (which cancels it if it is no longer
+    /// true). Fenced on the state it was read in; `reminder_requeued` event with the
+    /// actor. Returns the row as it was. `Conflict` for any other state.
+    pub async fn requeue_reminder(
+        &self,
+        reminder_id: i64,
+        actor: &crate::domain::Actor,
+        now_ms: i64,
+    ) -> Result<ReminderRow> {
+        let select = format!("SELECT {REMINDER_COLUMNS} FROM reminders WHERE id = $1");
+        let before = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let before = sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(select.clone()))
+                .bind(reminder_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "email",
+                    id: reminder_id.to_string(),
+                })?;
+            let resendable = before.state == "failed"
+                || (before.state == "pending" && before.last_error.is_some());
+            if !resendable {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(format!(
+                    "email {reminder_id} is {}{}: only a failed email, or one deferred after \
+                     a mail server failure, can be sent again; nothing was changed",
+                    before.state,
+                    before
+                        .cancel_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )));
+            }
+            let updated = sqlx::query(
+                "UPDATE reminders SET state = 'pending', scheduled_at_ms = $1, \
+                    last_error = NULL, lease_owner = NULL, lease_until_ms = NULL, \
+                    updated_at_ms = $1 \
+                 WHERE id = $2 AND state = $3 AND tries = $4",
+            )
+            .bind(now_ms)
+            .bind(reminder_id)
+            .bind(&before.state)
+            .bind(before.tries)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Conflict(
+                    "the email changed meanwhile (the message loop took it); look again".into(),
+                ));
+            }
+            insert_event!(
+                &mut *tx,
+                &NewEvent {
+                    at_ms: now_ms,
+                    kind: "reminder_requeued",
+                    agreement_id: Some(before.agreement_id),
+                    installment_id: Some(before.installment_id),
+                    attempt_id: None,
+                    detail: actor.stamp(serde_json::json!({
+                        "reminder_id": reminder_id,
+                        "kind": before.kind,
+                        "previous_state": before.state,
+                        "previous_error": before.last_error.as_deref().map(crate::mask::emails_in),
+                    })),
+                }
+            )?;
+            tx.commit().await?;
+            before
+        });
+        Ok(before)
     }
 
     /// Reminders per kind and state, for logs, metrics and tests.

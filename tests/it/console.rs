@@ -18,6 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "console-test-token";
+/// How long the test waits for an element, a log line or a database state: generous,
+/// since ~6 test runs may share two cores. Every wait polls a condition; none sleeps
+/// for a fixed time.
+const PAGE_WAIT: Duration = Duration::from_secs(45);
+const DAEMON_WAIT: Duration = Duration::from_secs(120);
 
 struct Killed(Child);
 
@@ -89,10 +94,15 @@ impl Daemon {
             .replace(
                 "listen = \"127.0.0.1:9464\"",
                 &format!("listen = \"127.0.0.1:{port}\"\ntoken = \"{TOKEN}\""),
+            )
+            // The operations' date in Shanghai, whatever the machine's zone.
+            .replace(
+                "# time_zone = \"Asia/Shanghai\"",
+                "time_zone = \"Asia/Shanghai\"",
             );
         assert!(
-            config.contains(TOKEN),
-            "the shipped config's [http] changed"
+            config.contains(TOKEN) && config.contains("\ntime_zone = \"Asia/Shanghai\""),
+            "the shipped config's [http] or [console] changed"
         );
         std::fs::write(dir.join("repayd.toml"), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_repayd"))
@@ -128,7 +138,7 @@ impl Daemon {
     }
 
     async fn wait_for_line(&self, text: &str) {
-        let found = wait_for(Duration::from_secs(60), || async {
+        let found = wait_for(DAEMON_WAIT, || async {
             self.lines
                 .lock()
                 .unwrap()
@@ -164,7 +174,7 @@ async fn browser(driver_port: u16) -> Client {
     caps.insert("goog:chromeOptions".into(), options);
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
     let url = format!("http://127.0.0.1:{driver_port}");
-    wait_for(Duration::from_secs(30), || {
+    wait_for(DAEMON_WAIT, || {
         let caps = caps.clone();
         let connector = connector.clone();
         let url = url.clone();
@@ -193,7 +203,7 @@ fn rustix_is_root() -> bool {
 
 async fn text(client: &Client, css: &str) -> String {
     // A click or a submit may return before the next page is there: wait for it.
-    let found = wait_for(Duration::from_secs(10), || async {
+    let found = wait_for(PAGE_WAIT, || async {
         client.find(Locator::Css(css)).await.ok()
     })
     .await;
@@ -239,6 +249,46 @@ async fn console_in_headless_chromium_shows_the_database() {
         .connect(&db_url)
         .await
         .unwrap();
+    // The log line may come before its commit: wait for the database itself. The
+    // catch-up debit must be committed before Today is first viewed (a past day's
+    // figures are then kept for 10 minutes), and no debit be in flight.
+    let settled = wait_for(DAEMON_WAIT, || async {
+        let paid: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM installments i JOIN agreements a ON a.id = i.agreement_id \
+             WHERE a.external_id = 'AGR-2026-0006' AND i.status = 'paid'",
+        )
+        .fetch_one(&db)
+        .await
+        .ok()?;
+        let in_flight: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM debit_attempts \
+             WHERE state IN ('claimed', 'funds_checked', 'submitted')",
+        )
+        .fetch_one(&db)
+        .await
+        .ok()?;
+        (paid >= 1 && in_flight == 0).then_some(())
+    })
+    .await;
+    assert!(
+        settled.is_some(),
+        "the demo's catch-up debit never settled:\n{}",
+        daemon.output()
+    );
+    // The assessment after it clears the overdue flag (on the next planner tick, every
+    // minute): wait for it so the Overdue page and the table are read in the same state.
+    // If the demo's dates leave it overdue, the comparison below still holds.
+    let _ = wait_for(DAEMON_WAIT, || async {
+        let overdue: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM delinquency d JOIN agreements a ON a.id = d.agreement_id \
+             WHERE a.external_id = 'AGR-2026-0006' AND d.dpd > 0",
+        )
+        .fetch_one(&db)
+        .await
+        .ok()?;
+        (overdue == 0).then_some(())
+    })
+    .await;
 
     // Refusals, as a browser would never send them.
     let base = format!("http://127.0.0.1:{port}");
@@ -319,8 +369,13 @@ async fn drive(
         std::fs::write(Path::new(&dir).join("console-today.png"), png).unwrap();
     }
 
-    // Today: the 30-day figures of each currency against the installments table.
-    let today = chrono::Utc::now().date_naive();
+    // Today: the 30-day figures of each currency against the installments table, on the
+    // operations' date (`[console] time_zone`), not UTC's.
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .date_naive();
+    assert_eq!(text(client, "#today").await, today.to_string());
+    assert_eq!(text(client, "#today-zone").await, "Asia/Shanghai");
     let from = today - chrono::Days::new(29);
     let rows = sqlx::query(
         "SELECT a.currency, SUM(i.total_minor) AS due, SUM(i.paid_minor) AS paid, \
@@ -761,6 +816,176 @@ async fn drive(
         .unwrap();
     assert_eq!(state, "scheduled");
     in_timeline(client, "debit_requeued", "account reopened").await?;
+
+    // A late fee (made so here: no demo agreement is overdue long enough to keep one) is
+    // waived in part from the agreement page's charge picker.
+    let rw = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect(&db_url_rw(db).await)
+        .await
+        .unwrap();
+    let charge: i64 = sqlx::query_scalar(
+        "INSERT INTO charges (installment_id, agreement_id, kind, accrual_key, amount_minor, \
+             paid_minor, currency, status, created_at_ms, updated_at_ms) \
+         SELECT i.id, a.id, 'late_fee', 1, 2500, 0, a.currency, 'open', 0, 0 \
+         FROM installments i JOIN agreements a ON a.id = i.agreement_id \
+         WHERE a.external_id = 'AGR-2026-0001' AND i.status = 'unpaid' \
+         ORDER BY i.seq LIMIT 1 RETURNING id",
+    )
+    .fetch_one(&rw)
+    .await
+    .unwrap();
+    // A failed email about an installment paid since (made so: the demo's outbox never
+    // refuses): sent again, the conversation gate must cancel it, not send it.
+    let email: i64 = sqlx::query_scalar(
+        "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, offset_key, \
+             scheduled_at_ms, state, tries, last_error, created_at_ms, updated_at_ms) \
+         SELECT i.id, a.id, a.customer_id, 'debit_failed', 99, 0, 'failed', 1, \
+                '550 5.1.1 <wang.fang@example.com>: mailbox unavailable', 0, 0 \
+         FROM installments i JOIN agreements a ON a.id = i.agreement_id \
+         WHERE a.external_id = 'AGR-2026-0006' AND i.status = 'paid' \
+         ORDER BY i.seq LIMIT 1 RETURNING id",
+    )
+    .fetch_one(&rw)
+    .await
+    .unwrap();
+    rw.close().await;
+    let charge_row = |db: &sqlx::SqlitePool| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (i64, String)>(
+                "SELECT waived_minor, status FROM charges WHERE id = ?1",
+            )
+            .bind(charge)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let email_row = |db: &sqlx::SqlitePool| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>)>(
+                "SELECT state, cancel_reason FROM reminders WHERE id = ?1",
+            )
+            .bind(email)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+
+    // Without the session's CSRF token, neither action does anything.
+    for (action, body) in [
+        (
+            "waive_fee",
+            format!("step=run&agreement=AGR-2026-0001&charge={charge}&reason=forged"),
+        ),
+        (
+            "resend_email",
+            format!("step=run&agreement=AGR-2026-0006&reminder={email}&reason=forged"),
+        ),
+    ] {
+        for body in [body.clone(), format!("csrf=forged&{body}")] {
+            let (status, response) = raw(
+                port,
+                &format!(
+                    "POST /console/actions/{action} HTTP/1.1\r\nHost: x\r\n{header}Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+            .await;
+            assert_eq!(status, 403, "{action} without the CSRF token: {response}");
+        }
+    }
+    assert_eq!(charge_row(db).await, (0, "open".to_string()));
+    assert_eq!(email_row(db).await.0, "failed");
+
+    let charge_id = charge.to_string();
+    let what = act(
+        client,
+        base,
+        "AGR-2026-0001",
+        "waive_fee",
+        &[("charge", &charge_id), ("amount", "10.00")],
+        "goodwill: first late payment",
+    )
+    .await?;
+    assert!(
+        what.contains("10.00") && what.contains("25.00") && what.contains("15.00"),
+        "the confirm page names what is waived and what stays open: {what}"
+    );
+    assert_eq!(charge_row(db).await, (10_00, "open".to_string()));
+    in_timeline(client, "charge_waived", "goodwill: first late payment").await?;
+    let shown = text(
+        client,
+        &format!("#charges tr[data-charge='{charge}'] .waived"),
+    )
+    .await;
+    assert_eq!(minor(&shown), 10_00);
+
+    // The failed email is listed on Queues and sent again from there.
+    client
+        .goto(&format!("{base}/console/queues"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let failed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reminders WHERE state = 'failed'")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(text(client, "#failed-total").await, failed.to_string());
+    let listed = text(client, &format!("#failed tr[data-reminder='{email}']")).await;
+    assert!(
+        listed.contains("w***@example.com") && !listed.contains("wang.fang@"),
+        "the address is masked in the list: {listed}"
+    );
+    let what = act_on(
+        client,
+        base,
+        "/console/queues",
+        &format!("#failed tr[data-reminder='{email}'] form.action"),
+        "AGR-2026-0006",
+        "resend_email",
+        &[],
+        "customer fixed the mailbox",
+    )
+    .await?;
+    assert!(
+        what.contains("conversation gate") && what.contains("no longer true"),
+        "the confirm page says the gate will cancel it: {what}"
+    );
+    // The daemon's message loop takes it through the gate (it polls every few seconds).
+    let decided = wait_for(DAEMON_WAIT, || async {
+        let (state, why) = email_row(db).await;
+        (state != "pending" && state != "sending").then_some((state, why))
+    })
+    .await;
+    assert_eq!(
+        decided,
+        Some((
+            "cancelled".to_string(),
+            Some("installment_paid".to_string())
+        )),
+        "the gate cancels an email that is no longer true"
+    );
+    client
+        .goto(&format!("{base}/console/agreements/AGR-2026-0006"))
+        .await
+        .map_err(|e| e.to_string())?;
+    in_timeline(client, "reminder_requeued", "customer fixed the mailbox").await?;
+    let cancelled = client
+        .find_all(Locator::Css("#timeline li[data-kind=reminder_cancelled]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut says_why = false;
+    for entry in cancelled {
+        says_why |= entry
+            .text()
+            .await
+            .map_err(|e| e.to_string())?
+            .contains("installment_paid");
+    }
+    assert!(says_why, "the timeline says why the email was not sent");
     Ok(())
 }
 
@@ -774,17 +999,34 @@ async fn act(
     fields: &[(&str, &str)],
     reason: &str,
 ) -> Result<String, String> {
+    act_on(
+        client,
+        base,
+        &format!("/console/agreements/{agreement}"),
+        &format!("form.action:has(button[data-action={action}])"),
+        agreement,
+        action,
+        fields,
+        reason,
+    )
+    .await
+}
+
+/// [`act`] with the form `form_css` on the page at `page`.
+#[allow(clippy::too_many_arguments)]
+async fn act_on(
+    client: &Client,
+    base: &str,
+    page: &str,
+    form_css: &str,
+    agreement: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    reason: &str,
+) -> Result<String, String> {
     let e = |e: fantoccini::error::CmdError| format!("{action}: {e}");
-    client
-        .goto(&format!("{base}/console/agreements/{agreement}"))
-        .await
-        .map_err(e)?;
-    let form = client
-        .form(Locator::Css(&format!(
-            "form.action:has(button[data-action={action}])"
-        )))
-        .await
-        .map_err(e)?;
+    client.goto(&format!("{base}{page}")).await.map_err(e)?;
+    let form = client.form(Locator::Css(form_css)).await.map_err(e)?;
     for (name, value) in fields {
         form.set_by_name(name, value).await.map_err(e)?;
     }
@@ -858,3 +1100,123 @@ fn repayd_money(minor: i64, currency: &str) -> String {
     }
     format!("{grouped}.{:02} {currency}", minor % 100)
 }
+
+/// Today and the Queues page's days are the operations' local dates (`[console]
+/// time_zone`), not UTC: at 01:30 in Shanghai on the 18th it is still the 17th in UTC.
+/// The operations server in this process on a manual clock, both backends, read with
+/// the bearer token.
+async fn today_is_the_operations_local_date(db: crate::helpers::TestDb) {
+    use crate::overdue::{SHANGHAI, agreement, local, utc};
+    use repayd::clock::{ManualClock, to_epoch_ms};
+    let store = &db.store;
+    let (a, insts) = agreement(store, "TZ-1", "Li Wei", "6222020000008888", &["2027-01-18"]).await;
+    agreement(
+        store,
+        "TZ-2",
+        "Wang Fang",
+        "6222020000009999",
+        &["2027-01-17", "2027-01-17"],
+    )
+    .await;
+    // A retry at 04:00 on the 19th in Shanghai: still the 18th in UTC.
+    let retry_at = local("2027-01-19", 4, 0, SHANGHAI);
+    store
+        .insert_attempt(
+            &repayd::store::debits::NewAttempt {
+                installment_id: insts[0],
+                agreement_id: a,
+                attempt_no: 2,
+                idempotency_key: "tz-test-i1-a2".into(),
+                scheduled_at_ms: to_epoch_ms(retry_at),
+                amount_minor: 1_066_19,
+                currency: "CNY".into(),
+            },
+            &repayd::store::NewEvent {
+                at_ms: 0,
+                kind: "debit_attempt_planned",
+                agreement_id: Some(a),
+                installment_id: Some(insts[0]),
+                attempt_id: None,
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    let clock = ManualClock::new(utc(2027, 1, 17, 17, 30));
+    for (zone, today, due_count, due_amount, retry_day) in [
+        (SHANGHAI, "2027-01-18", "1", "1,066.19 CNY", "2027-01-19"),
+        (
+            chrono_tz::UTC,
+            "2027-01-17",
+            "2",
+            "2,132.38 CNY",
+            "2027-01-18",
+        ),
+    ] {
+        let settings = repayd::http::HttpSettings {
+            listen: "127.0.0.1:0".into(),
+            token: Some(TOKEN.to_string().into()),
+            ..repayd::http::HttpSettings::default()
+        };
+        let state = repayd::http::HttpState {
+            store: store.clone(),
+            metrics: Arc::new(repayd::metrics::Metrics::new()),
+            clock: Arc::new(clock.clone()),
+            gateway: "sandbox".into(),
+            mailer: "outbox".into(),
+            stopping: tokio_util::sync::CancellationToken::new(),
+            console: repayd::console::ConsoleOptions {
+                time_zone: zone,
+                ..Default::default()
+            },
+        };
+        let server = repayd::http::HttpServer::start(&settings, state)
+            .await
+            .unwrap();
+        let port = server.local_addr().port();
+        let get = |path: &str| {
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+            )
+        };
+        let (status, page) = raw(port, &get("/console/today")).await;
+        assert_eq!(status, 200, "{page}");
+        assert!(
+            page.contains(&format!("<span id=\"today\">{today}</span>")),
+            "{zone}: {page}"
+        );
+        // minijinja escapes the slash of `Asia/Shanghai` in HTML.
+        let shown_zone = zone.name().replace('/', "&#x2f;");
+        assert!(
+            page.contains(&format!("<span id=\"today-zone\">{shown_zone}</span>")),
+            "{zone}: {page}"
+        );
+        let due_row = page
+            .split("data-figure=\"due\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("{zone}: no due row in {page}"));
+        assert!(
+            due_row.contains(&format!("<td class=\"num count\">{due_count}</td>"))
+                && due_row.contains(due_amount),
+            "{zone}: {due_row}"
+        );
+        let (status, page) = raw(port, &get("/console/queues")).await;
+        assert_eq!(status, 200, "{page}");
+        let retries = page
+            .split("id=\"retries\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</table>").next())
+            .unwrap();
+        assert!(
+            retries.contains(&format!("<td>{retry_day}</td>")),
+            "{zone}: {retries}"
+        );
+        server.stop().await;
+    }
+}
+
+crate::both_backends!(
+    today_is_the_operations_local_date,
+    today_is_the_operations_local_date
+);

@@ -99,7 +99,7 @@ impl SmtpListener {
         SmtpListener { port, log }
     }
 
-    fn reply_to_next_rcpt(&self, code: u16, text: &str) {
+    pub(crate) fn reply_to_next_rcpt(&self, code: u16, text: &str) {
         self.log
             .lock()
             .unwrap()

@@ -1,7 +1,8 @@
 //! Operator actions against real databases: a late fee waived partly then fully (the
 //! next debit asks for less, amounts exact to the minor unit), a revoked mandate
-//! reinstated (the next attempt planned and collected), each with its actor and reason
-//! in the event log.
+//! reinstated (the next attempt planned and collected), a failed email sent again (and
+//! one no longer true cancelled by the conversation gate instead), each with its actor
+//! and reason in the event log.
 
 use crate::both_backends;
 use crate::helpers::TestDb;
@@ -9,7 +10,7 @@ use crate::mail::SmtpListener;
 use crate::overdue::{SHANGHAI, agreement, drive, local, policy, setup, utc};
 use repayd::clock::{Clock, ManualClock};
 use repayd::domain::Currency;
-use repayd::engine::operator::{self, Actor, OperatorError};
+use repayd::engine::operator::{self, Actor, OperatorError, RecordRequest};
 use repayd::store::Store;
 
 fn ops(reason: &str) -> Actor {
@@ -171,6 +172,110 @@ async fn revoked_mandate_reinstated_and_collected(db: TestDb) {
     assert_eq!(attempts.last().unwrap().state, "succeeded", "{attempts:?}");
 }
 
+async fn failed_email_resent_through_the_gate(db: TestDb) {
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 17, 0));
+    let (engine, _bank) = setup(&db, &clock, smtp.mailer("[10]"), policy(None, None)).await;
+    let store = &db.store;
+    let (a, _) = agreement(store, "RS-1", "Li Wei", "6222020000006666", &["2027-01-20"]).await;
+    let (b, _) = agreement(
+        store,
+        "RS-2",
+        "Wang Fang",
+        "6222020000007777",
+        &["2027-01-20"],
+    )
+    .await;
+    // Both 3-day reminders (09:00 on the 17th in Shanghai) are refused for good.
+    smtp.reply_to_next_rcpt(550, "5.1.1 mailbox unavailable");
+    smtp.reply_to_next_rcpt(550, "5.1.1 mailbox unavailable");
+    drive(&engine, &clock, local("2027-01-17", 9, 30, SHANGHAI)).await;
+    let upcoming = |agreement: i64| async move {
+        store
+            .reminders_for_agreement(agreement)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.kind == "upcoming")
+            .unwrap()
+    };
+    let (r1, r2) = (upcoming(a).await, upcoming(b).await);
+    assert_eq!((r1.state.as_str(), r2.state.as_str()), ("failed", "failed"));
+    assert!(smtp.messages().is_empty());
+
+    // Not a failed email, or none at all: refused, nothing written.
+    let missing = operator::resend_email(store, clock.now(), &ops("x"), 999_999).await;
+    assert!(
+        matches!(&missing, Err(OperatorError::Refused(m)) if m.contains("not found")),
+        "{missing:?}"
+    );
+    let done = operator::resend_email(store, clock.now(), &ops("mailbox fixed"), r1.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.kind.as_str(), done.previous_state.as_str()),
+        ("upcoming", "failed")
+    );
+    assert!(
+        done.previous_error.contains("mailbox unavailable"),
+        "{done:?}"
+    );
+    let row = store.reminder(r1.id).await.unwrap().unwrap();
+    assert_eq!(row.state, "pending");
+    assert_eq!(row.last_error, None);
+    assert_eq!(row.scheduled_at_ms, repayd::clock::to_epoch_ms(clock.now()));
+    let detail = last_event(store, Some(a), "reminder_requeued").await;
+    assert_eq!(detail["actor"], "ops-carol");
+    assert_eq!(detail["reason"], "mailbox fixed");
+    assert_eq!(detail["reminder_id"], r1.id);
+    assert_eq!(detail["previous_state"], "failed");
+    let twice = operator::resend_email(store, clock.now(), &ops("again"), r1.id).await;
+    assert!(
+        matches!(&twice, Err(OperatorError::Refused(m)) if m.contains("is pending")),
+        "{twice:?}"
+    );
+
+    // RS-2 is paid at the branch before its email is sent again: the reminder would
+    // ask for money no longer owed, so the gate cancels it instead.
+    let p = engine.policy();
+    operator::record_payment(
+        store,
+        &p,
+        clock.now(),
+        &ops("paid at the branch"),
+        &RecordRequest {
+            agreement: "RS-2".into(),
+            amount: "1066.19".into(),
+            reference: "RS-2-BRANCH".into(),
+            received_at: None,
+            settle: false,
+        },
+    )
+    .await
+    .unwrap();
+    operator::resend_email(store, clock.now(), &ops("customer asked"), r2.id)
+        .await
+        .unwrap();
+
+    drive(&engine, &clock, local("2027-01-17", 10, 0, SHANGHAI)).await;
+    let sent = smtp.messages();
+    assert_eq!(sent.len(), 1, "only the email still true goes out");
+    assert!(
+        sent[0].to.iter().any(|t| t.contains("rs-1@example.com")),
+        "{:?}",
+        sent[0].to
+    );
+    assert_eq!(store.reminder(r1.id).await.unwrap().unwrap().state, "sent");
+    let r2 = store.reminder(r2.id).await.unwrap().unwrap();
+    assert_eq!(r2.state, "cancelled");
+    assert_eq!(r2.cancel_reason.as_deref(), Some("installment_paid"));
+    last_event(store, Some(b), "reminder_cancelled").await;
+}
+
+both_backends!(
+    failed_email_resent_through_the_gate,
+    failed_email_resent_through_the_gate
+);
 both_backends!(
     late_fee_waived_partly_then_fully,
     late_fee_waived_partly_then_fully

@@ -80,6 +80,7 @@ impl Bench {
             stopping: CancellationToken::new(),
             console: crate::console::ConsoleOptions {
                 credit_report_after_days: 90,
+                time_zone: chrono_tz::UTC,
                 policy: None,
             },
         };

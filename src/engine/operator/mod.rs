@@ -17,6 +17,7 @@
 //! | [`record_payment`] | [`RecordRequest`] | [`PaymentSummary`] | `payment_received` / `agreement_settled` |
 //! | [`settlement_quote`] (reads only) | agreement, optional date | [`SettlementSummary`] | none |
 //! | [`requeue_attempt`] | debit attempt id | [`AttemptRequeued`] | `debit_requeued` |
+//! | [`resend_email`] | email (reminder) id | [`EmailRequeued`] | `reminder_requeued` |
 //!
 //! Errors: [`OperatorError::Refused`] means nothing was written and the message says why
 //! in words an operator can act on (unknown id, wrong state, amount mismatch); anything
@@ -409,6 +410,55 @@ pub async fn reinstate_mandate(
         account: crate::mask::account(account_ref),
         mandate_status: "active".into(),
         agreements,
+        actor: actor.name().to_string(),
+        reason: actor.reason().to_string(),
+    })
+}
+
+/// A failed (or deferred) customer email sent back to the message loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EmailRequeued {
+    pub reminder_id: i64,
+    pub agreement_id: i64,
+    pub installment_id: i64,
+    /// The message's kind (`upcoming`, `debit_failed`, ...).
+    pub kind: String,
+    /// `failed`, or `pending` for one deferred after a mail server failure.
+    pub previous_state: String,
+    /// Why it failed or was deferred, email addresses masked.
+    pub previous_error: String,
+    pub actor: String,
+    pub reason: String,
+}
+
+/// Sends a customer email again: one the mail server refused for good or that could not
+/// be rendered (`failed`), or one deferred after a transient failure (sent now instead
+/// of at its backoff time). It becomes due now and the message loop takes it through
+/// the conversation gate like any other message (docs/conversation.md): what it says is
+/// checked again just before it leaves, so if it is no longer true (the installment was
+/// paid since, the agreement paused, the mandate revoked) it is cancelled with the reason
+/// instead of sent; quiet hours and the customer's daily budget still apply. Fix the
+/// cause first (the address, the template, the mail server), or it fails again.
+pub async fn resend_email(
+    store: &Store,
+    now: DateTime<Utc>,
+    actor: &Actor,
+    reminder_id: i64,
+) -> Result<EmailRequeued> {
+    let before = store
+        .requeue_reminder(reminder_id, actor, to_epoch_ms(now))
+        .await?;
+    Ok(EmailRequeued {
+        reminder_id,
+        agreement_id: before.agreement_id,
+        installment_id: before.installment_id,
+        kind: before.kind,
+        previous_state: before.state,
+        previous_error: before
+            .last_error
+            .as_deref()
+            .map(crate::mask::emails_in)
+            .unwrap_or_default(),
         actor: actor.name().to_string(),
         reason: actor.reason().to_string(),
     })
