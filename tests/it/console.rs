@@ -1130,6 +1130,7 @@ async fn today_is_the_operations_local_date(db: crate::helpers::TestDb) {
                 scheduled_at_ms: to_epoch_ms(retry_at),
                 amount_minor: 1_066_19,
                 currency: "CNY".into(),
+                retry_reason: None,
             },
             &repayd::store::NewEvent {
                 at_ms: 0,
