@@ -22,6 +22,9 @@ pub enum AgreementsCommand {
     List(ListArgs),
     /// Show one agreement: customer, funding account and mandate, schedule with payments.
     Show(ShowArgs),
+    /// A payment holiday or a new term (a preview unless --apply; see
+    /// `commands::reschedule`, dispatched by `commands::mod`).
+    Reschedule(crate::commands::reschedule::RescheduleArgs),
     /// pause | resume | cancel (see `commands::lifecycle`; dispatched by `commands::mod`).
     #[command(flatten)]
     Lifecycle(crate::commands::lifecycle::LifecycleCommand),
@@ -100,8 +103,8 @@ pub async fn run(store: &Store, args: &AgreementsArgs) -> anyhow::Result<ExitCod
             }
             Ok(ExitCode::SUCCESS)
         }
-        AgreementsCommand::Lifecycle(_) => {
-            anyhow::bail!("agreement life-cycle commands are run by commands::lifecycle")
+        AgreementsCommand::Lifecycle(_) | AgreementsCommand::Reschedule(_) => {
+            anyhow::bail!("agreement life-cycle commands are run by commands::mod")
         }
     }
 }
@@ -537,6 +540,15 @@ fn describe_terms(terms_json: Option<&str>) -> String {
     );
     if let Some(cal) = terms.get("calendar").and_then(|v| v.as_str()) {
         text.push_str(&format!(" ({cal})"));
+    }
+    // Left by `agreements reschedule`: where the remaining schedule now sits.
+    if let Some(anchor) = terms.get("anchor") {
+        let n = |k: &str| anchor.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        text.push_str(&format!(
+            "; rescheduled: installment {} on is due in period {} of that schedule",
+            n("seq"),
+            n("period")
+        ));
     }
     text
 }

@@ -16,6 +16,7 @@ pub mod overdue;
 pub mod payments;
 pub mod quote;
 pub mod reload;
+pub mod reschedule;
 pub mod run;
 pub mod sandbox;
 pub mod simulate;
@@ -178,6 +179,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let code = match &args.command {
                 agreements::AgreementsCommand::Lifecycle(lc) => {
                     lifecycle::run_agreements(&store, &settings, now(), lc).await
+                }
+                agreements::AgreementsCommand::Reschedule(r) => {
+                    reschedule::run(&store, &settings, now(), r).await
                 }
                 _ => agreements::run(&store, &args).await,
             };

@@ -6,6 +6,7 @@ pub mod calendar;
 pub mod delinquency;
 pub mod money;
 pub mod payday;
+pub mod reschedule;
 pub mod schedule;
 pub mod settlement;
 pub mod worktime;

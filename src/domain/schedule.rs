@@ -159,7 +159,23 @@ pub const MAX_RATE_PLACES: u32 = 18;
 /// longer than the period (a weekly schedule across the 9-day Spring Festival with
 /// `following`): both installments are then due on the first business day after it.
 pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, ScheduleError> {
+    generate_from(terms, calendar, 1)
+}
+
+/// [`generate`] for a schedule whose first installment falls in period `first_period`
+/// (1-based) counted from `terms.first_due`: installment `seq` is due on the nominal date
+/// of period `first_period + seq - 1`. A reschedule re-spreads what is left from a later
+/// period of the same anchor, so month ends do not drift (anchored on Jan 31, period 4 is
+/// Apr 30 and period 5 May 31, never May 30).
+pub fn generate_from(
+    terms: &Terms,
+    calendar: &HolidayCalendar,
+    first_period: u32,
+) -> Result<Schedule, ScheduleError> {
     let principal = validate(terms)?;
+    let offset = first_period
+        .checked_sub(1)
+        .ok_or(ScheduleError::DateOutOfRange)?;
     let digits = terms.currency.minor_digits();
     let mode = terms.rounding;
     let n = terms.installments;
@@ -174,7 +190,7 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
             .collect(),
         Method::FlatFee => {
             // Rounded once, so every period carries the same fee and total_fee = fee x n.
-            let fee = round(principal * terms.fee_rate, digits, mode);
+            let fee = flat_fee(terms);
             even_split(principal, n, digits, mode, terms.remainder)?
                 .into_iter()
                 .map(|p| Parts::new(p, Decimal::ZERO, fee))
@@ -203,7 +219,9 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
     let mut installments = Vec::with_capacity(parts.len());
     let mut balance = principal;
     for (seq, part) in (1..=n).zip(parts) {
-        let nominal = nominal_due_date(terms.first_due, terms.frequency, seq)
+        let nominal = seq
+            .checked_add(offset)
+            .and_then(|period| nominal_due_date(terms.first_due, terms.frequency, period))
             .ok_or(ScheduleError::DateOutOfRange)?;
         balance -= part.principal;
         // Every amount carries exactly the currency's places (zero is `0.00`, not `0`).
@@ -241,6 +259,13 @@ pub fn generate(terms: &Terms, calendar: &HolidayCalendar) -> Result<Schedule, S
         total: rescaled(total, digits),
         installments,
     })
+}
+
+/// The flat-fee method's fee per period: principal x fee rate, rounded once by the terms'
+/// rounding (zero for the other methods, whose fee rate must be zero).
+pub fn flat_fee(terms: &Terms) -> Decimal {
+    let digits = terms.currency.minor_digits();
+    round(terms.principal * terms.fee_rate, digits, terms.rounding)
 }
 
 /// Unadjusted due date of installment `seq` (1-based): monthly dates keep the first due

@@ -34,7 +34,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
 /// Every kind of customer message, as stored in `reminders.kind`.
-pub const MESSAGE_KINDS: [&str; 7] = [
+pub const MESSAGE_KINDS: [&str; 8] = [
     "upcoming",
     "debit_succeeded",
     "debit_failed",
@@ -42,6 +42,7 @@ pub const MESSAGE_KINDS: [&str; 7] = [
     "overdue",
     "credit_warning",
     "debit_returned",
+    "schedule_changed",
 ];
 
 /// What the gate decided for one message.
@@ -152,6 +153,20 @@ impl Engine {
                     Some(format!("installment_{}", ctx.installment_status))
                 } else if ctx.agreement_status != "active" {
                     Some(format!("agreement_{}", ctx.agreement_status))
+                } else {
+                    None
+                }
+            }
+            // The new schedule as agreed (a reschedule): stale once the agreement stops,
+            // or once a later reschedule replaced the installments it speaks of (that
+            // one's notice says what holds now).
+            "schedule_changed" => {
+                if ctx.installment_status == "cancelled" {
+                    Some("schedule_changed_again: a later notice says what holds".to_string())
+                } else if ctx.agreement_status != "active" {
+                    Some(format!("agreement_{}", ctx.agreement_status))
+                } else if ctx.remaining_minor <= 0 {
+                    Some("nothing_owed".to_string())
                 } else {
                     None
                 }
@@ -400,7 +415,10 @@ mod tests {
         assert_eq!(rank("debit_succeeded"), None);
         for kind in MESSAGE_KINDS {
             assert!(
-                kind == "debit_succeeded" || kind == "debit_returned" || rank(kind).is_some(),
+                matches!(
+                    kind,
+                    "debit_succeeded" | "debit_returned" | "schedule_changed"
+                ) || rank(kind).is_some(),
                 "{kind}"
             );
         }

@@ -82,7 +82,8 @@ fn urgency(kind: EmailKind) -> u8 {
         EmailKind::DebitFailed => 3,
         EmailKind::BalanceLow => 4,
         EmailKind::Upcoming => 5,
-        EmailKind::DebitSucceeded => 6,
+        EmailKind::ScheduleChanged => 6,
+        EmailKind::DebitSucceeded => 7,
     }
 }
 
@@ -477,6 +478,42 @@ impl Engine {
                     tc.next_attempt = Some(locale.date_time_at(local(ms)));
                 }
                 (EmailKind::DebitReturned, "")
+            }
+            "schedule_changed" => {
+                // The payments still to come of the new schedule, from the ledger now
+                // (arrears, left out of a reschedule, are stated apart).
+                let rows = self.store.installments(r.agreement_id).await?;
+                let mut entries = Vec::new();
+                let mut remaining = 0;
+                let mut first: Option<(chrono::NaiveDate, i64)> = None;
+                for row in rows
+                    .iter()
+                    .filter(|x| x.status == "unpaid" && x.due_date >= ctx.due_date)
+                {
+                    let day = parse_date(&row.due_date)?;
+                    let open = row.total_minor - row.paid_minor;
+                    first.get_or_insert((day, open));
+                    remaining += open;
+                    entries.push(crate::mail::ScheduleEntry {
+                        due_date: locale.date(day),
+                        amount: money(open),
+                    });
+                }
+                let Some((next_day, next_minor)) = first else {
+                    return Err(EngineError::Data(
+                        "schedule notice without a schedule".into(),
+                    ));
+                };
+                tc.amount = money(next_minor);
+                tc.due_date = locale.date(next_day);
+                tc.due_date_short = locale.date_short(next_day);
+                tc.set_schedule(entries);
+                tc.remaining_balance = Some(money(remaining));
+                tc.schedule_change = Some(detail["mode"].as_str().unwrap_or("term").to_string());
+                if let Some(old) = detail["old_first_due"].as_str() {
+                    tc.old_due_date = Some(locale.date(parse_date(old)?));
+                }
+                (EmailKind::ScheduleChanged, "")
             }
             "overdue" | "credit_warning" => {
                 let d = delinquency

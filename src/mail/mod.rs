@@ -14,8 +14,8 @@ pub use outbox::{CaptureMailer, OutboxMailer};
 pub use settings::{MailKind, MailSettings, SmtpSettings, TlsMode};
 pub use smtp::SmtpMailer;
 pub use templates::{
-    ChargeLine, DebitFailure, DigestPart, EmailKind, RenderedEmail, TemplateContext, TemplateError,
-    Templates,
+    ChargeLine, DebitFailure, DigestPart, EmailKind, RenderedEmail, ScheduleEntry, TemplateContext,
+    TemplateError, Templates,
 };
 
 use crate::config::ConfigError;

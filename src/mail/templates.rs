@@ -36,10 +36,13 @@ pub enum EmailKind {
     /// A collected payment came back from the bank (returns feed): what, why, what is
     /// due again and when we try again.
     DebitReturned,
+    /// The schedule was changed by the lender (a payment holiday or a new term): the new
+    /// dates and amounts.
+    ScheduleChanged,
 }
 
 impl EmailKind {
-    pub const ALL: [EmailKind; 8] = [
+    pub const ALL: [EmailKind; 9] = [
         EmailKind::Upcoming,
         EmailKind::BalanceLow,
         EmailKind::DebitSucceeded,
@@ -48,6 +51,7 @@ impl EmailKind {
         EmailKind::CreditWarning,
         EmailKind::MandateNotice,
         EmailKind::DebitReturned,
+        EmailKind::ScheduleChanged,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -60,6 +64,7 @@ impl EmailKind {
             EmailKind::CreditWarning => "credit_warning",
             EmailKind::MandateNotice => "mandate_notice",
             EmailKind::DebitReturned => "debit_returned",
+            EmailKind::ScheduleChanged => "schedule_changed",
         }
     }
 
@@ -108,6 +113,15 @@ impl EmailKind {
                 need(ctx.return_reason.is_some(), "return_reason");
                 need(ctx.still_due.is_some(), "still_due");
             }
+            EmailKind::ScheduleChanged => {
+                need(!ctx.account.is_empty(), "account");
+                need(ctx.schedule_change.is_some(), "schedule_change");
+                need(!ctx.schedule.is_empty(), "schedule");
+                need(ctx.remaining_balance.is_some(), "remaining_balance");
+                if ctx.schedule_change.as_deref() == Some("holiday") {
+                    need(ctx.old_due_date.is_some(), "old_due_date");
+                }
+            }
         }
         missing
     }
@@ -121,7 +135,7 @@ impl fmt::Display for EmailKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned)"
+    "unknown email kind {0:?} (expected one of upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned, schedule_changed)"
 )]
 pub struct UnknownEmailKind(pub String);
 
@@ -221,6 +235,15 @@ pub struct TemplateContext {
     pub total_due: Option<String>,
     /// Mandate notice: `revoked` or `pending`.
     pub mandate_status: Option<String>,
+    /// Schedule change: `holiday` or `term`.
+    pub schedule_change: Option<String>,
+    /// Schedule change: the first due date of the old schedule that no longer holds.
+    pub old_due_date: Option<String>,
+    /// Schedule change: every payment still to come, in order (set with
+    /// [`TemplateContext::set_schedule`]).
+    pub schedule: Vec<ScheduleEntry>,
+    /// The same as `[date, amount]` pairs, for the HTML `ui.facts` table.
+    pub schedule_rows: Vec<[String; 2]>,
     /// Rendered as one section of a merged email: no greeting, no footer.
     pub in_digest: bool,
 }
@@ -233,6 +256,13 @@ pub struct DigestPart {
     pub text: String,
     /// The HTML `content` block, already escaped.
     pub html: String,
+}
+
+/// One payment of a (changed) schedule as an email lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScheduleEntry {
+    pub due_date: String,
+    pub amount: String,
 }
 
 /// One open charge as an email itemizes it.
@@ -254,6 +284,15 @@ impl TemplateContext {
             Some(tail) if !tail.is_empty() => tail.to_string(),
             _ => self.account.clone(),
         };
+    }
+
+    /// Sets `schedule` and `schedule_rows` from the payments still to come.
+    pub fn set_schedule(&mut self, entries: Vec<ScheduleEntry>) {
+        self.schedule_rows = entries
+            .iter()
+            .map(|e| [e.due_date.clone(), e.amount.clone()])
+            .collect();
+        self.schedule = entries;
     }
 
     fn missing_fields(&self, kind: EmailKind) -> Vec<&'static str> {
@@ -310,7 +349,7 @@ pub enum TemplateError {
 }
 
 const LOCALES: &str = "en or zh-CN";
-const KINDS: &str = "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned";
+const KINDS: &str = "upcoming, balance_low, debit_succeeded, debit_failed, overdue, credit_warning, mandate_notice, debit_returned, schedule_changed";
 
 macro_rules! builtin_templates {
     ($($path:literal),* $(,)?) => {
@@ -347,6 +386,9 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "en/debit_returned.subject.txt",
     "en/debit_returned.txt",
     "en/debit_returned.html",
+    "en/schedule_changed.subject.txt",
+    "en/schedule_changed.txt",
+    "en/schedule_changed.html",
     "en/_ledger.txt",
     "en/_ledger.html",
     "zh-CN/_layout.html",
@@ -375,6 +417,9 @@ const BUILTIN: &[(&str, &str)] = builtin_templates![
     "zh-CN/debit_returned.subject.txt",
     "zh-CN/debit_returned.txt",
     "zh-CN/debit_returned.html",
+    "zh-CN/schedule_changed.subject.txt",
+    "zh-CN/schedule_changed.txt",
+    "zh-CN/schedule_changed.html",
     "zh-CN/_ledger.txt",
     "zh-CN/_ledger.html",
     "en/digest.subject.txt",
@@ -923,6 +968,32 @@ pub fn samples(kind: EmailKind, locale: Locale) -> Vec<TemplateContext> {
                 ]
             })
             .collect(),
+        EmailKind::ScheduleChanged => {
+            let entries = |first: u32, n: u32| {
+                (0..n)
+                    .map(|k| ScheduleEntry {
+                        due_date: locale.date(date(first + k, 28)),
+                        amount: money(106_619).unwrap_or_default(),
+                    })
+                    .collect::<Vec<_>>()
+            };
+            vec![
+                with(&|c| {
+                    c.schedule_change = Some("holiday".into());
+                    c.old_due_date = Some(locale.date(date(1, 28)));
+                    c.due_date = locale.date(date(3, 28));
+                    c.due_date_short = locale.date_short(date(3, 28));
+                    c.set_schedule(entries(3, 4));
+                    c.remaining_balance = money(426_476);
+                }),
+                bare(&|c| {
+                    c.schedule_change = Some("term".into());
+                    c.set_schedule(entries(1, 9));
+                    c.remaining_balance = money(959_571);
+                    c.arrears = money(106_619);
+                }),
+            ]
+        }
         EmailKind::MandateNotice => ["revoked", "pending"]
             .into_iter()
             .flat_map(|status| {

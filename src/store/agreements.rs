@@ -1108,8 +1108,8 @@ impl Store {
                  c.name AS customer_name, a.currency, a.principal_minor, a.total_minor, \
                  CAST(COALESCE((SELECT SUM(i.paid_minor) FROM installments i \
                                 WHERE i.agreement_id = a.id), 0) AS BIGINT) AS paid_minor, \
-                 CAST((SELECT COUNT(*) FROM installments i WHERE i.agreement_id = a.id) \
-                   AS BIGINT) AS installment_count, \
+                 CAST((SELECT COUNT(*) FROM installments i WHERE i.agreement_id = a.id \
+                       AND i.status <> 'cancelled') AS BIGINT) AS installment_count, \
                  CAST((SELECT COUNT(*) FROM installments i \
                        WHERE i.agreement_id = a.id AND i.status = 'paid') AS BIGINT) AS paid_count, \
                  (SELECT MIN(i.due_date) FROM installments i \

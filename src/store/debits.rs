@@ -62,6 +62,8 @@ pub struct FundsCheckRecord {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DebitContext {
     pub installment_status: String,
+    /// The installment's place (1-based) among the agreement's installments that a
+    /// reschedule did not replace, as the customer counts them.
     pub seq: i64,
     pub due_date: String,
     pub total_minor: i64,
@@ -219,12 +221,15 @@ impl Store {
     pub async fn debit_context(&self, attempt_id: i64) -> Result<DebitContext> {
         let row = on_read!(self, |pool| {
             sqlx::query_as::<_, DebitContext>(
-                "SELECT i.status AS installment_status, i.seq, i.due_date, i.total_minor, \
+                "SELECT i.status AS installment_status, CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
+                          AND x.status <> 'cancelled' AND x.seq <= i.seq) AS BIGINT) AS seq, \
+                        i.due_date, i.total_minor, \
                         i.paid_minor, a.status AS agreement_status, \
                         a.external_id AS agreement_external_id, a.currency, \
                         f.external_ref AS account_ref, f.mandate_ref, f.mandate_status, \
                         c.time_zone, \
-                        (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
+                        CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
+                          AND x.status <> 'cancelled') AS BIGINT) \
                             AS installment_count, \
                         (SELECT CAST(COALESCE(SUM(g.amount_minor - g.paid_minor - g.waived_minor), 0) AS BIGINT) \
                            FROM charges g WHERE g.installment_id = i.id AND g.status = 'open') \

@@ -231,6 +231,7 @@ pub mod operator;
 pub mod payments;
 pub mod planner;
 pub mod reminders;
+pub mod reschedule;
 pub mod returns;
 pub mod sandbox;
 pub mod snapshot;

@@ -51,6 +51,8 @@ pub struct ReminderContext {
     pub account_ref: String,
     /// The funding account's debit mandate: `active`, `pending` or `revoked`.
     pub mandate_status: String,
+    /// The installment's place (1-based) among the agreement's installments that a
+    /// reschedule did not replace, as the customer counts them.
     pub seq: i64,
     pub due_date: String,
     pub total_minor: i64,
@@ -167,9 +169,12 @@ impl Store {
                 "SELECT c.id AS customer_id, c.name AS customer_name, c.email, c.locale, c.time_zone, \
                         a.external_id AS agreement_external_id, a.status AS agreement_status, \
                         a.currency, f.external_ref AS account_ref, f.mandate_status, \
-                        i.seq, i.due_date, i.total_minor, i.paid_minor, \
+                        CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
+                          AND x.status <> 'cancelled' AND x.seq <= i.seq) AS BIGINT) AS seq, \
+                        i.due_date, i.total_minor, i.paid_minor, \
                         i.status AS installment_status, \
-                        (SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id) \
+                        CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
+                          AND x.status <> 'cancelled') AS BIGINT) \
                             AS installment_count, \
                         (SELECT CAST(COALESCE(SUM(x.total_minor - x.paid_minor), 0) AS BIGINT) FROM installments x \
                           WHERE x.agreement_id = a.id AND x.status = 'unpaid') AS remaining_minor, \

@@ -24,6 +24,7 @@ mod overdue;
 mod payday;
 mod payments;
 mod reminders;
+mod reschedule;
 mod sandbox;
 mod settlement;
 mod simulate;

@@ -18,18 +18,21 @@
 //! | [`settlement_quote`] (reads only) | agreement, optional date | [`SettlementSummary`] | none |
 //! | [`requeue_attempt`] | debit attempt id | [`AttemptRequeued`] | `debit_requeued` |
 //! | [`resend_email`] | email (reminder) id | [`EmailRequeued`] | `reminder_requeued` |
+//! | [`reschedule_agreement`] | agreement, [`RescheduleRequest`], apply? | [`RescheduleSummary`] (a preview unless applied) | `agreement_rescheduled` |
 //!
 //! Errors: [`OperatorError::Refused`] means nothing was written and the message says why
 //! in words an operator can act on (unknown id, wrong state, amount mismatch); anything
 //! else is a store failure. `now` comes from the caller's Clock.
 
 mod payment;
+mod reschedule;
 
 pub use crate::domain::{Actor, ActorError};
 pub use payment::{
     AccrualLine, AllocationLine, PaymentSummary, RecordRequest, SettlementSummary, record_payment,
     settlement_quote,
 };
+pub use reschedule::{RescheduleRequest, RescheduleSummary, ScheduleLine, reschedule_agreement};
 
 use crate::clock::to_epoch_ms;
 use crate::domain::worktime;
