@@ -23,6 +23,7 @@ mod operator;
 mod overdue;
 mod payday;
 mod payments;
+mod planner;
 mod reminders;
 mod reschedule;
 mod sandbox;
