@@ -101,6 +101,9 @@ pub struct Engine {
     /// The holiday calendar's years, when one is configured: the planner warns (once
     /// per day) about due dates outside them.
     pub(crate) calendar: std::sync::RwLock<Option<CalendarCoverage>>,
+    /// Installments per planner page and ids per planner read ([`PLAN_PAGE`],
+    /// [`PLAN_WINDOW`]; smaller in tests, so that a small portfolio takes many pages).
+    pub(crate) plan_page_sizes: (i64, i64),
 }
 
 /// The years a configured holiday calendar covers, and the last day the planner warned
@@ -174,7 +177,16 @@ impl Engine {
             deployment: tokio::sync::OnceCell::new(),
             lookup_refusal_reported: std::sync::atomic::AtomicBool::new(false),
             calendar: std::sync::RwLock::new(None),
+            plan_page_sizes: (PLAN_PAGE, PLAN_WINDOW),
         }
+    }
+
+    /// Planner pages of at most `page` installments, each read over at most `window`
+    /// installment ids (tests: a small portfolio then takes many pages).
+    #[doc(hidden)]
+    pub fn with_plan_pages(mut self, page: i64, window: i64) -> Self {
+        self.plan_page_sizes = (page.max(1), window.max(1));
+        self
     }
 
     /// Sets (or, on reload, replaces) the configured holiday calendar's coverage.
@@ -319,6 +331,11 @@ impl Engine {
         Ok(report)
     }
 
+    /// The pages of a pass. While one page is written (the writer), the next one is read
+    /// and its rows built (a reader and this task): the two run at once on separate
+    /// connections, so a pass takes about the longer of the two instead of their sum.
+    /// The pages' id ranges do not overlap, so what one writes cannot change what the
+    /// next reads.
     async fn plan_pages(
         &self,
         policy: &EnginePolicy,
@@ -326,95 +343,145 @@ impl Engine {
         horizon: &str,
         deployment: &str,
     ) -> Result<PlanReport, EngineError> {
-        let with_reminders = self.mail.is_some();
         let mut report = PlanReport::default();
         let mut times: HashMap<(String, String), Arc<PlanTimes>> = HashMap::new();
-        let last = self.store.last_installment_id().await?;
-        let mut after = 0;
-        while after < last {
-            let upto = after.saturating_add(PLAN_WINDOW).min(last);
-            let batch = self
-                .store
-                .plan_candidates(horizon, after, upto, PLAN_PAGE, with_reminders)
-                .await?;
-            after = match batch.last() {
-                Some(c) if batch.len() as i64 >= PLAN_PAGE => c.installment_id,
-                _ => upto,
+        let pass = PlanPass {
+            policy,
+            now_ms,
+            horizon,
+            deployment,
+            with_reminders: self.mail.is_some(),
+            last: self.store.last_installment_id().await?,
+        };
+        let mut page = self.plan_page(&pass, 0, &mut times).await?;
+        while let Some(current) = page.take() {
+            report.examined += current.examined;
+            let write = async {
+                self.store
+                    .insert_plan(&current.attempts, &current.reminders, now_ms)
+                    .await
+                    .map_err(EngineError::from)
             };
-            let mut attempts = Vec::new();
-            let mut reminders = Vec::new();
-            for c in batch {
-                report.examined += 1;
-                let key = (c.due_date, c.time_zone);
-                let t = match times.get(&key) {
-                    Some(t) => Arc::clone(t),
-                    None => {
-                        let t = Arc::new(PlanTimes::new(policy, &key.0, &key.1)?);
-                        times.insert(key.clone(), Arc::clone(&t));
-                        t
-                    }
-                };
-                let (due_date, _) = key;
-                if c.needs_reminders {
-                    for (offset, at_ms) in &t.reminders {
-                        reminders.push((
-                            crate::store::reminders::NewReminder {
-                                installment_id: c.installment_id,
-                                agreement_id: c.agreement_id,
-                                kind: "upcoming",
-                                offset_key: *offset,
-                                scheduled_at_ms: *at_ms,
-                                detail: serde_json::json!({}),
-                            },
-                            c.customer_id,
-                        ));
-                    }
-                }
-                if !c.needs_attempt {
-                    continue;
-                }
-                let attempt = crate::store::debits::NewAttempt {
-                    installment_id: c.installment_id,
-                    agreement_id: c.agreement_id,
-                    attempt_no: 1,
-                    idempotency_key: Self::idempotency_key(
-                        &policy.debit.key_prefix,
-                        deployment,
-                        c.installment_id,
-                        1,
-                    ),
-                    scheduled_at_ms: t.debit_ms,
-                    amount_minor: c.total_minor - c.paid_minor,
-                    currency: c.currency,
-                    retry_reason: None,
-                };
-                let event = NewEvent {
-                    at_ms: now_ms,
-                    kind: "debit_attempt_planned",
-                    agreement_id: Some(c.agreement_id),
-                    installment_id: Some(c.installment_id),
-                    attempt_id: None,
-                    detail: serde_json::json!({
-                        "attempt_no": 1,
-                        "seq": c.seq,
-                        "due_date": due_date,
-                        "scheduled_at": t.debit_rfc3339,
-                        "amount_minor": attempt.amount_minor,
-                        "currency": attempt.currency,
-                        "reason": "due",
-                    }),
-                };
-                attempts.push((attempt, event));
-            }
-            let written = self
-                .store
-                .insert_plan(&attempts, &reminders, now_ms)
-                .await?;
+            let (written, next) =
+                tokio::try_join!(write, self.plan_page(&pass, current.after, &mut times))?;
             report.attempts_created += written.attempts;
             report.reminders_created += written.reminders;
+            page = next;
         }
         Ok(report)
     }
+
+    /// Reads the page of installments after id `after` and builds its rows; `None` once
+    /// the pass is past the last installment.
+    async fn plan_page(
+        &self,
+        pass: &PlanPass<'_>,
+        after: i64,
+        times: &mut HashMap<(String, String), Arc<PlanTimes>>,
+    ) -> Result<Option<PlanPage>, EngineError> {
+        if after >= pass.last {
+            return Ok(None);
+        }
+        let policy = pass.policy;
+        let (page_rows, window) = self.plan_page_sizes;
+        let upto = after.saturating_add(window).min(pass.last);
+        let batch = self
+            .store
+            .plan_candidates(pass.horizon, after, upto, page_rows, pass.with_reminders)
+            .await?;
+        let mut page = PlanPage {
+            after: match batch.last() {
+                Some(c) if batch.len() as i64 >= page_rows => c.installment_id,
+                _ => upto,
+            },
+            examined: batch.len() as u64,
+            attempts: Vec::new(),
+            reminders: Vec::new(),
+        };
+        for c in batch {
+            let key = (c.due_date, c.time_zone);
+            let t = match times.get(&key) {
+                Some(t) => Arc::clone(t),
+                None => {
+                    let t = Arc::new(PlanTimes::new(policy, &key.0, &key.1)?);
+                    times.insert(key.clone(), Arc::clone(&t));
+                    t
+                }
+            };
+            let (due_date, _) = key;
+            if c.needs_reminders {
+                for (offset, at_ms) in &t.reminders {
+                    page.reminders.push((
+                        crate::store::reminders::NewReminder {
+                            installment_id: c.installment_id,
+                            agreement_id: c.agreement_id,
+                            kind: "upcoming",
+                            offset_key: *offset,
+                            scheduled_at_ms: *at_ms,
+                            detail: serde_json::json!({}),
+                        },
+                        c.customer_id,
+                    ));
+                }
+            }
+            if !c.needs_attempt {
+                continue;
+            }
+            let attempt = crate::store::debits::NewAttempt {
+                installment_id: c.installment_id,
+                agreement_id: c.agreement_id,
+                attempt_no: 1,
+                idempotency_key: Self::idempotency_key(
+                    &policy.debit.key_prefix,
+                    pass.deployment,
+                    c.installment_id,
+                    1,
+                ),
+                scheduled_at_ms: t.debit_ms,
+                amount_minor: c.total_minor - c.paid_minor,
+                currency: c.currency,
+                retry_reason: None,
+            };
+            let event = NewEvent {
+                at_ms: pass.now_ms,
+                kind: "debit_attempt_planned",
+                agreement_id: Some(c.agreement_id),
+                installment_id: Some(c.installment_id),
+                attempt_id: None,
+                detail: serde_json::json!({
+                    "attempt_no": 1,
+                    "seq": c.seq,
+                    "due_date": due_date,
+                    "scheduled_at": t.debit_rfc3339,
+                    "amount_minor": attempt.amount_minor,
+                    "currency": attempt.currency,
+                    "reason": "due",
+                }),
+            };
+            page.attempts.push((attempt, event));
+        }
+        Ok(Some(page))
+    }
+}
+
+/// What stays the same for every page of one planning pass.
+struct PlanPass<'a> {
+    policy: &'a EnginePolicy,
+    now_ms: i64,
+    horizon: &'a str,
+    deployment: &'a str,
+    with_reminders: bool,
+    /// The highest installment id when the pass began: where it stops.
+    last: i64,
+}
+
+/// One page's rows, ready to write.
+struct PlanPage {
+    /// The id the next page starts after.
+    after: i64,
+    examined: u64,
+    attempts: Vec<(crate::store::debits::NewAttempt, NewEvent)>,
+    reminders: Vec<(crate::store::reminders::NewReminder, i64)>,
 }
 
 /// The instants planned for installments due on one local date in one time zone.

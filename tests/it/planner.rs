@@ -284,6 +284,24 @@ const SECOND_PASS: &[&str] = &[
 ];
 
 async fn planner_plans_the_known_rows_of_a_small_portfolio(db: TestDb) {
+    plan_the_small_portfolio(db, None).await
+}
+both_backends!(
+    planner_plans_the_known_rows_of_a_small_portfolio,
+    super::planner_plans_the_known_rows_of_a_small_portfolio
+);
+
+/// The same rows when every page holds at most two installments read over at most three
+/// ids: many pages, each written while the next is read.
+async fn planner_plans_the_same_rows_in_small_pages(db: TestDb) {
+    plan_the_small_portfolio(db, Some((2, 3))).await
+}
+both_backends!(
+    planner_plans_the_same_rows_in_small_pages,
+    super::planner_plans_the_same_rows_in_small_pages
+);
+
+async fn plan_the_small_portfolio(db: TestDb, pages: Option<(i64, i64)>) {
     let store = db.store.clone();
     let names = load(&store).await;
     // G-UTC#2 paid by other means before the pass; G-NY#2 paid in part.
@@ -323,6 +341,10 @@ async fn planner_plans_the_known_rows_of_a_small_portfolio(db: TestDb) {
         "gold",
     )
     .with_mail(mail);
+    let engine = match pages {
+        Some((page, window)) => engine.with_plan_pages(page, window),
+        None => engine,
+    };
     let deployment = store.deployment_id().await.unwrap();
 
     let first = engine.plan().await.unwrap();
@@ -335,7 +357,3 @@ async fn planner_plans_the_known_rows_of_a_small_portfolio(db: TestDb) {
     assert_eq!(dump(&store, &names, &deployment).await, SECOND_PASS);
     assert_eq!(engine.plan().await.unwrap().attempts_created, 0);
 }
-both_backends!(
-    planner_plans_the_known_rows_of_a_small_portfolio,
-    super::planner_plans_the_known_rows_of_a_small_portfolio
-);

@@ -324,7 +324,7 @@ both_backends!(
 async fn planner_pages_plan_each_installment_once(db: TestDb) {
     let store = db.store.clone();
     // Later ids have earlier due dates, so id order and due-date order disagree; 2,400
-    // due installments span more than one planner page.
+    // due installments span several planner pages of at most 500 (windows of 1,000 ids).
     let due = ["2027-03-20", "2027-03-05", "2027-03-12", "2027-09-01"];
     let ids = load(&store, 800, &due).await;
     let clock = ManualClock::new(utc(2027, 3, 1, 0));
@@ -336,7 +336,8 @@ async fn planner_pages_plan_each_installment_once(db: TestDb) {
         Arc::new(clock.clone()),
         policy(8),
         "planner",
-    );
+    )
+    .with_plan_pages(500, 1_000);
     let report = engine.plan().await.unwrap();
     assert_eq!(report.attempts_created, 3 * 800);
     let mut per_installment: HashMap<i64, usize> = HashMap::new();
