@@ -51,8 +51,11 @@ fn policy() -> EnginePolicy {
     }
 }
 
-/// (agreement, customer's time zone, currency, installments as (due date, amount)).
-const PORTFOLIO: &[(&str, &str, &str, &[(&str, i64)])] = &[
+/// Installments as (due date, amount in minor units).
+type Dues = &'static [(&'static str, i64)];
+
+/// (agreement, customer's time zone, currency, installments).
+const PORTFOLIO: &[(&str, &str, &str, Dues)] = &[
     (
         "G-NY",
         "America/New_York",
