@@ -36,6 +36,7 @@ fn policy() -> EnginePolicy {
             soft_decline_days: vec![1],
             technical_backoff: vec![Duration::minutes(5)],
             min_spacing_days: 1,
+            payday: Default::default(),
         },
         reminders: ReminderPolicy {
             offsets_days: vec![7, 3, 1],
