@@ -55,6 +55,30 @@ impl Store {
         })
     }
 
+    /// Whether any debit attempt, and whether any message (reminder), is due at `now_ms`
+    /// or in flight: the question a poll asks, answered from the first live entry of each
+    /// claim index (where [`Store::due_debit_work`] counts every due row).
+    pub async fn work_left(&self, now_ms: i64) -> Result<(bool, bool)> {
+        let left = on_read!(self, |pool| {
+            sqlx::query_as::<_, (bool, bool)>(
+                "SELECT \
+                   EXISTS (SELECT 1 FROM debit_attempts \
+                           WHERE state = 'scheduled' AND scheduled_at_ms <= $1) \
+                   OR EXISTS (SELECT 1 FROM debit_attempts \
+                              WHERE state IN ('unknown', 'pending') AND scheduled_at_ms <= $1) \
+                   OR EXISTS (SELECT 1 FROM debit_attempts \
+                              WHERE state IN ('claimed', 'funds_checked', 'submitted')), \
+                   EXISTS (SELECT 1 FROM reminders \
+                           WHERE state = 'pending' AND scheduled_at_ms <= $1) \
+                   OR EXISTS (SELECT 1 FROM reminders WHERE state = 'sending')",
+            )
+            .bind(now_ms)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(left)
+    }
+
     /// Reminders due at `now_ms` and not yet sent (pending, or sending with an expired
     /// lease).
     pub async fn due_reminder_work(&self, now_ms: i64) -> Result<DueWork> {

@@ -46,11 +46,12 @@ pub struct BenchArgs {
     /// the end unless --keep).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Keep the work directory.
+    /// Keep the work directory, and the due day's prepared databases (on PostgreSQL
+    /// `bench<pid>_pg_prep`, to be dropped by hand).
     #[arg(long)]
     pub keep: bool,
     /// A PostgreSQL server on which the benchmark may create and drop databases
-    /// (`bench_*`); without it the PostgreSQL runs are skipped.
+    /// (`bench<pid>_*`, unique to the run); without it the PostgreSQL runs are skipped.
     #[arg(long, env = "REPAYD_BENCH_POSTGRES_URL", value_name = "URL")]
     pub postgres_url: Option<String>,
     /// Longest a due-day run goes on before its rates are taken as they stand.
@@ -66,6 +67,16 @@ pub struct BenchArgs {
     /// size's own (full: 100000,1000000).
     #[arg(long, value_delimiter = ',', value_name = "SMALL,LARGE")]
     pub plan_sizes: Option<Vec<usize>>,
+    /// Run the due-day and plan scenarios on these databases only (comma-separated;
+    /// default both).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub backends: Vec<BackendChoice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -143,9 +154,17 @@ struct Bench {
     python: bool,
     /// The sink's own rate with a plain smtplib client, once measured.
     sink_rate: Option<f64>,
-    /// Commits per unit of work, from the first run that could count them.
-    commits_per_item: Option<f64>,
+    /// Commits per unit of work (debit outcome or message) and per debit, from the first
+    /// run that could count them.
+    commits_per_item: Option<(f64, f64)>,
     reuse_imports: bool,
+    /// Prefix of every database (and SQLite file) this run creates: `bench` and the
+    /// process id, so two runs on one server never drop each other's databases.
+    db_prefix: String,
+    /// The databases of the due-day and plan scenarios (empty: both).
+    backends: Vec<BackendChoice>,
+    /// `--keep`: the due day's prepared databases are kept too (PostgreSQL's included).
+    keep: bool,
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -189,6 +208,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         sink_rate: None,
         commits_per_item: None,
         reuse_imports: args.reuse_imports,
+        db_prefix: format!("bench{}", std::process::id()),
+        backends: args.backends.clone(),
+        keep: args.keep,
     };
     println!(
         "repayd bench --size {:?}: binary {} ({} build), work directory {}",
@@ -289,6 +311,11 @@ fn pg_url(admin: &str, name: &str) -> String {
 }
 
 impl Bench {
+    /// Whether the due-day and plan scenarios run on `backend` (`--backends`).
+    fn wants(&self, backend: BackendChoice) -> bool {
+        self.backends.is_empty() || self.backends.contains(&backend)
+    }
+
     fn row(&mut self, scenario: String, figure: String, limit: String, ratio: String) {
         println!("  => {scenario}: {figure} | limit: {limit} | ratio {ratio}");
         self.rows.push(Row {
@@ -654,6 +681,15 @@ listen = "127.0.0.1:0"
 
     async fn plan(&mut self) -> anyhow::Result<()> {
         println!("\n# plan: the first planning pass over a fresh import");
+        if let Some(admin) = self.postgres.clone()
+            && self.wants(BackendChoice::Postgres)
+            && probe::have("psql")
+        {
+            self.plan_postgres(&admin, self.sizes.plan[0]).await?;
+        }
+        if !self.wants(BackendChoice::Sqlite) {
+            return Ok(());
+        }
         let mut times = Vec::new();
         for n in self.sizes.plan {
             let config = self.imported_portfolio(n).await?;
@@ -695,6 +731,139 @@ listen = "127.0.0.1:0"
                 format!("linear: {data:.0}x"),
                 "-".into(),
             );
+        }
+        Ok(())
+    }
+
+    /// The first planning pass on PostgreSQL, in a daemon, beside due debits: `n`
+    /// agreements x 12 imported after a tenth as many agreements due today were imported
+    /// and planned. The daemon's first pass plans the large portfolio while its debit loop
+    /// works through the due ones: the pass's time, and the debits finished during it and
+    /// after it, say whether planning holds debits back.
+    async fn plan_postgres(&mut self, admin: &str, n: usize) -> anyhow::Result<()> {
+        let backend = Backend::Postgres(admin.to_string());
+        let db = format!("{}_pg_plan", self.db_prefix);
+        let url = backend.url(&db, &self.work)?;
+        let config = self.config("pg-plan", &url, 0)?;
+        let now = SystemClock.now();
+        let due = (n / 10).max(1);
+        let csv = self.work.join(format!("pg-plan-due-{due}.csv"));
+        portfolio::write_csv(
+            &csv,
+            &PortfolioSpec {
+                agreements: due,
+                installments: 1,
+                zones: portfolio::zones_in_hours(now, 9, 19),
+                first_due: FirstDue::LocalToday { now, days: 0 },
+                short_every: 10,
+                id_prefix: "D".into(),
+            },
+        )?;
+        self.import_file(&config, &csv, "pg-plan-import-due").await?;
+        self.planning_pass(&config).await?;
+        mark_earlier_reminders_sent(&url, now).await?;
+        let csv = self.work.join(format!("portfolio-{n}.csv"));
+        if !csv.exists() {
+            portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
+        }
+        let imported = self.import_file(&config, &csv, "pg-plan-import").await?;
+        println!(
+            "  PostgreSQL: {} due today planned; {} x 12 imported in {:.1} s",
+            num(due as f64),
+            num(n as f64),
+            imported.seconds
+        );
+        let store = Store::connect(&secrecy::SecretString::from(url.clone()), 1).await?;
+        let due_now = |store: Store| async move {
+            anyhow::Ok(
+                store
+                    .due_debit_work(to_epoch_ms(SystemClock.now()))
+                    .await?
+                    .rows,
+            )
+        };
+        let due_at_start = due_now(store.clone()).await?;
+        let log = self.work.join("pg-plan-daemon.log");
+        let mut cmd = self.repayd(&config);
+        cmd.arg("run");
+        let mut daemon = Daemon::spawn(cmd, &self.work.join("pg-plan.sock"), &log)?;
+        if daemon.ready(Duration::from_secs(120)).await.is_none() {
+            anyhow::bail!("the daemon did not become ready:\n{}", probe::tail(&log, 20));
+        }
+        // The pass starts as the daemon does; it ends with the "planned work" line.
+        let started = Instant::now();
+        let mut pass: Option<(f64, u64, String)> = None;
+        let mut debits_done_at = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let at = started.elapsed().as_secs_f64();
+            let left = due_now(store.clone()).await?;
+            if pass.is_none()
+                && let Some(line) = std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| l.contains("\"planned work\""))
+            {
+                let field = |k: &str| json_number(line, k).unwrap_or(0.0);
+                let what = format!(
+                    "{} debit attempts, {} reminders",
+                    num(field("debit_attempts")),
+                    num(field("reminders"))
+                );
+                pass = Some((at, (due_at_start - left).max(0) as u64, what));
+            }
+            if left == 0 {
+                debits_done_at.get_or_insert(at);
+            }
+            if (pass.is_some() && debits_done_at.is_some())
+                || started.elapsed() > self.sizes.plan_cap
+                || daemon.exited()
+            {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = (due_at_start - due_now(store.clone()).await?).max(0) as u64;
+        daemon.stop(Duration::from_secs(30)).await;
+        store.close().await;
+        if !self.keep {
+            backend.drop_db(&db)?;
+        }
+        let scenario = format!(
+            "first planning pass, {} agreements x 12 (PostgreSQL, in a daemon debiting {} due)",
+            num(n as f64),
+            num(due_at_start as f64)
+        );
+        match pass {
+            Some((secs, during, what)) => {
+                let after_secs = debits_done_at.unwrap_or(elapsed) - secs;
+                let after = done.saturating_sub(during);
+                self.row(
+                    scenario,
+                    format!(
+                        "{secs:.1} s: {what}; debits meanwhile {} ({}/s), after it {} ({}/s)",
+                        num(during as f64),
+                        num(during as f64 / secs.max(0.001)),
+                        num(after as f64),
+                        if after_secs > 0.5 {
+                            num(after as f64 / after_secs)
+                        } else {
+                            "-".into()
+                        }
+                    ),
+                    "-".into(),
+                    "-".into(),
+                );
+            }
+            None => self.row(
+                scenario,
+                format!(
+                    "did not finish in {elapsed:.0} s; {} debits finished meanwhile",
+                    num(done as f64)
+                ),
+                "-".into(),
+                "-".into(),
+            ),
         }
         Ok(())
     }
@@ -776,11 +945,18 @@ listen = "127.0.0.1:0"
             commit_rate.map_or("not measured".into(), |r| format!("{} commits/s", num(r)))
         );
         self.sink_rate()?;
+        let (sqlite, postgres) = (
+            self.wants(BackendChoice::Sqlite),
+            self.wants(BackendChoice::Postgres),
+        );
         // 20 ms first: on SQLite that run is traced to count commits (fsyncs), which the
         // untraced 0 ms run then uses.
-        self.due_day_backend(Backend::Sqlite, &[(1, 20), (1, 0)], commit_rate)
-            .await?;
+        if sqlite {
+            self.due_day_backend(Backend::Sqlite, &[(1, 20), (1, 0)], commit_rate)
+                .await?;
+        }
         match self.postgres.clone() {
+            _ if !postgres => {}
             Some(admin) if probe::have("psql") => {
                 let tps = self.pgbench(&admin)?;
                 println!(
@@ -800,10 +976,10 @@ listen = "127.0.0.1:0"
         if !probe::have("pgbench") {
             return Ok(None);
         }
-        let name = "bench_pgbench";
+        let name = format!("{}_pgbench", self.db_prefix);
         psql(admin, &format!("DROP DATABASE IF EXISTS {name}"))?;
         psql(admin, &format!("CREATE DATABASE {name}"))?;
-        let url = pg_url(admin, name);
+        let url = pg_url(admin, &name);
         probe::output(Command::new("pgbench").args(["-i", "-q", "-s", "1", &url]))?;
         let secs = (self.sizes.limit_seconds.ceil() as u64).max(1).to_string();
         let out = probe::output(
@@ -832,7 +1008,8 @@ listen = "127.0.0.1:0"
         let now = SystemClock.now();
         let zones = portfolio::zones_in_hours(now, 9, 19);
         let tag = backend.tag();
-        let prep_url = backend.url(&format!("bench_{tag}_prep"), &self.work)?;
+        let prep = format!("{}_{tag}_prep", self.db_prefix);
+        let prep_url = backend.url(&prep, &self.work)?;
         let prep_config = self.config(&format!("{tag}-prep"), &prep_url, 0)?;
         let t = Instant::now();
         for (prefix, count, days) in [("D", n, 0), ("R", 2 * n, 5)] {
@@ -872,13 +1049,11 @@ listen = "127.0.0.1:0"
                 if daemons > 1 { "s" } else { "" }
             );
             let tag = format!("{tag}{daemons}");
-            let run_url = backend.copy(
-                &format!("bench_{}_prep", backend.tag()),
-                &format!("bench_{tag}_{latency}"),
-                &self.work,
-            )?;
+            let run_db = format!("{}_{tag}_{latency}", self.db_prefix);
+            let run_url = backend.copy(&prep, &run_db, &self.work)?;
             let config = self.config(&format!("{tag}-{latency}ms"), &run_url, latency)?;
-            // The latency bound: each daemon carries `debit.max_in_flight` attempts at once.
+            // The latency bound: each daemon carries `debit.max_in_flight` attempts at once,
+            // and each debit waits for two calls to the bank (the funds check, the debit).
             let in_flight = f64::from(Settings::load(&config)?.debit.max_in_flight);
             let store = Store::connect(&secrecy::SecretString::from(run_url.clone()), 2).await?;
             let due_debits = store
@@ -890,6 +1065,7 @@ listen = "127.0.0.1:0"
                 .await?
                 .rows;
             let sent_before = sent_upcoming(&store.reminder_state_counts().await?);
+            let finished_before = AttemptCounts::of(&store).await?.finished;
             let processed_before = processed_work(&store).await?;
             let commits_before = backend.commits(&run_url)?;
             let sink_before = self.sink.accepted();
@@ -929,36 +1105,25 @@ listen = "127.0.0.1:0"
             }
             // Rates count from READY. Poll until nothing is due or in flight, or the cap.
             // The poll is the harness's own load on the database the daemons use, so it
-            // is kept to a fifth of the wall time at most: the count by state of the
-            // attempts every half second or more, and the count by kind and state of the
-            // reminders (a scan of every reminder row, 900,000 here, which took 2-4 s on
-            // PostgreSQL when it ran three times a poll) every 4 s or more.
+            // only asks whether any work is left (`Store::work_left`: each EXISTS stops at
+            // the first live entry of a claim index). Counting what was done (every
+            // attempt and every reminder by state: 2-4 s a count over 900,000 reminders
+            // on PostgreSQL, and a snapshot held that long) is left to the end.
             let started = Instant::now();
-            let mut debits = Progress::default();
-            let mut reminders = Progress::default();
-            let mut next_reminder_poll = Duration::ZERO;
-            let mut reminders_open = 1;
-            let mut pause = Duration::from_millis(500);
+            let mut debits_done_at = None;
+            let mut reminders_done_at = None;
             loop {
-                tokio::time::sleep(pause).await;
-                let poll = Instant::now();
-                let at = started.elapsed().as_secs_f64();
-                let attempts = AttemptCounts::of(&store).await?;
-                debits.see(attempts.finished, at);
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 let now_ms = to_epoch_ms(SystemClock.now());
-                let debits_open = store.due_debit_work(now_ms).await?.rows + attempts.in_flight;
-                if started.elapsed() >= next_reminder_poll {
-                    let t = Instant::now();
-                    let counts = store.reminder_state_counts().await?;
-                    reminders.see(sent_upcoming(&counts).saturating_sub(sent_before), at);
-                    reminders_open =
-                        store.due_reminder_work(now_ms).await?.rows + sending_messages(&counts);
-                    let cost = t.elapsed();
-                    next_reminder_poll =
-                        started.elapsed() + (cost * 4).max(Duration::from_millis(500 * 8));
+                let (debits_left, reminders_left) = store.work_left(now_ms).await?;
+                let at = started.elapsed().as_secs_f64();
+                if !debits_left {
+                    debits_done_at.get_or_insert(at);
                 }
-                pause = (poll.elapsed() * 4).max(Duration::from_millis(500));
-                if debits_open + reminders_open == 0
+                if !reminders_left {
+                    reminders_done_at.get_or_insert(at);
+                }
+                if (!debits_left && !reminders_left)
                     || started.elapsed() > self.sizes.run_cap
                     || running.iter_mut().any(|d| d.exited())
                 {
@@ -966,6 +1131,13 @@ listen = "127.0.0.1:0"
                 }
             }
             let elapsed = started.elapsed().as_secs_f64();
+            // What was done by now: one snapshot each, taken before the daemons stop (their
+            // drain would add the attempts in flight).
+            let finished = AttemptCounts::of(&store).await?.finished - finished_before;
+            let sent = sent_upcoming(&store.reminder_state_counts().await?)
+                .saturating_sub(sent_before);
+            let debit_secs = debits_done_at.unwrap_or(elapsed);
+            let reminder_secs = reminders_done_at.unwrap_or(elapsed);
             for d in running {
                 d.stop(Duration::from_secs(30)).await;
             }
@@ -983,21 +1155,33 @@ listen = "127.0.0.1:0"
             let processed = processed_work(&store)
                 .await?
                 .saturating_sub(processed_before);
+            // With the drain's: the same span as the commits.
+            let debits_all = AttemptCounts::of(&store).await?.finished - finished_before;
             store.close().await;
-            backend.drop_db(&format!("bench_{tag}_{latency}"))?;
-            let commits_per_item = commits.map(|c| c / (processed.max(1) as f64));
-            if let Some(k) = commits_per_item {
+            backend.drop_db(&run_db)?;
+            // Commits per unit of work (debit outcome or message), and per debit: every
+            // commit of the run, the messages' included, charged to the debits. The debit
+            // rate is held against the bound per debit; the bound per unit of work is in
+            // units (debits and messages) per second.
+            let measured = commits.map(|c| {
+                (
+                    c / (processed.max(1) as f64),
+                    c / (debits_all.max(1) as f64),
+                )
+            });
+            if let Some(k) = measured {
                 self.commits_per_item.get_or_insert(k);
             }
-            let k = commits_per_item.or(self.commits_per_item);
+            let k = measured.or(self.commits_per_item);
             let scenario = format!("due day, {name}, gateway {latency} ms");
-            let debit_rate = debits.rate();
+            let debit_rate = finished as f64 / debit_secs.max(0.001);
+            let reminder_rate = sent as f64 / reminder_secs.max(0.001);
             let commit_bound = match (commit_limit, k) {
-                (Some(c), Some(k)) if k > 0.0 => Some(c / k),
+                (Some(c), Some((_, d))) if d > 0.0 => Some(c / d),
                 _ => None,
             };
             let latency_bound =
-                (latency > 0).then(|| in_flight * daemons as f64 / (latency as f64 / 1000.0));
+                (latency > 0).then(|| in_flight * daemons as f64 / (2.0 * latency as f64 / 1000.0));
             let bound = match (commit_bound, latency_bound) {
                 (Some(c), Some(l)) => Some(c.min(l)),
                 (c, l) => c.or(l),
@@ -1008,23 +1192,24 @@ listen = "127.0.0.1:0"
             };
             let mut limit = String::new();
             match (commit_limit, k) {
-                (Some(c), Some(k)) => {
+                (Some(c), Some((item, debit))) => {
                     let _ = write!(
                         limit,
-                        "{disk} {} / {k:.2} commits per item = {}/s",
+                        "{disk} {} / {debit:.2} commits per debit = {}/s ({item:.2} per unit of work, debit or message: {} units/s)",
                         num(c),
-                        num(c / k)
+                        num(c / debit),
+                        num(c / item)
                     );
                 }
                 (Some(c), None) => {
-                    let _ = write!(limit, "{disk} {} (commits per item not measured)", num(c));
+                    let _ = write!(limit, "{disk} {} (commits per debit not measured)", num(c));
                 }
                 _ => limit.push_str("commit rate not measured"),
             }
             if let Some(l) = latency_bound {
                 let _ = write!(
                     limit,
-                    "; latency: {} in flight x {daemons} / {latency} ms = {}/s",
+                    "; latency: {} in flight x {daemons} / (2 calls x {latency} ms) = {}/s",
                     in_flight,
                     num(l)
                 );
@@ -1032,11 +1217,10 @@ listen = "127.0.0.1:0"
             self.row(
                 format!("{scenario}: debits"),
                 format!(
-                    "{}/s ({} of {} due finished in {:.0} s)",
+                    "{}/s ({} of {} due finished in {debit_secs:.0} s)",
                     num(debit_rate),
-                    num(debits.last as f64),
+                    num(finished as f64),
                     num(due_debits as f64),
-                    debits.last_change_at
                 ),
                 limit.clone(),
                 bound.map_or("-".into(), |b| ratio(debit_rate, b)),
@@ -1045,46 +1229,21 @@ listen = "127.0.0.1:0"
                 format!("{scenario}: reminders"),
                 format!(
                     "{}/s ({} sent of {} reminder rows due; {} messages accepted by the sink in {elapsed:.0} s)",
-                    num(reminders.rate()),
-                    num(reminders.last as f64),
+                    num(reminder_rate),
+                    num(sent as f64),
                     num(due_reminders as f64),
                     num(messages as f64),
                 ),
                 self.sink_rate.map_or("sink rate not measured".into(), |s| format!("sink's own rate {} msg/s", num(s))),
-                self.sink_rate.map_or("-".into(), |s| ratio(reminders.rate(), s)),
+                self.sink_rate.map_or("-".into(), |s| ratio(reminder_rate, s)),
             );
         }
-        backend.drop_db(&format!("bench_{}_prep", backend.tag()))?;
-        Ok(())
-    }
-}
-
-/// A counter watched over time: its rate from the first sample to the last change.
-#[derive(Debug, Default)]
-struct Progress {
-    first: Option<(u64, f64)>,
-    last: u64,
-    last_change_at: f64,
-}
-
-impl Progress {
-    fn see(&mut self, value: u64, at: f64) {
-        if self.first.is_none() {
-            self.first = Some((0, 0.0));
-        }
-        if value != self.last {
-            self.last = value;
-            self.last_change_at = at;
-        }
-    }
-
-    /// Work done per second of wall time from READY to the last change.
-    fn rate(&self) -> f64 {
-        if self.last_change_at > 0.0 {
-            self.last as f64 / self.last_change_at
+        if self.keep {
+            println!("  {backend_name}: kept the prepared database {prep} (--keep)");
         } else {
-            0.0
+            backend.drop_db(&prep)?;
         }
+        Ok(())
     }
 }
 
@@ -1092,35 +1251,22 @@ impl Progress {
 struct AttemptCounts {
     /// First debit attempts that reached an outcome (a retry planned later counts once).
     finished: u64,
-    /// Attempts some worker holds right now (leased, not finished).
-    in_flight: i64,
 }
 
 impl AttemptCounts {
     async fn of(store: &Store) -> anyhow::Result<Self> {
-        let mut counts = AttemptCounts {
-            finished: 0,
-            in_flight: 0,
-        };
+        let mut counts = AttemptCounts { finished: 0 };
         for (state, n) in store.attempt_state_counts().await? {
-            match state.as_str() {
+            if matches!(
+                state.as_str(),
                 "succeeded" | "insufficient_funds" | "declined" | "rejected" | "failed"
-                | "unknown" | "pending" => counts.finished += n as u64,
-                "claimed" | "funds_checked" | "submitted" => counts.in_flight += n,
-                _ => {}
+                    | "unknown" | "pending"
+            ) {
+                counts.finished += n as u64;
             }
         }
         Ok(counts)
     }
-}
-
-/// Messages some worker is sending right now.
-fn sending_messages(counts: &[(String, String, i64)]) -> i64 {
-    counts
-        .iter()
-        .filter(|(_, state, _)| state == "sending")
-        .map(|(_, _, n)| *n)
-        .sum()
 }
 
 fn sent_upcoming(counts: &[(String, String, i64)]) -> u64 {
