@@ -158,7 +158,7 @@ async fn planner_loop(
 }
 
 /// Rows a planning pass must create before the query planner's statistics are refreshed.
-const STATISTICS_STALE_ROWS: u64 = 10_000;
+pub(super) const STATISTICS_STALE_ROWS: u64 = 10_000;
 
 impl Engine {
     /// Refreshes the database's statistics after a planning pass that created many rows.

@@ -15,9 +15,17 @@ use crate::store::debits::{
 };
 use crate::store::{NewEvent, StoreError};
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// What [`Engine::read_batch`] read for one claimed attempt: its context, and its
+/// funding sources when it is to be debited (not reconciled).
+struct BatchRead {
+    context: DebitContext,
+    sources: Option<Vec<crate::store::debits::FundingSource>>,
+}
 
 /// What became of one attempt in this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +87,10 @@ impl Engine {
                 // Fewer than asked: nothing else is due now. Finish what is in flight.
                 drained = batch.len() < want;
                 report.claimed += batch.len() as u64;
+                let mut read = self.read_batch(&batch).await;
                 for attempt in batch {
                     let engine = Arc::clone(self);
+                    let read = read.remove(&attempt.id);
                     let span = tracing::info_span!(
                         "debit_attempt",
                         attempt_id = attempt.id,
@@ -88,7 +98,8 @@ impl Engine {
                         installment_id = attempt.installment_id,
                         attempt_no = attempt.attempt_no,
                     );
-                    tasks.spawn(async move { engine.process(attempt).await }.instrument(span));
+                    tasks
+                        .spawn(async move { engine.process(attempt, read).await }.instrument(span));
                 }
             }
             match tasks.join_next().await {
@@ -100,15 +111,68 @@ impl Engine {
         Ok(report)
     }
 
-    async fn process(&self, attempt: AttemptRow) -> Result<Step, EngineError> {
+    /// What the attempts of a claimed batch need from the database before their first
+    /// gateway call (context, funding sources), read for the whole batch in two
+    /// statements instead of two per attempt. An attempt left out (or a failed read)
+    /// reads its own when it runs.
+    async fn read_batch(&self, batch: &[AttemptRow]) -> HashMap<i64, BatchRead> {
+        if batch.is_empty() {
+            return HashMap::new();
+        }
+        let ids: Vec<i64> = batch.iter().map(|a| a.id).collect();
+        let debiting: Vec<i64> = batch
+            .iter()
+            .filter(|a| matches!(a.state.as_str(), "claimed" | "funds_checked"))
+            .map(|a| a.agreement_id)
+            .collect();
+        let (contexts, sources) = match tokio::try_join!(
+            self.store.debit_contexts(&ids),
+            self.store.funding_sources_of(&debiting)
+        ) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a claimed batch failed; each attempt reads its own");
+                return HashMap::new();
+            }
+        };
+        let mut read = HashMap::with_capacity(batch.len());
+        for attempt in batch {
+            if let Some(context) = contexts.get(&attempt.id) {
+                let sources =
+                    matches!(attempt.state.as_str(), "claimed" | "funds_checked").then(|| {
+                        sources
+                            .get(&attempt.agreement_id)
+                            .cloned()
+                            .unwrap_or_default()
+                    });
+                read.insert(
+                    attempt.id,
+                    BatchRead {
+                        context: context.clone(),
+                        sources,
+                    },
+                );
+            }
+        }
+        read
+    }
+
+    async fn process(
+        &self,
+        attempt: AttemptRow,
+        read: Option<BatchRead>,
+    ) -> Result<Step, EngineError> {
         let fence = Fence {
             attempt_id: attempt.id,
             expected_state: attempt.state.clone(),
             owner: self.owner.clone(),
         };
         let result = match attempt.state.as_str() {
-            "claimed" | "funds_checked" => self.debit_flow(&attempt, fence).await,
-            "submitted" | "unknown" | "pending" => self.reconcile(&attempt, fence).await,
+            "claimed" | "funds_checked" => self.debit_flow(&attempt, fence, read).await,
+            "submitted" | "unknown" | "pending" => {
+                self.reconcile(&attempt, fence, read.map(|r| r.context))
+                    .await
+            }
             other => Err(EngineError::Data(format!(
                 "claimed attempt in unexpected state {other}"
             ))),
@@ -128,10 +192,23 @@ impl Engine {
     /// the whole amount is debited. When none does and partial collection is on, the
     /// first whose available amount the policy accepts is debited for that amount, and
     /// the rest stays due (see [`super::policy::PartialCollection`]).
-    async fn debit_flow(&self, attempt: &AttemptRow, fence: Fence) -> Result<Step, EngineError> {
-        let ctx = self.store.debit_context(attempt.id).await?;
+    async fn debit_flow(
+        &self,
+        attempt: &AttemptRow,
+        fence: Fence,
+        read: Option<BatchRead>,
+    ) -> Result<Step, EngineError> {
+        let (ctx, sources) = match read {
+            Some(BatchRead {
+                context,
+                sources: Some(sources),
+            }) => (context, sources),
+            _ => (
+                self.store.debit_context(attempt.id).await?,
+                self.store.funding_sources(attempt.agreement_id).await?,
+            ),
+        };
         let currency = currency_of(&ctx)?;
-        let sources = self.store.funding_sources(attempt.agreement_id).await?;
         let active: Vec<_> = sources
             .iter()
             .filter(|s| s.mandate_status == "active")
@@ -592,8 +669,16 @@ impl Engine {
 
     /// Settles a submitted, unknown or pending attempt by looking its key up. Re-submits
     /// under the same key only when the gateway says it never saw it.
-    async fn reconcile(&self, attempt: &AttemptRow, fence: Fence) -> Result<Step, EngineError> {
-        let ctx = self.store.debit_context(attempt.id).await?;
+    async fn reconcile(
+        &self,
+        attempt: &AttemptRow,
+        fence: Fence,
+        ctx: Option<DebitContext>,
+    ) -> Result<Step, EngineError> {
+        let ctx = match ctx {
+            Some(ctx) => ctx,
+            None => self.store.debit_context(attempt.id).await?,
+        };
         let currency = currency_of(&ctx)?;
         let amount = Money::from_minor(attempt.amount_minor, currency);
         let looked_up = self.gateway.lookup(&attempt.idempotency_key).await;

@@ -219,12 +219,33 @@ impl Store {
     }
 
     pub async fn debit_context(&self, attempt_id: i64) -> Result<DebitContext> {
-        let row = on_read!(self, |pool| {
-            sqlx::query_as::<_, DebitContext>(
-                "SELECT i.status AS installment_status, CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
+        let mut found = self.debit_contexts(&[attempt_id]).await?;
+        found.remove(&attempt_id).ok_or(StoreError::NotFound {
+            what: "debit attempt",
+            id: attempt_id.to_string(),
+        })
+    }
+
+    /// [`Store::debit_context`] of several attempts in one statement, by attempt id (an
+    /// attempt that does not exist is left out): the debit loop reads a claimed batch's
+    /// contexts at once, not one round trip (and one transaction) per attempt.
+    pub async fn debit_contexts(
+        &self,
+        attempt_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, DebitContext>> {
+        #[derive(sqlx::FromRow)]
+        struct Keyed {
+            attempt_id: i64,
+            #[sqlx(flatten)]
+            context: DebitContext,
+        }
+        let mut found = std::collections::HashMap::with_capacity(attempt_ids.len());
+        for chunk in attempt_ids.chunks(super::ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT d.id AS attempt_id, i.status AS installment_status, \
+                        CAST((SELECT COUNT(*) FROM installments x WHERE x.agreement_id = a.id \
                           AND x.status <> 'cancelled' AND x.seq <= i.seq) AS BIGINT) AS seq, \
-                        i.due_date, i.total_minor, \
-                        i.paid_minor, a.status AS agreement_status, \
+                        i.due_date, i.total_minor, i.paid_minor, a.status AS agreement_status, \
                         a.external_id AS agreement_external_id, a.currency, \
                         f.external_ref AS account_ref, f.mandate_ref, f.mandate_status, \
                         c.time_zone, \
@@ -241,36 +262,69 @@ impl Store {
                  JOIN funding_accounts f \
                    ON f.id = COALESCE(d.funding_account_id, a.funding_account_id) \
                  JOIN customers c ON c.id = a.customer_id \
-                 WHERE d.id = $1",
-            )
-            .bind(attempt_id)
-            .fetch_optional(pool)
-            .await?
-        });
-        row.ok_or(StoreError::NotFound {
-            what: "debit attempt",
-            id: attempt_id.to_string(),
-        })
+                 WHERE d.id IN (VALUES {})",
+                super::placeholders(self.backend(), 1, chunk.len())
+            );
+            let rows = on_read!(self, |pool| {
+                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            found.extend(rows.into_iter().map(|r| (r.attempt_id, r.context)));
+        }
+        Ok(found)
     }
 
     /// The funding sources an attempt of `agreement_id` tries, in order: the customer's
     /// accounts with a priority (lowest first) and the agreement's own account (first when
     /// it has no priority). Accounts of other agreements without a priority are not used.
     pub async fn funding_sources(&self, agreement_id: i64) -> Result<Vec<FundingSource>> {
-        let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, FundingSource>(
-                "SELECT f.id AS funding_account_id, f.external_ref AS account_ref, \
-                        f.mandate_ref, f.mandate_status, f.priority \
+        Ok(self
+            .funding_sources_of(&[agreement_id])
+            .await?
+            .remove(&agreement_id)
+            .unwrap_or_default())
+    }
+
+    /// [`Store::funding_sources`] of several agreements in one statement, by agreement id
+    /// (an agreement without any is left out).
+    pub async fn funding_sources_of(
+        &self,
+        agreement_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<FundingSource>>> {
+        #[derive(sqlx::FromRow)]
+        struct Keyed {
+            agreement_id: i64,
+            #[sqlx(flatten)]
+            source: FundingSource,
+        }
+        let mut found: std::collections::HashMap<i64, Vec<FundingSource>> =
+            std::collections::HashMap::with_capacity(agreement_ids.len());
+        for chunk in agreement_ids.chunks(super::ROWS_PER_INSERT) {
+            let sql = format!(
+                "SELECT a.id AS agreement_id, f.id AS funding_account_id, \
+                        f.external_ref AS account_ref, f.mandate_ref, f.mandate_status, f.priority \
                  FROM agreements a \
                  JOIN funding_accounts f ON f.customer_id = a.customer_id \
-                 WHERE a.id = $1 AND (f.id = a.funding_account_id OR f.priority IS NOT NULL) \
-                 ORDER BY COALESCE(f.priority, 0), f.id",
-            )
-            .bind(agreement_id)
-            .fetch_all(pool)
-            .await?
-        });
-        Ok(rows)
+                 WHERE a.id IN (VALUES {}) \
+                   AND (f.id = a.funding_account_id OR f.priority IS NOT NULL) \
+                 ORDER BY a.id, COALESCE(f.priority, 0), f.id",
+                super::placeholders(self.backend(), 1, chunk.len())
+            );
+            let rows = on_read!(self, |pool| {
+                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(pool).await?
+            });
+            for r in rows {
+                found.entry(r.agreement_id).or_default().push(r.source);
+            }
+        }
+        Ok(found)
     }
 
     /// Applies a fenced change to one attempt with its effects, all in one transaction.
@@ -285,6 +339,7 @@ impl Store {
     ) -> Result<Applied> {
         // Owned: on SQLite the change runs on the group committer's task.
         let (fence, change, effects) = (fence.clone(), change.clone(), effects.clone());
+        let backend = self.backend();
         super::write_tx!(self, |conn| {
             let (fence, change, effects) = (&fence, &change, &effects);
             let updated = sqlx::query(
@@ -356,9 +411,8 @@ impl Store {
             if let Some(r) = &effects.reminder {
                 super::reminders::insert_reminder_sql!(&mut *conn, r, now_ms);
             }
-            for ev in &effects.events {
-                insert_event!(&mut *conn, ev)?;
-            }
+            // One statement for all of them (a funds check and a submission: two).
+            insert_events!(&mut *conn, backend, &effects.events);
             Ok(applied)
         })
     }

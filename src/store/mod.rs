@@ -761,6 +761,27 @@ impl Store {
         Ok(())
     }
 
+    /// Refreshes the statistics of the tables a planning pass fills (debit attempts,
+    /// reminders) while it runs, so that the debits beside it are planned with their
+    /// size as it is (see [`crate::engine::Engine::plan`]). Sampled on both backends.
+    pub async fn refresh_planned_statistics(&self) -> Result<()> {
+        match &self.inner {
+            Inner::Sqlite(pool) => {
+                sqlx::raw_sql(
+                    "PRAGMA analysis_limit = 1000; ANALYZE debit_attempts; ANALYZE reminders;",
+                )
+                .execute(pool)
+                .await?;
+            }
+            Inner::Postgres(pool) => {
+                sqlx::raw_sql("ANALYZE debit_attempts; ANALYZE reminders;")
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         on_pool!(self, |pool| {

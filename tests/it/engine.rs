@@ -694,6 +694,145 @@ both_backends!(
     super::two_workers_share_the_work_without_doubling
 );
 
+/// The debit loop reads a claimed batch's contexts and funding sources in two statements
+/// (`debit_contexts`, `funding_sources_of`): attempt by attempt they must be what the
+/// one-attempt reads give. And the bench's poll (`work_left`) sees due and leased work.
+async fn batch_reads_match_the_single_reads(db: TestDb) {
+    let store = db.store.clone();
+    let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
+    let bank = bank(&store, &clock).await;
+    let p = load(
+        &store,
+        &[
+            Spec {
+                id: "BA",
+                tz: "UTC",
+                currency: "EUR",
+                account: "ACC-BA",
+                mandate: "active",
+                installments: &[("2027-01-10", 1_00), ("2027-01-20", 2_00)],
+            },
+            Spec {
+                id: "BB",
+                tz: "Asia/Shanghai",
+                currency: "CNY",
+                account: "ACC-BB",
+                mandate: "revoked",
+                installments: &[("2027-01-10", 3_00)],
+            },
+        ],
+    )
+    .await;
+    let a = engine(&store, bank, &clock, "worker-a");
+    let at = |t: DateTime<Utc>| t.timestamp_millis();
+    assert_eq!(
+        store.work_left(at(clock.now())).await.unwrap(),
+        (false, false),
+        "nothing planned yet"
+    );
+    a.plan().await.unwrap();
+    assert_eq!(
+        store.work_left(at(clock.now())).await.unwrap(),
+        (false, false),
+        "planned, not yet due"
+    );
+    clock.set(utc(2027, 1, 10, 7, 0));
+    let now = at(clock.now());
+    assert!(store.work_left(now).await.unwrap().0, "due");
+    let claimed = store
+        .claim_due_attempts("worker-a", now, now + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "the installments due on the 10th");
+    assert!(store.work_left(now).await.unwrap().0, "leased: in flight");
+
+    let mut ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
+    ids.push(i64::MAX);
+    let contexts = store.debit_contexts(&ids).await.unwrap();
+    assert_eq!(contexts.len(), 2, "an unknown attempt is left out");
+    for c in &claimed {
+        assert_eq!(
+            format!("{:?}", contexts[&c.id]),
+            format!("{:?}", store.debit_context(c.id).await.unwrap())
+        );
+    }
+    let mut agreements = p.agreement_ids.clone();
+    agreements.push(i64::MAX);
+    let sources = store.funding_sources_of(&agreements).await.unwrap();
+    assert_eq!(sources.len(), 2, "an unknown agreement is left out");
+    for id in &p.agreement_ids {
+        let one = store.funding_sources(*id).await.unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(format!("{:?}", sources[id]), format!("{one:?}"));
+    }
+    assert_eq!(sources[&p.agreement_ids[1]][0].mandate_status, "revoked");
+}
+both_backends!(
+    batch_reads_match_the_single_reads,
+    super::batch_reads_match_the_single_reads
+);
+
+/// A long planning pass refreshes the statistics of the tables it fills as it goes
+/// (`refresh_planned_statistics`): afterwards the database has statistics for them.
+async fn planned_tables_get_statistics(db: TestDb) {
+    let store = db.store.clone();
+    let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
+    let bank = bank(&store, &clock).await;
+    load(
+        &store,
+        &[Spec {
+            id: "ST",
+            tz: "UTC",
+            currency: "EUR",
+            account: "ACC-ST",
+            mandate: "active",
+            installments: &[("2027-01-10", 1_00), ("2027-01-20", 2_00)],
+        }],
+    )
+    .await;
+    engine(&store, bank, &clock, "worker-a")
+        .plan()
+        .await
+        .unwrap();
+    store.refresh_planned_statistics().await.unwrap();
+    let analyzed: i64 = if db.url.starts_with("sqlite:") {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let n = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT tbl) FROM sqlite_stat1 WHERE tbl = 'debit_attempts'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        n
+    } else {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&db.url)
+            .await
+            .unwrap();
+        let n = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_user_tables \
+             WHERE relname IN ('debit_attempts', 'reminders') AND last_analyze IS NOT NULL",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        n
+    };
+    let expected = if db.url.starts_with("sqlite:") { 1 } else { 2 };
+    assert_eq!(analyzed, expected);
+}
+both_backends!(
+    planned_tables_get_statistics,
+    super::planned_tables_get_statistics
+);
+
 #[tokio::test]
 async fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
     let db = TestDb::sqlite().await;

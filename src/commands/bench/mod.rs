@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// default both).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub backends: Vec<BackendChoice>,
+    /// The PostgreSQL due-day runs start from copies of this database, a prepared one
+    /// kept by an earlier run (`--keep` names it), instead of importing and planning again.
+    /// It is left as it is.
+    #[arg(long, value_name = "DATABASE")]
+    pub pg_prep: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -165,6 +170,8 @@ struct Bench {
     backends: Vec<BackendChoice>,
     /// `--keep`: the due day's prepared databases are kept too (PostgreSQL's included).
     keep: bool,
+    /// `--pg-prep`: a prepared PostgreSQL due-day database kept by an earlier run.
+    pg_prep: Option<String>,
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -211,6 +218,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         db_prefix: format!("bench{}", std::process::id()),
         backends: args.backends.clone(),
         keep: args.keep,
+        pg_prep: args.pg_prep.clone(),
     };
     println!(
         "repayd bench --size {:?}: binary {} ({} build), work directory {}",
@@ -759,7 +767,8 @@ listen = "127.0.0.1:0"
                 id_prefix: "D".into(),
             },
         )?;
-        self.import_file(&config, &csv, "pg-plan-import-due").await?;
+        self.import_file(&config, &csv, "pg-plan-import-due")
+            .await?;
         self.planning_pass(&config).await?;
         mark_earlier_reminders_sent(&url, now).await?;
         let csv = self.work.join(format!("portfolio-{n}.csv"));
@@ -788,7 +797,10 @@ listen = "127.0.0.1:0"
         cmd.arg("run");
         let mut daemon = Daemon::spawn(cmd, &self.work.join("pg-plan.sock"), &log)?;
         if daemon.ready(Duration::from_secs(120)).await.is_none() {
-            anyhow::bail!("the daemon did not become ready:\n{}", probe::tail(&log, 20));
+            anyhow::bail!(
+                "the daemon did not become ready:\n{}",
+                probe::tail(&log, 20)
+            );
         }
         // The pass starts as the daemon does; it ends with the "planned work" line.
         let started = Instant::now();
@@ -804,7 +816,11 @@ listen = "127.0.0.1:0"
                     .lines()
                     .find(|l| l.contains("\"planned work\""))
             {
-                let field = |k: &str| json_number(line, k).unwrap_or(0.0);
+                let fields = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("fields").cloned())
+                    .unwrap_or_default();
+                let field = |k: &str| fields.get(k).and_then(|n| n.as_f64()).unwrap_or(0.0);
                 let what = format!(
                     "{} debit attempts, {} reminders",
                     num(field("debit_attempts")),
@@ -993,23 +1009,24 @@ listen = "127.0.0.1:0"
             .and_then(|t| t.parse().ok()))
     }
 
-    async fn due_day_backend(
+    /// The due day's database `prep`: `due_debits` agreements due today and twice as many
+    /// due in five days, imported, planned, and the pre-due reminders of today's
+    /// installments marked sent.
+    async fn prepare_due_day(
         &mut self,
-        backend: Backend,
-        runs: &[(usize, u64)],
-        commit_limit: Option<f64>,
+        backend: &Backend,
+        prep: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> anyhow::Result<()> {
         let n = self.sizes.due_debits;
-        let backend_name = match &backend {
+        let tag = backend.tag();
+        let backend_name = match backend {
             Backend::Sqlite => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
         };
         // Customers in the working day now, so reminders are not held back by quiet hours.
-        let now = SystemClock.now();
         let zones = portfolio::zones_in_hours(now, 9, 19);
-        let tag = backend.tag();
-        let prep = format!("{}_{tag}_prep", self.db_prefix);
-        let prep_url = backend.url(&prep, &self.work)?;
+        let prep_url = backend.url(prep, &self.work)?;
         let prep_config = self.config(&format!("{tag}-prep"), &prep_url, 0)?;
         let t = Instant::now();
         for (prefix, count, days) in [("D", n, 0), ("R", 2 * n, 5)] {
@@ -1043,6 +1060,33 @@ listen = "127.0.0.1:0"
             num(earlier as f64)
         );
 
+        Ok(())
+    }
+
+    async fn due_day_backend(
+        &mut self,
+        backend: Backend,
+        runs: &[(usize, u64)],
+        commit_limit: Option<f64>,
+    ) -> anyhow::Result<()> {
+        let backend_name = match &backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        };
+        let now = SystemClock.now();
+        let tag = backend.tag();
+        let reused = match (&backend, &self.pg_prep) {
+            (Backend::Postgres(_), Some(name)) => Some(name.clone()),
+            _ => None,
+        };
+        let prep = reused
+            .clone()
+            .unwrap_or_else(|| format!("{}_{tag}_prep", self.db_prefix));
+        if reused.is_some() {
+            println!("  {backend_name}: reusing the prepared database {prep} (--pg-prep)");
+        } else {
+            self.prepare_due_day(&backend, &prep, now).await?;
+        }
         for &(daemons, latency) in runs {
             let name = format!(
                 "{backend_name}, {daemons} daemon{}",
@@ -1134,8 +1178,8 @@ listen = "127.0.0.1:0"
             // What was done by now: one snapshot each, taken before the daemons stop (their
             // drain would add the attempts in flight).
             let finished = AttemptCounts::of(&store).await?.finished - finished_before;
-            let sent = sent_upcoming(&store.reminder_state_counts().await?)
-                .saturating_sub(sent_before);
+            let sent =
+                sent_upcoming(&store.reminder_state_counts().await?).saturating_sub(sent_before);
             let debit_secs = debits_done_at.unwrap_or(elapsed);
             let reminder_secs = reminders_done_at.unwrap_or(elapsed);
             for d in running {
@@ -1238,7 +1282,8 @@ listen = "127.0.0.1:0"
                 self.sink_rate.map_or("-".into(), |s| ratio(reminder_rate, s)),
             );
         }
-        if self.keep {
+        if reused.is_some() {
+        } else if self.keep {
             println!("  {backend_name}: kept the prepared database {prep} (--keep)");
         } else {
             backend.drop_db(&prep)?;
@@ -1259,8 +1304,13 @@ impl AttemptCounts {
         for (state, n) in store.attempt_state_counts().await? {
             if matches!(
                 state.as_str(),
-                "succeeded" | "insufficient_funds" | "declined" | "rejected" | "failed"
-                    | "unknown" | "pending"
+                "succeeded"
+                    | "insufficient_funds"
+                    | "declined"
+                    | "rejected"
+                    | "failed"
+                    | "unknown"
+                    | "pending"
             ) {
                 counts.finished += n as u64;
             }
