@@ -28,6 +28,81 @@ pub enum SandboxCommand {
         #[arg(long)]
         hard: bool,
     },
+    /// Load income schedules from a CSV file (header `account_ref,currency,payday,amount,
+    /// keep,spent_after_days,time_zone`): balances rise on each payday and fall back to
+    /// `keep` after `spent_after_days` (docs/retry.md). Each account is set to `keep` now.
+    Income {
+        #[arg(long, value_name = "FILE")]
+        file: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct IncomeRecord {
+    account_ref: String,
+    currency: String,
+    payday: String,
+    amount: String,
+    keep: String,
+    spent_after_days: u32,
+    time_zone: String,
+}
+
+/// Reads and checks an income file; errors name the line and the field.
+fn read_income(
+    path: &std::path::Path,
+    today: DateTime<Utc>,
+) -> anyhow::Result<
+    Vec<(
+        crate::store::sandbox::SandboxIncomeRow,
+        crate::domain::Currency,
+    )>,
+> {
+    use anyhow::Context;
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, record) in reader.deserialize::<IncomeRecord>().enumerate() {
+        let line = i + 2;
+        let at = |what: &str| format!("{} line {line}: {what}", path.display());
+        let r = record.with_context(|| at("not a valid income record"))?;
+        let currency = crate::domain::Currency::parse(&r.currency)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at("currency")))?;
+        let payday: crate::domain::payday::Payday = r
+            .payday
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", at("payday")))?;
+        let tz: chrono_tz::Tz = r.time_zone.parse().map_err(|_| {
+            anyhow::anyhow!("{}: unknown time zone {:?}", at("time_zone"), r.time_zone)
+        })?;
+        let money = |field: &str, text: &str| -> anyhow::Result<i64> {
+            let value = crate::domain::parse_decimal(text.trim()).ok_or_else(|| {
+                anyhow::anyhow!("{}: {text:?} is not a decimal amount", at(field))
+            })?;
+            Ok(crate::domain::Money::from_decimal(value, currency)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", at(field)))?
+                .minor())
+        };
+        let amount_minor = money("amount", &r.amount)?;
+        anyhow::ensure!(amount_minor > 0, "{}: must be positive", at("amount"));
+        let keep_minor = money("keep", &r.keep)?;
+        anyhow::ensure!(keep_minor >= 0, "{}: must not be negative", at("keep"));
+        rows.push((
+            crate::store::sandbox::SandboxIncomeRow {
+                account_ref: r.account_ref,
+                payday: payday.to_string(),
+                amount_minor,
+                keep_minor,
+                spent_after_days: i64::from(r.spent_after_days),
+                time_zone: r.time_zone,
+                applied_through: crate::domain::worktime::local_date(today, tz)
+                    .format("%Y-%m-%d")
+                    .to_string(),
+            },
+            currency,
+        ));
+    }
+    Ok(rows)
 }
 
 pub async fn run(
@@ -36,6 +111,22 @@ pub async fn run(
     args: &SandboxArgs,
 ) -> anyhow::Result<ExitCode> {
     match &args.command {
+        SandboxCommand::Income { file } => {
+            let rows = read_income(file, now)?;
+            for (r, currency) in &rows {
+                store
+                    .sandbox_set_balance(&r.account_ref, currency.code(), r.keep_minor, "open")
+                    .await?;
+            }
+            let schedules: Vec<_> = rows.into_iter().map(|(r, _)| r).collect();
+            store.sandbox_set_income(&schedules).await?;
+            println!(
+                "sandbox: {} income schedules loaded from {}; balances set to what each keeps",
+                schedules.len(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         SandboxCommand::Return { key, reason, hard } => {
             let reason = reason.trim();
             anyhow::ensure!(

@@ -53,6 +53,12 @@ pub struct SimulateArgs {
     /// funds check passes and every debit succeeds.
     #[arg(long, value_enum, default_value = "sandbox")]
     pub funds: FundsModel,
+    /// Run twice, on two copies, with fixed-offset retries and with payday-aware retries
+    /// (`[retry.payday]` off, then on, the rest of the config as it is), and print for
+    /// each the amount collected per currency, the debit attempts made and the failure
+    /// notices sent, instead of the timeline (docs/retry.md).
+    #[arg(long)]
+    pub compare_retry: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,6 +108,31 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exi
     .context("opening the copy")?;
     copy.migrate().await.context("migrating the copy")?;
 
+    if args.compare_retry {
+        copy.close().await;
+        let mut runs = Vec::new();
+        for payday in [false, true] {
+            let mut settings = settings.clone();
+            settings.retry.payday.enabled = payday;
+            let path = scratch.path().join(format!("compare-{payday}.db"));
+            crate::store::snapshot::sqlite_snapshot(url.expose_secret(), &path)
+                .await
+                .context("copying the database (VACUUM INTO)")?;
+            let store = Store::connect(
+                &SecretString::from(format!("sqlite://{}", path.display())),
+                4,
+            )
+            .await
+            .context("opening the copy")?;
+            store.migrate().await.context("migrating the copy")?;
+            let started = std::time::Instant::now();
+            let outcome = compare_run(&store, &settings, args.funds, start, until).await;
+            store.close().await;
+            runs.push((payday, outcome?, started.elapsed()));
+        }
+        print!("{}", render_comparison(start, until, &runs));
+        return Ok(ExitCode::SUCCESS);
+    }
     let timeline = simulate(&copy, settings, args.funds, start, until).await;
     copy.close().await;
     drop(scratch);
@@ -138,6 +169,87 @@ pub struct TimelineEvent {
     pub detail: serde_json::Value,
 }
 
+/// What one run of `--compare-retry` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryOutcome {
+    /// Money collected during the run, per currency (minor units).
+    pub collected_minor: BTreeMap<String, i64>,
+    /// Debit attempts that checked funds (each funds-checked attempt counts once).
+    pub attempts: i64,
+    /// Failure notices (`debit_failed`) sent.
+    pub failure_notices: i64,
+}
+
+/// One run of the comparison: the engine from `start` to `until`, counting instead of
+/// keeping a timeline (a portfolio of 10,000 agreements has millions of events).
+pub async fn compare_run(
+    copy: &Store,
+    settings: &Settings,
+    funds: FundsModel,
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> anyhow::Result<RetryOutcome> {
+    let clock = ManualClock::new(start);
+    let (engine, _capture) = build_engine(copy, settings, funds, &clock, true).await?;
+    let first_event = copy.last_event_id().await?;
+    let before: HashMap<String, i64> = copy
+        .debited_minor_by_currency()
+        .await?
+        .into_iter()
+        .collect();
+    let notices_before = copy.sent_messages_of_kind("debit_failed").await?;
+    drive(&engine, &clock, until).await?;
+    let collected_minor = copy
+        .debited_minor_by_currency()
+        .await?
+        .into_iter()
+        .map(|(c, n)| {
+            let b = before.get(&c).copied().unwrap_or(0);
+            (c, n - b)
+        })
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    Ok(RetryOutcome {
+        collected_minor,
+        attempts: copy
+            .events_of_kinds_after(first_event, &["funds_confirmed", "funds_insufficient"])
+            .await?,
+        failure_notices: copy.sent_messages_of_kind("debit_failed").await? - notices_before,
+    })
+}
+
+pub fn render_comparison(
+    start: DateTime<Utc>,
+    until: DateTime<Utc>,
+    runs: &[(bool, RetryOutcome, std::time::Duration)],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "repayd simulate --compare-retry: {} to {} UTC, on copies of the database.\n",
+        start.format("%Y-%m-%d %H:%M"),
+        until.format("%Y-%m-%d %H:%M"),
+    );
+    for (payday, o, took) in runs {
+        let _ = writeln!(
+            out,
+            "{}",
+            if *payday {
+                "payday-aware retries ([retry.payday] enabled)"
+            } else {
+                "fixed-offset retries ([retry.payday] off)"
+            }
+        );
+        for (currency, minor) in &o.collected_minor {
+            let _ = writeln!(out, "  collected        {}", money(currency, *minor));
+        }
+        let _ = writeln!(out, "  debit attempts   {}", o.attempts);
+        let _ = writeln!(out, "  failure notices  {}", o.failure_notices);
+        let _ = writeln!(out, "  (run took {:.0} s)\n", took.as_secs_f64());
+    }
+    out
+}
+
 /// Drives the engine on `copy` from `start` to `until` like the daemon would: planning
 /// once a (virtual) day and jumping from one due work row to the next.
 pub async fn simulate(
@@ -148,39 +260,7 @@ pub async fn simulate(
     until: DateTime<Utc>,
 ) -> anyhow::Result<Timeline> {
     let clock = ManualClock::new(start);
-    let gateway: Arc<dyn PaymentGateway> = match funds {
-        FundsModel::Sandbox => {
-            let mut sandbox = settings.gateway.sandbox.clone();
-            // Virtual time: waiting for a simulated bank would only slow the run.
-            sandbox.latency_ms = 0;
-            Arc::new(
-                crate::gateway::sandbox::SandboxBank::new(copy.clone(), sandbox)
-                    .await
-                    .context("starting the sandbox bank on the copy")?
-                    .with_clock(Arc::new(clock.clone())),
-            )
-        }
-        FundsModel::Always => Arc::new(FundsAlwaysAvailable::default()),
-    };
-    let templates = settings
-        .mail
-        .templates()
-        .context("loading email templates")?;
-    templates.check_all().context("checking email templates")?;
-    let capture = Arc::new(CaptureMailer::new());
-    let mail = MailDeps::new(capture.clone(), templates, settings.mail.clone());
-    let policy = EnginePolicy::from_settings(settings)?;
-    let engine = Arc::new(
-        Engine::new(
-            copy.clone(),
-            gateway,
-            Arc::new(clock.clone()),
-            policy,
-            "simulate",
-        )
-        .with_mail(mail),
-    );
-
+    let (engine, capture) = build_engine(copy, settings, funds, &clock, false).await?;
     let first_event = copy.last_event_id().await?;
     let debited_before: HashMap<String, i64> = copy
         .debited_minor_by_currency()
@@ -219,6 +299,72 @@ pub async fn simulate(
         emails: capture.sent().len(),
         attempts_planned,
     })
+}
+
+/// The engine on `copy` with the sandbox bank (or one where funds are always there) and
+/// captured email, on `clock`.
+async fn build_engine(
+    copy: &Store,
+    settings: &Settings,
+    funds: FundsModel,
+    clock: &ManualClock,
+    count_only: bool,
+) -> anyhow::Result<(Arc<Engine>, Arc<CaptureMailer>)> {
+    let gateway: Arc<dyn PaymentGateway> = match funds {
+        FundsModel::Sandbox => {
+            let mut sandbox = settings.gateway.sandbox.clone();
+            // Virtual time: waiting for a simulated bank would only slow the run.
+            sandbox.latency_ms = 0;
+            Arc::new(
+                crate::gateway::sandbox::SandboxBank::new(copy.clone(), sandbox)
+                    .await
+                    .context("starting the sandbox bank on the copy")?
+                    .with_clock(Arc::new(clock.clone())),
+            )
+        }
+        FundsModel::Always => Arc::new(FundsAlwaysAvailable::default()),
+    };
+    let templates = settings
+        .mail
+        .templates()
+        .context("loading email templates")?;
+    templates.check_all().context("checking email templates")?;
+    let capture = Arc::new(CaptureMailer::new());
+    // Counting only: a comparison over a large portfolio must not hold every email.
+    let mailer: Arc<dyn crate::mail::Mailer> = if count_only {
+        Arc::new(CountingMailer)
+    } else {
+        capture.clone()
+    };
+    let mail = MailDeps::new(mailer, templates, settings.mail.clone());
+    let policy = EnginePolicy::from_settings(settings)?;
+    let engine = Arc::new(
+        Engine::new(
+            copy.clone(),
+            gateway,
+            Arc::new(clock.clone()),
+            policy,
+            "simulate",
+        )
+        .with_mail(mail),
+    );
+
+    Ok((engine, capture))
+}
+
+/// A mailer that renders nothing further and keeps nothing: `--compare-retry` counts
+/// messages from the database.
+#[derive(Debug, Default)]
+struct CountingMailer;
+
+#[async_trait::async_trait]
+impl crate::mail::Mailer for CountingMailer {
+    async fn send(
+        &self,
+        _email: &crate::mail::OutgoingEmail,
+    ) -> Result<(), crate::mail::MailError> {
+        Ok(())
+    }
 }
 
 /// The daemon's loop on a virtual clock: plan and assess overdue agreements at the start

@@ -4,6 +4,7 @@
 //! (the JSON-over-HTTPS protocol in `docs/gateway-protocol.md`).
 
 pub mod http;
+pub mod income;
 pub mod sandbox;
 
 use crate::config::ConfigError;

@@ -12,6 +12,9 @@
 //!   held in another currency, answers "insufficient" with no shortfall. A short open
 //!   account also says how much is `available` (protocol 1.1), so partial collection can
 //!   be rehearsed.
+//! - Income schedules (`repayd sandbox income`, `crate::gateway::income`): an account
+//!   with one gains `amount` on each payday and spends down to `keep` some days later,
+//!   applied before every funds check and debit on it, on the bank's clock.
 //! - Returns (protocol 1.1): `repayd sandbox return KEY` (or [`SandboxBank::return_debit`])
 //!   returns a succeeded debit: the money goes back to the account and the return joins
 //!   the bank's returns feed, which the daemon polls like a real bank's.
@@ -290,6 +293,8 @@ pub struct SandboxBank {
     clock: Arc<dyn Clock>,
     faults: Mutex<VecDeque<SandboxFault>>,
     funds_rng: Mutex<XorShift>,
+    /// Whether any account had an income schedule at start (`crate::gateway::income`).
+    income: bool,
 }
 
 impl SandboxBank {
@@ -327,6 +332,7 @@ impl SandboxBank {
                     .await?;
             }
         }
+        let income = store.sandbox_has_income().await?;
         Ok(SandboxBank {
             store,
             settings,
@@ -335,6 +341,7 @@ impl SandboxBank {
             clock: Arc::new(SystemClock),
             faults: Mutex::new(VecDeque::new()),
             funds_rng: Mutex::new(XorShift::seeded("funds", "")),
+            income,
         })
     }
 
@@ -418,6 +425,56 @@ impl SandboxBank {
             )
             .await?;
         return_of(&row).map_err(|e| StoreError::Conflict(e.to_string()))
+    }
+
+    /// Applies the account's income schedule up to today (its local date), if it has one:
+    /// paydays since the last look raise the balance, spending brings it down.
+    async fn apply_income(&self, account_ref: &str) -> Result<(), GatewayError> {
+        if !self.income {
+            return Ok(());
+        }
+        let ledger = |e: StoreError| GatewayError::Unavailable(format!("sandbox ledger: {e}"));
+        let Some(row) = self
+            .store
+            .sandbox_income(account_ref)
+            .await
+            .map_err(ledger)?
+        else {
+            return Ok(());
+        };
+        // Checked when the schedule was loaded (`repayd sandbox income`).
+        let (Ok(payday), Ok(tz), Ok(from)) = (
+            row.payday.parse::<crate::domain::payday::Payday>(),
+            row.time_zone.parse::<chrono_tz::Tz>(),
+            chrono::NaiveDate::parse_from_str(&row.applied_through, "%Y-%m-%d"),
+        ) else {
+            return Err(GatewayError::Protocol(format!(
+                "sandbox income schedule of {} is not valid",
+                mask::account(account_ref)
+            )));
+        };
+        let today = crate::domain::worktime::local_date(self.clock.now(), tz);
+        if today <= from {
+            return Ok(());
+        }
+        let effect = crate::gateway::income::IncomeSchedule {
+            payday,
+            amount_minor: row.amount_minor,
+            keep_minor: row.keep_minor,
+            spent_after_days: u32::try_from(row.spent_after_days).unwrap_or(0),
+        }
+        .effect(from, today);
+        self.store
+            .sandbox_apply_income(
+                account_ref,
+                &row.applied_through,
+                &today.format("%Y-%m-%d").to_string(),
+                effect.add,
+                effect.cap,
+            )
+            .await
+            .map_err(ledger)?;
+        Ok(())
     }
 
     /// Takes the first queued fault that `applies` accepts.
@@ -521,6 +578,7 @@ impl PaymentGateway for SandboxBank {
                 });
             }
         }
+        self.apply_income(account_ref).await?;
         let currency = amount.currency();
         let (balance, status, account_currency) =
             match self.store.sandbox_account(account_ref).await {
@@ -560,6 +618,7 @@ impl PaymentGateway for SandboxBank {
         if request.amount.minor() <= 0 {
             return Ok(declined(DECLINE_INVALID_AMOUNT));
         }
+        self.apply_income(&request.account_ref).await?;
         let injected = self.take_fault(|f| {
             matches!(
                 f,

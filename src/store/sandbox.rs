@@ -473,3 +473,115 @@ impl Store {
         Ok(rows)
     }
 }
+
+/// One account's income schedule (see `crate::gateway::income`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SandboxIncomeRow {
+    pub account_ref: String,
+    /// A `crate::domain::payday::Payday` in its text form (`monthly:10`, `weekly:fri`).
+    pub payday: String,
+    pub amount_minor: i64,
+    pub keep_minor: i64,
+    pub spent_after_days: i64,
+    pub time_zone: String,
+    /// The local date (`YYYY-MM-DD`) up to which the schedule has been applied.
+    pub applied_through: String,
+}
+
+impl Store {
+    /// Sets (replaces) income schedules, in one transaction.
+    pub async fn sandbox_set_income(&self, rows: &[SandboxIncomeRow]) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for r in rows {
+                sqlx::query("DELETE FROM sandbox_income WHERE account_ref = $1")
+                    .bind(&r.account_ref)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO sandbox_income (account_ref, payday, amount_minor, keep_minor, \
+                         spent_after_days, time_zone, applied_through) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&r.account_ref)
+                .bind(&r.payday)
+                .bind(r.amount_minor)
+                .bind(r.keep_minor)
+                .bind(r.spent_after_days)
+                .bind(&r.time_zone)
+                .bind(&r.applied_through)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Whether any account has an income schedule (the bank skips the look-ups if none).
+    pub async fn sandbox_has_income(&self) -> Result<bool> {
+        let n: i64 = on_read!(self, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_income")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(n > 0)
+    }
+
+    pub async fn sandbox_income(&self, account_ref: &str) -> Result<Option<SandboxIncomeRow>> {
+        let row = on_read!(self, |pool| {
+            sqlx::query_as::<_, SandboxIncomeRow>(
+                "SELECT account_ref, payday, amount_minor, keep_minor, \
+                        CAST(spent_after_days AS BIGINT) AS spent_after_days, \
+                        time_zone, applied_through \
+                 FROM sandbox_income WHERE account_ref = $1",
+            )
+            .bind(account_ref)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Moves the schedule from `from` (its `applied_through`) to `to` and applies what
+    /// those days did to the balance, `min(balance + add, cap)`, in one transaction. False
+    /// (nothing changed) when another caller moved it first.
+    pub async fn sandbox_apply_income(
+        &self,
+        account_ref: &str,
+        from: &str,
+        to: &str,
+        add: i64,
+        cap: Option<i64>,
+    ) -> Result<bool> {
+        let applied = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let moved = sqlx::query(
+                "UPDATE sandbox_income SET applied_through = $1 \
+                 WHERE account_ref = $2 AND applied_through = $3",
+            )
+            .bind(to)
+            .bind(account_ref)
+            .bind(from)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if moved == 1 {
+                sqlx::query(
+                    "UPDATE sandbox_accounts SET balance_minor = CASE \
+                         WHEN $2 IS NOT NULL AND balance_minor + $1 > $2 THEN $2 \
+                         ELSE balance_minor + $1 END \
+                     WHERE account_ref = $3",
+                )
+                .bind(add)
+                .bind(cap)
+                .bind(account_ref)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            moved == 1
+        });
+        Ok(applied)
+    }
+}

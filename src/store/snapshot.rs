@@ -52,6 +52,36 @@ impl super::Store {
         Ok(id.unwrap_or(0))
     }
 
+    /// How many event-log rows of these kinds were written after `after_id`.
+    pub async fn events_of_kinds_after(&self, after_id: i64, kinds: &[&str]) -> Result<i64> {
+        let mut n = 0;
+        for kind in kinds {
+            n += super::on_pool!(self, |pool| {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT COUNT(*) FROM events WHERE kind = $1 AND id > $2",
+                )
+                .bind(*kind)
+                .bind(after_id)
+                .fetch_one(pool)
+                .await?
+            });
+        }
+        Ok(n)
+    }
+
+    /// How many messages of `kind` (`debit_failed`, ...) have been sent.
+    pub async fn sent_messages_of_kind(&self, kind: &str) -> Result<i64> {
+        let n = super::on_pool!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM reminders WHERE kind = $1 AND state = 'sent'",
+            )
+            .bind(kind)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(n)
+    }
+
     /// Event-log rows written after `after_id`, oldest first.
     pub async fn events_after(&self, after_id: i64) -> Result<Vec<super::EventRow>> {
         let rows = super::on_pool!(self, |pool| {

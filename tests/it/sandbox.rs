@@ -532,3 +532,71 @@ async fn latency_is_added_to_every_call() {
     bank.lookup("nothing").await.unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_millis(60));
 }
+
+/// An income schedule: the balance rises on the payday (the account's local date) and is
+/// spent down to what is kept some days later, on the bank's clock.
+#[allow(clippy::inconsistent_digit_grouping)]
+async fn income_schedule_raises_the_balance_on_the_payday(db: TestDb) {
+    use repayd::clock::ManualClock;
+    use repayd::store::sandbox::SandboxIncomeRow;
+    let cny = Currency::parse("CNY").unwrap();
+    let store = db.store.clone();
+    store
+        .sandbox_set_balance("ACC-INC-1", "CNY", 20_00, "open")
+        .await
+        .unwrap();
+    store
+        .sandbox_set_income(&[SandboxIncomeRow {
+            account_ref: "ACC-INC-1".into(),
+            payday: "monthly:10".into(),
+            amount_minor: 3_000_00,
+            keep_minor: 50_00,
+            spent_after_days: 3,
+            time_zone: "Asia/Shanghai".into(),
+            applied_through: "2027-01-01".into(),
+        }])
+        .await
+        .unwrap();
+    // 9 Jan 23:30 in Shanghai: not yet.
+    let clock = ManualClock::new(
+        chrono::DateTime::parse_from_rfc3339("2027-01-09T15:30:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    let bank = SandboxBank::new(store.clone(), SandboxSettings::default())
+        .await
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
+    let ask = Money::from_minor(500_00, cny);
+    assert!(matches!(
+        bank.check_funds("ACC-INC-1", &ask).await.unwrap(),
+        FundsAnswer::Insufficient { .. }
+    ));
+    // 10 Jan 00:30 local: paid.
+    clock.set(
+        chrono::DateTime::parse_from_rfc3339("2027-01-09T16:30:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    assert_eq!(
+        bank.check_funds("ACC-INC-1", &ask).await.unwrap(),
+        FundsAnswer::Available
+    );
+    assert_eq!(bank.balance("ACC-INC-1").await.unwrap(), Some(3_020_00));
+    // 13 Jan: spent down to 50.00.
+    clock.set(
+        chrono::DateTime::parse_from_rfc3339("2027-01-13T01:00:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    assert!(matches!(
+        bank.check_funds("ACC-INC-1", &ask).await.unwrap(),
+        FundsAnswer::Insufficient { .. }
+    ));
+    assert_eq!(bank.balance("ACC-INC-1").await.unwrap(), Some(50_00));
+}
+
+crate::both_backends!(
+    income_schedule_on_the_payday,
+    income_schedule_raises_the_balance_on_the_payday
+);

@@ -222,6 +222,67 @@ pub fn write_csv(path: &Path, spec: &PortfolioSpec) -> std::io::Result<Portfolio
     Ok(stats)
 }
 
+/// The payday of customer `c` in [`write_income_csv`], or `None` for an irregular one:
+/// 40 % a monthly salary on a fixed day, 10 % the last day of the month, 10 % the last
+/// business day, 15 % a pension on the 1st, 15 % weekly wages on Friday, 10 % irregular.
+pub fn payday_of(c: usize) -> Option<&'static str> {
+    const FIXED: [&str; 6] = [
+        "monthly:10",
+        "monthly:15",
+        "monthly:25",
+        "monthly:5",
+        "monthly:20",
+        "monthly:28",
+    ];
+    match c % 20 {
+        0..=7 => Some(FIXED[(c / 20) % FIXED.len()]),
+        8 | 9 => Some("monthly:last"),
+        10 | 11 => Some("monthly:last-business-day"),
+        12..=14 => Some("monthly:1"),
+        15..=17 => Some("weekly:fri"),
+        _ => None,
+    }
+}
+
+/// The sandbox's income schedules for the customers of [`write_csv`]'s portfolio (same
+/// spec): each customer's pay covers both their installments (with interest) once, and
+/// all but 20.00 of it is spent 2 to 5 days after payday. Returns how many were written.
+pub fn write_income_csv(path: &Path, spec: &PortfolioSpec) -> std::io::Result<u64> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(
+        f,
+        "account_ref,currency,payday,amount,keep,spent_after_days,time_zone"
+    )?;
+    let zones = if spec.zones.is_empty() {
+        ZONES
+    } else {
+        &spec.zones[..]
+    };
+    let p = &spec.id_prefix;
+    let mut written = 0;
+    for c in 0..spec.agreements.div_ceil(2) {
+        let Some(payday) = payday_of(c) else { continue };
+        let zone = zones[c % zones.len()];
+        // Both agreements' installments (as write_csv sizes them), plus a margin for interest.
+        let owed: usize = [2 * c, 2 * c + 1]
+            .iter()
+            .filter(|i| **i < spec.agreements)
+            .map(|i| 100 + (i * 37) % 2_000)
+            .sum();
+        let pay = owed + owed / 5;
+        writeln!(
+            f,
+            "{p}ACC{c:07},{},{payday},{pay}.00,20.00,{},{}",
+            zone.currency,
+            2 + c % 4,
+            zone.time_zone
+        )?;
+        written += 1;
+    }
+    f.flush()?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
