@@ -132,8 +132,12 @@ pub struct ImportSummary {
     pub reminders_removed: u64,
     /// Agreement write transactions committed.
     pub batches: u64,
-    /// Changes the file asks for that were not made (a mandate's status or reference
-    /// without `--update`; a revoked mandate never restored), one line each naming where.
+    /// Customers whose funding order (`funding_priority`) was set, or was already so.
+    pub funding_orders_set: u64,
+    pub funding_orders_unchanged: u64,
+    /// Changes the file asks for that were not made (a mandate's status or reference, or
+    /// a funding order, without `--update`; a revoked mandate never restored), one line
+    /// each naming where.
     pub refused_changes: Vec<String>,
 }
 
@@ -162,6 +166,15 @@ impl fmt::Display for ImportSummary {
             "funding accounts: {} new, {} updated, {} unchanged",
             self.accounts_new, self.accounts_updated, self.accounts_unchanged
         )?;
+        if self.funding_orders_set + self.funding_orders_unchanged > 0 {
+            write!(
+                f,
+                "\nfunding orders: {} {}, {} unchanged",
+                self.funding_orders_set,
+                if self.dry_run { "to set" } else { "set" },
+                self.funding_orders_unchanged
+            )?;
+        }
         if self.debit_attempts_removed + self.reminders_removed > 0 {
             write!(
                 f,
@@ -333,13 +346,28 @@ async fn import_with_index(
         let runtime = tokio::runtime::Handle::current();
         run_blocking(move || read_and_check(&path, &rules, &scratch, &runtime)).await?
     };
-    if !index.errors.is_empty() {
-        return Err(invalid(index.errors));
+    let mut errors = index.errors;
+    for (owner, priority, first, last) in
+        scratch.priority_clashes().await.map_err(scratch_failed)?
+    {
+        errors.push(RowError::new(
+            location_from_code(last),
+            Field::FundingPriority.name(format),
+            format!(
+                "customer {owner} has funding priority {priority} twice (also at {}): each of \
+                 a customer's accounts needs its own place in the order",
+                location_from_code(first)
+            ),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(invalid(errors));
     }
 
     let mut summary = plan(store, scratch, index.records, options, format).await?;
     summary.dry_run = options.dry_run;
     if options.dry_run {
+        funding_orders(store, scratch, options, path, now_ms, &mut summary).await?;
         tracing::info!(
             new = summary.agreements_new,
             unchanged = summary.agreements_unchanged,
@@ -351,6 +379,7 @@ async fn import_with_index(
 
     let mut progress = Progress::default();
     write_parties(store, scratch, batch_size, now_ms, &mut progress).await?;
+    funding_orders(store, scratch, options, path, now_ms, &mut summary).await?;
     if summary.agreements_new + summary.agreements_updated == 0 {
         // Nothing to write: no need to read the file a second time.
         tracing::info!(
@@ -467,6 +496,7 @@ struct Sighting {
     installments: u64,
     customer: Option<NewCustomer>,
     account: Option<(NewFundingAccount, String)>,
+    funding_priority: Option<i64>,
 }
 
 fn read_and_check(
@@ -493,6 +523,7 @@ fn read_and_check(
             content_hash: c.agreement.map(|a| a.content_hash),
             customer: c.customer,
             account: c.account,
+            funding_priority: c.funding_priority,
         });
         if pending.len() >= INDEX_BATCH {
             let batch = std::mem::take(&mut pending);
@@ -644,6 +675,10 @@ async fn absorb(
                             Field::MandateStatus,
                             first.mandate_status != account.mandate_status,
                         ),
+                        (
+                            Field::FundingPriority,
+                            s.funding_priority.is_some() && first.priority != s.funding_priority,
+                        ),
                     ] {
                         if differs {
                             errors.push(RowError::new(
@@ -664,6 +699,7 @@ async fn absorb(
                         mandate_ref: account.mandate_ref,
                         mandate_status: account.mandate_status,
                         location: location_code(at),
+                        priority: s.funding_priority,
                     };
                     new_accounts.push(first.clone());
                     accounts.insert(first.external_ref.clone(), first);
@@ -1042,6 +1078,116 @@ async fn write_parties(
             .await
             .map_err(scratch_failed)?;
     }
+    Ok(())
+}
+
+/// Customers read per round trip when applying funding orders.
+const ORDER_PAGE: usize = 1_000;
+
+/// Step 3, after the accounts: each customer whose accounts the file gives a
+/// `funding_priority` gets that order, as `repayd funding-sources set` would set it
+/// (accounts by ascending priority become 1, 2, ...; the customer's other accounts lose
+/// theirs; a `funding_sources_set` event names the file). A customer who already has a
+/// different order keeps it unless `--update` is given (listed as a refused change). In
+/// a dry run nothing is written. Memory: one page of the scratch index and one customer.
+async fn funding_orders(
+    store: &Store,
+    scratch: &ImportScratch,
+    options: &ImportOptions,
+    path: &Path,
+    now_ms: i64,
+    summary: &mut ImportSummary,
+) -> Result<(), ImportError> {
+    let mut after = (String::new(), 0i64);
+    // The customer being gathered: (owner, refs in order, first location).
+    let mut current: Option<(String, Vec<String>, i64)> = None;
+    loop {
+        let page = scratch
+            .priorities_page((&after.0, after.1), ORDER_PAGE)
+            .await
+            .map_err(scratch_failed)?;
+        let done = page.len() < ORDER_PAGE;
+        for (owner, account, priority, location) in page {
+            after = (owner.clone(), priority);
+            match &mut current {
+                Some((o, refs, _)) if *o == owner => refs.push(account),
+                _ => {
+                    if let Some(c) = current.take() {
+                        apply_order(store, options, path, now_ms, c, summary).await?;
+                    }
+                    current = Some((owner, vec![account], location));
+                }
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    if let Some(c) = current.take() {
+        apply_order(store, options, path, now_ms, c, summary).await?;
+    }
+    Ok(())
+}
+
+async fn apply_order(
+    store: &Store,
+    options: &ImportOptions,
+    path: &Path,
+    now_ms: i64,
+    (owner, refs, location): (String, Vec<String>, i64),
+    summary: &mut ImportSummary,
+) -> Result<(), ImportError> {
+    let db = |e: StoreError| ImportError::Store(Box::new(e));
+    let customer = store
+        .customers_by_external_ids(&[owner.as_str()])
+        .await
+        .map_err(db)?;
+    let existing = match customer.first() {
+        Some(c) => store.customer_funding_sources(c.id).await.map_err(db)?,
+        _ => Vec::new(),
+    };
+    let current: Vec<&str> = existing
+        .iter()
+        .filter(|f| f.priority.is_some())
+        .map(|f| f.account_ref.as_str())
+        .collect();
+    if current == refs.iter().map(String::as_str).collect::<Vec<_>>() {
+        summary.funding_orders_unchanged += 1;
+        return Ok(());
+    }
+    if !current.is_empty() && !options.update {
+        let masked = |v: &[&str]| {
+            v.iter()
+                .map(|r| crate::mask::account(r))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        summary.refused_changes.push(format!(
+            "{}: funding order of customer {owner}: {} -> {}: pass --update to change it",
+            location_from_code(location),
+            masked(&current),
+            masked(&refs.iter().map(String::as_str).collect::<Vec<_>>()),
+        ));
+        return Ok(());
+    }
+    summary.funding_orders_set += 1;
+    if options.dry_run {
+        return Ok(());
+    }
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    store
+        .set_funding_order(
+            &owner,
+            &refs,
+            "import",
+            &format!("funding_priority in {file}"),
+            now_ms,
+        )
+        .await
+        .map_err(db)?;
     Ok(())
 }
 

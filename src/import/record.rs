@@ -80,10 +80,12 @@ pub enum Field {
     BusinessDay,
     /// The explicit schedule (a compact text in CSV, an array in JSON).
     Schedule,
+    /// Optional: the order in which debits try the customer's funding accounts (1 first).
+    FundingPriority,
 }
 
 impl Field {
-    pub const ALL: [Field; 21] = [
+    pub const ALL: [Field; 22] = [
         Field::CustomerExternalId,
         Field::CustomerName,
         Field::Email,
@@ -105,6 +107,7 @@ impl Field {
         Field::Remainder,
         Field::BusinessDay,
         Field::Schedule,
+        Field::FundingPriority,
     ];
 
     /// The fields that make up generation terms (as opposed to an explicit schedule).
@@ -147,6 +150,7 @@ impl Field {
             Field::Remainder => "remainder",
             Field::BusinessDay => "business_day",
             Field::Schedule => "schedule",
+            Field::FundingPriority => "funding_priority",
         }
     }
 
@@ -173,6 +177,7 @@ impl Field {
             Field::Remainder => "terms.remainder",
             Field::BusinessDay => "terms.business_day",
             Field::Schedule => "schedule",
+            Field::FundingPriority => "funding_account.priority",
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Checked {
     pub customer: Option<NewCustomer>,
     /// The account and the external id of the customer it belongs to.
     pub account: Option<(NewFundingAccount, String)>,
+    /// The account's place in the order debits try the customer's accounts (1 first).
+    pub funding_priority: Option<i64>,
     pub agreement: Option<ValidAgreement>,
     pub errors: Vec<RowError>,
 }
@@ -132,6 +134,7 @@ pub fn check(raw: &RawRecord, rules: &Rules) -> Checked {
             agreement_id: None,
             customer: None,
             account: None,
+            funding_priority: None,
             agreement: None,
             errors: report.errors,
         };
@@ -139,6 +142,7 @@ pub fn check(raw: &RawRecord, rules: &Rules) -> Checked {
 
     let customer = check_customer(raw, &mut report);
     let account = check_account(raw, &mut report);
+    let funding_priority = check_priority(raw, &mut report);
     let agreement_id = report.text(raw, Field::AgreementId, MAX_ID_CHARS);
     let currency = match raw.get(Field::Currency) {
         None => {
@@ -183,6 +187,7 @@ pub fn check(raw: &RawRecord, rules: &Rules) -> Checked {
         agreement_id,
         customer,
         account: account_with_owner,
+        funding_priority,
         agreement,
         errors: report.errors,
     }
@@ -287,6 +292,28 @@ pub fn normalize_locale(tag: &str) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// Highest funding priority accepted: a customer with more accounts than this is not a
+/// customer, it is a data error.
+const MAX_FUNDING_PRIORITY: i64 = 99;
+
+/// The optional `funding_priority`: a whole number, 1 (tried first) to 99.
+fn check_priority(raw: &RawRecord, report: &mut Report) -> Option<i64> {
+    let v = raw.get(Field::FundingPriority)?;
+    match v.parse::<i64>() {
+        Ok(n) if (1..=MAX_FUNDING_PRIORITY).contains(&n) => Some(n),
+        _ => {
+            report.fail(
+                Field::FundingPriority,
+                format!(
+                    "must be a whole number from 1 (tried first) to {MAX_FUNDING_PRIORITY}, got {:?}",
+                    super::record::echo(v)
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn check_account(raw: &RawRecord, report: &mut Report) -> Option<NewFundingAccount> {

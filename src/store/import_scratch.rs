@@ -23,7 +23,9 @@ const SCHEMA: &[&str] = &[
      email TEXT NOT NULL, locale TEXT NOT NULL, time_zone TEXT NOT NULL, \
      location INTEGER NOT NULL)",
     "CREATE TABLE accounts (external_ref TEXT NOT NULL UNIQUE, owner TEXT NOT NULL, \
-     mandate_ref TEXT NOT NULL, mandate_status TEXT NOT NULL, location INTEGER NOT NULL)",
+     mandate_ref TEXT NOT NULL, mandate_status TEXT NOT NULL, location INTEGER NOT NULL, \
+     priority INTEGER)",
+    "CREATE INDEX accounts_by_priority ON accounts (owner, priority) WHERE priority IS NOT NULL",
     // Step 2's decisions. Agreements: only those that are not new. Customers and accounts:
     // those to write (by rowid of the first table), and the database ids known so far.
     "CREATE TABLE agreement_plan (external_id TEXT PRIMARY KEY, action INTEGER NOT NULL, \
@@ -68,6 +70,8 @@ pub struct ScratchAccount {
     pub mandate_ref: String,
     pub mandate_status: String,
     pub location: i64,
+    /// `funding_priority` as given (1 first), if any.
+    pub priority: Option<i64>,
 }
 
 /// Step 2's decision on an agreement that exists already.
@@ -177,8 +181,8 @@ impl ImportScratch {
     /// Accounts among `refs` seen before, with the details given first.
     pub async fn accounts_seen(&self, refs: &[&str]) -> Result<Vec<ScratchAccount>> {
         self.by_keys(
-            "SELECT external_ref, owner, mandate_ref, mandate_status, location FROM accounts \
-             WHERE external_ref IN (",
+            "SELECT external_ref, owner, mandate_ref, mandate_status, location, priority \
+             FROM accounts WHERE external_ref IN (",
             refs,
         )
         .await
@@ -226,10 +230,11 @@ impl ImportScratch {
             }
             q.execute(&mut *tx).await?;
         }
-        for chunk in accounts.chunks(PARAMS / 5) {
+        for chunk in accounts.chunks(PARAMS / 6) {
             let sql = values(
-                "INSERT INTO accounts (external_ref, owner, mandate_ref, mandate_status, location) VALUES ",
-                5,
+                "INSERT INTO accounts (external_ref, owner, mandate_ref, mandate_status, location, \
+                 priority) VALUES ",
+                6,
                 chunk.len(),
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -239,7 +244,8 @@ impl ImportScratch {
                     .bind(&a.owner)
                     .bind(&a.mandate_ref)
                     .bind(&a.mandate_status)
-                    .bind(a.location);
+                    .bind(a.location)
+                    .bind(a.priority);
             }
             q.execute(&mut *tx).await?;
         }
@@ -281,14 +287,46 @@ impl ImportScratch {
             .collect())
     }
 
+    /// Funding priorities given to two or more accounts of one customer: `(owner,
+    /// priority, first location, last location)`, one row per clash.
+    pub async fn priority_clashes(&self) -> Result<Vec<(String, i64, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT owner, priority, MIN(location), MAX(location) FROM accounts \
+             WHERE priority IS NOT NULL GROUP BY owner, priority HAVING COUNT(*) > 1 \
+             ORDER BY MAX(location)",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Accounts given a funding priority, by owner then priority, after `(owner,
+    /// priority)`: `(owner, account ref, priority, location)`.
+    pub async fn priorities_page(
+        &self,
+        after: (&str, i64),
+        limit: usize,
+    ) -> Result<Vec<(String, String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT owner, external_ref, priority, location FROM accounts \
+             WHERE priority IS NOT NULL AND (owner > ?1 OR (owner = ?1 AND priority > ?2)) \
+             ORDER BY owner, priority LIMIT ?3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Accounts in file order after rowid `after`: `(rowid, account)`.
     pub async fn accounts_page(
         &self,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, ScratchAccount)>> {
-        let rows: Vec<(i64, String, String, String, String, i64)> = sqlx::query_as(
-            "SELECT rowid, external_ref, owner, mandate_ref, mandate_status, location \
+        type Row = (i64, String, String, String, String, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT rowid, external_ref, owner, mandate_ref, mandate_status, location, priority \
              FROM accounts WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
         )
         .bind(after)
@@ -298,7 +336,7 @@ impl ImportScratch {
         Ok(rows
             .into_iter()
             .map(
-                |(seq, external_ref, owner, mandate_ref, mandate_status, location)| {
+                |(seq, external_ref, owner, mandate_ref, mandate_status, location, priority)| {
                     (
                         seq,
                         ScratchAccount {
@@ -307,6 +345,7 @@ impl ImportScratch {
                             mandate_ref,
                             mandate_status,
                             location,
+                            priority,
                         },
                     )
                 },
@@ -617,6 +656,7 @@ mod tests {
             mandate_ref: "M1".into(),
             mandate_status: "active".into(),
             location: 2,
+            priority: Some(1),
         }];
         scratch
             .add(&agreements, &customers, &accounts)

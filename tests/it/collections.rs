@@ -851,3 +851,88 @@ async fn two_daemons_http(db: TestDb) {
 }
 both_backends!(two_daemons_on_the_sandbox, super::two_daemons_sandbox);
 both_backends!(two_daemons_on_the_http_gateway, super::two_daemons_http);
+
+/// A lender's import file giving two accounts of one customer, the second listed first
+/// (`funding_priority`): the debit of the agreement on the first account tries the
+/// account with priority 1, finds it short, and takes the money from priority 2.
+async fn imported_priorities_are_the_debit_order(db: TestDb) {
+    let store = db.store.clone();
+    let smtp = SmtpListener::start();
+    let (_hook, url) = hook_server().await;
+    let clock = ManualClock::new(utc(2027, 1, 13, 17, 0));
+    let (bank, gateway) = Bank::new(false, &store, &clock).await;
+    let engine = engine(&db, gateway, &clock, &smtp, policy(url));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("priorities.csv");
+    std::fs::write(
+        &file,
+        "customer_external_id,customer_name,email,locale,time_zone,account_ref,mandate_ref,\
+         mandate_status,funding_priority,agreement_id,currency,principal,schedule\n\
+         C-FP,Li Wei,fp@example.com,en,Asia/Shanghai,CN-FP-0001,MND-FP-1,active,2,AGR-FP-1,CNY,500.00,2027-01-15:500.00\n\
+         C-FP,Li Wei,fp@example.com,en,Asia/Shanghai,CN-FP-0002,MND-FP-2,active,1,AGR-FP-2,CNY,300.00,2027-03-15:300.00\n",
+    )
+    .unwrap();
+    let s = repayd::import::import_file(
+        &store,
+        &file,
+        None,
+        &repayd::import::ImportOptions::default(),
+        &repayd::config::ScheduleDefaults::default(),
+        &clock,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.funding_orders_set, 1, "{s}");
+    let a = store
+        .agreement_by_external_id("AGR-FP-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let order: Vec<(String, Option<i64>)> = store
+        .funding_sources(a.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.account_ref, f.priority))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("CN-FP-0002".to_string(), Some(1)),
+            ("CN-FP-0001".to_string(), Some(2))
+        ]
+    );
+    bank.set_balance("CN-FP-0002", 100_00).await;
+    bank.set_balance("CN-FP-0001", 1_000_00).await;
+    drive(
+        &engine,
+        &clock,
+        local("2027-01-15", 12, 0, SHANGHAI),
+        async |_| {},
+    )
+    .await;
+    let jan = store.installments(a.id).await.unwrap()[0].id;
+    let attempts = store.attempts_for_installment(jan).await.unwrap();
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(
+        (attempts[0].state.as_str(), attempts[0].amount_minor),
+        ("succeeded", 500_00)
+    );
+    assert_eq!(
+        bank.balance("CN-FP-0002").await,
+        100_00,
+        "priority 1 was short"
+    );
+    assert_eq!(bank.balance("CN-FP-0001").await, 500_00);
+    // The confirmed funds check names the account debited: priority 2.
+    let events = store.events(Some(a.id)).await.unwrap();
+    let confirmed = events.iter().find(|e| e.kind == "funds_confirmed").unwrap();
+    assert!(
+        confirmed.detail.contains("\"account\":\"****0001\""),
+        "{confirmed:?}"
+    );
+}
+both_backends!(
+    imported_funding_priorities_order_the_debit,
+    super::imported_priorities_are_the_debit_order
+);

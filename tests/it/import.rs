@@ -835,3 +835,185 @@ both_backends!(
     imports_never_change_a_mandate_reference_without_update,
     super::imports_never_change_a_mandate_reference_without_update
 );
+
+const PRIORITY_HEADER: &str = "customer_external_id,customer_name,email,locale,time_zone,\
+    account_ref,mandate_ref,mandate_status,funding_priority,agreement_id,currency,principal,schedule\n";
+
+fn priority_row(account: &str, priority: &str, agreement: &str) -> String {
+    format!(
+        "C-FP,Li Wei,fp@example.com,en,Asia/Shanghai,{account},MND-{account},active,{priority},\
+         {agreement},CNY,500.00,2027-01-15:500.00\n"
+    )
+}
+
+/// `funding_priority` in CSV and JSON: bad values and clashes named by row and field,
+/// nothing written; the order set as `funding-sources set` sets it; a changed order
+/// needs `--update`.
+async fn imports_set_funding_priorities(db: TestDb) {
+    let store = &db.store;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let order = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let c = store.customers_by_external_ids(&["C-FP"]).await.unwrap();
+            store
+                .customer_funding_sources(c[0].id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.account_ref, f.priority))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Not a whole number, zero, and one priority twice for one customer.
+    let bad = write(
+        "bad.csv",
+        format!(
+            "{PRIORITY_HEADER}{}{}{}{}",
+            priority_row("ACC-FP-1", "first", "AGR-FP-1"),
+            priority_row("ACC-FP-2", "0", "AGR-FP-2"),
+            priority_row("ACC-FP-3", "1", "AGR-FP-3"),
+            priority_row("ACC-FP-4", "1", "AGR-FP-4"),
+        ),
+    );
+    let err = import(store, &bad, ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        places(&err),
+        vec![
+            (Location::Line(2), "funding_priority".to_string()),
+            (Location::Line(3), "funding_priority".to_string()),
+            (Location::Line(5), "funding_priority".to_string()),
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("\"first\""), "{text}");
+    assert!(text.contains("priority 1 twice (also at line 4)"), "{text}");
+    assert!(
+        store
+            .customers_by_external_ids(&["C-FP"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The same account given two priorities on two rows.
+    let twice = write(
+        "twice.csv",
+        format!(
+            "{PRIORITY_HEADER}{}{}",
+            priority_row("ACC-FP-1", "1", "AGR-FP-1"),
+            priority_row("ACC-FP-1", "2", "AGR-FP-2"),
+        ),
+    );
+    let err = import(store, &twice, ImportOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        places(&err),
+        vec![(Location::Line(3), "funding_priority".to_string())]
+    );
+    // JSON: the field is funding_account.priority; a fraction is refused.
+    let json = |p1: &str, p2: &str| {
+        let item = |acc: &str, p: &str, agr: &str| {
+            format!(
+                r#"{{"agreement_id":"{agr}","currency":"CNY","principal":"500.00",
+                "customer":{{"external_id":"C-FP","name":"Li Wei","email":"fp@example.com","locale":"en","time_zone":"Asia/Shanghai"}},
+                "funding_account":{{"ref":"{acc}","mandate_ref":"MND-{acc}","mandate_status":"active","priority":{p}}},
+                "schedule":[{{"due_date":"2027-01-15","principal":"500.00"}}]}}"#
+            )
+        };
+        format!(
+            "[{},{}]",
+            item("ACC-FP-1", p1, "AGR-FP-1"),
+            item("ACC-FP-2", p2, "AGR-FP-2")
+        )
+    };
+    let err = import(
+        store,
+        &write("bad.json", json("1.5", "2")),
+        ImportOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        places(&err),
+        vec![(Location::Item(0), "funding_account.priority".to_string())],
+        "{err}"
+    );
+
+    // Good: account 2 first. Stored as funding-sources set stores it.
+    let good = write("good.json", json("2", "1"));
+    let s = import(store, &good, ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((s.funding_orders_set, s.funding_orders_unchanged), (1, 0));
+    assert!(
+        s.to_string().contains("funding orders: 1 set, 0 unchanged"),
+        "{s}"
+    );
+    let expected = vec![
+        ("ACC-FP-2".to_string(), Some(1)),
+        ("ACC-FP-1".to_string(), Some(2)),
+    ];
+    assert_eq!(order(store).await, expected);
+    let set = store
+        .events(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .rfind(|e| e.kind == "funding_sources_set")
+        .unwrap();
+    assert!(
+        set.detail.contains("\"actor\":\"import\""),
+        "{}",
+        set.detail
+    );
+    // Again: unchanged.
+    let s = import(store, &good, ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((s.funding_orders_set, s.funding_orders_unchanged), (0, 1));
+    // The other order: refused without --update (listed), made with it.
+    let swapped = write("swapped.json", json("1", "2"));
+    let s = import(store, &swapped, ImportOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(s.funding_orders_set, 0);
+    assert_eq!(s.refused_changes.len(), 1, "{:?}", s.refused_changes);
+    assert!(
+        s.refused_changes[0].contains("funding order of customer C-FP")
+            && s.refused_changes[0].contains("pass --update"),
+        "{:?}",
+        s.refused_changes
+    );
+    assert_eq!(order(store).await, expected);
+    let dry = ImportOptions {
+        update: true,
+        dry_run: true,
+        ..Default::default()
+    };
+    let s = import(store, &swapped, dry).await.unwrap();
+    assert_eq!(s.funding_orders_set, 1);
+    assert_eq!(order(store).await, expected, "a dry run writes nothing");
+    let s = import(store, &swapped, update()).await.unwrap();
+    assert_eq!(s.funding_orders_set, 1);
+    assert_eq!(
+        order(store).await,
+        vec![
+            ("ACC-FP-1".to_string(), Some(1)),
+            ("ACC-FP-2".to_string(), Some(2)),
+        ]
+    );
+}
+both_backends!(
+    imports_set_funding_priorities,
+    super::imports_set_funding_priorities
+);
