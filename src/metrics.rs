@@ -11,6 +11,7 @@ use crate::clock::to_epoch_ms;
 use crate::domain::Money;
 use crate::gateway::{
     DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+    ReturnsPage,
 };
 use crate::mail::{MailError, Mailer, OutgoingEmail};
 use crate::store::Store;
@@ -43,7 +44,7 @@ const ATTEMPT_STATES: [&str; 11] = [
     "failed",
 ];
 
-const GATEWAY_OPERATIONS: [&str; 3] = ["check_funds", "debit", "lookup"];
+const GATEWAY_OPERATIONS: [&str; 4] = ["check_funds", "debit", "lookup", "returns"];
 const DEBIT_OUTCOMES: [&str; 5] = [
     "succeeded",
     "pending",
@@ -424,6 +425,20 @@ impl PaymentGateway for MeteredGateway {
         self.metrics
             .observe_gateway("lookup", outcome.is_ok(), started.elapsed());
         outcome
+    }
+
+    // Forwarded explicitly: the trait's default (no feed) would hide the bank's returns
+    // feed from the daemon, which always talks to the bank through this wrapper.
+    async fn returns_after(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<ReturnsPage>, GatewayError> {
+        let started = Instant::now();
+        let page = self.inner.returns_after(cursor, limit).await;
+        self.metrics
+            .observe_gateway("returns", page.is_ok(), started.elapsed());
+        page
     }
 }
 

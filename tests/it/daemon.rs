@@ -749,3 +749,226 @@ enabled = false
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("control socket"), "{stderr}");
 }
+
+/// One number read from the database file: `sql` is a `SELECT` of one integer.
+fn count(db_url: &str, sql: &'static str) -> i64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let db = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(db_url)
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        db.close().await;
+        n
+    })
+}
+
+/// Returned debits (protocol 1.1) with the real process: the bank returns 250 debits,
+/// three pages of the feed; the daemon is killed with SIGKILL again and again while it
+/// reads and applies them, and restarted. After every kill the applied returns are
+/// exactly those up to the committed cursor (a page and the cursor's move commit
+/// together), and in the end every return is applied once: each installment reopened
+/// once (its 50.00 unpaid again, not 100.00), one `debit_returned` event (the operations
+/// alert) and one customer notice per return, and a retry planned by policy.
+#[test]
+fn kill_9_while_applying_returns_applies_each_return_exactly_once() {
+    const N: usize = 250;
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("repayd.db").display());
+    let config = dir.path().join("repayd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[database]
+url = "{db_url}"
+
+[log]
+format = "json"
+
+[debit]
+local_time = "00:00"
+lease_seconds = 300
+key_prefix = "it-ret"
+returns_poll_seconds = 1
+
+[engine]
+planner_cron = "* * * * * *"
+poll_seconds = 1
+
+[gateway]
+kind = "sandbox"
+
+[mail]
+kind = "outbox"
+from = "Repayments <repayments@example.com>"
+outbox_dir = "{outbox}"
+
+[http]
+enabled = false
+"#,
+            outbox = dir.path().join("outbox").display(),
+        ),
+    )
+    .unwrap();
+    import(&db_url, &agreements_csv(dir.path(), "r.csv", 0..N));
+
+    // Today's first installments are debited, then the daemon stops.
+    let mut first = Daemon::start(&config);
+    let debited = wait_until(Duration::from_secs(120), || {
+        let states = attempt_states(&db_url);
+        states
+            .contains(&("succeeded".to_string(), N as i64))
+            .then_some(())
+    });
+    assert!(
+        debited.is_some(),
+        "not all {N} debited: {:?}\n{}",
+        attempt_states(&db_url),
+        first.output()
+    );
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(30)).success());
+
+    // The bank returns every one of them (insufficient funds on settlement: soft).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = Store::connect(&SecretString::from(db_url.clone()), 1)
+            .await
+            .unwrap();
+        let db = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&db_url)
+            .await
+            .unwrap();
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT idempotency_key FROM debit_attempts WHERE state = 'succeeded' ORDER BY id",
+        )
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        assert_eq!(keys.len(), N);
+        let now = repayd::clock::to_epoch_ms(chrono::Utc::now());
+        for key in &keys {
+            store
+                .sandbox_return_debit(key, "insufficient_funds", false, now)
+                .await
+                .unwrap();
+        }
+        db.close().await;
+        store.close().await;
+    });
+
+    // Applied so far, and the returns up to the committed cursor: always equal.
+    let applied = || count(&db_url, "SELECT COUNT(*) FROM debit_returns");
+    let behind_cursor = || {
+        count(
+            &db_url,
+            "SELECT COUNT(*) FROM sandbox_returns WHERE seq <= \
+             COALESCE((SELECT CAST(cursor AS INTEGER) FROM gateway_cursors \
+                       WHERE name = 'returns'), 0)",
+        )
+    };
+    let mut seen = Vec::new();
+    let mut mid_feed = 0;
+    for round in 0..8u64 {
+        let mut daemon = Daemon::start(&config);
+        // The feed is read as soon as the daemon runs: kills from then on land before,
+        // during and after its pages.
+        daemon.wait_for_line("repayd is running", Duration::from_secs(20));
+        // A page's returns are logged once it is committed, while the next one is read
+        // and applied: a kill then lands inside the feed.
+        daemon.wait_for_line("debit returned by the bank", Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(round % 4 * 5));
+        daemon.signal("KILL");
+        assert!(!daemon.wait_exit(Duration::from_secs(10)).success());
+        let (a, c) = (applied(), behind_cursor());
+        assert_eq!(
+            a, c,
+            "round {round}: applied returns and the cursor disagree"
+        );
+        if a > 0 && a < N as i64 {
+            mid_feed += 1;
+        }
+        seen.push(a);
+        if a == N as i64 {
+            break;
+        }
+    }
+    eprintln!("returns applied after each kill: {seen:?}");
+
+    let mut last = Daemon::start(&config);
+    last.wait_for_line("repayd is running", Duration::from_secs(20));
+    let all = wait_until(Duration::from_secs(60), || {
+        (applied() == N as i64).then_some(())
+    });
+    if all.is_none() {
+        last.signal("KILL");
+        let _ = last.wait_exit(Duration::from_secs(10));
+        let keep = dir.keep();
+        panic!("not all applied ({}):\n{}", keep.display(), last.output());
+    }
+    // Its notices are written with the returns; give the sender a moment, then stop.
+    last.signal("TERM");
+    assert!(last.wait_exit(Duration::from_secs(30)).success());
+
+    assert_eq!(behind_cursor(), N as i64);
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(DISTINCT return_id) FROM debit_returns"
+        ),
+        N as i64
+    );
+    // Each first installment reopened exactly once: 50.00 owed again, nothing below zero.
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(*) FROM installments WHERE seq = 1 AND paid_minor = 0 \
+             AND status = 'unpaid'"
+        ),
+        N as i64,
+        "every returned installment unpaid again, once"
+    );
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(*) FROM installments WHERE paid_minor < 0"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(*) FROM events WHERE kind = 'debit_returned'"
+        ),
+        N as i64,
+        "one operations alert per return"
+    );
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(*) FROM reminders WHERE kind = 'debit_returned'"
+        ),
+        N as i64,
+        "one customer notice per return"
+    );
+    assert_eq!(
+        count(
+            &db_url,
+            "SELECT COUNT(DISTINCT installment_id) FROM debit_attempts \
+             WHERE state = 'scheduled' AND attempt_no = 2"
+        ),
+        N as i64,
+        "a retry planned by policy for each returned installment"
+    );
+    assert!(mid_feed >= 1, "no kill landed inside the feed: {seen:?}");
+}
