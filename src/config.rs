@@ -313,6 +313,11 @@ pub struct ReminderSettings {
     /// At most this many messages to one customer per local day; more wait for the next
     /// day (and are cancelled if no longer true by then).
     pub max_per_customer_per_day: u32,
+    /// How many customers' messages the sender prepares and sends at once (each
+    /// customer's own one after another): enough to keep the SMTP connections and the
+    /// database's group commits full while each message waits for its reads, the relay
+    /// and its commit.
+    pub max_in_flight: u32,
 }
 
 impl Default for ReminderSettings {
@@ -325,6 +330,7 @@ impl Default for ReminderSettings {
             quiet_hours_exempt: Vec::new(),
             merge_window_minutes: 30,
             max_per_customer_per_day: 3,
+            max_in_flight: 32,
         }
     }
 }
@@ -622,6 +628,12 @@ impl Settings {
             problems.push(ConfigError::invalid(
                 "reminders.max_per_customer_per_day",
                 "must be between 1 and 50",
+            ));
+        }
+        if self.reminders.max_in_flight == 0 || self.reminders.max_in_flight > 1024 {
+            problems.push(ConfigError::invalid(
+                "reminders.max_in_flight",
+                "must be between 1 and 1024",
             ));
         }
         if self.retry.min_spacing_days == 0 || self.retry.min_spacing_days > 31 {

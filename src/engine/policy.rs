@@ -272,11 +272,14 @@ pub struct ReminderPolicy {
     pub merge_window: Duration,
     /// At most this many messages to one customer per local day.
     pub max_per_customer_per_day: u32,
+    /// Customers whose messages are prepared and sent at once by one daemon.
+    pub max_in_flight: u32,
 }
 
 impl ReminderPolicy {
     /// A policy with the given offsets, send time and quiet hours, and the default
-    /// conversation rules (no exempt kinds, a 30-minute window, 3 messages a day).
+    /// conversation rules (no exempt kinds, a 30-minute window, 3 messages a day) and 32
+    /// customers in flight.
     pub fn new(offsets_days: Vec<u32>, local_time: NaiveTime, quiet: worktime::QuietHours) -> Self {
         Self {
             offsets_days,
@@ -285,6 +288,7 @@ impl ReminderPolicy {
             quiet_exempt: Vec::new(),
             merge_window: Duration::minutes(30),
             max_per_customer_per_day: 3,
+            max_in_flight: 32,
         }
     }
 
@@ -362,6 +366,7 @@ impl EnginePolicy {
                 quiet_exempt: settings.reminders.quiet_hours_exempt.clone(),
                 merge_window: Duration::minutes(i64::from(settings.reminders.merge_window_minutes)),
                 max_per_customer_per_day: settings.reminders.max_per_customer_per_day,
+                max_in_flight: settings.reminders.max_in_flight,
             },
             overdue: super::overdue::OverduePolicy::from_settings(
                 &settings.overdue,

@@ -16,7 +16,7 @@ use crate::mail::{
 };
 use crate::mask;
 use crate::store::NewEvent;
-use crate::store::reminders::{ReminderChange, ReminderContext, ReminderRow};
+use crate::store::reminders::{ReminderChange, ReminderContext, ReminderOutcome, ReminderRow};
 use chrono::Duration;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -42,14 +42,14 @@ impl ReminderReport {
     }
 }
 
-/// Customers whose messages are prepared and sent at once (each customer's own messages
-/// one after another): enough to keep the transport's connections and the database busy
-/// while one message waits for SMTP.
-const MESSAGES_IN_FLIGHT: usize = 8;
-
 fn join_error(e: tokio::task::JoinError) -> EngineError {
     EngineError::Data(format!("a message task ended abnormally: {e}"))
 }
+
+/// What one customer's task hands back: its report, and the messages it merged into
+/// its emails (rows of that customer claimed meanwhile and waiting their turn are done
+/// if they are among them).
+type GroupDone = (i64, ReminderReport, std::collections::HashSet<i64>);
 
 /// A message that passed the gate, with what it will say.
 pub(crate) struct Ready {
@@ -116,67 +116,115 @@ pub(crate) fn upcoming_times(
 }
 
 impl Engine {
-    /// Claims and sends due reminders until none is due or `shutdown` fires.
+    /// Claims and sends due reminders until none is due or `shutdown` fires; what is
+    /// claimed is always finished (sent, deferred or cancelled, and recorded) before this
+    /// returns.
+    ///
+    /// A bounded pipeline, like the debits' (`run_due`): up to `reminders.max_in_flight`
+    /// customers at once, each customer's messages one after another, in order (merging,
+    /// supersession and the daily budget are per customer, and each message's outcome is
+    /// committed before the customer's next one is decided); as customers finish, more
+    /// rows are claimed. A row claimed for a customer whose task is running waits for
+    /// it. On SQLite every outcome joins the writer's group commit, so the commits of the
+    /// messages in flight share their fsyncs; the SMTP transport has its own pool and
+    /// rate limit.
     pub async fn run_reminders(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
     ) -> Result<ReminderReport, EngineError> {
+        use std::collections::{HashMap, VecDeque};
         let mut report = ReminderReport::default();
         if self.mail.is_none() {
             return Ok(report);
         }
+        let mut running: tokio::task::JoinSet<GroupDone> = tokio::task::JoinSet::new();
+        // Customers with a running task, and their rows claimed since, in order.
+        let mut busy: HashMap<i64, Vec<ReminderRow>> = HashMap::new();
+        // Customers ready to start, in the order their first row was claimed.
+        let mut ready: VecDeque<(i64, Vec<ReminderRow>)> = VecDeque::new();
+        let mut drained = false;
+        let mut failure = None;
         loop {
-            if shutdown.is_cancelled() {
-                break;
-            }
             let policy = self.policy();
-            let now = self.clock.now();
-            let batch = self
-                .store
-                .claim_due_reminders(
-                    &self.owner,
-                    to_epoch_ms(now),
-                    to_epoch_ms(now + policy.debit.lease),
-                    i64::from(policy.debit.batch_size),
-                )
-                .await?;
-            if batch.is_empty() {
-                break;
-            }
-            report.claimed += batch.len() as u64;
-            // One customer's messages one at a time, in order (merging, supersession and
-            // the daily budget are per customer); different customers side by side, so the
-            // database reads and the commit of one message overlap the others' SMTP
-            // round trips. The transport has its own pool and rate limit.
-            let mut groups: Vec<Vec<ReminderRow>> = Vec::new();
-            let mut group_of = std::collections::HashMap::new();
-            for reminder in batch {
-                let g = *group_of.entry(reminder.customer_id).or_insert_with(|| {
-                    groups.push(Vec::new());
-                    groups.len() - 1
-                });
-                groups[g].push(reminder);
-            }
-            let mut running = tokio::task::JoinSet::new();
-            for group in groups {
-                if running.len() >= MESSAGES_IN_FLIGHT
-                    && let Some(done) = running.join_next().await
-                {
-                    report.add(&done.map_err(join_error)?);
-                }
+            let max_in_flight = policy.reminders.max_in_flight.max(1) as usize;
+            while running.len() < max_in_flight
+                && let Some((customer, group)) = ready.pop_front()
+            {
+                busy.insert(customer, Vec::new());
                 let engine = Arc::clone(self);
-                running.spawn(async move { engine.send_customer_group(group).await });
+                running.spawn(async move { engine.send_customer_group(customer, group).await });
             }
-            while let Some(done) = running.join_next().await {
-                report.add(&done.map_err(join_error)?);
+            if !drained && ready.is_empty() && running.len() < max_in_flight {
+                if shutdown.is_cancelled() {
+                    drained = true;
+                    continue;
+                }
+                let want = i64::from(policy.debit.batch_size.max(1));
+                let now = self.clock.now();
+                let claimed = self
+                    .store
+                    .claim_due_reminders(
+                        &self.owner,
+                        to_epoch_ms(now),
+                        to_epoch_ms(now + policy.debit.lease),
+                        want,
+                    )
+                    .await;
+                match claimed {
+                    Ok(batch) => {
+                        // Fewer than asked: nothing else is due now.
+                        drained = (batch.len() as i64) < want;
+                        report.claimed += batch.len() as u64;
+                        for reminder in batch {
+                            let customer = reminder.customer_id;
+                            if let Some(waiting) = busy.get_mut(&customer) {
+                                waiting.push(reminder);
+                            } else if let Some((_, group)) =
+                                ready.iter_mut().find(|(c, _)| *c == customer)
+                            {
+                                group.push(reminder);
+                            } else {
+                                ready.push_back((customer, vec![reminder]));
+                            }
+                        }
+                        if !ready.is_empty() {
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        // What is claimed is finished before the error is reported.
+                        drained = true;
+                        failure = Some(e);
+                    }
+                }
+            }
+            match running.join_next().await {
+                Some(done) => {
+                    let (customer, done, merged) = done.map_err(join_error)?;
+                    report.add(&done);
+                    let waiting = busy.remove(&customer).unwrap_or_default();
+                    let waiting: Vec<ReminderRow> = waiting
+                        .into_iter()
+                        .filter(|r| !merged.contains(&r.id))
+                        .collect();
+                    if !waiting.is_empty() {
+                        // Its turn comes before customers claimed after it.
+                        ready.push_front((customer, waiting));
+                    }
+                }
+                None if ready.is_empty() && (drained || shutdown.is_cancelled()) => break,
+                None => {}
             }
         }
-        Ok(report)
+        match failure {
+            Some(e) => Err(e.into()),
+            None => Ok(report),
+        }
     }
 
     /// Sends one customer's claimed messages in order; a message merged into an earlier
     /// one is done already.
-    async fn send_customer_group(&self, group: Vec<ReminderRow>) -> ReminderReport {
+    async fn send_customer_group(&self, customer: i64, group: Vec<ReminderRow>) -> GroupDone {
         let mut report = ReminderReport::default();
         let mut merged = std::collections::HashSet::new();
         for reminder in group {
@@ -201,7 +249,7 @@ impl Engine {
                 }
             }
         }
-        report
+        (customer, report, merged)
     }
 
     /// Sends one due message, merged with the customer's other messages due within the
@@ -664,37 +712,44 @@ impl Engine {
         let ids: Vec<i64> = kept.iter().map(|p| p.r.id).collect();
         match mail.mailer.send(&email).await {
             Ok(()) => {
+                // Accepted by the relay: only now is it recorded as sent, every section in
+                // one transaction (on SQLite, in the writer's next group). A crash before
+                // that commit leaves the rows `sending` under a lease: they are sent again
+                // when it expires, with the same Message-ID.
                 let sent_at = to_epoch_ms(self.clock.now());
-                for p in &kept {
-                    let change = ReminderChange {
-                        state: "sent",
-                        message_id: Some(message_id.clone()),
-                        template: Some(p.kind.as_str().to_string()),
-                        sent_at_ms: Some(sent_at),
-                        bump_tries: true,
-                        release_lease: true,
-                        ..Default::default()
-                    };
-                    let ev = self.reminder_event(
-                        &p.r,
-                        now_ms,
-                        "reminder_sent",
-                        serde_json::json!({
-                            "kind": p.r.kind, "offset": p.r.offset_key, "template": p.kind.as_str(),
-                            "message_id": message_id, "locale": p.locale.as_str(), "funds": p.funds,
-                            "merged_with": ids.iter().filter(|id| **id != p.r.id).collect::<Vec<_>>(),
-                            "subject": sent_subject, "text": sent_text,
-                        }),
-                    );
-                    self.store
-                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
-                        .await?;
-                }
+                let outcomes = kept
+                    .iter()
+                    .map(|p| ReminderOutcome {
+                        reminder_id: p.r.id,
+                        change: ReminderChange {
+                            state: "sent",
+                            message_id: Some(message_id.clone()),
+                            template: Some(p.kind.as_str().to_string()),
+                            sent_at_ms: Some(sent_at),
+                            bump_tries: true,
+                            release_lease: true,
+                            ..Default::default()
+                        },
+                        event: Some(self.reminder_event(
+                            &p.r,
+                            now_ms,
+                            "reminder_sent",
+                            serde_json::json!({
+                                "kind": p.r.kind, "offset": p.r.offset_key, "template": p.kind.as_str(),
+                                "message_id": message_id, "locale": p.locale.as_str(), "funds": p.funds,
+                                "merged_with": ids.iter().filter(|id| **id != p.r.id).collect::<Vec<_>>(),
+                                "subject": sent_subject, "text": sent_text,
+                            }),
+                        )),
+                    })
+                    .collect();
+                self.record_outcomes(outcomes, now_ms).await?;
                 tracing::info!(to = %mask::email(&first.ctx.email), template = first.kind.as_str(), merged = kept.len(), "reminder sent");
                 Ok(Sent::Delivered)
             }
             Err(MailError::Transient(e)) => {
                 // An outage delays, it loses nothing: back to pending after a backoff.
+                let mut outcomes = Vec::with_capacity(kept.len());
                 for p in &kept {
                     let wait = policy.retry.technical_wait(p.r.tries as u32);
                     // The retry, too, waits for the end of quiet hours.
@@ -703,38 +758,92 @@ impl Engine {
                     } else {
                         now + wait
                     };
-                    let change = ReminderChange {
-                        state: "pending",
-                        scheduled_at_ms: Some(to_epoch_ms(retry_at)),
-                        last_error: Some(e.clone()),
-                        bump_tries: true,
-                        release_lease: true,
-                        ..Default::default()
-                    };
-                    let ev = self.reminder_event(
-                        &p.r,
-                        now_ms,
-                        "reminder_deferred",
-                        serde_json::json!({
-                            "kind": p.r.kind, "offset": p.r.offset_key,
-                            "error": mask::emails_in(&e),
-                            "retry_at": retry_at.to_rfc3339(),
-                        }),
-                    );
-                    self.store
-                        .apply_reminder_change(p.r.id, &self.owner, &change, Some(&ev), now_ms)
-                        .await?;
+                    outcomes.push(ReminderOutcome {
+                        reminder_id: p.r.id,
+                        change: ReminderChange {
+                            state: "pending",
+                            scheduled_at_ms: Some(to_epoch_ms(retry_at)),
+                            last_error: Some(e.clone()),
+                            bump_tries: true,
+                            release_lease: true,
+                            ..Default::default()
+                        },
+                        event: Some(self.reminder_event(
+                            &p.r,
+                            now_ms,
+                            "reminder_deferred",
+                            serde_json::json!({
+                                "kind": p.r.kind, "offset": p.r.offset_key,
+                                "error": mask::emails_in(&e),
+                                "retry_at": retry_at.to_rfc3339(),
+                            }),
+                        )),
+                    });
                     tracing::warn!(reminder_id = p.r.id, error = %mask::emails_in(&e), retry_at = %retry_at.to_rfc3339(), "mail server unavailable; reminder deferred");
                 }
+                self.record_outcomes(outcomes, now_ms).await?;
                 Ok(Sent::Deferred)
             }
             Err(e) => {
-                for p in &kept {
-                    self.record_failed(&p.r, &e.to_string(), now_ms).await?;
-                }
-                tracing::error!(error = %mask::emails_in(&e.to_string()), to = %mask::email(&first.ctx.email), "reminder rejected by the mail server");
+                let error = e.to_string();
+                let outcomes = kept
+                    .iter()
+                    .map(|p| self.failed_outcome(&p.r, &error, now_ms))
+                    .collect();
+                self.record_outcomes(outcomes, now_ms).await?;
+                tracing::error!(error = %mask::emails_in(&error), to = %mask::email(&first.ctx.email), "reminder rejected by the mail server");
                 Ok(Sent::Failed)
             }
+        }
+    }
+
+    /// Records the outcomes of one email (every message merged into it) together: one
+    /// transaction, on SQLite in the writer's next group commit, returning once it is
+    /// durable. A row that is no longer this worker's (its lease was taken over) is left
+    /// to its new holder and said in the log; the others are recorded.
+    pub(crate) async fn record_outcomes(
+        &self,
+        outcomes: Vec<ReminderOutcome>,
+        now_ms: i64,
+    ) -> Result<(), EngineError> {
+        let ids: Vec<i64> = outcomes.iter().map(|o| o.reminder_id).collect();
+        let applied = self
+            .store
+            .apply_reminder_changes(&self.owner, outcomes, now_ms)
+            .await?;
+        for (id, ok) in ids.iter().zip(&applied) {
+            if !ok {
+                tracing::warn!(
+                    reminder_id = id,
+                    "lease lost to another worker; its outcome is left to it"
+                );
+            }
+        }
+        if applied.len() == 1 && !applied[0] {
+            return Err(EngineError::Store(crate::store::StoreError::Fenced {
+                attempt_id: ids[0],
+                expected_state: "sending".into(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn failed_outcome(&self, r: &ReminderRow, error: &str, now_ms: i64) -> ReminderOutcome {
+        ReminderOutcome {
+            reminder_id: r.id,
+            change: ReminderChange {
+                state: "failed",
+                last_error: Some(error.to_string()),
+                bump_tries: true,
+                release_lease: true,
+                ..Default::default()
+            },
+            event: Some(self.reminder_event(
+                r,
+                now_ms,
+                "reminder_failed",
+                serde_json::json!({"kind": r.kind, "error": mask::emails_in(error)}),
+            )),
         }
     }
 
@@ -746,23 +855,8 @@ impl Engine {
         error: &str,
         now_ms: i64,
     ) -> Result<(), EngineError> {
-        let change = ReminderChange {
-            state: "failed",
-            last_error: Some(error.to_string()),
-            bump_tries: true,
-            release_lease: true,
-            ..Default::default()
-        };
-        let ev = self.reminder_event(
-            r,
-            now_ms,
-            "reminder_failed",
-            serde_json::json!({"kind": r.kind, "error": mask::emails_in(error)}),
-        );
-        self.store
-            .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
-            .await?;
-        Ok(())
+        self.record_outcomes(vec![self.failed_outcome(r, error, now_ms)], now_ms)
+            .await
     }
 
     pub(crate) fn reminder_event(

@@ -20,6 +20,8 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 pub(crate) type BoxFut<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
@@ -90,6 +92,16 @@ where
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
     queue: mpsc::UnboundedSender<Box<dyn Change>>,
+    stats: Arc<Stats>,
+}
+
+/// What the committer has done since it started.
+#[derive(Debug, Default)]
+struct Stats {
+    /// Groups that committed.
+    groups: AtomicU64,
+    /// Changes in those groups.
+    changes: AtomicU64,
 }
 
 impl GroupCommit {
@@ -97,8 +109,17 @@ impl GroupCommit {
     /// every handle to the queue is gone.
     pub(crate) fn start(writer: SqlitePool) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(committer(writer, rx));
-        Self { queue }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(committer(writer, rx, Arc::clone(&stats)));
+        Self { queue, stats }
+    }
+
+    /// Groups committed and the changes they held, since the committer started.
+    pub(crate) fn committed(&self) -> (u64, u64) {
+        (
+            self.stats.groups.load(Ordering::Relaxed),
+            self.stats.changes.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `body` in the next group and returns its result once the group is committed.
@@ -119,7 +140,11 @@ impl GroupCommit {
     }
 }
 
-async fn committer(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<Box<dyn Change>>) {
+async fn committer(
+    writer: SqlitePool,
+    mut queue: mpsc::UnboundedReceiver<Box<dyn Change>>,
+    stats: Arc<Stats>,
+) {
     while let Some(first) = queue.recv().await {
         let mut conn = match writer.acquire().await {
             Ok(conn) => conn,
@@ -159,6 +184,10 @@ async fn committer(writer: SqlitePool, mut queue: mpsc::UnboundedReceiver<Box<dy
             )
         };
         drop(conn);
+        if failed.is_none() {
+            stats.groups.fetch_add(1, Ordering::Relaxed);
+            stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
+        }
         for r in ran {
             (r.settle)(failed.clone());
         }

@@ -648,6 +648,13 @@ impl Store {
         Ok(names)
     }
 
+    /// On SQLite, the group committer's work since this store was opened: groups
+    /// committed and the write transactions they held (a ratio above one is fsyncs
+    /// saved). `None` on PostgreSQL, where each write transaction commits alone.
+    pub fn write_groups(&self) -> Option<(u64, u64)> {
+        self.group.as_ref().map(|g| g.committed())
+    }
+
     pub fn backend(&self) -> Backend {
         match self.inner {
             Inner::Sqlite(_) => Backend::Sqlite,

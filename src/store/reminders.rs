@@ -1,6 +1,6 @@
 //! Customer emails as work rows: planning, claiming with leases, fenced state changes.
 
-use super::{NewEvent, Result, Store, StoreError, WriteTx};
+use super::{NewEvent, Result, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct NewReminder {
@@ -80,6 +80,15 @@ pub struct ReminderChange {
     pub release_lease: bool,
 }
 
+/// What became of one claimed message: its fenced change and the event that records it
+/// (see [`Store::apply_reminder_changes`]).
+#[derive(Debug, Clone)]
+pub struct ReminderOutcome {
+    pub reminder_id: i64,
+    pub change: ReminderChange,
+    pub event: Option<NewEvent>,
+}
+
 /// Inserts a reminder with `ON CONFLICT DO NOTHING`; evaluates to the new id, if any.
 macro_rules! insert_reminder_sql {
     ($conn:expr, $r:expr, $now_ms:expr) => {{
@@ -126,6 +135,10 @@ impl Store {
     /// those this worker already claimed, to be merged into the email about to be sent:
     /// they become `sending` under this worker's lease. PostgreSQL skips rows another
     /// daemon holds.
+    ///
+    /// A read on the readers first: most customers have nothing else due, and then
+    /// nothing is written. Otherwise the claim is a write transaction (on SQLite, in the
+    /// next group of the group committer) and returns once committed.
     pub async fn claim_customer_messages(
         &self,
         customer_id: i64,
@@ -135,6 +148,22 @@ impl Store {
         until_ms: i64,
         lease_until_ms: i64,
     ) -> Result<Vec<ReminderRow>> {
+        let candidates: i64 = on_read!(self, |pool| {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM reminders \
+                 WHERE customer_id = $1 AND id <> $2 AND scheduled_at_ms <= $3 \
+                   AND (state = 'pending' OR (state = 'sending' AND lease_owner = $4))",
+            )
+            .bind(customer_id)
+            .bind(exclude_id)
+            .bind(until_ms)
+            .bind(owner)
+            .fetch_one(pool)
+            .await?
+        });
+        if candidates == 0 {
+            return Ok(Vec::new());
+        }
         let lock = match self.backend() {
             super::Backend::Sqlite => "",
             super::Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -148,17 +177,19 @@ impl Store {
                           ORDER BY scheduled_at_ms, id LIMIT 20 {lock}) \
              RETURNING {REMINDER_COLUMNS}"
         );
-        let mut rows: Vec<ReminderRow> = on_pool!(self, |pool| {
-            sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(owner)
+        let owner = owner.to_string();
+        let mut rows: Vec<ReminderRow> = super::write_tx!(self, |conn| {
+            let rows = sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
+                .bind(owner.as_str())
                 .bind(lease_until_ms)
                 .bind(now_ms)
                 .bind(customer_id)
                 .bind(exclude_id)
                 .bind(until_ms)
-                .fetch_all(pool)
-                .await?
-        });
+                .fetch_all(&mut *conn)
+                .await?;
+            Ok(rows)
+        })?;
         rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
         Ok(rows)
     }
@@ -224,7 +255,9 @@ impl Store {
         Ok(found)
     }
 
-    /// Applies a fenced change to one reminder, with its event, in one transaction.
+    /// Applies a fenced change to one reminder, with its event, in one transaction (on
+    /// SQLite, in the next group of the group committer: see [`Store::apply_reminder_changes`]).
+    /// Fails with [`StoreError::Fenced`] if the reminder is no longer `sending` under `owner`.
     pub async fn apply_reminder_change(
         &self,
         reminder_id: i64,
@@ -233,50 +266,91 @@ impl Store {
         event: Option<&NewEvent>,
         now_ms: i64,
     ) -> Result<()> {
-        on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let updated = sqlx::query(
-                "UPDATE reminders SET state = $1, \
-                    scheduled_at_ms = COALESCE($2, scheduled_at_ms), \
-                    message_id = COALESCE($3, message_id), \
-                    template = COALESCE($4, template), \
-                    last_error = COALESCE($5, last_error), \
-                    cancel_reason = COALESCE($6, cancel_reason), \
-                    sent_at_ms = COALESCE($7, sent_at_ms), \
-                    tries = tries + $8, \
-                    lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
-                    lease_until_ms = CASE WHEN $9 = 1 THEN NULL ELSE lease_until_ms END, \
-                    updated_at_ms = $10 \
-                 WHERE id = $11 AND state = 'sending' AND lease_owner = $12",
-            )
-            .bind(change.state)
-            .bind(change.scheduled_at_ms)
-            .bind(change.message_id.as_deref())
-            .bind(change.template.as_deref())
-            .bind(change.last_error.as_deref())
-            .bind(change.cancel_reason.as_deref())
-            .bind(change.sent_at_ms)
-            .bind(i64::from(change.bump_tries))
-            .bind(i64::from(change.release_lease))
-            .bind(now_ms)
-            .bind(reminder_id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated != 1 {
-                tx.rollback().await?;
-                return Err(StoreError::Fenced {
-                    attempt_id: reminder_id,
-                    expected_state: "sending".into(),
-                });
-            }
-            if let Some(ev) = event {
-                insert_event!(&mut *tx, ev)?;
-            }
-            tx.commit().await?;
-        });
+        let outcome = ReminderOutcome {
+            reminder_id,
+            change: change.clone(),
+            event: event.cloned(),
+        };
+        let applied = self
+            .apply_reminder_changes(owner, vec![outcome], now_ms)
+            .await?;
+        if applied.first() != Some(&true) {
+            return Err(StoreError::Fenced {
+                attempt_id: reminder_id,
+                expected_state: "sending".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// Applies the outcomes of one email (every message merged into it) in one write
+    /// transaction, each change fenced by state `sending` and `owner`, each event written
+    /// only with its change. Evaluates, per outcome in order, to whether it applied
+    /// (`false`: the row was no longer this worker's, and nothing of that outcome was
+    /// written). Any other error writes nothing of the set.
+    ///
+    /// On SQLite the transaction joins the next group of the group committer (one fsync
+    /// for every message outcome, debit change and booking queued meanwhile) and this
+    /// returns only once that group is committed: a message is acted on (the next one
+    /// of the customer decided, the email counted against the budget) only once its
+    /// outcome is durable. On PostgreSQL it is a transaction of its own.
+    pub async fn apply_reminder_changes(
+        &self,
+        owner: &str,
+        outcomes: Vec<ReminderOutcome>,
+        now_ms: i64,
+    ) -> Result<Vec<bool>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_string();
+        let backend = self.backend();
+        super::write_tx!(self, |conn| {
+            let mut applied = Vec::with_capacity(outcomes.len());
+            let mut events = Vec::new();
+            for o in &outcomes {
+                let change = &o.change;
+                let updated = sqlx::query(
+                    "UPDATE reminders SET state = $1, \
+                        scheduled_at_ms = COALESCE($2, scheduled_at_ms), \
+                        message_id = COALESCE($3, message_id), \
+                        template = COALESCE($4, template), \
+                        last_error = COALESCE($5, last_error), \
+                        cancel_reason = COALESCE($6, cancel_reason), \
+                        sent_at_ms = COALESCE($7, sent_at_ms), \
+                        tries = tries + $8, \
+                        lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
+                        lease_until_ms = CASE WHEN $9 = 1 THEN NULL ELSE lease_until_ms END, \
+                        updated_at_ms = $10 \
+                     WHERE id = $11 AND state = 'sending' AND lease_owner = $12",
+                )
+                .bind(change.state)
+                .bind(change.scheduled_at_ms)
+                .bind(change.message_id.as_deref())
+                .bind(change.template.as_deref())
+                .bind(change.last_error.as_deref())
+                .bind(change.cancel_reason.as_deref())
+                .bind(change.sent_at_ms)
+                .bind(i64::from(change.bump_tries))
+                .bind(i64::from(change.release_lease))
+                .bind(now_ms)
+                .bind(o.reminder_id)
+                .bind(owner.as_str())
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+                applied.push(updated == 1);
+                if updated == 1
+                    && let Some(ev) = &o.event
+                {
+                    events.push(ev.clone());
+                }
+            }
+            if !events.is_empty() {
+                insert_events!(&mut *conn, backend, &events);
+            }
+            Ok(applied)
+        })
     }
 
     pub async fn reminders_for_agreement(&self, agreement_id: i64) -> Result<Vec<ReminderRow>> {

@@ -18,6 +18,7 @@ mod helpers;
 mod import;
 mod inbox;
 mod mail;
+mod message_outcomes;
 mod migrations;
 mod operator;
 mod overdue;

@@ -108,6 +108,7 @@ pub(crate) fn policy(hook_url: Option<String>, ops_email: Option<&str>) -> Engin
             quiet_exempt: Vec::new(),
             merge_window: Duration::minutes(30),
             max_per_customer_per_day: 3,
+            max_in_flight: 32,
         },
         overdue: OverduePolicy::from_settings(&overdue, &PaymentSettings::default(), &alerts)
             .unwrap(),

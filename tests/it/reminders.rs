@@ -19,7 +19,7 @@ use repayd::store::agreements::{NewAgreement, NewCustomer, NewFundingAccount, Ne
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-fn policy() -> EnginePolicy {
+pub(crate) fn policy() -> EnginePolicy {
     EnginePolicy {
         debit: DebitPolicy {
             local_time: chrono::NaiveTime::from_hms_opt(6, 0, 0).unwrap(),
@@ -46,6 +46,7 @@ fn policy() -> EnginePolicy {
             quiet_exempt: Vec::new(),
             merge_window: Duration::minutes(30),
             max_per_customer_per_day: 3,
+            max_in_flight: 32,
         },
         overdue: Default::default(),
         poll: std::time::Duration::from_secs(1),
@@ -53,7 +54,7 @@ fn policy() -> EnginePolicy {
     }
 }
 
-fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+pub(crate) fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap()
 }
 
@@ -67,7 +68,7 @@ fn local(date: &str, h: u32, tz: Tz) -> DateTime<Utc> {
 
 /// One customer with one agreement of one installment; returns (agreement, installment).
 #[allow(clippy::too_many_arguments)] // reads as a table row at each call site
-async fn customer(
+pub(crate) async fn customer(
     store: &Store,
     id: &str,
     locale: &str,
@@ -135,7 +136,7 @@ async fn customer(
     (a, inst)
 }
 
-async fn setup(
+pub(crate) async fn setup(
     db: &TestDb,
     clock: &ManualClock,
     mailer: Arc<dyn Mailer>,

@@ -968,8 +968,12 @@ listen = "127.0.0.1:0"
         // 20 ms first: on SQLite that run is traced to count commits (fsyncs), which the
         // untraced 0 ms run then uses.
         if sqlite {
-            self.due_day_backend(Backend::Sqlite, &[(1, 20), (1, 0)], commit_rate)
-                .await?;
+            self.due_day_backend(
+                Backend::Sqlite,
+                &[(1, 20, true), (1, 0, true), (1, 0, false)],
+                commit_rate,
+            )
+            .await?;
         }
         match self.postgres.clone() {
             _ if !postgres => {}
@@ -979,7 +983,13 @@ listen = "127.0.0.1:0"
                     "  pgbench: {}",
                     tps.map_or("not measured".into(), |t| format!("{} tps", num(t)))
                 );
-                let runs = [(1, 20), (1, 0), (3, 20), (3, 0)];
+                let runs = [
+                    (1, 20, true),
+                    (1, 0, true),
+                    (1, 0, false),
+                    (3, 20, true),
+                    (3, 0, true),
+                ];
                 self.due_day_backend(Backend::Postgres(admin), &runs, tps)
                     .await?;
             }
@@ -1066,7 +1076,7 @@ listen = "127.0.0.1:0"
     async fn due_day_backend(
         &mut self,
         backend: Backend,
-        runs: &[(usize, u64)],
+        runs: &[(usize, u64, bool)],
         commit_limit: Option<f64>,
     ) -> anyhow::Result<()> {
         let backend_name = match &backend {
@@ -1087,12 +1097,19 @@ listen = "127.0.0.1:0"
         } else {
             self.prepare_due_day(&backend, &prep, now).await?;
         }
-        for &(daemons, latency) in runs {
+        for &(daemons, latency, with_debits) in runs {
+            // Without debits: the same database with every due debit moved a month out,
+            // so the message loop has the writer (and the machine) to itself.
             let name = format!(
-                "{backend_name}, {daemons} daemon{}",
-                if daemons > 1 { "s" } else { "" }
+                "{backend_name}, {daemons} daemon{}{}",
+                if daemons > 1 { "s" } else { "" },
+                if with_debits { "" } else { ", no debit due" }
             );
-            let tag = format!("{tag}{daemons}");
+            let tag = if with_debits {
+                format!("{tag}{daemons}")
+            } else {
+                format!("{tag}{daemons}mail")
+            };
             let run_db = format!("{}_{tag}_{latency}", self.db_prefix);
             let run_url = backend.copy(&prep, &run_db, &self.work)?;
             let config = self.config(&format!("{tag}-{latency}ms"), &run_url, latency)?;
@@ -1100,6 +1117,9 @@ listen = "127.0.0.1:0"
             // and each debit waits for two calls to the bank (the funds check, the debit).
             let in_flight = f64::from(Settings::load(&config)?.debit.max_in_flight);
             let store = Store::connect(&secrecy::SecretString::from(run_url.clone()), 2).await?;
+            if !with_debits {
+                postpone_debits(&store, chrono::Duration::days(30)).await?;
+            }
             let due_debits = store
                 .due_debit_work(to_epoch_ms(SystemClock.now()))
                 .await?
@@ -1258,17 +1278,19 @@ listen = "127.0.0.1:0"
                     num(l)
                 );
             }
-            self.row(
-                format!("{scenario}: debits"),
-                format!(
-                    "{}/s ({} of {} due finished in {debit_secs:.0} s)",
-                    num(debit_rate),
-                    num(finished as f64),
-                    num(due_debits as f64),
-                ),
-                limit.clone(),
-                bound.map_or("-".into(), |b| ratio(debit_rate, b)),
-            );
+            if with_debits {
+                self.row(
+                    format!("{scenario}: debits"),
+                    format!(
+                        "{}/s ({} of {} due finished in {debit_secs:.0} s)",
+                        num(debit_rate),
+                        num(finished as f64),
+                        num(due_debits as f64),
+                    ),
+                    limit.clone(),
+                    bound.map_or("-".into(), |b| ratio(debit_rate, b)),
+                );
+            }
             self.row(
                 format!("{scenario}: reminders"),
                 format!(
@@ -1357,6 +1379,20 @@ async fn mark_earlier_reminders_sent(
     Ok(marked)
 }
 
+/// Moves every scheduled debit attempt `by` later: a due day with only its messages.
+async fn postpone_debits(store: &Store, by: chrono::Duration) -> anyhow::Result<()> {
+    crate::store::on_pool!(store, |pool| {
+        sqlx::query(
+            "UPDATE debit_attempts SET scheduled_at_ms = scheduled_at_ms + $1 \
+             WHERE state = 'scheduled'",
+        )
+        .bind(by.num_milliseconds())
+        .execute(pool)
+        .await?;
+    });
+    Ok(())
+}
+
 /// Debit attempts with an outcome plus customer messages sent, cancelled or failed: the
 /// units of work the commits are divided by.
 async fn processed_work(store: &Store) -> anyhow::Result<u64> {
@@ -1403,10 +1439,13 @@ enum Backend {
 }
 
 impl Backend {
-    fn tag(&self) -> &'static str {
+    /// Names this backend's files and databases; on PostgreSQL with this process's id,
+    /// so two benchmarks on one server (several people, one machine) never drop each
+    /// other's databases.
+    fn tag(&self) -> String {
         match self {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres(_) => "pg",
+            Backend::Sqlite => "sqlite".into(),
+            Backend::Postgres(_) => format!("pg{}", std::process::id()),
         }
     }
 
