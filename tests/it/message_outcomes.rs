@@ -378,8 +378,8 @@ async fn the_outcomes_of_one_email_are_written_together(db: TestDb) {
     // one applies once; on SQLite they share group commits (fewer commits than writes).
     let before = db.store.write_groups();
     let mut tasks = tokio::task::JoinSet::new();
-    for r in claimed[3..].iter().cloned() {
-        let store = db.store.clone();
+    for r in &claimed[3..] {
+        let (store, r) = (db.store.clone(), r.clone());
         tasks.spawn(async move {
             store
                 .apply_reminder_changes("w", vec![sent(&r, now_ms)], now_ms)
