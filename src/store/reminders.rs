@@ -1,6 +1,6 @@
 //! Customer emails as work rows: planning, claiming with leases, fenced state changes.
 
-use super::{NewEvent, Result, Store, StoreError};
+use super::{NewEvent, Result, Store, StoreError, WriteTx};
 
 #[derive(Debug, Clone)]
 pub struct NewReminder {
