@@ -45,6 +45,7 @@ fn policy() -> EnginePolicy {
             quiet_exempt: Vec::new(),
             merge_window: Duration::minutes(30),
             max_per_customer_per_day: 3,
+            max_in_flight: 32,
         },
         overdue: Default::default(),
         poll: std::time::Duration::from_secs(1),
