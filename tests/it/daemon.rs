@@ -488,13 +488,17 @@ listen = "127.0.0.1:0"
     );
 }
 
-/// Invariant 5 with the real process: `kill -9` while debits are at the bank, restart,
-/// and every installment ends debited exactly once (counted at the sandbox bank by key).
-#[test]
-fn kill_9_mid_debit_then_restart_debits_each_installment_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("repayd.db").display());
-    let config = dir.path().join("repayd.toml");
+/// A daemon's configuration in `dir` for the kill -9 tests: SQLite file, the sandbox bank
+/// (`latency_ms` per call), a file outbox, no HTTP listener, the planner every second;
+/// `debit_extra` goes into `[debit]`. Returns the database URL and the config's path.
+fn kill_test_config(
+    dir: &Path,
+    key_prefix: &str,
+    latency_ms: u64,
+    debit_extra: &str,
+) -> (String, PathBuf) {
+    let db_url = format!("sqlite://{}", dir.join("repayd.db").display());
+    let config = dir.join("repayd.toml");
     std::fs::write(
         &config,
         format!(
@@ -508,7 +512,8 @@ format = "json"
 [debit]
 local_time = "00:00"
 lease_seconds = 300           # far longer than the test: the restart must not wait for it
-key_prefix = "it-kill"
+key_prefix = "{key_prefix}"
+{debit_extra}
 
 [engine]
 planner_cron = "* * * * * *"
@@ -518,7 +523,7 @@ poll_seconds = 1
 kind = "sandbox"
 
 [gateway.sandbox]
-latency_ms = 400              # each bank call takes a while: kill -9 lands mid-debit
+latency_ms = {latency_ms}
 
 [mail]
 kind = "outbox"
@@ -528,10 +533,20 @@ outbox_dir = "{outbox}"
 [http]
 enabled = false
 "#,
-            outbox = dir.path().join("outbox").display(),
+            outbox = dir.join("outbox").display(),
         ),
     )
     .unwrap();
+    (db_url, config)
+}
+
+/// Invariant 5 with the real process: `kill -9` while debits are at the bank, restart,
+/// and every installment ends debited exactly once (counted at the sandbox bank by key).
+#[test]
+fn kill_9_mid_debit_then_restart_debits_each_installment_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each bank call takes a while: kill -9 lands mid-debit.
+    let (db_url, config) = kill_test_config(dir.path(), "it-kill", 400, "");
     import(&db_url, &agreements_csv(dir.path(), "k.csv", 0..12));
 
     let mut first = Daemon::start(&config);
@@ -779,43 +794,7 @@ fn count(db_url: &str, sql: &'static str) -> i64 {
 fn kill_9_while_applying_returns_applies_each_return_exactly_once() {
     const N: usize = 250;
     let dir = tempfile::tempdir().unwrap();
-    let db_url = format!("sqlite://{}", dir.path().join("repayd.db").display());
-    let config = dir.path().join("repayd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[database]
-url = "{db_url}"
-
-[log]
-format = "json"
-
-[debit]
-local_time = "00:00"
-lease_seconds = 300
-key_prefix = "it-ret"
-returns_poll_seconds = 1
-
-[engine]
-planner_cron = "* * * * * *"
-poll_seconds = 1
-
-[gateway]
-kind = "sandbox"
-
-[mail]
-kind = "outbox"
-from = "Repayments <repayments@example.com>"
-outbox_dir = "{outbox}"
-
-[http]
-enabled = false
-"#,
-            outbox = dir.path().join("outbox").display(),
-        ),
-    )
-    .unwrap();
+    let (db_url, config) = kill_test_config(dir.path(), "it-ret", 0, "returns_poll_seconds = 1");
     import(&db_url, &agreements_csv(dir.path(), "r.csv", 0..N));
 
     // Today's first installments are debited, then the daemon stops.
