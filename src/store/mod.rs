@@ -134,6 +134,32 @@ macro_rules! insert_events {
 #[allow(unused_imports)]
 pub(crate) use insert_events;
 
+/// A funding account's id and mandate status, by its external reference, on `$conn` (a
+/// transaction); `NotFound` naming the masked reference when there is none. The mandate
+/// changes (revoke, reinstate) read it first, then decide.
+macro_rules! account_mandate {
+    ($conn:expr, $account_ref:expr) => {{
+        let account_ref: &str = $account_ref;
+        let found: Option<(i64, String)> = sqlx::query_as(
+            "SELECT id, mandate_status FROM funding_accounts WHERE external_ref = $1",
+        )
+        .bind(account_ref)
+        .fetch_optional($conn)
+        .await?;
+        match found {
+            Some(found) => found,
+            None => {
+                return Err($crate::store::StoreError::NotFound {
+                    what: "funding account",
+                    id: $crate::mask::account(account_ref),
+                });
+            }
+        }
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use account_mandate;
+
 /// Writes planned debit attempts (multi-row INSERTs, an existing attempt skipped) on
 /// `$conn`, a write transaction, and evaluates to their events with the new attempt ids
 /// filled in, for [`insert_events!`] in the same transaction. One copy for the single

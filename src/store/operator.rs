@@ -135,18 +135,7 @@ impl Store {
     ) -> Result<Vec<i64>> {
         let out = on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            let account: Option<(i64, String)> = sqlx::query_as(
-                "SELECT id, mandate_status FROM funding_accounts WHERE external_ref = $1",
-            )
-            .bind(account_ref)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some((account_id, status)) = account else {
-                return Err(StoreError::NotFound {
-                    what: "funding account",
-                    id: crate::mask::account(account_ref),
-                });
-            };
+            let (account_id, status) = super::account_mandate!(&mut *tx, account_ref);
             if status != "revoked" {
                 tx.rollback().await?;
                 return Err(StoreError::Conflict(format!(
