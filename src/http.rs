@@ -193,6 +193,8 @@ pub struct HttpServer {
     addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The console's refresh of past days' figures ([`crate::console::spawn_refresher`]).
+    refresher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HttpServer {
@@ -222,8 +224,17 @@ impl HttpServer {
                 .zip(settings.console_password().ok().flatten()),
             public_address: !addr.ip().is_loopback(),
         });
-        let router = router(Arc::new(Shared { state, token }), console);
         let stop = CancellationToken::new();
+        // The Today page's past days are kept up to date beside the console.
+        let refresher = settings.console.then(|| {
+            crate::console::spawn_refresher(
+                state.store.clone(),
+                Arc::clone(&state.clock),
+                state.console.time_zone,
+                stop.clone(),
+            )
+        });
+        let router = router(Arc::new(Shared { state, token }), console);
         let limits = Limits {
             connections: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_connections.max(1) as usize
@@ -234,7 +245,12 @@ impl HttpServer {
         };
         let task = tokio::spawn(serve(listener, router, limits, stop.clone()));
         tracing::info!(addr = %addr, console = settings.console, "http server listening (/healthz, /readyz, /metrics, /console)");
-        Ok(Self { addr, stop, task })
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            refresher,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -246,6 +262,10 @@ impl HttpServer {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if let Some(refresher) = self.refresher {
+            // A refresh in progress is one day's read and a short write: let it finish.
+            let _ = tokio::time::timeout(Duration::from_secs(5), refresher).await;
+        }
     }
 }
 

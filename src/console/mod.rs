@@ -197,16 +197,86 @@ pub(crate) struct Console {
     auth: ConsoleAuth,
     sessions: Mutex<HashMap<String, Session>>,
     templates: minijinja::Environment<'static>,
-    /// Figures of past days for the 30-day chart, with when they were read: a day
-    /// before today changes only when a late payment or retry lands, so it is read again
-    /// after [`views::PAST_DAY_TTL`], not on every page view.
-    pub days: Mutex<HashMap<String, (Instant, Vec<crate::store::console::DueFigureRow>)>>,
 }
 
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Console").finish_non_exhaustive()
     }
+}
+
+/// How often the background refresh of the Today page's past days looks for days to
+/// keep or to refresh ([`refresh_past_days`]).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(30);
+
+/// Keeps the figures of the Today chart's past days (migration 0017) for those not kept
+/// yet or changed since: each is read once here instead of on every page view. A day is
+/// kept only up to the last day whose changes the database notes (tomorrow in UTC by its
+/// clock), so no change to a kept day goes unnoticed. Forgets days a week older than the
+/// chart. Returns how many days it refreshed.
+pub async fn refresh_past_days(
+    store: &Store,
+    clock: &dyn Clock,
+    time_zone: chrono_tz::Tz,
+) -> crate::store::Result<usize> {
+    let now = clock.now();
+    let today = now.with_timezone(&time_zone).date_naive();
+    let from = today
+        .checked_sub_days(chrono::Days::new(views::CHART_DAYS - 1))
+        .unwrap_or(today);
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let noted_until = store.console_noted_until().await?;
+    let kept: std::collections::BTreeSet<String> = store
+        .console_kept_days(&views::day_key(from), &views::day_key(yesterday))
+        .await?
+        .into_iter()
+        .map(|r| r.due_date)
+        .collect();
+    let mut refreshed = 0;
+    for day in from.iter_days().take_while(|d| *d < today) {
+        let key = views::day_key(day);
+        if key > noted_until || kept.contains(&key) {
+            continue;
+        }
+        store
+            .refresh_console_day(&key, crate::clock::to_epoch_ms(now))
+            .await?;
+        refreshed += 1;
+    }
+    let forget = from.checked_sub_days(chrono::Days::new(7)).unwrap_or(from);
+    store
+        .console_forget_days_before(&views::day_key(forget))
+        .await?;
+    Ok(refreshed)
+}
+
+/// Runs [`refresh_past_days`] now and every [`REFRESH_EVERY`] until `stop`.
+pub fn spawn_refresher(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    time_zone: chrono_tz::Tz,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let started = Instant::now();
+            match refresh_past_days(&store, clock.as_ref(), time_zone).await {
+                Ok(0) => {}
+                Ok(days) => tracing::debug!(
+                    days,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "console: past days' figures refreshed"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "console: refreshing past days' figures failed")
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(REFRESH_EVERY) => {}
+            }
+        }
+    })
 }
 
 /// The console's routes, ready to merge into the operations server's router.
@@ -223,7 +293,6 @@ pub fn router(
         auth,
         sessions: Mutex::new(HashMap::new()),
         templates: templates(),
-        days: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/today") }))

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// How long a past day's figures are kept before they are read again.
-pub const PAST_DAY_TTL: Duration = Duration::from_secs(10 * 60);
+/// Days in the Today page's chart, today included.
+pub const CHART_DAYS: u64 = 30;
 /// Rows in each list of a queue or of the credit-warning list.
 const LIST_LIMIT: i64 = 50;
 /// The credit-warning horizon in days.
@@ -132,33 +132,42 @@ impl Console {
             .date_naive()
     }
 
-    /// A day's rows: today's always fresh, a past day's from the cache while fresh.
-    async fn day_rows(
+    /// The chart's days, oldest first, each with its rows: a past day's kept figures
+    /// when they are still true (see [`super::refresh_past_days`]), else read live, as
+    /// today's always are.
+    async fn chart_rows(
         &self,
-        day: NaiveDate,
         today: NaiveDate,
-    ) -> crate::store::Result<Vec<DueFigureRow>> {
-        let key = day.format("%Y-%m-%d").to_string();
-        if day < today
-            && let Some((at, rows)) = self.days.lock().expect("days lock").get(&key)
-            && at.elapsed() < PAST_DAY_TTL
+    ) -> crate::store::Result<Vec<(NaiveDate, Vec<DueFigureRow>)>> {
+        let from = today
+            .checked_sub_days(Days::new(CHART_DAYS - 1))
+            .unwrap_or(today);
+        let yesterday = today.pred_opt().unwrap_or(today);
+        let mut kept: BTreeMap<String, Vec<DueFigureRow>> = BTreeMap::new();
+        for row in self
+            .store
+            .console_kept_days(&day_key(from), &day_key(yesterday))
+            .await?
         {
-            return Ok(rows.clone());
+            let figures = kept.entry(row.due_date.clone()).or_default();
+            figures.extend(row.figure());
         }
-        let rows = self.store.console_due_figures(&key).await?;
-        if day < today {
-            let mut days = self.days.lock().expect("days lock");
-            // Only the chart's window is kept.
-            let oldest = today
-                .checked_sub_days(Days::new(40))
-                .unwrap_or(today)
-                .format("%Y-%m-%d")
-                .to_string();
-            days.retain(|k, _| *k >= oldest);
-            days.insert(key, (Instant::now(), rows.clone()));
+        let mut days = Vec::with_capacity(CHART_DAYS as usize);
+        for day in from.iter_days().take_while(|d| *d <= today) {
+            let key = day_key(day);
+            let rows = match kept.remove(&key) {
+                Some(rows) if day < today => rows,
+                _ => self.store.console_due_figures(&key).await?,
+            };
+            days.push((day, rows));
         }
-        Ok(rows)
+        Ok(days)
     }
+}
+
+/// A date as the database keeps due dates: `YYYY-MM-DD`.
+pub fn day_key(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
 }
 
 fn signed_in(c: &Console, headers: &HeaderMap) -> Result<Operator, Box<Response>> {
@@ -174,14 +183,13 @@ pub(crate) async fn today(State(c): State<Arc<Console>>, headers: HeaderMap) -> 
     };
     let lang = operator.lang;
     let today = c.today();
-    let mut days = Vec::with_capacity(30);
-    for back in (0..30u64).rev() {
-        let day = today.checked_sub_days(Days::new(back)).unwrap_or(today);
-        match c.day_rows(day, today).await {
-            Ok(rows) => days.push((day, fold_day(&rows))),
-            Err(e) => return failed(e),
-        }
-    }
+    let days: Vec<_> = match c.chart_rows(today).await {
+        Ok(days) => days
+            .into_iter()
+            .map(|(day, rows)| (day, fold_day(&rows)))
+            .collect(),
+        Err(e) => return failed(e),
+    };
     let (_, figures) = days.last().cloned().unwrap_or((today, BTreeMap::new()));
     let mut currencies: Vec<String> = days.iter().flat_map(|(_, f)| f.keys().cloned()).collect();
     currencies.sort();
@@ -265,11 +273,9 @@ pub(crate) async fn overdue(State(c): State<Arc<Console>>, headers: HeaderMap) -
     let mut into: BTreeMap<String, i64> = BTreeMap::new();
     for m in &moves {
         if m.kind == "delinquency_cleared" {
-            cleared += 1;
-        } else if let Ok(detail) = serde_json::from_str::<Value>(&m.detail)
-            && let Some(to) = detail["to"].as_str()
-        {
-            *into.entry(to.to_string()).or_default() += 1;
+            cleared += m.moves;
+        } else if let Some(to) = &m.bucket {
+            *into.entry(to.clone()).or_default() += m.moves;
         }
     }
     let report_after = i64::from(c.options.credit_report_after_days);

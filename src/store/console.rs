@@ -6,6 +6,41 @@
 use super::agreements::{AgreementRow, CustomerRow, FundingAccountRow};
 use super::{EventRow, Result, Store};
 
+/// Replaces the kept figures of `$day` with `$rows` (`&[DueFigureRow]`) on `$conn` (a
+/// transaction of either backend), stamped `$now_ms`.
+macro_rules! keep_day_figures {
+    ($conn:expr, $day:expr, $now_ms:expr, $rows:expr) => {{
+        let (day, rows): (&str, &[DueFigureRow]) = ($day, $rows);
+        sqlx::query(
+            "INSERT INTO console_days (due_date, refreshed_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (due_date) DO UPDATE SET refreshed_at_ms = excluded.refreshed_at_ms",
+        )
+        .bind(day)
+        .bind($now_ms)
+        .execute(&mut *$conn)
+        .await?;
+        sqlx::query("DELETE FROM console_day_figures WHERE due_date = $1")
+            .bind(day)
+            .execute(&mut *$conn)
+            .await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO console_day_figures (due_date, currency, state, installments, \
+                     due_minor, paid_minor, funds_checked) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(day)
+            .bind(&r.currency)
+            .bind(&r.state)
+            .bind(r.installments)
+            .bind(r.due_minor)
+            .bind(r.paid_minor)
+            .bind(r.funds_checked)
+            .execute(&mut *$conn)
+            .await?;
+        }
+    }};
+}
+
 /// Installments due on one day, of one currency, whose latest debit attempt is in one
 /// state (`none` when no attempt was planned yet).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -17,6 +52,33 @@ pub struct DueFigureRow {
     pub paid_minor: i64,
     /// Of these, how many had their funds checked by that latest attempt.
     pub funds_checked: i64,
+}
+
+/// A kept day's figure ([`Store::console_kept_days`]): `currency` and the rest are `None`
+/// for a day with no installment due.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct KeptDayRow {
+    pub due_date: String,
+    pub currency: Option<String>,
+    pub state: Option<String>,
+    pub installments: Option<i64>,
+    pub due_minor: Option<i64>,
+    pub paid_minor: Option<i64>,
+    pub funds_checked: Option<i64>,
+}
+
+impl KeptDayRow {
+    /// The figure, unless the row only says the day is kept.
+    pub fn figure(&self) -> Option<DueFigureRow> {
+        Some(DueFigureRow {
+            currency: self.currency.clone()?,
+            state: self.state.clone()?,
+            installments: self.installments?,
+            due_minor: self.due_minor?,
+            paid_minor: self.paid_minor?,
+            funds_checked: self.funds_checked?,
+        })
+    }
 }
 
 /// Overdue agreements of one currency in one bucket.
@@ -45,11 +107,13 @@ pub struct OverdueAccountRow {
     pub amount_overdue_minor: i64,
 }
 
-/// One event that moved an agreement between buckets or out of overdue.
+/// How many events of one kind moved agreements into one bucket (`bucket` `None`: out
+/// of overdue, or a move whose detail names no bucket).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MoveRow {
     pub kind: String,
-    pub detail: String,
+    pub bucket: Option<String>,
+    pub moves: i64,
 }
 
 /// Retries planned in one 15-minute slot (`slot` counts [`RETRY_SLOT_MS`] since
@@ -124,6 +188,21 @@ pub struct SearchHit {
 /// The slot of [`RetrySlotRow`]: 15 minutes, the finest offset any time zone has.
 pub const RETRY_SLOT_MS: i64 = 900_000;
 
+/// One day's figures ([`Store::console_due_figures`]), `$1` the day.
+const DUE_FIGURES_SQL: &str = "SELECT a.currency, COALESCE(d.state, 'none') AS state, \
+        CAST(COUNT(*) AS BIGINT) AS installments, \
+        CAST(SUM(i.total_minor) AS BIGINT) AS due_minor, \
+        CAST(SUM(i.paid_minor) AS BIGINT) AS paid_minor, \
+        CAST(SUM(CASE WHEN d.funds_checked_at_ms IS NULL THEN 0 ELSE 1 END) AS BIGINT) \
+             AS funds_checked \
+     FROM installments i \
+     JOIN agreements a ON a.id = i.agreement_id \
+     LEFT JOIN debit_attempts d ON d.installment_id = i.id AND d.attempt_no = ( \
+         SELECT MAX(x.attempt_no) FROM debit_attempts x WHERE x.installment_id = i.id) \
+     WHERE i.due_date = $1 AND i.status IN ('paid', 'unpaid') \
+     GROUP BY a.currency, COALESCE(d.state, 'none') \
+     ORDER BY a.currency, 2";
+
 const HIT_COLUMNS: &str = "a.id AS agreement_id, a.external_id AS agreement_external_id, \
     a.status AS agreement_status, a.currency, a.total_minor, c.id AS customer_id, \
     c.external_id AS customer_external_id, c.name AS customer_name, c.email AS customer_email";
@@ -141,31 +220,130 @@ const OVERDUE_ACCOUNT_COLUMNS: &str = "a.id AS agreement_id, a.external_id AS ag
 
 impl Store {
     /// The installments due on `day` (YYYY-MM-DD, not cancelled) by currency and by the
-    /// state of each one's latest debit attempt. One index range over the day's
-    /// installments, one index probe each for its agreement and its latest attempt.
+    /// state of each one's latest debit attempt, read live. One index range over the
+    /// day's installments, one index probe each for its agreement and its latest attempt.
     pub async fn console_due_figures(&self, day: &str) -> Result<Vec<DueFigureRow>> {
         let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, DueFigureRow>(
-                "SELECT a.currency, COALESCE(d.state, 'none') AS state, \
-                        CAST(COUNT(*) AS BIGINT) AS installments, \
-                        CAST(SUM(i.total_minor) AS BIGINT) AS due_minor, \
-                        CAST(SUM(i.paid_minor) AS BIGINT) AS paid_minor, \
-                        CAST(SUM(CASE WHEN d.funds_checked_at_ms IS NULL THEN 0 ELSE 1 END) \
-                             AS BIGINT) AS funds_checked \
-                 FROM installments i \
-                 JOIN agreements a ON a.id = i.agreement_id \
-                 LEFT JOIN debit_attempts d ON d.installment_id = i.id AND d.attempt_no = ( \
-                     SELECT MAX(x.attempt_no) FROM debit_attempts x \
-                     WHERE x.installment_id = i.id) \
-                 WHERE i.due_date = $1 AND i.status IN ('paid', 'unpaid') \
-                 GROUP BY a.currency, COALESCE(d.state, 'none') \
-                 ORDER BY a.currency, 2",
+            sqlx::query_as::<_, DueFigureRow>(DUE_FIGURES_SQL)
+                .bind(day)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// The days in `[from, to]` whose figures are kept (migration 0017) and still true:
+    /// no installment or debit attempt due that day changed since they were refreshed.
+    /// One row per kept figure, and one with `currency` `None` for a day with none. One
+    /// statement, so one snapshot: a day is listed only with the figures of that moment.
+    pub async fn console_kept_days(&self, from: &str, to: &str) -> Result<Vec<KeptDayRow>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, KeptDayRow>(
+                "SELECT s.due_date, f.currency, f.state, f.installments, f.due_minor, \
+                        f.paid_minor, f.funds_checked \
+                 FROM console_days s \
+                 LEFT JOIN console_day_figures f ON f.due_date = s.due_date \
+                 WHERE s.due_date >= $1 AND s.due_date <= $2 \
+                   AND NOT EXISTS (SELECT 1 FROM console_day_changes c \
+                                   WHERE c.due_date = s.due_date) \
+                 ORDER BY s.due_date, f.currency, f.state",
             )
-            .bind(day)
+            .bind(from)
+            .bind(to)
             .fetch_all(pool)
             .await?
         });
         Ok(rows)
+    }
+
+    /// The last day whose changes the triggers of migration 0017 note: tomorrow in UTC by
+    /// the database's clock. A day after it may not be kept (its changes would go
+    /// unnoticed).
+    pub async fn console_noted_until(&self) -> Result<String> {
+        let day = match &self.inner {
+            super::Inner::Sqlite(pool) => {
+                sqlx::query_scalar::<_, String>("SELECT date('now', '+1 day')")
+                    .fetch_one(pool)
+                    .await?
+            }
+            super::Inner::Postgres(pool) => {
+                sqlx::query_scalar::<_, String>("SELECT console_day_horizon()")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(day)
+    }
+
+    /// Reads `day`'s figures live and keeps them (`console_day_figures`), removing the
+    /// notes of changes they take in; a change committed after the read keeps its note,
+    /// so the day is read live until the next refresh. Returns the figures kept.
+    ///
+    /// SQLite: the figures and the largest note id are read in one snapshot on a reader,
+    /// then written in a short write transaction (the writer is not held during the
+    /// read); note ids only grow and writes are serial, so the notes up to that id are
+    /// exactly those the read took in. PostgreSQL: one REPEATABLE READ transaction reads
+    /// and writes, and its DELETE sees only the notes of its snapshot.
+    pub async fn refresh_console_day(&self, day: &str, now_ms: i64) -> Result<Vec<DueFigureRow>> {
+        match &self.inner {
+            super::Inner::Sqlite(writer) => {
+                let pool = self.readers.as_ref().unwrap_or(writer);
+                let mut tx = pool.begin().await?;
+                let seen = sqlx::query_scalar::<_, i64>(
+                    "SELECT COALESCE(MAX(id), 0) FROM console_day_changes",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                let rows = sqlx::query_as::<_, DueFigureRow>(DUE_FIGURES_SQL)
+                    .bind(day)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let (day, kept) = (day.to_string(), rows.clone());
+                super::write_tx!(self, |conn| {
+                    keep_day_figures!(conn, &day, now_ms, &kept);
+                    sqlx::query("DELETE FROM console_day_changes WHERE due_date = $1 AND id <= $2")
+                        .bind(&day)
+                        .bind(seen)
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })?;
+                Ok(rows)
+            }
+            super::Inner::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = sqlx::query_as::<_, DueFigureRow>(DUE_FIGURES_SQL)
+                    .bind(day)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                keep_day_figures!(tx, day, now_ms, &rows);
+                sqlx::query("DELETE FROM console_day_changes WHERE due_date = $1")
+                    .bind(day)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Forgets the kept figures and the notes of days before `day` (out of the chart).
+    pub async fn console_forget_days_before(&self, day: &str) -> Result<()> {
+        let day = day.to_string();
+        super::write_tx!(self, |conn| {
+            for sql in [
+                "DELETE FROM console_day_figures WHERE due_date < $1",
+                "DELETE FROM console_days WHERE due_date < $1",
+                "DELETE FROM console_day_changes WHERE due_date < $1",
+            ] {
+                sqlx::query(sql).bind(&day).execute(&mut *conn).await?;
+            }
+            Ok(())
+        })
     }
 
     /// Overdue agreements (days past due above zero) by currency and bucket.
@@ -190,8 +368,10 @@ impl Store {
     pub async fn console_newly_overdue(&self, since_ms: i64) -> Result<i64> {
         let n = on_read!(self, |pool| {
             sqlx::query_scalar::<_, i64>(
+                // `IS NOT NULL` (implied by `>=`) steers SQLite to the partial index
+                // delinquency_overdue_since instead of every overdue row's table row.
                 "SELECT CAST(COUNT(*) AS BIGINT) FROM delinquency \
-                 WHERE dpd > 0 AND overdue_since_ms >= $1",
+                 WHERE dpd > 0 AND overdue_since_ms IS NOT NULL AND overdue_since_ms >= $1",
             )
             .bind(since_ms)
             .fetch_one(pool)
@@ -200,17 +380,28 @@ impl Store {
         Ok(n)
     }
 
-    /// Bucket changes and clearings written at or after `since_ms`.
+    /// Bucket changes and clearings written at or after `since_ms`, counted by kind and
+    /// by the bucket moved into (`None` for a clearing), in the database: the events'
+    /// details are read where they lie, not brought out to be parsed.
     pub async fn console_moves_since(&self, since_ms: i64) -> Result<Vec<MoveRow>> {
+        // The bucket moved into is the detail's "to" (JSON text on both backends).
+        let to = match self.backend() {
+            super::Backend::Sqlite => "json_extract(detail, '$.to')",
+            super::Backend::Postgres => "(detail::jsonb ->> 'to')",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT kind, CASE WHEN kind = 'delinquency_cleared' THEN NULL ELSE {to} END \
+                    AS bucket, CAST(COUNT(*) AS BIGINT) AS moves \
+             FROM events \
+             WHERE kind IN ('delinquency_bucket_changed', 'delinquency_cleared') \
+               AND at_ms >= $1 \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        ));
         let rows = on_read!(self, |pool| {
-            sqlx::query_as::<_, MoveRow>(
-                "SELECT kind, detail FROM events \
-                 WHERE kind IN ('delinquency_bucket_changed', 'delinquency_cleared') \
-                   AND at_ms >= $1",
-            )
-            .bind(since_ms)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as::<_, MoveRow>(sql)
+                .bind(since_ms)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows)
     }

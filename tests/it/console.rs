@@ -1221,3 +1221,215 @@ crate::both_backends!(
     today_is_the_operations_local_date,
     today_is_the_operations_local_date
 );
+
+/// The Today chart's past days are kept in a table (migration 0017) and never shown
+/// stale: a kept day equals the day read live; once a debit due that day changes state or
+/// a payment lands, the day is no longer taken as kept (the page reads it live) until the
+/// next refresh keeps it again, equal to the live figures. Then the page itself, served
+/// with its own background refresh, against the database. Both backends, on today's
+/// dates (the database notes changes up to its own tomorrow).
+async fn kept_past_days_match_the_live_figures(db: crate::helpers::TestDb) {
+    use crate::overdue::agreement;
+    use repayd::clock::{ManualClock, to_epoch_ms};
+    use repayd::store::debits::{AttemptChange, Effects, Fence, NewAttempt, PaymentApplied};
+    let store = &db.store;
+    let now = chrono::Utc::now();
+    let today = now.date_naive();
+    let day = |back: u64| (today - chrono::Days::new(back)).to_string();
+    let (a, insts) = agreement(
+        store,
+        "KEEP-1",
+        "Li Wei",
+        "6222020000007777",
+        &[&day(3), &day(2)],
+    )
+    .await;
+    agreement(store, "KEEP-2", "Wang Fang", "6222020000006666", &[&day(2)]).await;
+    let planned = |attempt_no: i64, key: &str| NewAttempt {
+        installment_id: insts[0],
+        agreement_id: a,
+        attempt_no,
+        idempotency_key: key.into(),
+        scheduled_at_ms: to_epoch_ms(now) - 3_600_000,
+        amount_minor: 1_066_19,
+        currency: "CNY".into(),
+        retry_reason: None,
+    };
+    let event = repayd::store::NewEvent {
+        at_ms: to_epoch_ms(now),
+        kind: "debit_attempt_planned",
+        agreement_id: Some(a),
+        installment_id: Some(insts[0]),
+        attempt_id: None,
+        detail: serde_json::json!({}),
+    };
+    store
+        .insert_attempt(&planned(1, "keep-test-1"), &event)
+        .await
+        .unwrap();
+    let clock = ManualClock::new(now);
+    let window = |back: u64| (today - chrono::Days::new(back)).to_string();
+    let kept = || async {
+        let mut days: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+        for row in store
+            .console_kept_days(&window(29), &window(1))
+            .await
+            .unwrap()
+        {
+            days.entry(row.due_date.clone())
+                .or_default()
+                .extend(row.figure());
+        }
+        days
+    };
+    let same_as_live = |kept: std::collections::BTreeMap<String, Vec<_>>| async move {
+        for (d, figures) in &kept {
+            assert_eq!(
+                figures,
+                &store.console_due_figures(d).await.unwrap(),
+                "{d}: kept and live figures"
+            );
+        }
+    };
+
+    // The first refresh keeps all 29 past days, equal to the live figures.
+    let refreshed = repayd::console::refresh_past_days(store, &clock, chrono_tz::UTC)
+        .await
+        .unwrap();
+    assert_eq!(refreshed, 29);
+    let days = kept().await;
+    assert_eq!(days.len(), 29, "{days:?}");
+    assert_eq!(days[&day(3)].len(), 1, "one installment, attempt scheduled");
+    assert_eq!(days[&day(3)][0].state, "scheduled");
+    assert_eq!(days[&day(2)][0].installments, 2);
+    same_as_live(days).await;
+    assert_eq!(
+        repayd::console::refresh_past_days(store, &clock, chrono_tz::UTC)
+            .await
+            .unwrap(),
+        0,
+        "nothing changed, nothing to refresh"
+    );
+
+    // The debit is claimed: its day is no longer taken as kept, the others are.
+    let claimed = store
+        .claim_due_attempts("keep-test", to_epoch_ms(now), to_epoch_ms(now) + 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let days = kept().await;
+    assert!(!days.contains_key(&day(3)), "a changed day is read live");
+    assert!(days.contains_key(&day(2)));
+    // It succeeds and pays the installment.
+    store
+        .apply_attempt_change(
+            &Fence {
+                attempt_id: claimed[0].id,
+                expected_state: "claimed".into(),
+                owner: "keep-test".into(),
+            },
+            &AttemptChange {
+                state: "succeeded",
+                funds_checked_at_ms: Some(to_epoch_ms(now)),
+                finished_at_ms: Some(to_epoch_ms(now)),
+                release_lease: true,
+                ..Default::default()
+            },
+            &Effects {
+                payment: Some(PaymentApplied {
+                    installment_id: insts[0],
+                    agreement_id: a,
+                    amount_minor: 1_066_19,
+                    at_ms: to_epoch_ms(now),
+                }),
+                ..Default::default()
+            },
+            to_epoch_ms(now),
+        )
+        .await
+        .unwrap();
+    // A payment by other means on the other day.
+    store
+        .record_installment_payment(insts[1], 500_00, "KEEP-TRANSFER", to_epoch_ms(now))
+        .await
+        .unwrap();
+    let days = kept().await;
+    assert!(!days.contains_key(&day(3)) && !days.contains_key(&day(2)));
+    assert_eq!(days.len(), 27);
+    assert_eq!(
+        repayd::console::refresh_past_days(store, &clock, chrono_tz::UTC)
+            .await
+            .unwrap(),
+        2,
+        "the two changed days"
+    );
+    let days = kept().await;
+    assert_eq!(days.len(), 29);
+    let debited = &days[&day(3)];
+    assert_eq!(
+        (
+            debited[0].state.as_str(),
+            debited[0].paid_minor,
+            debited[0].funds_checked
+        ),
+        ("succeeded", 1_066_19, 1)
+    );
+    assert_eq!(
+        days[&day(2)].iter().map(|f| f.paid_minor).sum::<i64>(),
+        500_00
+    );
+    same_as_live(days).await;
+
+    // A change after the last refresh, then the page (its server refreshes beside it):
+    // the 30 days' totals are the database's.
+    store
+        .insert_attempt(&planned(2, "keep-test-2"), &event)
+        .await
+        .unwrap();
+    store
+        .record_installment_payment(insts[1], 100_00, "KEEP-TRANSFER-2", to_epoch_ms(now))
+        .await
+        .unwrap();
+    let settings = repayd::http::HttpSettings {
+        listen: "127.0.0.1:0".into(),
+        token: Some(TOKEN.to_string().into()),
+        ..repayd::http::HttpSettings::default()
+    };
+    let state = repayd::http::HttpState {
+        store: store.clone(),
+        metrics: Arc::new(repayd::metrics::Metrics::new()),
+        clock: Arc::new(clock.clone()),
+        gateway: "sandbox".into(),
+        mailer: "outbox".into(),
+        stopping: tokio_util::sync::CancellationToken::new(),
+        console: repayd::console::ConsoleOptions::default(),
+    };
+    let server = repayd::http::HttpServer::start(&settings, state)
+        .await
+        .unwrap();
+    // What the three installments came to: all due, one debited, 600.00 transferred.
+    let (due, paid) = (3 * 1_066_19, 1_066_19 + 600_00);
+    let (status, page) = raw(
+        server.local_addr().port(),
+        &format!(
+            "GET /console/today HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let caption = page
+        .split("<figcaption>")
+        .nth(1)
+        .and_then(|rest| rest.split("</figcaption>").next())
+        .unwrap_or_else(|| panic!("no chart caption in {page}"));
+    assert!(
+        caption.contains(&repayd_money(due, "CNY")) && caption.contains(&repayd_money(paid, "CNY")),
+        "{caption}"
+    );
+    server.stop().await;
+}
+
+crate::both_backends!(
+    kept_past_days_match_the_live_figures,
+    kept_past_days_match_the_live_figures
+);
