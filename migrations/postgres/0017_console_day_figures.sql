@@ -119,3 +119,10 @@ FOR EACH ROW EXECUTE FUNCTION console_day_attempt_changed();
 DROP INDEX delinquency_overdue;
 CREATE INDEX delinquency_overdue ON delinquency (dpd, credit_flag)
     INCLUDE (bucket_index, bucket, amount_overdue_minor, agreement_id);
+
+-- A day's installments for the Today page with their ids (to look up each one's latest
+-- attempt), so PostgreSQL reads them with an index-only scan, as SQLite does (the rowid is
+-- in every SQLite index).
+DROP INDEX installments_due_figures;
+CREATE INDEX installments_due_figures
+    ON installments (due_date, status, agreement_id, total_minor, paid_minor) INCLUDE (id);
