@@ -77,10 +77,39 @@ pub struct DatabaseSettings {
     pub url_file: Option<PathBuf>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// SQLite: the page cache of each connection (every reader, and the writer outside a
+    /// planning pass), KiB. Kept while the connection is open: the daemon holds up to
+    /// `max_connections + 1` of them.
+    #[serde(default = "default_sqlite_cache_kib")]
+    pub sqlite_cache_kib: u32,
+    /// SQLite: the writer's page cache during a planning pass, KiB (freed after it).
+    #[serde(default = "default_sqlite_planning_cache_kib")]
+    pub sqlite_planning_cache_kib: u32,
 }
 
 fn default_max_connections() -> u32 {
     8
+}
+
+fn default_sqlite_cache_kib() -> u32 {
+    crate::store::SqliteCaches::DEFAULT.connection_kib
+}
+
+fn default_sqlite_planning_cache_kib() -> u32 {
+    crate::store::SqliteCaches::DEFAULT.planning_kib
+}
+
+impl DatabaseSettings {
+    /// How the store opens its connections.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            max_connections: self.max_connections,
+            caches: crate::store::SqliteCaches {
+                connection_kib: self.sqlite_cache_kib,
+                planning_kib: self.sqlite_planning_cache_kib,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -485,6 +514,18 @@ impl Settings {
                 self.database.max_connections,
                 1,
                 1_000,
+            ),
+            (
+                "database.sqlite_cache_kib",
+                self.database.sqlite_cache_kib,
+                64,
+                1_048_576,
+            ),
+            (
+                "database.sqlite_planning_cache_kib",
+                self.database.sqlite_planning_cache_kib,
+                64,
+                1_048_576,
             ),
             ("debit.horizon_days", self.debit.horizon_days, 0, 366),
             ("debit.batch_size", self.debit.batch_size, 1, 10_000),

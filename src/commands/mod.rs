@@ -366,7 +366,7 @@ fn quote_command(args: &crate::cli::QuoteArgs) -> anyhow::Result<ExitCode> {
 /// exits 1 and is retried.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let key = settings.database_url_key();
-    Store::connect(&settings.database_url(), settings.database.max_connections)
+    Store::connect_with(&settings.database_url(), settings.database.store_options())
         .await
         .map_err(|e| {
             if e.is_permanent_connect_error() {

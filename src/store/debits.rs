@@ -171,10 +171,9 @@ impl Store {
         let backend = self.backend();
         let created = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let events = insert_attempt_rows!(&mut *tx, backend, planned);
-            insert_events!(&mut *tx, backend, &events);
+            let created = insert_attempt_rows!(&mut *tx, backend, planned);
             tx.commit().await?;
-            events.len() as u64
+            created
         });
         Ok(created)
     }
@@ -266,7 +265,8 @@ impl Store {
                 super::placeholders(self.backend(), 1, chunk.len())
             );
             let rows = on_read!(self, |pool| {
-                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql))
+                    .persistent(super::keep_prepared(chunk.len()));
                 for id in chunk {
                     q = q.bind(*id);
                 }
@@ -314,7 +314,8 @@ impl Store {
                 super::placeholders(self.backend(), 1, chunk.len())
             );
             let rows = on_read!(self, |pool| {
-                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query_as::<_, Keyed>(sqlx::AssertSqlSafe(sql))
+                    .persistent(super::keep_prepared(chunk.len()));
                 for id in chunk {
                     q = q.bind(*id);
                 }

@@ -117,7 +117,8 @@ macro_rules! insert_events {
                  VALUES {}",
                 $crate::store::placeholders($backend, 6, chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent($crate::store::keep_prepared(chunk.len()));
             for ev in chunk {
                 q = q
                     .bind(ev.at_ms)
@@ -160,14 +161,16 @@ macro_rules! account_mandate {
 #[allow(unused_imports)]
 pub(crate) use account_mandate;
 
-/// Writes planned debit attempts (multi-row INSERTs, an existing attempt skipped) on
-/// `$conn`, a write transaction, and evaluates to their events with the new attempt ids
-/// filled in, for [`insert_events!`] in the same transaction. One copy for the single
-/// attempt ([`Store::insert_attempts`]) and the planner's pages.
+/// Writes planned debit attempts (multi-row INSERTs, an existing attempt skipped) and
+/// each new attempt's event, with its id, on `$conn`, a write transaction; evaluates to
+/// the number of new attempts. A chunk's events are written after the chunk, so only a
+/// chunk's copies with their ids are held at a time, not a planning page's. One copy for
+/// the single attempt ([`Store::insert_attempts`]) and the planner's pages.
 macro_rules! insert_attempt_rows {
     ($conn:expr, $backend:expr, $planned:expr) => {{
         let planned: &[($crate::store::debits::NewAttempt, $crate::store::NewEvent)] = $planned;
-        let mut events = Vec::with_capacity(planned.len());
+        let mut created = 0_u64;
+        let mut events = Vec::new();
         for chunk in planned.chunks($crate::store::ROWS_PER_INSERT) {
             let sql = format!(
                 "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, \
@@ -179,7 +182,8 @@ macro_rules! insert_attempt_rows {
                  ON CONFLICT DO NOTHING RETURNING id, installment_id, attempt_no",
                 $crate::store::placeholders($backend, 8, chunk.len())
             );
-            let mut q = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql));
+            let mut q = sqlx::query_as::<_, (i64, i64, i64)>(sqlx::AssertSqlSafe(sql))
+                .persistent($crate::store::keep_prepared(chunk.len()));
             for (a, ev) in chunk {
                 q = q
                     .bind(a.installment_id)
@@ -197,6 +201,7 @@ macro_rules! insert_attempt_rows {
                 .into_iter()
                 .map(|(id, inst, no)| ((inst, no), id))
                 .collect();
+            events.clear();
             for (a, ev) in chunk {
                 if let Some(id) = ids.get(&(a.installment_id, a.attempt_no)) {
                     let mut ev = ev.clone();
@@ -204,8 +209,10 @@ macro_rules! insert_attempt_rows {
                     events.push(ev);
                 }
             }
+            created += events.len() as u64;
+            $crate::store::insert_events!(&mut *$conn, $backend, &events);
         }
-        events
+        created
     }};
 }
 #[allow(unused_imports)]
@@ -214,6 +221,22 @@ pub(crate) use insert_attempt_rows;
 /// Rows per multi-row INSERT: well under SQLite's 32,766 and PostgreSQL's 65,535 bound
 /// parameters at up to 8 columns a row.
 pub(crate) const ROWS_PER_INSERT: usize = 1000;
+
+/// Whether a statement of `rows` rows built by [`placeholders`] stays prepared on its
+/// connection (sqlx keeps up to 100 a connection): the full shape ([`ROWS_PER_INSERT`]
+/// rows, every full chunk of a page) and short ones (a single attempt or event, a claimed
+/// batch's reads), which are small. Any other row count is a statement of its own, and
+/// SQLite's program for a long one is large (some 0.8 MiB at 1,000 rows of 8 columns):
+/// kept, each planning page's shorter last chunks filled the writer's cache with them
+/// (the daemon's peak RSS at 1,000,000 agreements grew by tens of MiB). Those are
+/// prepared, run and freed.
+pub(crate) fn keep_prepared(rows: usize) -> bool {
+    rows <= KEPT_SHORT_ROWS || rows == ROWS_PER_INSERT
+}
+
+/// Statements of up to this many rows stay prepared whatever their row count
+/// ([`keep_prepared`]): at most this many shapes of at most this many rows each.
+const KEPT_SHORT_ROWS: usize = 16;
 
 /// `(…), (…), …`: `rows` tuples of `width` placeholders, for a statement that has no
 /// other parameters. SQLite gets anonymous `?` (bound in order): sqlx looks up the name of
@@ -364,6 +387,46 @@ pub struct Store {
     /// On SQLite, the group committer of the writer ([`write_tx!`]); `None` on PostgreSQL.
     pub(crate) group: Option<group_commit::GroupCommit>,
     sqlite_path: Option<PathBuf>,
+    /// The page caches the connections were opened with (SQLite only).
+    pub(crate) caches: SqliteCaches,
+}
+
+/// How [`Store::connect_with`] opens its connections: the `[database]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// SQLite: read-only reader connections; PostgreSQL: the one pool.
+    pub max_connections: u32,
+    /// SQLite's page caches (ignored on PostgreSQL, whose cache is the server's).
+    pub caches: SqliteCaches,
+}
+
+/// SQLite's page caches, KiB. Each connection has its own, allocated as pages are read and
+/// kept until the connection closes, so the daemon's memory is bounded by
+/// `connection_kib` x (readers + 1) + `planning_kib` beside its other needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteCaches {
+    /// Every connection (each reader, and the writer outside a planning pass).
+    pub connection_kib: u32,
+    /// The writer during a planning pass: each page of a pass adds rows at a few hundred
+    /// places of the claim indexes (keyed by time), whose leaves a larger cache keeps
+    /// between pages instead of reading them back from the file.
+    pub planning_kib: u32,
+}
+
+impl SqliteCaches {
+    /// SQLite's own default per connection (2,000 KiB) and 32 MiB for planning (what
+    /// the planning pass of docs/benchmarks.md was measured with): see
+    /// `database.sqlite_cache_kib` and `database.sqlite_planning_cache_kib` in the README.
+    pub const DEFAULT: Self = Self {
+        connection_kib: 2_000,
+        planning_kib: 32_768,
+    };
+}
+
+impl Default for SqliteCaches {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// One event-log row to append.
@@ -523,6 +586,23 @@ impl Store {
     /// connections would sleep in the busy handler. `max_connections` sizes the
     /// read-only reader pool. On PostgreSQL it sizes the one pool.
     pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Self> {
+        Self::connect_with(
+            url,
+            StoreOptions {
+                max_connections,
+                caches: SqliteCaches::DEFAULT,
+            },
+        )
+        .await
+    }
+
+    /// [`Store::connect`] with the page caches of `options` (the daemon's and the
+    /// commands' `[database]` settings).
+    pub async fn connect_with(url: &SecretString, options: StoreOptions) -> Result<Self> {
+        let StoreOptions {
+            max_connections,
+            caches,
+        } = options;
         let url = url.expose_secret();
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)
@@ -532,7 +612,9 @@ impl Store {
                 // FULL: a committed debit outcome survives power loss, not only kill -9.
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                // Negative: KiB rather than pages.
+                .pragma("cache_size", format!("-{}", caches.connection_kib));
             let path = options.get_filename().to_path_buf();
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -553,6 +635,7 @@ impl Store {
                 inner: Inner::Sqlite(writer),
                 readers: Some(readers),
                 sqlite_path: Some(path),
+                caches,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let url = postgres_socket_url(url);
@@ -566,6 +649,7 @@ impl Store {
                 readers: None,
                 group: None,
                 sqlite_path: None,
+                caches,
             })
         } else {
             Err(StoreError::BadUrl(
@@ -902,7 +986,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{Backend, placeholders, postgres_socket_url};
+    use super::{
+        Backend, Inner, KEPT_SHORT_ROWS, ROWS_PER_INSERT, SqliteCaches, Store, StoreOptions,
+        keep_prepared, placeholders, postgres_socket_url,
+    };
+    use secrecy::SecretString;
 
     #[test]
     fn the_libpq_socket_form_gets_a_placeholder_host() {
@@ -922,6 +1010,51 @@ mod tests {
         ] {
             assert_eq!(postgres_socket_url(url), url);
         }
+    }
+
+    /// `PRAGMA cache_size` of the writer and of a reader, as SQLite reports it
+    /// (negative: KiB).
+    async fn cache_sizes(store: &Store) -> (i64, i64) {
+        let (Inner::Sqlite(writer), Some(readers)) = (&store.inner, &store.readers) else {
+            panic!("a SQLite store");
+        };
+        let size = "PRAGMA cache_size";
+        (
+            sqlx::query_scalar(size).fetch_one(writer).await.unwrap(),
+            sqlx::query_scalar(size).fetch_one(readers).await.unwrap(),
+        )
+    }
+
+    /// Every connection gets the configured page cache; the writer gets the planning one
+    /// for the length of a pass and its own back after it.
+    #[tokio::test]
+    async fn sqlite_connections_get_the_configured_page_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("caches.db").display());
+        let options = StoreOptions {
+            max_connections: 2,
+            caches: SqliteCaches {
+                connection_kib: 1_000,
+                planning_kib: 4_096,
+            },
+        };
+        let store = Store::connect_with(&SecretString::from(url), options)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(cache_sizes(&store).await, (-1_000, -1_000));
+        store.planning_cache(true).await.unwrap();
+        assert_eq!(cache_sizes(&store).await, (-4_096, -1_000));
+        store.planning_cache(false).await.unwrap();
+        assert_eq!(cache_sizes(&store).await, (-1_000, -1_000));
+        store.close().await;
+    }
+
+    #[test]
+    fn only_short_and_full_multi_row_shapes_stay_prepared() {
+        assert!(keep_prepared(1) && keep_prepared(KEPT_SHORT_ROWS));
+        assert!(keep_prepared(ROWS_PER_INSERT));
+        assert!(!keep_prepared(KEPT_SHORT_ROWS + 1) && !keep_prepared(ROWS_PER_INSERT - 1));
     }
 
     #[test]

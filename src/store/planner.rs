@@ -41,22 +41,18 @@ pub struct PlanWritten {
     pub reminders: u64,
 }
 
-/// The writer's page cache during a planning pass, KiB (SQLite's default is 2,000).
-const PLANNING_CACHE_KIB: i64 = 32_768;
-const DEFAULT_CACHE_KIB: i64 = 2_000;
-
 impl Store {
-    /// On SQLite, a larger page cache on the writer connection for the length of a
-    /// planning pass (`on`), and back to the default after: each page of a pass adds
-    /// rows at a few hundred places of the claim indexes (keyed by time), and with the
-    /// default cache those leaves were read back from the file for every page. No-op on
-    /// PostgreSQL (shared buffers).
+    /// On SQLite, the writer's planning page cache ([`super::SqliteCaches`]) for the
+    /// length of a planning pass (`on`), and its everyday one after (SQLite frees the
+    /// pages over it): each page of a pass adds rows at a few hundred places of the claim
+    /// indexes (keyed by time), and with a small cache those leaves were read back from
+    /// the file for every page. No-op on PostgreSQL (shared buffers).
     pub async fn planning_cache(&self, on: bool) -> Result<()> {
         if let super::Inner::Sqlite(pool) = &self.inner {
             let kib = if on {
-                PLANNING_CACHE_KIB
+                self.caches.planning_kib
             } else {
-                DEFAULT_CACHE_KIB
+                self.caches.connection_kib
             };
             sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = -{kib}")))
                 .execute(pool)
@@ -143,8 +139,7 @@ impl Store {
         let backend = self.backend();
         let written = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let events = insert_attempt_rows!(&mut *tx, backend, attempts);
-            insert_events!(&mut *tx, backend, &events);
+            let attempts_created = insert_attempt_rows!(&mut *tx, backend, attempts);
             let mut created = 0_u64;
             for chunk in reminders.chunks(super::ROWS_PER_INSERT) {
                 let sql = format!(
@@ -157,7 +152,8 @@ impl Store {
                      ON CONFLICT DO NOTHING",
                     super::placeholders(backend, 8, chunk.len())
                 );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .persistent(super::keep_prepared(chunk.len()));
                 for (r, customer_id) in chunk {
                     q = q
                         .bind(r.installment_id)
@@ -173,7 +169,7 @@ impl Store {
             }
             tx.commit().await?;
             PlanWritten {
-                attempts: events.len() as u64,
+                attempts: attempts_created,
                 reminders: created,
             }
         });

@@ -463,7 +463,12 @@ listen = "127.0.0.1:0"
     /// The engine of `config`, in this process (for a planning pass).
     async fn engine(&self, config: &Path) -> anyhow::Result<(Arc<Engine>, Store)> {
         let settings = Settings::load(config)?;
-        let store = Store::connect(&settings.database_url(), 4).await?;
+        // The configuration's page caches (as the daemon's), with four readers.
+        let options = crate::store::StoreOptions {
+            max_connections: 4,
+            ..settings.database.store_options()
+        };
+        let store = Store::connect_with(&settings.database_url(), options).await?;
         store.migrate().await?;
         let gateway = super::run::build_gateway(&settings, &store).await?;
         let mail = super::run::build_mail(&settings)?;
