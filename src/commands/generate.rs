@@ -26,7 +26,10 @@ pub enum GenerateWhat {
     /// DIR/portfolio.csv (import format, two agreements per customer, 12 monthly
     /// installments, first due dates over 28 days from --from) and DIR/income.csv (the
     /// sandbox's income schedules: monthly salaries on a fixed day, month end, pensions on
-    /// the 1st, weekly wages on Friday; one customer in ten irregular, without one).
+    /// the 1st, weekly wages on Friday, one customer in ten irregular). Most customers
+    /// keep a balance that covers their installments; --short-share live paycheck to
+    /// paycheck, --chronic-share are paid less than they owe. The shares are assumptions
+    /// (docs/operations.md, "Payday-aware retries in simulation").
     Portfolio {
         #[arg(long, default_value_t = 10_000)]
         agreements: usize,
@@ -35,6 +38,17 @@ pub enum GenerateWhat {
         from: chrono::NaiveDate,
         #[arg(long)]
         out_dir: PathBuf,
+        /// Percent of customers living paycheck to paycheck: all but 20.00 of the pay is
+        /// spent some days after payday, so a due date outside that stretch finds them
+        /// short.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=100))]
+        short_share: u32,
+        /// Percent of customers paid half of what they owe each month.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+        chronic_share: u32,
+        /// The same seed writes the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// The completion script for SHELL, to stdout.
     Completions {
@@ -60,25 +74,41 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             agreements,
             from,
             out_dir,
+            short_share,
+            chronic_share,
+            seed,
         } => {
             use crate::commands::bench::portfolio;
+            anyhow::ensure!(
+                short_share + chronic_share <= 100,
+                "--short-share and --chronic-share add up to more than 100 percent"
+            );
             std::fs::create_dir_all(out_dir)
                 .with_context(|| format!("creating {}", out_dir.display()))?;
             let mut spec = portfolio::PortfolioSpec::standard(*agreements, *from);
-            // Paydays decide who is short, not the amounts.
+            // Income decides who is short, not the amounts.
             spec.short_every = 0;
+            let mix = portfolio::IncomeMix {
+                seed: *seed,
+                short_percent: *short_share,
+                chronic_percent: *chronic_share,
+            };
             let csv = out_dir.join("portfolio.csv");
             let stats = portfolio::write_csv(&csv, &spec)
                 .with_context(|| format!("writing {}", csv.display()))?;
             let income = out_dir.join("income.csv");
-            let schedules = portfolio::write_income_csv(&income, &spec)
+            let incomes = portfolio::write_income_csv(&income, &spec, &mix)
                 .with_context(|| format!("writing {}", income.display()))?;
             println!(
-                "{} agreements of {} customers in {}; {schedules} income schedules in {}",
+                "{} agreements of {} customers in {}; their income in {}: {} paycheck to \
+                 paycheck, {} chronically short, {} irregular (no payday)",
                 stats.agreements,
                 stats.customers,
                 csv.display(),
-                income.display()
+                income.display(),
+                incomes.paycheck_to_paycheck,
+                incomes.chronically_short,
+                incomes.customers - incomes.schedules,
             );
         }
         GenerateWhat::Completions { shell } => {

@@ -31,6 +31,7 @@ pub enum SandboxCommand {
     /// Load income schedules from a CSV file (header `account_ref,currency,payday,amount,
     /// keep,spent_after_days,time_zone`): balances rise on each payday and fall back to
     /// `keep` after `spent_after_days` (docs/retry.md). Each account is set to `keep` now.
+    /// Payday `none`: no income, the account only holds `keep`.
     Income {
         #[arg(long, value_name = "FILE")]
         file: std::path::PathBuf,
@@ -48,16 +49,18 @@ struct IncomeRecord {
     time_zone: String,
 }
 
+/// One line of an income file: the account's schedule (`None` for payday `none`), its
+/// currency and what it holds now.
+#[derive(Debug)]
+struct IncomeLine {
+    account_ref: String,
+    currency: crate::domain::Currency,
+    keep_minor: i64,
+    schedule: Option<crate::store::sandbox::SandboxIncomeRow>,
+}
+
 /// Reads and checks an income file; errors name the line and the field.
-fn read_income(
-    path: &std::path::Path,
-    today: DateTime<Utc>,
-) -> anyhow::Result<
-    Vec<(
-        crate::store::sandbox::SandboxIncomeRow,
-        crate::domain::Currency,
-    )>,
-> {
+fn read_income(path: &std::path::Path, today: DateTime<Utc>) -> anyhow::Result<Vec<IncomeLine>> {
     use anyhow::Context;
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
@@ -68,10 +71,13 @@ fn read_income(
         let r = record.with_context(|| at("not a valid income record"))?;
         let currency = crate::domain::Currency::parse(&r.currency)
             .map_err(|e| anyhow::anyhow!("{}: {e}", at("currency")))?;
-        let payday: crate::domain::payday::Payday = r
-            .payday
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", at("payday")))?;
+        let payday: Option<crate::domain::payday::Payday> = match r.payday.trim() {
+            "none" => None,
+            text => Some(
+                text.parse()
+                    .map_err(|e| anyhow::anyhow!("{}: {e} or none", at("payday")))?,
+            ),
+        };
         let tz: chrono_tz::Tz = r.time_zone.parse().map_err(|_| {
             anyhow::anyhow!("{}: unknown time zone {:?}", at("time_zone"), r.time_zone)
         })?;
@@ -84,12 +90,16 @@ fn read_income(
                 .minor())
         };
         let amount_minor = money("amount", &r.amount)?;
-        anyhow::ensure!(amount_minor > 0, "{}: must be positive", at("amount"));
+        anyhow::ensure!(
+            amount_minor > 0 || payday.is_none(),
+            "{}: must be positive",
+            at("amount")
+        );
         let keep_minor = money("keep", &r.keep)?;
         anyhow::ensure!(keep_minor >= 0, "{}: must not be negative", at("keep"));
-        rows.push((
-            crate::store::sandbox::SandboxIncomeRow {
-                account_ref: r.account_ref,
+        rows.push(IncomeLine {
+            schedule: payday.map(|payday| crate::store::sandbox::SandboxIncomeRow {
+                account_ref: r.account_ref.clone(),
                 payday: payday.to_string(),
                 amount_minor,
                 keep_minor,
@@ -98,9 +108,11 @@ fn read_income(
                 applied_through: crate::domain::worktime::local_date(today, tz)
                     .format("%Y-%m-%d")
                     .to_string(),
-            },
+            }),
+            account_ref: r.account_ref,
             currency,
-        ));
+            keep_minor,
+        });
     }
     Ok(rows)
 }
@@ -112,18 +124,25 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     match &args.command {
         SandboxCommand::Income { file } => {
-            let rows = read_income(file, now)?;
-            for (r, currency) in &rows {
+            let lines = read_income(file, now)?;
+            for l in &lines {
                 store
-                    .sandbox_set_balance(&r.account_ref, currency.code(), r.keep_minor, "open")
+                    .sandbox_set_balance(&l.account_ref, l.currency.code(), l.keep_minor, "open")
                     .await?;
             }
-            let schedules: Vec<_> = rows.into_iter().map(|(r, _)| r).collect();
-            store.sandbox_set_income(&schedules).await?;
+            let without: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.schedule.is_none())
+                .map(|l| l.account_ref.as_str())
+                .collect();
+            let schedules: Vec<_> = lines.iter().filter_map(|l| l.schedule.clone()).collect();
+            store.sandbox_set_income(&schedules, &without).await?;
             println!(
-                "sandbox: {} income schedules loaded from {}; balances set to what each keeps",
+                "sandbox: {} income schedules loaded from {} ({} accounts without income); \
+                 balances set to what each keeps",
                 schedules.len(),
-                file.display()
+                file.display(),
+                without.len()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -149,5 +168,46 @@ pub async fn run(
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> anyhow::Result<Vec<IncomeLine>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("income.csv");
+        std::fs::write(
+            &path,
+            format!("account_ref,currency,payday,amount,keep,spent_after_days,time_zone\n{text}"),
+        )
+        .unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        read_income(&path, now)
+    }
+
+    #[test]
+    fn an_income_file_takes_paydays_and_accounts_without_income() {
+        let lines = read(
+            "ACC-1,CNY,monthly:10,3000.00,20.00,3,Asia/Shanghai\n\
+             ACC-2,USD,none,0.00,150.50,0,America/New_York\n",
+        )
+        .unwrap();
+        let s = lines[0].schedule.as_ref().unwrap();
+        assert_eq!((s.payday.as_str(), s.amount_minor), ("monthly:10", 300_000));
+        assert_eq!(s.applied_through, "2026-11-28");
+        assert!(lines[1].schedule.is_none());
+        assert_eq!(
+            (lines[1].keep_minor, lines[1].currency.code()),
+            (15_050, "USD")
+        );
+        // Nothing paid on a payday is a mistake; with `none` it is what it says.
+        let e = read("ACC-1,CNY,monthly:10,0.00,20.00,3,Asia/Shanghai\n").unwrap_err();
+        assert!(e.to_string().contains("line 2: amount"), "{e}");
+        let e = read("ACC-1,CNY,sometimes,1.00,20.00,3,Asia/Shanghai\n").unwrap_err();
+        assert!(format!("{e:#}").contains("or none"), "{e:#}");
     }
 }

@@ -489,10 +489,21 @@ pub struct SandboxIncomeRow {
 }
 
 impl Store {
-    /// Sets (replaces) income schedules, in one transaction.
-    pub async fn sandbox_set_income(&self, rows: &[SandboxIncomeRow]) -> Result<()> {
+    /// Sets (replaces) income schedules and removes those of `without` (accounts with no
+    /// income), in one transaction.
+    pub async fn sandbox_set_income(
+        &self,
+        rows: &[SandboxIncomeRow],
+        without: &[&str],
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            for account_ref in without {
+                sqlx::query("DELETE FROM sandbox_income WHERE account_ref = $1")
+                    .bind(*account_ref)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for r in rows {
                 sqlx::query("DELETE FROM sandbox_income WHERE account_ref = $1")
                     .bind(&r.account_ref)

@@ -546,15 +546,18 @@ async fn income_schedule_raises_the_balance_on_the_payday(db: TestDb) {
         .await
         .unwrap();
     store
-        .sandbox_set_income(&[SandboxIncomeRow {
-            account_ref: "ACC-INC-1".into(),
-            payday: "monthly:10".into(),
-            amount_minor: 3_000_00,
-            keep_minor: 50_00,
-            spent_after_days: 3,
-            time_zone: "Asia/Shanghai".into(),
-            applied_through: "2027-01-01".into(),
-        }])
+        .sandbox_set_income(
+            &[SandboxIncomeRow {
+                account_ref: "ACC-INC-1".into(),
+                payday: "monthly:10".into(),
+                amount_minor: 3_000_00,
+                keep_minor: 50_00,
+                spent_after_days: 3,
+                time_zone: "Asia/Shanghai".into(),
+                applied_through: "2027-01-01".into(),
+            }],
+            &[],
+        )
         .await
         .unwrap();
     // 9 Jan 23:30 in Shanghai: not yet.
@@ -589,6 +592,23 @@ async fn income_schedule_raises_the_balance_on_the_payday(db: TestDb) {
             .unwrap()
             .to_utc(),
     );
+    assert!(matches!(
+        bank.check_funds("ACC-INC-1", &ask).await.unwrap(),
+        FundsAnswer::Insufficient { .. }
+    ));
+    assert_eq!(bank.balance("ACC-INC-1").await.unwrap(), Some(50_00));
+    // The account loses its schedule (an income file's payday `none`): the next payday
+    // brings nothing.
+    store.sandbox_set_income(&[], &["ACC-INC-1"]).await.unwrap();
+    clock.set(
+        chrono::DateTime::parse_from_rfc3339("2027-02-10T04:00:00Z")
+            .unwrap()
+            .to_utc(),
+    );
+    let bank = SandboxBank::new(store.clone(), SandboxSettings::default())
+        .await
+        .unwrap()
+        .with_clock(Arc::new(clock.clone()));
     assert!(matches!(
         bank.check_funds("ACC-INC-1", &ask).await.unwrap(),
         FundsAnswer::Insufficient { .. }
