@@ -165,7 +165,8 @@ pub async fn build_gateway(
                 settings.gateway.sandbox.clone(),
             )
             .await
-            .context("starting the sandbox bank")?,
+            .context("starting the sandbox bank")?
+            .with_calendar(load_calendar(settings)?.unwrap_or_default()),
         ),
         GatewayKind::Http => {
             let http = settings
@@ -462,8 +463,10 @@ fn spawn_watchdog(drained: CancellationToken) {
 }
 
 /// The configured holiday calendar (file or directory), for the planner's coverage
-/// warning; `None` when none is configured.
-fn load_calendar(settings: &Settings) -> anyhow::Result<Option<crate::domain::HolidayCalendar>> {
+/// warning and the sandbox's last-business-day income; `None` when none is configured.
+pub(crate) fn load_calendar(
+    settings: &Settings,
+) -> anyhow::Result<Option<crate::domain::HolidayCalendar>> {
     settings
         .schedule
         .calendar

@@ -59,6 +59,11 @@ pub struct SimulateArgs {
     /// notices sent, instead of the timeline (docs/retry.md).
     #[arg(long)]
     pub compare_retry: bool,
+    /// Keep the copies in this directory (`simulate.db`, or `compare-false.db` and
+    /// `compare-true.db` with --compare-retry) to look into afterwards, e.g. with
+    /// `repayd customers show` on a config pointing at one; by default they are deleted.
+    #[arg(long, value_name = "DIR")]
+    pub keep_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -96,43 +101,33 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exi
         .prefix("repayd-simulate-")
         .tempdir()
         .context("creating a temporary directory for the copy")?;
-    let copy_path = scratch.path().join("simulate.db");
-    crate::store::snapshot::sqlite_snapshot(url.expose_secret(), &copy_path)
-        .await
-        .context("copying the database (VACUUM INTO)")?;
-    let copy = Store::connect(
-        &SecretString::from(format!("sqlite://{}", copy_path.display())),
-        4,
-    )
-    .await
-    .context("opening the copy")?;
-    copy.migrate().await.context("migrating the copy")?;
-
+    let dir = match &args.keep_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        None => scratch.path().to_path_buf(),
+    };
     if args.compare_retry {
-        copy.close().await;
         let mut runs = Vec::new();
         for payday in [false, true] {
             let mut settings = settings.clone();
             settings.retry.payday.enabled = payday;
-            let path = scratch.path().join(format!("compare-{payday}.db"));
-            crate::store::snapshot::sqlite_snapshot(url.expose_secret(), &path)
-                .await
-                .context("copying the database (VACUUM INTO)")?;
-            let store = Store::connect(
-                &SecretString::from(format!("sqlite://{}", path.display())),
-                4,
-            )
-            .await
-            .context("opening the copy")?;
-            store.migrate().await.context("migrating the copy")?;
+            let store = open_copy(&url, &dir.join(format!("compare-{payday}.db"))).await?;
             let started = std::time::Instant::now();
-            let outcome = compare_run(&store, &settings, args.funds, start, until).await;
+            let label = if payday {
+                "payday-aware"
+            } else {
+                "fixed-offset"
+            };
+            let outcome = compare_run(&store, &settings, args.funds, start, until, label).await;
             store.close().await;
             runs.push((payday, outcome?, started.elapsed()));
         }
         print!("{}", render_comparison(start, until, &runs));
         return Ok(ExitCode::SUCCESS);
     }
+    let copy = open_copy(&url, &dir.join("simulate.db")).await?;
     let timeline = simulate(&copy, settings, args.funds, start, until).await;
     copy.close().await;
     drop(scratch);
@@ -143,6 +138,33 @@ pub async fn run(settings: &Settings, args: &SimulateArgs) -> anyhow::Result<Exi
     };
     print!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the database to `path` (replacing a copy an earlier run kept there) and opens
+/// the copy, migrated.
+async fn open_copy(url: &SecretString, path: &std::path::Path) -> anyhow::Result<Store> {
+    remove_copy(path)?;
+    crate::store::snapshot::sqlite_snapshot(url.expose_secret(), path)
+        .await
+        .context("copying the database (VACUUM INTO)")?;
+    let store = Store::connect_scratch(&SecretString::from(format!("sqlite://{}", path.display())))
+        .await
+        .context("opening the copy")?;
+    store.migrate().await.context("migrating the copy")?;
+    Ok(store)
+}
+
+/// Removes a copy left by an earlier run with --keep-dir (and its WAL files).
+fn remove_copy(path: &std::path::Path) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+        }
+    }
+    Ok(())
 }
 
 /// What happened on the copy.
@@ -188,6 +210,7 @@ pub async fn compare_run(
     funds: FundsModel,
     start: DateTime<Utc>,
     until: DateTime<Utc>,
+    label: &str,
 ) -> anyhow::Result<RetryOutcome> {
     let clock = ManualClock::new(start);
     let (engine, _capture) = build_engine(copy, settings, funds, &clock, true).await?;
@@ -198,7 +221,7 @@ pub async fn compare_run(
         .into_iter()
         .collect();
     let notices_before = copy.sent_messages_of_kind("debit_failed").await?;
-    drive(&engine, &clock, until).await?;
+    drive(&engine, &clock, until, Some(label)).await?;
     let collected_minor = copy
         .debited_minor_by_currency()
         .await?
@@ -267,7 +290,7 @@ pub async fn simulate(
         .await?
         .into_iter()
         .collect();
-    drive(&engine, &clock, until).await?;
+    drive(&engine, &clock, until, None).await?;
 
     let mut agreements: HashMap<i64, (String, HashMap<i64, i64>)> = HashMap::new();
     let mut events = Vec::new();
@@ -319,7 +342,8 @@ async fn build_engine(
                 crate::gateway::sandbox::SandboxBank::new(copy.clone(), sandbox)
                     .await
                     .context("starting the sandbox bank on the copy")?
-                    .with_clock(Arc::new(clock.clone())),
+                    .with_clock(Arc::new(clock.clone()))
+                    .with_calendar(super::run::load_calendar(settings)?.unwrap_or_default()),
             )
         }
         FundsModel::Always => Arc::new(FundsAlwaysAvailable::default()),
@@ -367,16 +391,51 @@ impl crate::mail::Mailer for CountingMailer {
     }
 }
 
+/// Wall-clock time spent in each part of a simulated run, for the progress lines.
+#[derive(Debug, Default)]
+struct PhaseTimes {
+    planning: std::time::Duration,
+    overdue: std::time::Duration,
+    debits: std::time::Duration,
+    reminders: std::time::Duration,
+}
+
+impl PhaseTimes {
+    fn line(&self) -> String {
+        format!(
+            "planning {:.0} s, overdue {:.0} s, debits {:.0} s, email {:.0} s",
+            self.planning.as_secs_f64(),
+            self.overdue.as_secs_f64(),
+            self.debits.as_secs_f64(),
+            self.reminders.as_secs_f64()
+        )
+    }
+}
+
+/// Times `work` into `slot`.
+async fn timed<T>(slot: &mut std::time::Duration, work: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = work.await;
+    *slot += started.elapsed();
+    out
+}
+
 /// The daemon's loop on a virtual clock: plan and assess overdue agreements at the start
 /// and then once a day, and in between jump straight to the next due debit attempt or
-/// reminder.
+/// reminder. With a `progress` label, each simulated day is reported on stderr (the
+/// virtual date and where the wall-clock time went), so a long run shows it is moving.
 async fn drive(
     engine: &Arc<Engine>,
     clock: &ManualClock,
     until: DateTime<Utc>,
+    progress: Option<&str>,
 ) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let store = engine.store().clone();
+    let started = std::time::Instant::now();
+    let first_day = clock.now();
+    let days = (until - first_day).num_days().max(1);
+    let mut times = PhaseTimes::default();
     let mut next_plan = clock.now();
     let mut last: Option<DateTime<Utc>> = None;
     loop {
@@ -402,23 +461,38 @@ async fn drive(
         last = Some(now);
         clock.set(now);
         if now >= next_plan {
-            engine.plan().await.context("planning")?;
+            if let Some(label) = progress {
+                eprintln!(
+                    "simulate ({label}): {} (day {} of {days}), {:.0} s: {}",
+                    now.format("%Y-%m-%d"),
+                    (now - first_day).num_days() + 1,
+                    started.elapsed().as_secs_f64(),
+                    times.line()
+                );
+            }
+            timed(&mut times.planning, engine.plan())
+                .await
+                .context("planning")?;
             // Days past due move once a day. Operations alerts (webhooks) are not run:
             // a dry run must not page anyone.
-            engine
-                .assess_overdue()
+            timed(&mut times.overdue, engine.assess_overdue())
                 .await
                 .context("assessing overdue agreements")?;
             next_plan = now + Duration::days(1);
         }
-        engine
-            .run_due(&shutdown)
+        timed(&mut times.debits, engine.run_due(&shutdown))
             .await
             .context("processing due debits")?;
-        engine
-            .run_reminders(&shutdown)
+        timed(&mut times.reminders, engine.run_reminders(&shutdown))
             .await
             .context("sending due reminders")?;
+    }
+    if let Some(label) = progress {
+        eprintln!(
+            "simulate ({label}): done in {:.0} s: {}",
+            started.elapsed().as_secs_f64(),
+            times.line()
+        );
     }
     Ok(())
 }

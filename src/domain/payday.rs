@@ -12,6 +12,7 @@
 //! months with an arrival. Ties go to the day of the month, then the last business day,
 //! then the weekday (the most specific first), then the smallest value.
 
+use super::calendar::HolidayCalendar;
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,8 +52,14 @@ fn month_end(date: NaiveDate) -> NaiveDate {
 }
 
 fn last_business_day(date: NaiveDate) -> NaiveDate {
+    last_business_day_in(date, &HolidayCalendar::default())
+}
+
+/// The last business day of `date`'s month in `calendar` (weekends, holidays and make-up
+/// working days); the month's first day if it has none at all.
+fn last_business_day_in(date: NaiveDate, calendar: &HolidayCalendar) -> NaiveDate {
     let mut d = month_end(date);
-    while matches!(d.weekday(), Weekday::Sat | Weekday::Sun) {
+    while !calendar.is_business_day(d) && d.day() > 1 {
         d = d.pred_opt().unwrap_or(d);
     }
     d
@@ -86,9 +93,19 @@ impl Payday {
         }
     }
 
-    /// Whether money arriving on `date` fits this rule.
+    /// Whether money arriving on `date` fits this rule (business days: Monday to Friday).
     pub fn matches(self, date: NaiveDate) -> bool {
         self.in_month_of(date) == Some(date)
+    }
+
+    /// Whether `date` is a payday of this rule when business days are `calendar`'s: the
+    /// last business day of a month whose last Friday is a public holiday is the day
+    /// before it. The other rules do not depend on the calendar.
+    pub fn matches_in(self, date: NaiveDate, calendar: &HolidayCalendar) -> bool {
+        match self {
+            Payday::LastBusinessDay => last_business_day_in(date, calendar) == date,
+            other => other.matches(date),
+        }
     }
 
     /// The first payday on or after `from`.
@@ -388,6 +405,27 @@ mod tests {
             Some(d(2027, 7, 30)),
             "31 July 2027 is a Saturday"
         );
+    }
+
+    #[test]
+    fn the_last_business_day_of_a_calendar_skips_its_holidays() {
+        // 31 Dec 2027 is a Friday; a calendar with it as a holiday moves the payday to
+        // Thursday the 30th, and a make-up Saturday (as in China) can be the last one.
+        let cal = HolidayCalendar::from_toml(
+            "name = \"test\"\nholidays = [\"2027-12-31\"]\nworking_days = [\"2027-07-31\"]",
+        )
+        .unwrap();
+        let p = Payday::LastBusinessDay;
+        assert!(p.matches(d(2027, 12, 31)));
+        assert!(!p.matches_in(d(2027, 12, 31), &cal));
+        assert!(p.matches_in(d(2027, 12, 30), &cal));
+        assert!(
+            p.matches_in(d(2027, 7, 31), &cal),
+            "a make-up working Saturday"
+        );
+        assert!(!p.matches_in(d(2027, 7, 30), &cal));
+        // Other rules do not care.
+        assert!(Payday::DayOfMonth(31).matches_in(d(2027, 12, 31), &cal));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! check and debit on the account (lazily, so virtual time needs no ticking), in one
 //! atomic update: `balance = min(balance + add, cap)`.
 
+use crate::domain::HolidayCalendar;
 use crate::domain::payday::Payday;
 use chrono::{Days, NaiveDate};
 
@@ -39,8 +40,14 @@ impl BalanceEffect {
 
 impl IncomeSchedule {
     /// The effect of the days after `from` up to and including `to` (spending first,
-    /// then the day's income, on a day with both).
-    pub fn effect(&self, from: NaiveDate, to: NaiveDate) -> BalanceEffect {
+    /// then the day's income, on a day with both). Business days (for
+    /// `monthly:last-business-day`) are `calendar`'s.
+    pub fn effect(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        calendar: &HolidayCalendar,
+    ) -> BalanceEffect {
         let mut effect = BalanceEffect { add: 0, cap: None };
         let mut day = from;
         while day < to {
@@ -49,7 +56,7 @@ impl IncomeSchedule {
             if self.spent_after_days > 0
                 && let Some(paid_on) =
                     day.checked_sub_days(Days::new(u64::from(self.spent_after_days)))
-                && self.payday.matches(paid_on)
+                && self.payday.matches_in(paid_on, calendar)
             {
                 // min(b + add, cap), then min(., keep): the cap becomes min(cap, keep).
                 effect.cap = Some(
@@ -58,7 +65,7 @@ impl IncomeSchedule {
                         .map_or(self.keep_minor, |c| c.min(self.keep_minor)),
                 );
             }
-            if self.payday.matches(day) {
+            if self.payday.matches_in(day, calendar) {
                 effect.add = effect.add.saturating_add(self.amount_minor);
                 effect.cap = effect.cap.map(|c| c.saturating_add(self.amount_minor));
             }
@@ -77,6 +84,30 @@ mod tests {
         NaiveDate::from_ymd_opt(2027, m, day).unwrap()
     }
 
+    /// Weekends only.
+    fn none() -> HolidayCalendar {
+        HolidayCalendar::default()
+    }
+
+    #[test]
+    fn the_last_business_day_salary_comes_before_a_holiday() {
+        let s = IncomeSchedule {
+            payday: Payday::LastBusinessDay,
+            amount_minor: 2_000_00,
+            keep_minor: 0,
+            spent_after_days: 0,
+        };
+        // Fri 31 Dec 2027 is a holiday in this calendar: paid on Thursday the 30th.
+        let cal =
+            HolidayCalendar::from_toml("name = \"test\"\nholidays = [\"2027-12-31\"]").unwrap();
+        let dec = |day| NaiveDate::from_ymd_opt(2027, 12, day).unwrap();
+        assert_eq!(s.effect(dec(28), dec(30), &cal).apply(0), 2_000_00);
+        assert_eq!(s.effect(dec(28), dec(30), &none()).apply(0), 0);
+        assert_eq!(s.effect(dec(28), dec(31), &none()).apply(0), 2_000_00);
+        // Once a month either way.
+        assert_eq!(s.effect(dec(1), dec(31), &cal).apply(0), 2_000_00);
+    }
+
     #[test]
     fn the_salary_arrives_on_the_payday_and_is_spent_down_to_what_is_kept() {
         let s = IncomeSchedule {
@@ -86,23 +117,26 @@ mod tests {
             spent_after_days: 3,
         };
         // Nothing before the 10th.
-        assert_eq!(s.effect(d(1, 1), d(1, 9)).apply(20_00), 20_00);
+        assert_eq!(s.effect(d(1, 1), d(1, 9), &none()).apply(20_00), 20_00);
         // The 10th: + 3,000.00.
-        assert_eq!(s.effect(d(1, 9), d(1, 10)).apply(20_00), 3_020_00);
+        assert_eq!(s.effect(d(1, 9), d(1, 10), &none()).apply(20_00), 3_020_00);
         // The 13th: spent down to 50.00.
-        assert_eq!(s.effect(d(1, 10), d(1, 13)).apply(3_020_00), 50_00);
+        assert_eq!(s.effect(d(1, 10), d(1, 13), &none()).apply(3_020_00), 50_00);
         // Over both at once: the same.
-        assert_eq!(s.effect(d(1, 1), d(1, 13)).apply(20_00), 50_00);
+        assert_eq!(s.effect(d(1, 1), d(1, 13), &none()).apply(20_00), 50_00);
         // A balance already below what is kept stays.
-        assert_eq!(s.effect(d(1, 12), d(1, 13)).apply(10_00), 10_00);
+        assert_eq!(s.effect(d(1, 12), d(1, 13), &none()).apply(10_00), 10_00);
         // Two months in one look: the second month's salary is there.
-        assert_eq!(s.effect(d(1, 1), d(2, 11)).apply(0), 50_00 + 3_000_00);
+        assert_eq!(
+            s.effect(d(1, 1), d(2, 11), &none()).apply(0),
+            50_00 + 3_000_00
+        );
         // Money that stays.
         let stays = IncomeSchedule {
             spent_after_days: 0,
             ..s
         };
-        assert_eq!(stays.effect(d(1, 1), d(3, 31)).apply(0), 9_000_00);
+        assert_eq!(stays.effect(d(1, 1), d(3, 31), &none()).apply(0), 9_000_00);
     }
 
     #[test]
@@ -114,9 +148,9 @@ mod tests {
             spent_after_days: 2,
         };
         // Fri 8 Jan 2027: 500.00; Sun 10 Jan: spent.
-        assert_eq!(s.effect(d(1, 7), d(1, 8)).apply(0), 500_00);
-        assert_eq!(s.effect(d(1, 8), d(1, 10)).apply(500_00), 0);
-        assert_eq!(s.effect(d(1, 7), d(1, 15)).apply(0), 500_00);
+        assert_eq!(s.effect(d(1, 7), d(1, 8), &none()).apply(0), 500_00);
+        assert_eq!(s.effect(d(1, 8), d(1, 10), &none()).apply(500_00), 0);
+        assert_eq!(s.effect(d(1, 7), d(1, 15), &none()).apply(0), 500_00);
     }
 
     proptest::proptest! {
@@ -138,10 +172,10 @@ mod tests {
             let mut balance = start;
             for c in &cuts {
                 let next = at + chrono::Duration::days(i64::from(*c));
-                balance = s.effect(at, next).apply(balance);
+                balance = s.effect(at, next, &none()).apply(balance);
                 at = next;
             }
-            proptest::prop_assert_eq!(balance, s.effect(from, at).apply(start));
+            proptest::prop_assert_eq!(balance, s.effect(from, at, &none()).apply(start));
         }
     }
 }

@@ -295,6 +295,8 @@ pub struct SandboxBank {
     funds_rng: Mutex<XorShift>,
     /// Whether any account had an income schedule at start (`crate::gateway::income`).
     income: bool,
+    /// Business days for `monthly:last-business-day` income (weekends only by default).
+    calendar: Arc<crate::domain::HolidayCalendar>,
 }
 
 impl SandboxBank {
@@ -342,12 +344,19 @@ impl SandboxBank {
             faults: Mutex::new(VecDeque::new()),
             funds_rng: Mutex::new(XorShift::seeded("funds", "")),
             income,
+            calendar: Arc::default(),
         })
     }
 
     /// Uses `clock` for the booking times recorded in the ledger.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Business days for income paid on the last business day (`schedule.calendar`).
+    pub fn with_calendar(mut self, calendar: crate::domain::HolidayCalendar) -> Self {
+        self.calendar = Arc::new(calendar);
         self
     }
 
@@ -463,7 +472,7 @@ impl SandboxBank {
             keep_minor: row.keep_minor,
             spent_after_days: u32::try_from(row.spent_after_days).unwrap_or(0),
         }
-        .effect(from, today);
+        .effect(from, today, &self.calendar);
         self.store
             .sandbox_apply_income(
                 account_ref,

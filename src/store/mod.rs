@@ -599,6 +599,32 @@ impl Store {
     /// [`Store::connect`] with the page caches of `options` (the daemon's and the
     /// commands' `[database]` settings).
     pub async fn connect_with(url: &SecretString, options: StoreOptions) -> Result<Self> {
+        // FULL: a committed debit outcome survives power loss, not only kill -9.
+        Self::connect_synchronous(url, options, SqliteSynchronous::Full).await
+    }
+
+    /// A throwaway SQLite copy (`repayd simulate`): as [`Store::connect`] with four
+    /// readers, but commits do not wait for the disk (`synchronous = OFF`). A crash may
+    /// lose or corrupt the copy, which is deleted anyway; the engine's own rules (one
+    /// writer, fencing, savepoints) are unchanged.
+    pub async fn connect_scratch(url: &SecretString) -> Result<Self> {
+        if !url.expose_secret().starts_with("sqlite:") {
+            return Err(StoreError::BadUrl(
+                "a scratch copy must be a SQLite file".into(),
+            ));
+        }
+        let options = StoreOptions {
+            max_connections: 4,
+            caches: SqliteCaches::DEFAULT,
+        };
+        Self::connect_synchronous(url, options, SqliteSynchronous::Off).await
+    }
+
+    async fn connect_synchronous(
+        url: &SecretString,
+        options: StoreOptions,
+        synchronous: SqliteSynchronous,
+    ) -> Result<Self> {
         let StoreOptions {
             max_connections,
             caches,
@@ -609,8 +635,7 @@ impl Store {
                 .map_err(|e| StoreError::BadUrl(format!("sqlite URL: {e}")))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a committed debit outcome survives power loss, not only kill -9.
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(synchronous)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 // Negative: KiB rather than pages.

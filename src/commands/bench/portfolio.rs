@@ -484,7 +484,7 @@ mod tests {
             let mut counts = (0, 0, 0);
             for (date, amount) in due {
                 if let Some(s) = schedule {
-                    balance = s.effect(at, date).apply(balance);
+                    balance = s.effect(at, date, &Default::default()).apply(balance);
                 }
                 at = date;
                 counts.0 += 1;
