@@ -348,11 +348,16 @@ impl Engine {
             }
         }
 
-        // What the email asserts, read from the ledger now.
-        let ledger = self
-            .store
-            .agreement_ledger(r.agreement_id, &today.format("%Y-%m-%d").to_string())
-            .await?;
+        // What the email asserts, read from the ledger now. A receipt speaks of the
+        // payment and the balance left (in the context), never of arrears or charges: two
+        // reads fewer on every debit.
+        let ledger = if r.kind == "debit_succeeded" {
+            crate::store::conversation::AgreementLedger::default()
+        } else {
+            self.store
+                .agreement_ledger(r.agreement_id, &today.format("%Y-%m-%d").to_string())
+                .await?
+        };
         let this_in_arrears = due < today && owed > 0;
         let arrears_other = ledger.arrears_minor - if this_in_arrears { owed } else { 0 };
         let charges_minor = ledger.charges_minor();

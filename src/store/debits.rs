@@ -763,23 +763,19 @@ macro_rules! apply_payment_sql {
             .bind(except_attempt.unwrap_or(0))
             .execute($conn)
             .await?;
-            let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM installments WHERE agreement_id = $1 AND status = 'unpaid'",
+            // The agreement is complete once no installment is unpaid: one statement,
+            // which also says whether this payment completed it.
+            applied.agreement_completed = sqlx::query(
+                "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
+                 WHERE id = $2 AND status = 'active' AND NOT EXISTS \
+                   (SELECT 1 FROM installments WHERE agreement_id = $2 AND status = 'unpaid')",
             )
+            .bind(p.at_ms)
             .bind(p.agreement_id)
-            .fetch_one($conn)
-            .await?;
-            if open == 0 {
-                sqlx::query(
-                    "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
-                     WHERE id = $2 AND status = 'active'",
-                )
-                .bind(p.at_ms)
-                .bind(p.agreement_id)
-                .execute($conn)
-                .await?;
-                applied.agreement_completed = true;
-            }
+            .execute($conn)
+            .await?
+            .rows_affected()
+                == 1;
         }
         applied
     }};

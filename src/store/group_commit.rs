@@ -31,8 +31,11 @@ const MAX_GROUP: usize = 512;
 
 /// A change that ran in the open group and waits for the group's commit to report.
 struct Ran {
-    /// The savepoint was released or rolled back as it should; `false` poisons the group.
+    /// The change succeeded, or failed and was rolled back to its savepoint; `false`
+    /// (the rollback itself failed) poisons the group.
     clean: bool,
+    /// The change succeeded (its writes stand inside the savepoint).
+    ok: bool,
     /// Hands the caller its result (`None`) or the group's failure (`Some`).
     settle: Box<dyn FnOnce(Option<String>) + Send>,
 }
@@ -55,24 +58,18 @@ where
     fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, Ran> {
         Box::pin(async move {
             let Queued { body, reply } = *self;
-            if let Err(e) = sqlx::query("SAVEPOINT grouped").execute(&mut *conn).await {
-                let why = e.to_string();
-                return Ran {
-                    clean: false,
-                    settle: Box::new(move |_| {
-                        let _ = reply.send(Err(StoreError::CommitFailed(why)));
-                    }),
-                };
-            }
             let result = body(&mut *conn).await;
-            let end = if result.is_ok() {
-                "RELEASE grouped"
-            } else {
-                "ROLLBACK TO grouped; RELEASE grouped"
-            };
-            let clean = sqlx::raw_sql(end).execute(&mut *conn).await.is_ok();
+            let ok = result.is_ok();
+            // The committer opened the savepoint; a failed change is undone to it here (the
+            // savepoint stays open, at the same point, for the next change).
+            let clean = ok
+                || sqlx::raw_sql("ROLLBACK TO grouped")
+                    .execute(&mut *conn)
+                    .await
+                    .is_ok();
             Ran {
                 clean,
+                ok,
                 settle: Box::new(move |failed| {
                     let _ = reply.send(match failed {
                         None => result,
@@ -161,11 +158,37 @@ async fn committer(
             }
         };
         let mut ran = Vec::new();
-        let mut clean = true;
+        // Each change runs in the savepoint `grouped`, so one that fails is undone alone.
+        // The savepoint statements cost a round trip to the connection's thread each, so
+        // they are folded: one before the first change, then `RELEASE grouped; SAVEPOINT
+        // grouped` between two changes (after a failed change, which was rolled back to
+        // the savepoint, the same savepoint serves the next one), and none after the last:
+        // the commit ends it.
+        let mut clean = sqlx::raw_sql("SAVEPOINT grouped")
+            .execute(&mut *tx)
+            .await
+            .is_ok();
         let mut next = Some(first);
+        if !clean && let Some(first) = next.take() {
+            first.fail("cannot open a savepoint in the write transaction".into());
+        }
+        let mut dirty = false;
         while let Some(change) = next.take() {
+            if dirty {
+                clean = sqlx::raw_sql("RELEASE grouped; SAVEPOINT grouped")
+                    .execute(&mut *tx)
+                    .await
+                    .is_ok();
+                if !clean {
+                    change.fail("cannot open a savepoint in the write transaction".into());
+                    break;
+                }
+            }
             let r = change.run(&mut tx).await;
             clean &= r.clean;
+            // A change that failed was rolled back to the savepoint, which still stands
+            // where it was: the next change can use it as it is.
+            dirty = r.ok;
             ran.push(r);
             if !clean || ran.len() >= MAX_GROUP {
                 break;
@@ -191,5 +214,87 @@ async fn committer(
         for r in ran {
             (r.settle)(failed.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+
+    /// Six changes queued before the committer runs, so they share one group: the
+    /// second, fourth and fifth write a row and then fail. Each failed change is undone
+    /// alone (two of them back to back, then one that succeeds after them); the others
+    /// commit together, and every caller hears its own result.
+    #[tokio::test]
+    async fn a_failed_change_is_undone_alone_and_the_rest_of_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.path().join("group.db"))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let group = GroupCommit::start(writer.clone());
+        let fails = [false, true, false, true, true, false];
+        let changes = fails.iter().enumerate().map(|(i, &fail)| {
+            let group = group.clone();
+            async move {
+                group
+                    .run(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query("INSERT INTO t (id, v) VALUES ($1, 'x')")
+                                .bind(i as i64)
+                                .execute(&mut *conn)
+                                .await?;
+                            sqlx::query("UPDATE t SET v = 'y' WHERE id < $1")
+                                .bind(i as i64)
+                                .execute(&mut *conn)
+                                .await?;
+                            if fail {
+                                return Err(StoreError::Conflict(format!("change {i} fails")));
+                            }
+                            Ok(i)
+                        })
+                    })
+                    .await
+            }
+        });
+        // Polled together on this one thread: all six are queued before the committer
+        // takes the first.
+        let results = futures_util::future::join_all(changes).await;
+        for (i, (result, &fail)) in results.iter().zip(&fails).enumerate() {
+            match result {
+                Ok(n) => assert!(!fail && *n == i, "change {i}: {result:?}"),
+                Err(StoreError::Conflict(why)) => {
+                    assert!(fail, "change {i}: {why}");
+                    assert_eq!(why, &format!("change {i} fails"));
+                }
+                Err(e) => panic!("change {i}: unexpected {e}"),
+            }
+        }
+        assert_eq!(group.committed(), (1, 6), "one group held all six");
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, v FROM t ORDER BY id")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        // Only the rows of changes 0, 2 and 5; the updates of failed changes undone too
+        // (row 0 was set to 'y' by change 2 and by change 5, and by nobody else that stands).
+        assert_eq!(
+            rows,
+            vec![
+                (0, "y".to_string()),
+                (2, "y".to_string()),
+                (5, "x".to_string())
+            ]
+        );
     }
 }

@@ -157,24 +157,14 @@ impl Store {
             .bind(b.opening_status.as_str())
             .execute(&mut *conn)
             .await?;
-            let account = sqlx::query_as::<_, SandboxAccountRow>(
-                "SELECT account_ref, currency, balance_minor, status \
-                 FROM sandbox_accounts WHERE account_ref = $1",
-            )
-            .bind(b.account_ref.as_str())
-            .fetch_one(&mut *conn)
-            .await?;
+            // The usual case first: an open account in the debit's currency holding the
+            // amount is debited by the conditional update alone. Only when it changes
+            // nothing is the account read, to say why (status, currency, then balance;
+            // on PostgreSQL the row may have changed since the update, which is why the
+            // update checks all three itself).
             let decline = if let Some(code) = b.forced_decline.as_deref() {
                 Some(code)
-            } else if account.status == STATUS_CLOSED {
-                Some(DECLINE_ACCOUNT_CLOSED)
-            } else if account.status == STATUS_FROZEN {
-                Some(DECLINE_ACCOUNT_FROZEN)
-            } else if account.currency != b.currency {
-                Some(DECLINE_CURRENCY_MISMATCH)
             } else {
-                // The status and currency are checked again here: on PostgreSQL the row read
-                // above may have changed since.
                 let taken = sqlx::query(
                     "UPDATE sandbox_accounts SET balance_minor = balance_minor - $1 \
                      WHERE account_ref = $2 AND status = 'open' AND currency = $3 \
@@ -189,7 +179,22 @@ impl Store {
                 if taken == 1 {
                     None
                 } else {
-                    Some(DECLINE_INSUFFICIENT_FUNDS)
+                    let account = sqlx::query_as::<_, SandboxAccountRow>(
+                        "SELECT account_ref, currency, balance_minor, status \
+                         FROM sandbox_accounts WHERE account_ref = $1",
+                    )
+                    .bind(b.account_ref.as_str())
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    Some(if account.status == STATUS_CLOSED {
+                        DECLINE_ACCOUNT_CLOSED
+                    } else if account.status == STATUS_FROZEN {
+                        DECLINE_ACCOUNT_FROZEN
+                    } else if account.currency != b.currency {
+                        DECLINE_CURRENCY_MISMATCH
+                    } else {
+                        DECLINE_INSUFFICIENT_FUNDS
+                    })
                 }
             };
             let status = match decline {
