@@ -371,8 +371,13 @@ impl Store {
     pub async fn next_reminder_due_ms(&self) -> Result<Option<i64>> {
         let next = on_pool!(self, |pool| {
             sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MIN(CASE WHEN state = 'pending' THEN scheduled_at_ms ELSE lease_until_ms END) \
-                 FROM reminders WHERE state IN ('pending', 'sending')",
+                // One MIN per state, each read from the end of its partial index; one MIN
+                // over both states scanned the table (0.6 s at 260,000 reminders, on every
+                // wake-up of `simulate`).
+                "SELECT MIN(t) FROM ( \
+                   SELECT MIN(scheduled_at_ms) AS t FROM reminders WHERE state = 'pending' \
+                   UNION ALL \
+                   SELECT MIN(lease_until_ms) FROM reminders WHERE state = 'sending') AS due",
             )
             .fetch_one(pool)
             .await?
