@@ -373,12 +373,15 @@ impl Store {
             let mut tx = pool.begin().await?;
             let written = match &change.previous {
                 None => sqlx::query(
+                    // The agreement's currency is copied for the console's Overdue
+                    // buckets (migration 0018); it never changes.
                     "INSERT INTO delinquency (agreement_id, dpd, bucket_index, bucket, \
                          credit_flag, oldest_due_date, amount_overdue_minor, overdue_since_ms, \
-                         reportable_since_ms, assessed_at_ms, updated_at_ms) \
+                         reportable_since_ms, assessed_at_ms, updated_at_ms, currency) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, \
                              CASE WHEN $2 > 0 THEN $8 END, \
-                             CASE WHEN $5 = 'reportable' THEN $8 END, $8, $8) \
+                             CASE WHEN $5 = 'reportable' THEN $8 END, $8, $8, \
+                             (SELECT a.currency FROM agreements a WHERE a.id = $1)) \
                      ON CONFLICT DO NOTHING",
                 )
                 .bind(change.agreement_id)

@@ -99,10 +99,18 @@ impl Daemon {
             .replace(
                 "# time_zone = \"Asia/Shanghai\"",
                 "time_zone = \"Asia/Shanghai\"",
-            );
+            )
+            // No quiet hours (start = end): the test reads the receipt the demo's catch-up
+            // debit sends, which the shipped 21:00-08:00 would hold until morning in the
+            // customer's zone whenever the test runs in the evening there (13:00-24:00
+            // UTC for Shanghai).
+            .replace("quiet_hours_end = \"08:00\"", "quiet_hours_end = \"21:00\"");
         assert!(
-            config.contains(TOKEN) && config.contains("\ntime_zone = \"Asia/Shanghai\""),
-            "the shipped config's [http] or [console] changed"
+            config.contains(TOKEN)
+                && config.contains("\ntime_zone = \"Asia/Shanghai\"")
+                && config.contains("quiet_hours_start = \"21:00\"")
+                && config.contains("quiet_hours_end = \"21:00\""),
+            "the shipped config's [http], [console] or quiet hours changed"
         );
         std::fs::write(dir.join("repayd.toml"), config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_repayd"))

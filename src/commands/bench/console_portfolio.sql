@@ -48,12 +48,14 @@ SELECT installment_id, agreement_id, 2, idempotency_key || '-2', scheduled_at_ms
 FROM debit_attempts WHERE state = 'insufficient_funds';
 -- Every 20th agreement overdue.
 INSERT INTO delinquency (agreement_id, dpd, bucket_index, bucket, credit_flag, oldest_due_date,
-    amount_overdue_minor, overdue_since_ms, reportable_since_ms, assessed_at_ms, updated_at_ms)
+    amount_overdue_minor, overdue_since_ms, reportable_since_ms, assessed_at_ms, updated_at_ms,
+    currency)
 SELECT id, (id / 20) % 100 + 1,
        CASE WHEN (id / 20) % 100 < 30 THEN 0 WHEN (id / 20) % 100 < 60 THEN 1 WHEN (id / 20) % 100 < 90 THEN 2 ELSE 3 END,
        CASE WHEN (id / 20) % 100 < 30 THEN '1-30' WHEN (id / 20) % 100 < 60 THEN '31-60' WHEN (id / 20) % 100 < 90 THEN '61-90' ELSE '90+' END,
        CASE WHEN (id / 20) % 100 >= 90 THEN 'reportable' WHEN (id / 20) % 100 >= 60 THEN 'at_risk' ELSE 'none' END,
-       '{TODAY}', 10000, {NOW_MS} - ((id / 20) % 100 + 1) * 86400000, NULL, {NOW_MS}, {NOW_MS}
+       '{TODAY}', 10000, {NOW_MS} - ((id / 20) % 100 + 1) * 86400000, NULL, {NOW_MS}, {NOW_MS},
+       currency
 FROM agreements WHERE id % 20 = 0;
 INSERT INTO events (at_ms, kind, agreement_id, detail)
 SELECT {NOW_MS} - (agreement_id % 48) * 3600000, 'delinquency_bucket_changed', agreement_id,
