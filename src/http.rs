@@ -16,7 +16,7 @@
 use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::console::{ConsoleAuth, ConsoleOptions};
-use crate::metrics::{DatabaseGauges, Metrics};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::State;
@@ -472,10 +472,10 @@ async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respo
     let now = state.clock.now();
     let mut out = String::with_capacity(8 * 1024);
     state.metrics.render_process(&mut out);
-    let gauges = tokio::time::timeout(DATABASE_TIMEOUT, DatabaseGauges::read(&state.store, now))
-        .await
-        .map_err(|_| "no answer within 3 s".to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
+    let gauges = state
+        .metrics
+        .database_gauges(&state.store, now, DATABASE_TIMEOUT)
+        .await;
     let up = match gauges {
         Ok(gauges) => {
             gauges.render(&mut out, now);

@@ -1,6 +1,8 @@
 //! Read-only aggregates for `/metrics`: what has been debited, how much work is due and
-//! waiting, when money last moved. Every query is one indexed aggregate, cheap enough to
-//! run on each scrape.
+//! waiting, when money last moved. The counts of work in progress and due are read from
+//! partial indexes, cheap enough for every scrape; the tallies over all history (attempts
+//! by state, amounts debited, emails by state) scan what the portfolio has accumulated and
+//! are read in the background ([`crate::metrics::TallyCache`]).
 
 use super::{Result, Store};
 
@@ -20,6 +22,33 @@ impl Store {
             sqlx::query_as::<_, (String, i64)>(
                 "SELECT currency, CAST(SUM(amount_minor) AS BIGINT) FROM debit_attempts \
                  WHERE state = 'succeeded' GROUP BY currency ORDER BY currency",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Debit attempts in the states work is still in (scheduled, claimed, funds checked,
+    /// submitted, unknown, pending, rejected), by state, each read from the partial index
+    /// of its claim kind: what the work in flight is now, at the cost of the rows in those
+    /// states, not of the table's history.
+    pub async fn open_attempt_state_counts(&self) -> Result<Vec<(String, i64)>> {
+        let rows = on_read!(self, |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                // Each WHERE is its partial index's own (a single state as a literal: an
+                // equality does not match an index on `state IN (...)`).
+                "SELECT 'scheduled', CAST(COUNT(*) AS BIGINT) FROM debit_attempts \
+                  WHERE state = 'scheduled' \
+                 UNION ALL \
+                 SELECT 'rejected', CAST(COUNT(*) AS BIGINT) FROM debit_attempts \
+                  WHERE state = 'rejected' \
+                 UNION ALL \
+                 SELECT state, CAST(COUNT(*) AS BIGINT) FROM debit_attempts \
+                  WHERE state IN ('unknown', 'pending') GROUP BY state \
+                 UNION ALL \
+                 SELECT state, CAST(COUNT(*) AS BIGINT) FROM debit_attempts \
+                  WHERE state IN ('claimed', 'funds_checked', 'submitted') GROUP BY state",
             )
             .fetch_all(pool)
             .await?

@@ -478,7 +478,7 @@ impl Store {
 
     /// Reminders per kind and state, for logs, metrics and tests.
     pub async fn reminder_state_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = on_pool!(self, |pool| {
+        let rows = on_read!(self, |pool| {
             sqlx::query_as::<_, (String, String, i64)>(
                 "SELECT kind, state, COUNT(*) FROM reminders GROUP BY kind, state ORDER BY kind, state",
             )

@@ -334,8 +334,10 @@ listen = "127.0.0.1:0"
     assert!(body.contains("\"database\":\"ok\""), "{body}");
     assert_eq!(http_get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
 
-    // Work done: four debits of 50.00 CNY, with receipts from the v1 template.
-    let metrics = wait_until(Duration::from_secs(15), || {
+    // Work done: four debits of 50.00 CNY, with receipts from the v1 template. Finished
+    // attempts and amounts are tallies, read again in the background 15 s after the
+    // last read at the soonest: give them two of those.
+    let metrics = wait_until(Duration::from_secs(45), || {
         let m = scrape(addr);
         (sample(&m, SUCCEEDED) == Some(4.0)).then_some(m)
     })

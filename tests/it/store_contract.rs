@@ -578,3 +578,72 @@ both_backends!(
     replacing_refuses_paid_or_debited_agreements,
     super::replacing_refuses_paid_or_debited_agreements
 );
+
+/// `/metrics`' database gauges: the attempts in open states are read on every scrape;
+/// the tallies over all history (finished states, amounts) come from the last background
+/// read, with its age, and a new read is started once they are due one.
+async fn metrics_read_open_work_now_and_tallies_in_the_background(db: TestDb) {
+    use repayd::metrics::{DatabaseGauges, Metrics};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let store = &db.store;
+    let (_, _, a) = seed(store, "M1").await;
+    let (_, _, b) = seed(store, "M2").await;
+    let mut lines: Vec<(i64, i64)> = Vec::new();
+    for agreement in [a, b] {
+        for line in store.installments(agreement).await.unwrap() {
+            lines.push((agreement, line.id));
+        }
+    }
+    let add = |n: usize, state: &'static str| add_attempt(store, lines[n].0, lines[n].1, state);
+    add(0, "succeeded").await;
+    add(1, "scheduled").await;
+    let count = |g: &DatabaseGauges, state: &str| {
+        g.attempts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    let now = chrono::Utc::now();
+    let wait = Duration::from_secs(3);
+
+    // Tallies are read again only after 15 s (the default): the second scrape sees the
+    // new scheduled attempt at once and the finished one as of the first read.
+    let metrics = Arc::new(Metrics::new());
+    let first = metrics.database_gauges(store, now, wait).await.unwrap();
+    assert_eq!(
+        (count(&first, "succeeded"), count(&first, "scheduled")),
+        (1, 1)
+    );
+    assert!(
+        first.tallies_age.is_some(),
+        "the first scrape waits for its tallies"
+    );
+    add(2, "succeeded").await;
+    add(3, "scheduled").await;
+    let second = metrics.database_gauges(store, now, wait).await.unwrap();
+    assert_eq!(
+        (count(&second, "succeeded"), count(&second, "scheduled")),
+        (1, 2)
+    );
+    assert!(second.tallies_age.unwrap() < Duration::from_secs(15));
+
+    // Once due again, a scrape starts the read and a later one has it.
+    let metrics = Arc::new(Metrics::new().with_tally_min_interval(Duration::ZERO));
+    metrics.database_gauges(store, now, wait).await.unwrap();
+    add(4, "succeeded").await;
+    let mut seen = 0;
+    for _ in 0..100 {
+        let g = metrics.database_gauges(store, now, wait).await.unwrap();
+        seen = count(&g, "succeeded");
+        if seen == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, 3, "the background read never brought the new tally");
+}
+both_backends!(
+    metrics_read_open_work_now_and_tallies_in_the_background,
+    super::metrics_read_open_work_now_and_tallies_in_the_background
+);
