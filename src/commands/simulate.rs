@@ -333,6 +333,7 @@ async fn build_engine(
     clock: &ManualClock,
     count_only: bool,
 ) -> anyhow::Result<(Arc<Engine>, Arc<CaptureMailer>)> {
+    let calendar = super::run::load_calendar(settings)?;
     let gateway: Arc<dyn PaymentGateway> = match funds {
         FundsModel::Sandbox => {
             let mut sandbox = settings.gateway.sandbox.clone();
@@ -343,7 +344,7 @@ async fn build_engine(
                     .await
                     .context("starting the sandbox bank on the copy")?
                     .with_clock(Arc::new(clock.clone()))
-                    .with_calendar(super::run::load_calendar(settings)?.unwrap_or_default()),
+                    .with_calendar(calendar.clone().unwrap_or_default()),
             )
         }
         FundsModel::Always => Arc::new(FundsAlwaysAvailable::default()),
@@ -372,6 +373,8 @@ async fn build_engine(
         )
         .with_mail(mail),
     );
+    // As the daemon does: the calendar's business days for payday-aware retries too.
+    engine.set_calendar(calendar.as_ref());
 
     Ok((engine, capture))
 }
@@ -462,10 +465,16 @@ async fn drive(
         clock.set(now);
         if now >= next_plan {
             if let Some(label) = progress {
+                // The pass at `until` itself closes the last day (it is not a day more).
+                let day = (now - first_day).num_days() + 1;
+                let which = if day > days {
+                    format!("end of day {days} of {days}")
+                } else {
+                    format!("day {day} of {days}")
+                };
                 eprintln!(
-                    "simulate ({label}): {} (day {} of {days}), {:.0} s: {}",
+                    "simulate ({label}): {} ({which}), {:.0} s: {}",
                     now.format("%Y-%m-%d"),
-                    (now - first_day).num_days() + 1,
                     started.elapsed().as_secs_f64(),
                     times.line()
                 );

@@ -108,12 +108,21 @@ impl Payday {
         }
     }
 
-    /// The first payday on or after `from`.
+    /// The first payday on or after `from` (business days: Monday to Friday).
     pub fn next_on_or_after(self, from: NaiveDate) -> Option<NaiveDate> {
+        self.next_on_or_after_in(from, &HolidayCalendar::default())
+    }
+
+    /// The first payday on or after `from` when business days are `calendar`'s.
+    pub fn next_on_or_after_in(
+        self,
+        from: NaiveDate,
+        calendar: &HolidayCalendar,
+    ) -> Option<NaiveDate> {
         // Every rule recurs within two months.
         let mut d = from;
         for _ in 0..62 {
-            if self.matches(d) {
+            if self.matches_in(d, calendar) {
                 return Some(d);
             }
             d = d.succ_opt()?;
@@ -238,7 +247,19 @@ pub fn arrivals(observations: &[FundsObservation]) -> Vec<NaiveDate> {
 
 /// When money usually arrives, or `None` when the history does not say so with at least
 /// `min_observations` months of support (and a majority of the months with an arrival).
+/// Business days: Monday to Friday.
 pub fn learn(observations: &[FundsObservation], min_observations: u32) -> Option<LearnedPayday> {
+    learn_in(observations, min_observations, &HolidayCalendar::default())
+}
+
+/// [`learn`] when business days are `calendar`'s: an arrival on the Thursday before a
+/// Friday holiday at the month's end is a last-business-day salary, and one on a Saturday
+/// made a working day can be too.
+pub fn learn_in(
+    observations: &[FundsObservation],
+    min_observations: u32,
+    calendar: &HolidayCalendar,
+) -> Option<LearnedPayday> {
     let arrivals = arrivals(observations);
     let months = arrivals.len() as u32;
     if months < min_observations.max(1) {
@@ -250,7 +271,7 @@ pub fn learn(observations: &[FundsObservation], min_observations: u32) -> Option
         if *a == month_end(*a) {
             candidates.push(Payday::DayOfMonth(31));
         }
-        if *a == last_business_day(*a) {
+        if *a == last_business_day_in(*a, calendar) {
             candidates.push(Payday::LastBusinessDay);
         }
         candidates.push(Payday::Weekly(a.weekday()));
@@ -260,7 +281,10 @@ pub fn learn(observations: &[FundsObservation], min_observations: u32) -> Option
     let best = candidates
         .into_iter()
         .map(|p| {
-            let support = arrivals.iter().filter(|a| p.matches(**a)).count() as u32;
+            let support = arrivals
+                .iter()
+                .filter(|a| p.matches_in(**a, calendar))
+                .count() as u32;
             (p, support)
         })
         // Most support first; among equals the earliest rank (sorted above) wins.
@@ -280,10 +304,22 @@ pub fn learn(observations: &[FundsObservation], min_observations: u32) -> Option
 /// fixed policy's minimum spacing from now), if it is no later than `latest` (the end of
 /// the policy's retry window). `None`: keep the fixed offsets.
 pub fn place_retry(payday: Payday, earliest: NaiveDate, latest: NaiveDate) -> Option<NaiveDate> {
+    place_retry_in(payday, earliest, latest, &HolidayCalendar::default())
+}
+
+/// [`place_retry`] when business days are `calendar`'s.
+pub fn place_retry_in(
+    payday: Payday,
+    earliest: NaiveDate,
+    latest: NaiveDate,
+    calendar: &HolidayCalendar,
+) -> Option<NaiveDate> {
     if latest < earliest {
         return None;
     }
-    payday.next_on_or_after(earliest).filter(|d| *d <= latest)
+    payday
+        .next_on_or_after_in(earliest, calendar)
+        .filter(|d| *d <= latest)
 }
 
 /// `date` plus `days`, saturating.
@@ -426,6 +462,41 @@ mod tests {
         assert!(!p.matches_in(d(2027, 7, 30), &cal));
         // Other rules do not care.
         assert!(Payday::DayOfMonth(31).matches_in(d(2027, 12, 31), &cal));
+    }
+
+    #[test]
+    fn the_learner_and_the_retry_use_the_calendars_business_days() {
+        // A salary on the last business day of a calendar in which 30 Apr 2027 (a
+        // Friday) is a holiday and 31 Jul 2027 (a Saturday) a working day: it came on
+        // Fri 26 Feb, Wed 31 Mar, Thu 29 Apr, Sat 31 Jul. Read with weekends only, two of
+        // the four fit (Feb, Mar) and nothing is learned; with the calendar, all four.
+        let cal = HolidayCalendar::from_toml(
+            "name = \"test\"\nholidays = [\"2027-04-30\"]\nworking_days = [\"2027-07-31\"]",
+        )
+        .unwrap();
+        let obs: Vec<_> = [
+            d(2027, 2, 26),
+            d(2027, 3, 31),
+            d(2027, 4, 29),
+            d(2027, 7, 31),
+        ]
+        .into_iter()
+        .flat_map(|a| [short(a - chrono::Duration::days(3)), enough(a)])
+        .collect();
+        assert_eq!(learn(&obs, 3), None);
+        let learned = learn_in(&obs, 3, &cal).unwrap();
+        assert_eq!(learned.payday, Payday::LastBusinessDay);
+        assert_eq!((learned.support, learned.months), (4, 4));
+        // The retry goes on the calendar's last business day: Thu 29 Apr, not the
+        // holiday; weekends-only would say Fri 30 Apr.
+        assert_eq!(
+            place_retry(Payday::LastBusinessDay, d(2027, 4, 20), d(2027, 5, 5)),
+            Some(d(2027, 4, 30))
+        );
+        assert_eq!(
+            place_retry_in(Payday::LastBusinessDay, d(2027, 4, 20), d(2027, 5, 5), &cal),
+            Some(d(2027, 4, 29))
+        );
     }
 
     #[test]

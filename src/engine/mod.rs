@@ -113,6 +113,8 @@ pub struct CalendarCoverage {
     pub name: String,
     pub years: std::collections::BTreeSet<i32>,
     warned_on: Option<NaiveDate>,
+    /// The calendar itself: its business days place payday-aware retries.
+    pub calendar: Arc<crate::domain::HolidayCalendar>,
 }
 
 impl CalendarCoverage {
@@ -121,6 +123,7 @@ impl CalendarCoverage {
             name: calendar.name.clone(),
             years: calendar.years.clone(),
             warned_on: None,
+            calendar: Arc::new(calendar.clone()),
         }
     }
 }
@@ -187,6 +190,16 @@ impl Engine {
     pub fn with_plan_pages(mut self, page: i64, window: i64) -> Self {
         self.plan_page_sizes = (page.max(1), window.max(1));
         self
+    }
+
+    /// The configured holiday calendar (weekends only without one).
+    pub(crate) fn business_days(&self) -> Arc<crate::domain::HolidayCalendar> {
+        self.calendar
+            .read()
+            .expect("calendar lock poisoned")
+            .as_ref()
+            .map(|c| Arc::clone(&c.calendar))
+            .unwrap_or_default()
     }
 
     /// Sets (or, on reload, replaces) the configured holiday calendar's coverage.

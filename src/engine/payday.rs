@@ -39,14 +39,18 @@ impl Engine {
                 sufficient: c.sufficient,
             })
             .collect();
-        let learned = payday::learn(&observations, retry.payday.min_observations);
-        Ok(retry.payday_retry_at(
+        // Business days are the configured calendar's, for learning a last-business-day
+        // salary and for placing the retry on one.
+        let calendar = self.business_days();
+        let learned = payday::learn_in(&observations, retry.payday.min_observations, &calendar);
+        Ok(retry.payday_retry_at_in(
             learned.as_ref(),
             attempt.attempt_no as u32,
             parse_date(&ctx.due_date)?,
             now,
             tz,
             self.policy().debit.local_time,
+            &calendar,
         ))
     }
 }

@@ -209,6 +209,30 @@ impl RetryPolicy {
         tz: Tz,
         debit_time: NaiveTime,
     ) -> Option<PaydayRetry> {
+        self.payday_retry_at_in(
+            learned,
+            attempt_no,
+            due_date,
+            now,
+            tz,
+            debit_time,
+            &crate::domain::HolidayCalendar::default(),
+        )
+    }
+
+    /// [`RetryPolicy::payday_retry_at`] when business days are `calendar`'s (the
+    /// configured holiday calendar): a last-business-day payday is its last business day.
+    #[allow(clippy::too_many_arguments)]
+    pub fn payday_retry_at_in(
+        &self,
+        learned: Option<&payday::LearnedPayday>,
+        attempt_no: u32,
+        due_date: NaiveDate,
+        now: DateTime<Utc>,
+        tz: Tz,
+        debit_time: NaiveTime,
+        calendar: &crate::domain::HolidayCalendar,
+    ) -> Option<PaydayRetry> {
         let learned = learned.filter(|_| self.payday.enabled)?;
         let fixed = self.next_attempt_at(
             RetryKind::InsufficientFunds,
@@ -221,7 +245,7 @@ impl RetryPolicy {
         let today = worktime::local_date(now, tz);
         let earliest = payday::add_days(today, self.min_spacing_days.max(1));
         let latest = payday::add_days(due_date, self.payday.window_days);
-        let date = payday::place_retry(learned.payday, earliest, latest)?;
+        let date = payday::place_retry_in(learned.payday, earliest, latest, calendar)?;
         let fixed_date = worktime::local_date(fixed, tz);
         let fixed_words = if fixed_date == date {
             "the same day as the fixed offset".to_string()
