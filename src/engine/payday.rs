@@ -43,7 +43,7 @@ impl Engine {
         // salary and for placing the retry on one.
         let calendar = self.business_days();
         let learned = payday::learn_in(&observations, retry.payday.min_observations, &calendar);
-        Ok(retry.payday_retry_at_in(
+        Ok(retry.payday_retry_at(
             learned.as_ref(),
             attempt.attempt_no as u32,
             parse_date(&ctx.due_date)?,

@@ -200,30 +200,10 @@ impl RetryPolicy {
     /// when payday-aware retries are off, no payday was learned, no further attempt may be
     /// made, or the payday falls outside the window (the fixed offsets then hold).
     #[allow(clippy::too_many_arguments)]
-    pub fn payday_retry_at(
-        &self,
-        learned: Option<&payday::LearnedPayday>,
-        attempt_no: u32,
-        due_date: NaiveDate,
-        now: DateTime<Utc>,
-        tz: Tz,
-        debit_time: NaiveTime,
-    ) -> Option<PaydayRetry> {
-        self.payday_retry_at_in(
-            learned,
-            attempt_no,
-            due_date,
-            now,
-            tz,
-            debit_time,
-            &crate::domain::HolidayCalendar::default(),
-        )
-    }
-
-    /// [`RetryPolicy::payday_retry_at`] when business days are `calendar`'s (the
-    /// configured holiday calendar): a last-business-day payday is its last business day.
+    /// Business days are `calendar`'s (the configured holiday calendar; weekends only
+    /// without one): a last-business-day payday is its last business day.
     #[allow(clippy::too_many_arguments)]
-    pub fn payday_retry_at_in(
+    pub fn payday_retry_at(
         &self,
         learned: Option<&payday::LearnedPayday>,
         attempt_no: u32,
@@ -525,11 +505,12 @@ mod tests {
         let p = payday_policy();
         let tz: Tz = "Asia/Shanghai".parse().unwrap();
         let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+        let weekdays = crate::domain::HolidayCalendar::default();
         let due = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
         let now = at("2027-01-04T22:00:00Z"); // 5 Jan 06:00 in Shanghai
         let learned = on_the_10th();
         let retry = p
-            .payday_retry_at(Some(&learned), 1, due, now, tz, six)
+            .payday_retry_at(Some(&learned), 1, due, now, tz, six, &weekdays)
             .unwrap();
         assert_eq!(retry.at, at("2027-01-09T22:00:00Z"), "10 Jan 06:00 local");
         assert_eq!(
@@ -543,21 +524,24 @@ mod tests {
             ..p.clone()
         };
         assert_eq!(
-            off.payday_retry_at(Some(&learned), 1, due, now, tz, six),
+            off.payday_retry_at(Some(&learned), 1, due, now, tz, six, &weekdays),
             None
         );
-        assert_eq!(p.payday_retry_at(None, 1, due, now, tz, six), None);
+        assert_eq!(
+            p.payday_retry_at(None, 1, due, now, tz, six, &weekdays),
+            None
+        );
         // The payday past the window (due + 7 = 12 Jan): fixed offsets.
         let due = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
         let now = at("2026-12-31T22:00:00Z");
         assert_eq!(
-            p.payday_retry_at(Some(&learned), 1, due, now, tz, six),
+            p.payday_retry_at(Some(&learned), 1, due, now, tz, six, &weekdays),
             None
         );
         // No attempt left: none either.
         let due = NaiveDate::from_ymd_opt(2027, 1, 5).unwrap();
         assert_eq!(
-            p.payday_retry_at(Some(&learned), 4, due, now, tz, six),
+            p.payday_retry_at(Some(&learned), 4, due, now, tz, six, &weekdays),
             None
         );
     }
@@ -577,6 +561,7 @@ mod tests {
                 .parse()
                 .unwrap();
             let six = NaiveTime::from_hms_opt(6, 0, 0).unwrap();
+            let weekdays = crate::domain::HolidayCalendar::default();
             let now = at("2027-02-15T00:00:00Z") + Duration::minutes(minutes);
             let today = worktime::local_date(now, tz);
             let due = today + Duration::days(due_offset);
@@ -589,8 +574,8 @@ mod tests {
                 support: 3,
                 months: 3,
             };
-            let first = p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six);
-            proptest::prop_assert_eq!(&first, &p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six));
+            let first = p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six, &weekdays);
+            proptest::prop_assert_eq!(&first, &p.payday_retry_at(Some(&learned), attempt_no, due, now, tz, six, &weekdays));
             if let Some(r) = first {
                 let date = worktime::local_date(r.at, tz);
                 proptest::prop_assert!(r.at > now);
