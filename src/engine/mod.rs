@@ -193,7 +193,7 @@ impl Engine {
     }
 
     /// The configured holiday calendar (weekends only without one).
-    pub(crate) fn business_days(&self) -> Arc<crate::domain::HolidayCalendar> {
+    pub fn business_days(&self) -> Arc<crate::domain::HolidayCalendar> {
         self.calendar
             .read()
             .expect("calendar lock poisoned")

@@ -31,7 +31,12 @@ async fn planner_warns_once_a_day_about_uncovered_due_dates(db: TestDb) {
     )
     .await;
     let cal = HolidayCalendar::load(&shipped("cn-2026.toml")).unwrap();
+    // Without a calendar, business days are Monday to Friday; with one, its own (payday
+    // retries read them): Sat 28 Feb 2026 is a make-up working day in China.
+    let make_up_saturday = chrono::NaiveDate::from_ymd_opt(2026, 2, 28).unwrap();
+    assert!(!engine.business_days().is_business_day(make_up_saturday));
     engine.set_calendar(Some(&cal));
+    assert!(engine.business_days().is_business_day(make_up_saturday));
     let first = engine.plan().await.unwrap();
     assert!(first.attempts_created >= 1);
     assert!(first.calendar_warning, "2027-01-04 is outside cn-2026");
