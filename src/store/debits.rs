@@ -340,6 +340,20 @@ impl Store {
     ) -> Result<Applied> {
         // Owned: on SQLite the change runs on the group committer's task.
         let (fence, change, effects) = (fence.clone(), change.clone(), effects.clone());
+        if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+            // The writer's hot path: the change in one or two calls to the connection's
+            // thread, not one per statement.
+            return group
+                .run_opening(move |conn, opening| {
+                    Box::pin(async move {
+                        apply_attempt_change_batched(
+                            conn, opening, &fence, &change, &effects, now_ms,
+                        )
+                        .await
+                    })
+                })
+                .await;
+        }
         let backend = self.backend();
         super::write_tx!(self, |conn| {
             let (fence, change, effects) = (&fence, &change, &effects);
@@ -654,6 +668,248 @@ impl Store {
     }
 }
 
+/// The fenced attempt update of [`apply_attempt_change_batched`]: `$1`-`$16`, numbered
+/// parameters that the later statements of the same call may name too (`$12` the
+/// change's instant, `$13` the attempt).
+const UPDATE_ATTEMPT: &str = "UPDATE debit_attempts SET state = $1, \
+        amount_minor = COALESCE($2, amount_minor), \
+        scheduled_at_ms = COALESCE($3, scheduled_at_ms), \
+        funds_checked_at_ms = COALESCE($4, funds_checked_at_ms), \
+        submitted_at_ms = COALESCE($5, submitted_at_ms), \
+        finished_at_ms = COALESCE($6, finished_at_ms), \
+        outcome_code = COALESCE($7, outcome_code), \
+        outcome_detail = COALESCE($8, outcome_detail), \
+        gateway_ref = COALESCE($9, gateway_ref), \
+        reconcile_count = reconcile_count + $10, \
+        lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
+        lease_until_ms = CASE WHEN $11 = 1 THEN NULL ELSE lease_until_ms END, \
+        updated_at_ms = $12, \
+        funding_account_id = COALESCE($16, funding_account_id) \
+     WHERE id = $13 AND state = $14 AND lease_owner = $15";
+
+/// A debit's payment in SQL alone, for [`apply_attempt_change_batched`] (`$17`
+/// installment, `$18` amount, `$19` instant, `$20` agreement, `$13` the attempt): what
+/// [`apply_payment_sql!`] does, but each step decided by the installment row instead of
+/// by values read back first. Four statements: the installment as it was (read), the
+/// installment paid, then (each only if the installment is now fully paid) its pending
+/// pre-due reminders and later planned attempts cancelled, and the agreement completed
+/// when nothing of it is unpaid. What the payment took is `MIN(amount, total - paid)`,
+/// never below zero, as there; the rest (open charges, excess) is settled after.
+const PAY_INSTALLMENT: &str = "SELECT total_minor, paid_minor FROM installments WHERE id = $17; \
+     UPDATE installments SET \
+        paid_minor = paid_minor + MAX(0, MIN($18, total_minor - paid_minor)), \
+        status = CASE WHEN paid_minor + MAX(0, MIN($18, total_minor - paid_minor)) >= total_minor \
+                 THEN 'paid' ELSE status END, \
+        paid_at_ms = CASE WHEN paid_minor + MAX(0, MIN($18, total_minor - paid_minor)) >= total_minor \
+                 THEN $19 ELSE paid_at_ms END \
+     WHERE id = $17; \
+     UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
+        updated_at_ms = $19 \
+     WHERE installment_id = $17 AND state = 'pending' \
+       AND kind IN ('upcoming', 'overdue', 'credit_warning') \
+       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor); \
+     UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $19, \
+        outcome_code = 'installment_paid', updated_at_ms = $19 \
+     WHERE installment_id = $17 AND state = 'scheduled' AND id <> $13 \
+       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor); \
+     UPDATE agreements SET status = 'completed', updated_at_ms = $19 \
+     WHERE id = $20 AND status = 'active' \
+       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor) \
+       AND NOT EXISTS (SELECT 1 FROM installments WHERE agreement_id = $20 AND status = 'unpaid'); ";
+
+/// Statements of [`PAY_INSTALLMENT`].
+const PAY_INSTALLMENT_STATEMENTS: usize = 5;
+
+/// The reminder and event inserts of a batched change, their parameters numbered from
+/// `first` (`$now`: the change's instant, bound before); appends the SQL to `sql` and
+/// returns the next free parameter number.
+fn reminder_and_events_sql(sql: &mut String, effects: &Effects, first: usize, now: usize) -> usize {
+    let mut n = first;
+    if effects.reminder.is_some() {
+        // What `insert_reminder_sql!` does, its id not read back.
+        sql.push_str(&format!(
+            "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
+                 offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
+             SELECT ${a}, ${b}, a.customer_id, ${c}, ${d}, ${e}, 'pending', ${f}, ${now}, ${now} \
+             FROM agreements a WHERE a.id = ${b} \
+             ON CONFLICT DO NOTHING; ",
+            a = n,
+            b = n + 1,
+            c = n + 2,
+            d = n + 3,
+            e = n + 4,
+            f = n + 5
+        ));
+        n += 6;
+    }
+    if !effects.events.is_empty() {
+        sql.push_str(
+            "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) VALUES ",
+        );
+        for (i, _) in effects.events.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5
+            ));
+            n += 6;
+        }
+        sql.push_str("; ");
+    }
+    n
+}
+
+/// Binds what [`reminder_and_events_sql`] numbered, in the same order.
+fn bind_reminder_and_events<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    effects: &'q Effects,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    if let Some(r) = &effects.reminder {
+        q = q
+            .bind(r.installment_id)
+            .bind(r.agreement_id)
+            .bind(r.kind)
+            .bind(r.offset_key)
+            .bind(r.scheduled_at_ms)
+            .bind(r.detail.to_string());
+    }
+    for ev in &effects.events {
+        q = q
+            .bind(ev.at_ms)
+            .bind(ev.kind)
+            .bind(ev.agreement_id)
+            .bind(ev.installment_id)
+            .bind(ev.attempt_id)
+            .bind(ev.detail.to_string());
+    }
+    q
+}
+
+/// [`Store::apply_attempt_change`] on SQLite's writer, in the group committer: the
+/// savepoint statements, the fenced update, the payment, the reminder and the events in
+/// one call to the connection's thread (see [`super::group_commit::run_batch`]), then
+/// whether the fence held, from the update's row count: if it did not, the error undoes
+/// everything the call wrote (the change's savepoint). A retry to plan (its event needs
+/// its id) and open charges to settle (rare: only when the debit was more than the
+/// installment's remainder) take calls of their own after the first.
+async fn apply_attempt_change_batched(
+    conn: &mut sqlx::SqliteConnection,
+    opening: &mut super::group_commit::Opening,
+    fence: &Fence,
+    change: &AttemptChange,
+    effects: &Effects,
+    now_ms: i64,
+) -> Result<Applied> {
+    use sqlx::Row;
+    let opening = opening.take();
+    let mut sql = String::with_capacity(2048);
+    sql.push_str(opening);
+    sql.push_str(UPDATE_ATTEMPT);
+    sql.push_str("; ");
+    let mut next_param = 17;
+    if effects.payment.is_some() {
+        sql.push_str(PAY_INSTALLMENT);
+        next_param = 21;
+    }
+    // A retry's insert and its event go between the payment and the rest, as in the
+    // statement-per-call path: the rest waits for a second call.
+    let rest_now = effects.next_attempt.is_none();
+    if rest_now {
+        reminder_and_events_sql(&mut sql, effects, next_param, 12);
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(change.state)
+        .bind(change.amount_minor)
+        .bind(change.scheduled_at_ms)
+        .bind(change.funds_checked_at_ms)
+        .bind(change.submitted_at_ms)
+        .bind(change.finished_at_ms)
+        .bind(change.outcome_code.as_deref())
+        .bind(change.outcome_detail.as_deref())
+        .bind(change.gateway_ref.as_deref())
+        .bind(i64::from(change.bump_reconcile_count))
+        .bind(i64::from(change.release_lease))
+        .bind(now_ms)
+        .bind(fence.attempt_id)
+        .bind(fence.expected_state.as_str())
+        .bind(fence.owner.as_str())
+        .bind(change.funding_account_id);
+    if let Some(p) = &effects.payment {
+        q = q
+            .bind(p.installment_id)
+            .bind(p.amount_minor)
+            .bind(p.at_ms)
+            .bind(p.agreement_id);
+    }
+    if rest_now {
+        q = bind_reminder_and_events(q, effects);
+    }
+    let done =
+        super::group_commit::run_batch(&mut *conn, q, super::group_commit::statements_in(opening))
+            .await?;
+    if done.first().map(|d| d.changes) != Some(1) {
+        return Err(StoreError::Fenced {
+            attempt_id: fence.attempt_id,
+            expected_state: fence.expected_state.clone(),
+        });
+    }
+    let mut applied = Applied::default();
+    if let Some(p) = &effects.payment {
+        let before =
+            done.get(1)
+                .and_then(|d| d.rows.first())
+                .ok_or_else(|| StoreError::NotFound {
+                    what: "installment",
+                    id: p.installment_id.to_string(),
+                })?;
+        let (total, paid): (i64, i64) = (before.try_get(0)?, before.try_get(1)?);
+        let take = p.amount_minor.min(total - paid).max(0);
+        applied.installment_paid = paid + take >= total;
+        applied.agreement_completed =
+            done.get(PAY_INSTALLMENT_STATEMENTS).map(|d| d.changes) == Some(1);
+        applied.excess_minor = pay_charges_sql!(conn, p, p.amount_minor - take);
+    }
+    if !rest_now {
+        if let Some(next) = &effects.next_attempt
+            && let Some(id) = insert_attempt_sql!(&mut *conn, next, now_ms)
+        {
+            super::insert_event!(
+                &mut *conn,
+                &NewEvent {
+                    at_ms: now_ms,
+                    kind: "debit_attempt_planned",
+                    agreement_id: Some(next.agreement_id),
+                    installment_id: Some(next.installment_id),
+                    attempt_id: Some(id),
+                    detail: serde_json::json!({
+                        "attempt_no": next.attempt_no,
+                        "scheduled_at_ms": next.scheduled_at_ms,
+                        "reason": "retry",
+                        "retry_reason": next.retry_reason,
+                    }),
+                }
+            )?;
+        }
+        let mut sql = String::new();
+        reminder_and_events_sql(&mut sql, effects, 2, 1);
+        if !sql.is_empty() {
+            let q = bind_reminder_and_events(
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms),
+                effects,
+            );
+            super::group_commit::run_batch(&mut *conn, q, 0).await?;
+        }
+    }
+    Ok(applied)
+}
+
 /// Inserts an attempt with `ON CONFLICT DO NOTHING`; evaluates to `Option<i64>` (the new
 /// id, or `None` if it already existed).
 macro_rules! insert_attempt_sql {
@@ -681,6 +937,46 @@ macro_rules! insert_attempt_sql {
 }
 pub(crate) use insert_attempt_sql;
 
+/// Settles an installment's open charges (late fees), oldest first, with `$rest` of the
+/// payment `$p` (what the installment itself did not take); evaluates to what is left
+/// after them (the excess). Nothing is read when nothing is left.
+macro_rules! pay_charges_sql {
+    ($conn:expr, $p:expr, $rest:expr) => {{
+        let p: &PaymentApplied = $p;
+        let mut rest: i64 = $rest;
+        if rest > 0 {
+            let open: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT id, amount_minor - paid_minor - waived_minor FROM charges \
+                 WHERE installment_id = $1 AND status = 'open' ORDER BY id",
+            )
+            .bind(p.installment_id)
+            .fetch_all(&mut *$conn)
+            .await?;
+            for (charge_id, owed) in open {
+                let pay = rest.min(owed);
+                if pay <= 0 {
+                    break;
+                }
+                sqlx::query(
+                    "UPDATE charges SET paid_minor = paid_minor + $1, \
+                        status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
+                        settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
+                        updated_at_ms = $2 \
+                     WHERE id = $3 AND status = 'open'",
+                )
+                .bind(pay)
+                .bind(p.at_ms)
+                .bind(charge_id)
+                .execute(&mut *$conn)
+                .await?;
+                rest -= pay;
+            }
+        }
+        rest
+    }};
+}
+pub(crate) use pay_charges_sql;
+
 /// Applies money received to one installment inside a transaction: never more than is
 /// owed (the excess is reported), and once the installment is paid its pending pre-due
 /// reminders and planned debit attempts (other than `except_attempt`) are cancelled and,
@@ -698,36 +994,8 @@ macro_rules! apply_payment_sql {
         let take = p.amount_minor.min(total - paid).max(0);
         applied.installment_paid = paid + take >= total;
         // What is left settles the installment's open charges (late fees), oldest first.
-        let mut rest = p.amount_minor - take;
-        if rest > 0 {
-            let open: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT id, amount_minor - paid_minor - waived_minor FROM charges \
-                 WHERE installment_id = $1 AND status = 'open' ORDER BY id",
-            )
-            .bind(p.installment_id)
-            .fetch_all($conn)
-            .await?;
-            for (charge_id, owed) in open {
-                let pay = rest.min(owed);
-                if pay <= 0 {
-                    break;
-                }
-                sqlx::query(
-                    "UPDATE charges SET paid_minor = paid_minor + $1, \
-                        status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
-                        settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
-                        updated_at_ms = $2 \
-                     WHERE id = $3 AND status = 'open'",
-                )
-                .bind(pay)
-                .bind(p.at_ms)
-                .bind(charge_id)
-                .execute($conn)
-                .await?;
-                rest -= pay;
-            }
-        }
-        applied.excess_minor = rest;
+        applied.excess_minor =
+            $crate::store::debits::pay_charges_sql!($conn, p, p.amount_minor - take);
         sqlx::query(
             "UPDATE installments SET paid_minor = paid_minor + $1, \
                 status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \

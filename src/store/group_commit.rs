@@ -31,23 +31,79 @@ const MAX_GROUP: usize = 512;
 
 /// A change that ran in the open group and waits for the group's commit to report.
 struct Ran {
-    /// The change succeeded, or failed and was rolled back to its savepoint; `false`
-    /// (the rollback itself failed) poisons the group.
-    clean: bool,
-    /// The change succeeded (its writes stand inside the savepoint).
+    /// The change succeeded (its writes stand inside its savepoint).
     ok: bool,
     /// Hands the caller its result (`None`) or the group's failure (`Some`).
     settle: Box<dyn FnOnce(Option<String>) + Send>,
 }
 
+/// The savepoint statements a change owes before its own: opening its savepoint, and
+/// releasing the one of the change before it when that one succeeded. Every statement
+/// is a round trip to the connection's thread, so a change that knows how
+/// ([`GroupCommit::run_opening`]) runs them in its own first call, in front of its first
+/// statement (SQLite runs a call's statements in order and stops at the first error).
+pub(crate) struct Opening {
+    sql: &'static str,
+    taken: bool,
+}
+
+impl Opening {
+    /// The statements to put in front of the change's first statement, in its first call
+    /// (empty, or ending in `; `). It must be taken before the change runs anything: a
+    /// change that fails without having taken it is taken to have written nothing.
+    pub(crate) fn take(&mut self) -> &'static str {
+        self.taken = true;
+        self.sql
+    }
+}
+
+/// What the next change must run before its own statements, and which savepoint (`g0`
+/// or `g1`) is open after that. `open`: the savepoint open now (`None` right after
+/// `BEGIN`); `dirty`: the change in it succeeded, so it is released and the other one
+/// opened. The two names take turns so that when a change's first call did not run at
+/// all, the rollback to its savepoint fails (and the group with it) instead of undoing
+/// the change before it.
+fn opening_after(open: Option<usize>, dirty: bool) -> (&'static str, usize) {
+    match (open, dirty) {
+        (None, _) => ("SAVEPOINT g0; ", 0),
+        (Some(s), false) => ("", s),
+        (Some(0), true) => ("RELEASE g0; SAVEPOINT g1; ", 1),
+        (Some(_), true) => ("RELEASE g1; SAVEPOINT g0; ", 0),
+    }
+}
+
 trait Change: Send {
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, Ran>;
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        opening: &'c mut Opening,
+    ) -> BoxFut<'c, Ran>;
     fn fail(self: Box<Self>, why: String);
 }
 
+/// A change whose body knows nothing of savepoints: the committer's opening runs first
+/// as a call of its own.
 struct Queued<T, F> {
     body: F,
     reply: oneshot::Sender<Result<T>>,
+}
+
+/// A change whose body runs the opening itself, in its first call.
+struct Opened<T, F> {
+    body: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+fn settle_with<T: Send + 'static>(result: Result<T>, reply: oneshot::Sender<Result<T>>) -> Ran {
+    Ran {
+        ok: result.is_ok(),
+        settle: Box::new(move |failed| {
+            let _ = reply.send(match failed {
+                None => result,
+                Some(why) => Err(StoreError::CommitFailed(why)),
+            });
+        }),
+    }
 }
 
 impl<T, F> Change for Queued<T, F>
@@ -55,28 +111,47 @@ where
     T: Send + 'static,
     F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T>> + Send + 'static,
 {
-    fn run<'c>(self: Box<Self>, conn: &'c mut SqliteConnection) -> BoxFut<'c, Ran> {
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        opening: &'c mut Opening,
+    ) -> BoxFut<'c, Ran> {
         Box::pin(async move {
             let Queued { body, reply } = *self;
-            let result = body(&mut *conn).await;
-            let ok = result.is_ok();
-            // The committer opened the savepoint; a failed change is undone to it here (the
-            // savepoint stays open, at the same point, for the next change).
-            let clean = ok
-                || sqlx::raw_sql("ROLLBACK TO grouped")
-                    .execute(&mut *conn)
-                    .await
-                    .is_ok();
-            Ran {
-                clean,
-                ok,
-                settle: Box::new(move |failed| {
-                    let _ = reply.send(match failed {
-                        None => result,
-                        Some(why) => Err(StoreError::CommitFailed(why)),
-                    });
-                }),
-            }
+            let sql = opening.take();
+            let result = if sql.is_empty() {
+                body(&mut *conn).await
+            } else {
+                match sqlx::raw_sql(sql).execute(&mut *conn).await {
+                    Ok(_) => body(&mut *conn).await,
+                    Err(e) => Err(e.into()),
+                }
+            };
+            settle_with(result, reply)
+        })
+    }
+
+    fn fail(self: Box<Self>, why: String) {
+        let _ = self.reply.send(Err(StoreError::CommitFailed(why)));
+    }
+}
+
+impl<T, F> Change for Opened<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection, &'c mut Opening) -> BoxFut<'c, Result<T>>
+        + Send
+        + 'static,
+{
+    fn run<'c>(
+        self: Box<Self>,
+        conn: &'c mut SqliteConnection,
+        opening: &'c mut Opening,
+    ) -> BoxFut<'c, Ran> {
+        Box::pin(async move {
+            let Opened { body, reply } = *self;
+            let result = body(&mut *conn, opening).await;
+            settle_with(result, reply)
         })
     }
 
@@ -128,8 +203,32 @@ impl GroupCommit {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
+        self.enqueue(Box::new(Queued { body, reply }), answer).await
+    }
+
+    /// Like [`GroupCommit::run`], for a body that runs the savepoint statements it is
+    /// handed ([`Opening::take`]) in front of its own first statement, in one call: a
+    /// round trip to the connection's thread saved per change. The body must take the
+    /// opening before running any statement; failing without having taken it, it must
+    /// have written nothing.
+    pub(crate) async fn run_opening<T, F>(&self, body: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection, &'c mut Opening) -> BoxFut<'c, Result<T>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.enqueue(Box::new(Opened { body, reply }), answer).await
+    }
+
+    async fn enqueue<T>(
+        &self,
+        change: Box<dyn Change>,
+        answer: oneshot::Receiver<Result<T>>,
+    ) -> Result<T> {
         self.queue
-            .send(Box::new(Queued { body, reply }))
+            .send(change)
             .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?;
         answer
             .await
@@ -158,37 +257,41 @@ async fn committer(
             }
         };
         let mut ran = Vec::new();
-        // Each change runs in the savepoint `grouped`, so one that fails is undone alone.
+        // Each change runs in a savepoint of its own, so one that fails is undone alone.
         // The savepoint statements cost a round trip to the connection's thread each, so
-        // they are folded: one before the first change, then `RELEASE grouped; SAVEPOINT
-        // grouped` between two changes (after a failed change, which was rolled back to
-        // the savepoint, the same savepoint serves the next one), and none after the last:
-        // the commit ends it.
-        let mut clean = sqlx::raw_sql("SAVEPOINT grouped")
-            .execute(&mut *tx)
-            .await
-            .is_ok();
-        let mut next = Some(first);
-        if !clean && let Some(first) = next.take() {
-            first.fail("cannot open a savepoint in the write transaction".into());
-        }
+        // they ride with the change's own first call where it can ([`Opening`]): before
+        // the first change `SAVEPOINT g0`, between two changes `RELEASE gN; SAVEPOINT
+        // gM` (after a failed change, which was rolled back to its savepoint, the same
+        // savepoint serves the next one as it stands, with nothing to run), and none
+        // after the last: the commit ends it.
+        let mut open: Option<usize> = None;
         let mut dirty = false;
+        let mut clean = true;
+        let mut next = Some(first);
         while let Some(change) = next.take() {
-            if dirty {
-                clean = sqlx::raw_sql("RELEASE grouped; SAVEPOINT grouped")
-                    .execute(&mut *tx)
-                    .await
-                    .is_ok();
-                if !clean {
-                    change.fail("cannot open a savepoint in the write transaction".into());
-                    break;
-                }
+            let (sql, opens) = opening_after(open, dirty);
+            let mut opening = Opening { sql, taken: false };
+            let r = change.run(&mut tx, &mut opening).await;
+            // Taken (or nothing to take): the savepoint `opens` is the one open now, or
+            // the change's first call never ran, and the rollback to it below fails.
+            let taken = opening.taken || sql.is_empty();
+            if taken {
+                open = Some(opens);
             }
-            let r = change.run(&mut tx).await;
-            clean &= r.clean;
-            // A change that failed was rolled back to the savepoint, which still stands
-            // where it was: the next change can use it as it is.
-            dirty = r.ok;
+            if r.ok {
+                dirty |= taken;
+            } else if taken {
+                // Undo the failed change to its savepoint, which stays open at the same
+                // point for the next change.
+                let undo = if opens == 0 {
+                    "ROLLBACK TO g0"
+                } else {
+                    "ROLLBACK TO g1"
+                };
+                clean = sqlx::raw_sql(undo).execute(&mut *tx).await.is_ok();
+                dirty = false;
+            }
+            // Not taken and failed: it ran no statement, so there is nothing to undo.
             ran.push(r);
             if !clean || ran.len() >= MAX_GROUP {
                 break;
@@ -215,6 +318,59 @@ async fn committer(
             (r.settle)(failed.clone());
         }
     }
+}
+
+/// What one statement of a multi-statement call returned.
+#[derive(Debug, Default)]
+pub(crate) struct Done {
+    pub(crate) rows: Vec<sqlx::sqlite::SqliteRow>,
+    /// `sqlite3_changes()` when it finished: the rows of the last INSERT, UPDATE or
+    /// DELETE, so meaningful for those statements only.
+    pub(crate) changes: u64,
+}
+
+/// Runs several statements on SQLite's connection as one call (one round trip to the
+/// connection's thread instead of one per statement) and returns what each returned, in
+/// order; the first `skip` (an [`Opening`]'s statements) are left out. SQLite prepares
+/// and runs the statements of the text in turn and stops at the first error; every
+/// parameter is numbered (`$N`) and bound by its number in every statement that names
+/// it (an anonymous `?` would take the next argument after those of the statements
+/// before it). The whole text is one entry in the connection's statement cache.
+///
+/// Only for the writer's group changes, inside their savepoint: an error after some
+/// statements ran leaves their writes for the rollback to undo.
+pub(crate) async fn run_batch<'q>(
+    conn: &mut SqliteConnection,
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    skip: usize,
+) -> Result<Vec<Done>> {
+    use futures_util::TryStreamExt;
+    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    let mut steps = sqlx::Executor::fetch_many(&mut *conn, query);
+    while let Some(step) = steps.try_next().await? {
+        match step {
+            sqlx::Either::Left(done) => out.push(Done {
+                rows: std::mem::take(&mut rows),
+                changes: done.rows_affected(),
+            }),
+            sqlx::Either::Right(row) => rows.push(row),
+        }
+    }
+    drop(steps);
+    if out.len() < skip {
+        return Err(StoreError::Corrupt(format!(
+            "a multi-statement call returned {} results, fewer than its {skip} opening statements",
+            out.len()
+        )));
+    }
+    out.drain(..skip);
+    Ok(out)
+}
+
+/// How many statements the opening text holds (each ends in `;`).
+pub(crate) fn statements_in(opening: &str) -> usize {
+    opening.matches(';').count()
 }
 
 #[cfg(test)]
@@ -295,6 +451,234 @@ mod tests {
                 (2, "y".to_string()),
                 (5, "x".to_string())
             ]
+        );
+    }
+
+    async fn writer(dir: &tempfile::TempDir) -> SqlitePool {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(dir.path().join("group.db"))
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// One call, several statements: the numbered parameters are bound by number in
+    /// every statement that names them, each statement reports its own rows and row
+    /// count, and `changes()` inside an INSERT is the count of the UPDATE before it (what
+    /// the sandbox bank's batched booking decides a debit's status by).
+    #[tokio::test]
+    async fn a_batch_binds_numbered_parameters_in_every_statement_and_reports_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir).await;
+        sqlx::raw_sql(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL); \
+             CREATE TABLE log (taken INTEGER NOT NULL, v TEXT NOT NULL); \
+             INSERT INTO t (id, v) VALUES (1, 'a'), (2, 'b')",
+        )
+        .execute(&writer)
+        .await
+        .unwrap();
+        let mut conn = writer.acquire().await.unwrap();
+        for (id, taken) in [(1_i64, 1_i64), (3, 0)] {
+            let done = run_batch(
+                &mut conn,
+                sqlx::query(
+                    "SAVEPOINT x; \
+                     UPDATE t SET v = $2 WHERE id = $1; \
+                     INSERT INTO log (taken, v) SELECT c.n, $2 FROM (SELECT changes() AS n) AS c \
+                       WHERE true RETURNING taken; \
+                     SELECT id, v FROM t WHERE v = $2; \
+                     RELEASE x",
+                )
+                .bind(id)
+                .bind(format!("new{id}")),
+                1,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                done.len(),
+                4,
+                "the savepoint left out, the other four reported"
+            );
+            assert_eq!(done[0].changes, taken as u64);
+            assert!(done[0].rows.is_empty());
+            let logged: i64 = sqlx::Row::get(&done[1].rows[0], 0);
+            assert_eq!(logged, taken, "changes() inside the INSERT is the UPDATE's");
+            assert_eq!(done[1].changes, 1);
+            assert_eq!(
+                done[2].rows.len() as i64,
+                taken,
+                "$2 bound in the SELECT too"
+            );
+        }
+        // A statement that fails stops the call: the statements after it do not run.
+        let failed = run_batch(
+            &mut conn,
+            sqlx::query(
+                "UPDATE t SET v = 'z' WHERE id = $1; \
+                 INSERT INTO t (id, v) VALUES ($1, 'dup'); \
+                 UPDATE t SET v = 'never' WHERE id = 2",
+            )
+            .bind(1_i64),
+            0,
+        )
+        .await;
+        assert!(failed.is_err());
+        let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 2")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(v, "b");
+    }
+
+    /// Changes that run their savepoint statements in their own call (`run_opening`),
+    /// queued together with plain ones so they share one group: a fenced update that
+    /// finds no row is detected after the call, and that change alone is undone (its
+    /// insert made in the same call included), back to back with another failure, and
+    /// after a plain change; a change that fails before taking its opening wrote nothing
+    /// and undoes nothing of the change before it.
+    #[tokio::test]
+    async fn an_opened_change_that_fails_after_its_call_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir).await;
+        sqlx::raw_sql(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL); \
+             CREATE TABLE ev (id INTEGER NOT NULL); \
+             INSERT INTO t (id, v) VALUES (0, 'free'), (1, 'free'), (2, 'free'), (3, 'free'), \
+                (4, 'free'), (5, 'free'), (6, 'free')",
+        )
+        .execute(&writer)
+        .await
+        .unwrap();
+        let group = GroupCommit::start(writer.clone());
+        // What each change is: plain, opened and fenced (the fence holds when the row is
+        // 'free'), or opened and failing before its first call.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        enum Kind {
+            Plain,
+            Fenced { holds: bool },
+            EarlyFail,
+        }
+        use Kind::*;
+        let kinds = [
+            Fenced { holds: true },
+            Fenced { holds: false },
+            Fenced { holds: false },
+            Fenced { holds: true },
+            Plain,
+            Fenced { holds: false },
+            EarlyFail,
+        ];
+        // Rows of the changes whose fence fails are taken beforehand.
+        for (i, k) in kinds.iter().enumerate() {
+            if *k == (Fenced { holds: false }) {
+                sqlx::query("UPDATE t SET v = 'taken' WHERE id = $1")
+                    .bind(i as i64)
+                    .execute(&writer)
+                    .await
+                    .unwrap();
+            }
+        }
+        let changes = kinds.iter().enumerate().map(|(i, &kind)| {
+            let group = group.clone();
+            let i = i as i64;
+            async move {
+                match kind {
+                    Plain => {
+                        group
+                            .run(move |conn| {
+                                Box::pin(async move {
+                                    sqlx::query("UPDATE t SET v = 'plain' WHERE id = $1")
+                                        .bind(i)
+                                        .execute(&mut *conn)
+                                        .await?;
+                                    Ok(i)
+                                })
+                            })
+                            .await
+                    }
+                    Fenced { .. } => {
+                        group
+                            .run_opening(move |conn, opening| {
+                                Box::pin(async move {
+                                    let opening = opening.take();
+                                    let sql = format!(
+                                        "{opening}UPDATE t SET v = 'done' WHERE id = $1 AND v = 'free'; \
+                                         INSERT INTO ev (id) VALUES ($1); \
+                                         UPDATE t SET v = v || '!' WHERE id = 0"
+                                    );
+                                    let done = run_batch(
+                                        conn,
+                                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i),
+                                        statements_in(opening),
+                                    )
+                                    .await?;
+                                    if done[0].changes != 1 {
+                                        return Err(StoreError::Conflict(format!("fenced {i}")));
+                                    }
+                                    Ok(i)
+                                })
+                            })
+                            .await
+                    }
+                    EarlyFail => {
+                        group
+                            .run_opening(move |_conn, _opening| {
+                                Box::pin(async move {
+                                    Err::<i64, _>(StoreError::Conflict(format!("early {i}")))
+                                })
+                            })
+                            .await
+                    }
+                }
+            }
+        });
+        let results = futures_util::future::join_all(changes).await;
+        for (i, (result, kind)) in results.iter().zip(&kinds).enumerate() {
+            match (kind, result) {
+                (Fenced { holds: true } | Plain, Ok(n)) => assert_eq!(*n, i as i64),
+                (Fenced { holds: false }, Err(StoreError::Conflict(why))) => {
+                    assert_eq!(why, &format!("fenced {i}"))
+                }
+                (EarlyFail, Err(StoreError::Conflict(why))) => {
+                    assert_eq!(why, &format!("early {i}"))
+                }
+                _ => panic!("change {i} ({kind:?}): {result:?}"),
+            }
+        }
+        assert_eq!(group.committed(), (1, 7), "one group held all seven");
+        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, v FROM t ORDER BY id")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        // Row 0 got one '!' from each change whose fence held (0 and 3), none from the
+        // three that failed after writing it.
+        assert_eq!(
+            rows,
+            vec![
+                (0, "done!!".to_string()),
+                (1, "taken".to_string()),
+                (2, "taken".to_string()),
+                (3, "done".to_string()),
+                (4, "plain".to_string()),
+                (5, "taken".to_string()),
+                (6, "free".to_string()),
+            ]
+        );
+        let events: Vec<i64> = sqlx::query_scalar("SELECT id FROM ev ORDER BY id")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![0, 3],
+            "the failed changes' inserts were undone"
         );
     }
 }

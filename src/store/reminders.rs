@@ -304,6 +304,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let owner = owner.to_string();
+        if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+            // SQLite's writer: every outcome of the email in one call to the connection's
+            // thread.
+            return group
+                .run_opening(move |conn, opening| {
+                    Box::pin(async move {
+                        apply_reminder_changes_batched(conn, opening, &owner, &outcomes, now_ms)
+                            .await
+                    })
+                })
+                .await;
+        }
         let backend = self.backend();
         super::write_tx!(self, |conn| {
             let mut applied = Vec::with_capacity(outcomes.len());
@@ -487,4 +499,107 @@ impl Store {
         });
         Ok(rows)
     }
+}
+
+/// [`Store::apply_reminder_changes`] on SQLite's writer, in the group committer: the
+/// savepoint statements and, per outcome, its fenced update and its event in one call to
+/// the connection's thread (see [`super::group_commit::run_batch`]). An event is written
+/// only with its change: its INSERT selects its row only when `changes()` (the rows of
+/// the last finished INSERT, UPDATE or DELETE: the update just before it) is 1.
+async fn apply_reminder_changes_batched(
+    conn: &mut sqlx::SqliteConnection,
+    opening: &mut super::group_commit::Opening,
+    owner: &str,
+    outcomes: &[ReminderOutcome],
+    now_ms: i64,
+) -> Result<Vec<bool>> {
+    let opening = opening.take();
+    let mut sql = String::with_capacity(1024 * outcomes.len());
+    sql.push_str(opening);
+    // `$1` the owner, `$2` the instant; then each outcome's own, numbered on.
+    let mut n = 3;
+    let mut updates = Vec::with_capacity(outcomes.len());
+    let mut statement = 0;
+    for o in outcomes {
+        sql.push_str(&format!(
+            "UPDATE reminders SET state = ${}, \
+                scheduled_at_ms = COALESCE(${}, scheduled_at_ms), \
+                message_id = COALESCE(${}, message_id), \
+                template = COALESCE(${}, template), \
+                last_error = COALESCE(${}, last_error), \
+                cancel_reason = COALESCE(${}, cancel_reason), \
+                sent_at_ms = COALESCE(${}, sent_at_ms), \
+                tries = tries + ${}, \
+                lease_owner = CASE WHEN ${r} = 1 THEN NULL ELSE lease_owner END, \
+                lease_until_ms = CASE WHEN ${r} = 1 THEN NULL ELSE lease_until_ms END, \
+                updated_at_ms = $2 \
+             WHERE id = ${} AND state = 'sending' AND lease_owner = $1; ",
+            n,
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7,
+            n + 9,
+            r = n + 8,
+        ));
+        n += 10;
+        updates.push(statement);
+        statement += 1;
+        if o.event.is_some() {
+            sql.push_str(&format!(
+                "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
+                 SELECT ${}, ${}, ${}, ${}, ${}, ${} FROM (SELECT changes() AS n) AS c \
+                 WHERE c.n = 1; ",
+                n,
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5
+            ));
+            n += 6;
+            statement += 1;
+        }
+    }
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        // Each count of outcomes is a statement of its own: the usual few stay prepared.
+        .persistent(outcomes.len() <= 4)
+        .bind(owner)
+        .bind(now_ms);
+    for o in outcomes {
+        let change = &o.change;
+        q = q
+            .bind(change.state)
+            .bind(change.scheduled_at_ms)
+            .bind(change.message_id.as_deref())
+            .bind(change.template.as_deref())
+            .bind(change.last_error.as_deref())
+            .bind(change.cancel_reason.as_deref())
+            .bind(change.sent_at_ms)
+            .bind(i64::from(change.bump_tries))
+            .bind(i64::from(change.release_lease))
+            .bind(o.reminder_id);
+        if let Some(ev) = &o.event {
+            q = q
+                .bind(ev.at_ms)
+                .bind(ev.kind)
+                .bind(ev.agreement_id)
+                .bind(ev.installment_id)
+                .bind(ev.attempt_id)
+                .bind(ev.detail.to_string());
+        }
+    }
+    let done = super::group_commit::run_batch(conn, q, super::group_commit::statements_in(opening))
+        .await?;
+    updates
+        .into_iter()
+        .map(|i| {
+            done.get(i).map(|d| d.changes == 1).ok_or_else(|| {
+                StoreError::Corrupt("a batched reminder change reported too few statements".into())
+            })
+        })
+        .collect()
 }

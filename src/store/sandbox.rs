@@ -131,6 +131,14 @@ impl Store {
     /// it, and the booking is never in the transaction that records its own outcome.
     pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
         let booking = OwnedBooking::from(b);
+        if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+            // SQLite's writer: the whole booking in one call to the connection's thread.
+            return group
+                .run_opening(move |conn, opening| {
+                    Box::pin(async move { book_debit_batched(conn, opening, &booking).await })
+                })
+                .await;
+        }
         let booked = super::write_tx!(self, |conn| {
             let b = &booking;
             // A key seen before: nothing is written (a replay under a wrong account opens
@@ -600,4 +608,92 @@ impl Store {
         });
         Ok(applied)
     }
+}
+
+/// [`Store::sandbox_book_debit`] on SQLite's writer, in the group committer, as one call
+/// to the connection's thread (see [`super::group_commit::run_batch`]): the savepoint
+/// statements, then
+/// 1. the row of a key seen before (if there is one, nothing below writes: each
+///    statement is conditioned on the key being new);
+/// 2. the account opened on its first use;
+/// 3. the conditional debit of an open account in the debit's currency holding the
+///    amount (skipped for an injected decline);
+/// 4. the debit's row, its status and decline code decided from whether 3 changed a row
+///    (`changes()`: the rows of the last finished INSERT, UPDATE or DELETE, which is 3
+///    while 4 runs) and, when it did not, from the account as it stands (status,
+///    currency, then balance: the order of the statement-per-call path).
+///
+/// SQLite has one writer, so no other booking can take the key between 1 and 4.
+async fn book_debit_batched(
+    conn: &mut sqlx::SqliteConnection,
+    opening: &mut super::group_commit::Opening,
+    b: &OwnedBooking,
+) -> Result<SandboxBooking> {
+    use sqlx::FromRow;
+    let opening = opening.take();
+    let sql = format!(
+        "{opening}\
+         SELECT idempotency_key, account_ref, amount_minor, currency, status, \
+            decline_code, gateway_ref, created_at_ms \
+         FROM sandbox_debits WHERE idempotency_key = $1; \
+         INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
+         SELECT $2, $3, $4, $5 \
+         WHERE NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1) \
+         ON CONFLICT (account_ref) DO NOTHING; \
+         UPDATE sandbox_accounts SET balance_minor = balance_minor - $6 \
+         WHERE account_ref = $2 AND status = '{STATUS_OPEN}' AND currency = $3 \
+           AND balance_minor >= $6 AND $7 IS NULL \
+           AND NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1); \
+         INSERT INTO sandbox_debits (idempotency_key, account_ref, amount_minor, currency, \
+            status, decline_code, gateway_ref, created_at_ms) \
+         SELECT $1, $2, $6, $3, \
+            CASE WHEN $7 IS NULL AND t.taken = 1 \
+                 THEN CASE WHEN $8 = 1 THEN '{DEBIT_PENDING}' ELSE '{DEBIT_SUCCEEDED}' END \
+                 ELSE '{DEBIT_DECLINED}' END, \
+            CASE WHEN $7 IS NOT NULL THEN $7 \
+                 WHEN t.taken = 1 THEN NULL \
+                 WHEN a.status = '{STATUS_CLOSED}' THEN '{DECLINE_ACCOUNT_CLOSED}' \
+                 WHEN a.status = '{STATUS_FROZEN}' THEN '{DECLINE_ACCOUNT_FROZEN}' \
+                 WHEN a.currency <> $3 THEN '{DECLINE_CURRENCY_MISMATCH}' \
+                 ELSE '{DECLINE_INSUFFICIENT_FUNDS}' END, \
+            $9, $10 \
+         FROM (SELECT changes() AS taken) AS t \
+         JOIN sandbox_accounts a ON a.account_ref = $2 \
+         WHERE NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1) \
+         ON CONFLICT (idempotency_key) DO NOTHING \
+         RETURNING status, decline_code"
+    );
+    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(b.idempotency_key.as_str())
+        .bind(b.account_ref.as_str())
+        .bind(b.currency.as_str())
+        .bind(b.opening_balance_minor)
+        .bind(b.opening_status.as_str())
+        .bind(b.amount_minor)
+        .bind(b.forced_decline.as_deref())
+        .bind(i64::from(b.pending))
+        .bind(b.gateway_ref.as_str())
+        .bind(b.at_ms);
+    let done = super::group_commit::run_batch(conn, q, super::group_commit::statements_in(opening))
+        .await?;
+    if let Some(row) = done.first().and_then(|d| d.rows.first()) {
+        return Ok(SandboxBooking::Existing(SandboxDebitRow::from_row(row)?));
+    }
+    let Some(row) = done.get(3).and_then(|d| d.rows.first()) else {
+        return Err(StoreError::Corrupt(format!(
+            "the sandbox booking under key {} wrote no debit row",
+            b.idempotency_key
+        )));
+    };
+    use sqlx::Row;
+    Ok(SandboxBooking::New(SandboxDebitRow {
+        idempotency_key: b.idempotency_key.clone(),
+        account_ref: b.account_ref.clone(),
+        amount_minor: b.amount_minor,
+        currency: b.currency.clone(),
+        status: row.try_get(0)?,
+        decline_code: row.try_get(1)?,
+        gateway_ref: b.gateway_ref.clone(),
+        created_at_ms: b.at_ms,
+    }))
 }
