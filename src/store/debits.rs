@@ -357,42 +357,10 @@ impl Store {
         let backend = self.backend();
         super::write_tx!(self, |conn| {
             let (fence, change, effects) = (&fence, &change, &effects);
-            let updated = sqlx::query(
-                "UPDATE debit_attempts SET state = $1, \
-                    amount_minor = COALESCE($2, amount_minor), \
-                    scheduled_at_ms = COALESCE($3, scheduled_at_ms), \
-                    funds_checked_at_ms = COALESCE($4, funds_checked_at_ms), \
-                    submitted_at_ms = COALESCE($5, submitted_at_ms), \
-                    finished_at_ms = COALESCE($6, finished_at_ms), \
-                    outcome_code = COALESCE($7, outcome_code), \
-                    outcome_detail = COALESCE($8, outcome_detail), \
-                    gateway_ref = COALESCE($9, gateway_ref), \
-                    reconcile_count = reconcile_count + $10, \
-                    lease_owner = CASE WHEN $11 = 1 THEN NULL ELSE lease_owner END, \
-                    lease_until_ms = CASE WHEN $11 = 1 THEN NULL ELSE lease_until_ms END, \
-                    updated_at_ms = $12, \
-                    funding_account_id = COALESCE($16, funding_account_id) \
-                 WHERE id = $13 AND state = $14 AND lease_owner = $15",
-            )
-            .bind(change.state)
-            .bind(change.amount_minor)
-            .bind(change.scheduled_at_ms)
-            .bind(change.funds_checked_at_ms)
-            .bind(change.submitted_at_ms)
-            .bind(change.finished_at_ms)
-            .bind(change.outcome_code.as_deref())
-            .bind(change.outcome_detail.as_deref())
-            .bind(change.gateway_ref.as_deref())
-            .bind(i64::from(change.bump_reconcile_count))
-            .bind(i64::from(change.release_lease))
-            .bind(now_ms)
-            .bind(fence.attempt_id)
-            .bind(fence.expected_state.as_str())
-            .bind(fence.owner.as_str())
-            .bind(change.funding_account_id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let updated = bind_attempt_update!(sqlx::query(UPDATE_ATTEMPT), fence, change, now_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             if updated != 1 {
                 return Err(StoreError::Fenced {
                     attempt_id: fence.attempt_id,
@@ -406,22 +374,7 @@ impl Store {
             if let Some(next) = &effects.next_attempt
                 && let Some(id) = insert_attempt_sql!(&mut *conn, next, now_ms)
             {
-                insert_event!(
-                    &mut *conn,
-                    &NewEvent {
-                        at_ms: now_ms,
-                        kind: "debit_attempt_planned",
-                        agreement_id: Some(next.agreement_id),
-                        installment_id: Some(next.installment_id),
-                        attempt_id: Some(id),
-                        detail: serde_json::json!({
-                            "attempt_no": next.attempt_no,
-                            "scheduled_at_ms": next.scheduled_at_ms,
-                            "reason": "retry",
-                            "retry_reason": next.retry_reason,
-                        }),
-                    }
-                )?;
+                insert_event!(&mut *conn, &retry_planned_event(next, id, now_ms))?;
             }
             if let Some(r) = &effects.reminder {
                 super::reminders::insert_reminder_sql!(&mut *conn, r, now_ms);
@@ -668,8 +621,8 @@ impl Store {
     }
 }
 
-/// The fenced attempt update of [`apply_attempt_change_batched`]: `$1`-`$16`, numbered
-/// parameters that the later statements of the same call may name too (`$12` the
+/// The fenced attempt update (`$1`-`$16`, bound by [`bind_attempt_update!`]): numbered
+/// parameters that the later statements of a batched call may name too (`$12` the
 /// change's instant, `$13` the attempt).
 const UPDATE_ATTEMPT: &str = "UPDATE debit_attempts SET state = $1, \
         amount_minor = COALESCE($2, amount_minor), \
@@ -719,6 +672,47 @@ const PAY_INSTALLMENT: &str = "SELECT total_minor, paid_minor FROM installments 
 
 /// Statements of [`PAY_INSTALLMENT`].
 const PAY_INSTALLMENT_STATEMENTS: usize = 5;
+
+/// Binds [`UPDATE_ATTEMPT`]'s `$1`-`$16` to a query on either backend.
+macro_rules! bind_attempt_update {
+    ($q:expr, $fence:expr, $change:expr, $now_ms:expr) => {{
+        let (fence, change): (&Fence, &AttemptChange) = ($fence, $change);
+        $q.bind(change.state)
+            .bind(change.amount_minor)
+            .bind(change.scheduled_at_ms)
+            .bind(change.funds_checked_at_ms)
+            .bind(change.submitted_at_ms)
+            .bind(change.finished_at_ms)
+            .bind(change.outcome_code.as_deref())
+            .bind(change.outcome_detail.as_deref())
+            .bind(change.gateway_ref.as_deref())
+            .bind(i64::from(change.bump_reconcile_count))
+            .bind(i64::from(change.release_lease))
+            .bind($now_ms)
+            .bind(fence.attempt_id)
+            .bind(fence.expected_state.as_str())
+            .bind(fence.owner.as_str())
+            .bind(change.funding_account_id)
+    }};
+}
+use bind_attempt_update;
+
+/// The event of a retry planned by an attempt's outcome (`id` the new attempt's).
+fn retry_planned_event(next: &NewAttempt, id: i64, now_ms: i64) -> NewEvent {
+    NewEvent {
+        at_ms: now_ms,
+        kind: "debit_attempt_planned",
+        agreement_id: Some(next.agreement_id),
+        installment_id: Some(next.installment_id),
+        attempt_id: Some(id),
+        detail: serde_json::json!({
+            "attempt_no": next.attempt_no,
+            "scheduled_at_ms": next.scheduled_at_ms,
+            "reason": "retry",
+            "retry_reason": next.retry_reason,
+        }),
+    }
+}
 
 /// The reminder and event inserts of a batched change, their parameters numbered from
 /// `first` (`$now`: the change's instant, bound before); appends the SQL to `sql` and
@@ -781,13 +775,7 @@ fn bind_reminder_and_events<'q>(
             .bind(r.detail.to_string());
     }
     for ev in &effects.events {
-        q = q
-            .bind(ev.at_ms)
-            .bind(ev.kind)
-            .bind(ev.agreement_id)
-            .bind(ev.installment_id)
-            .bind(ev.attempt_id)
-            .bind(ev.detail.to_string());
+        q = super::bind_event!(q, ev);
     }
     q
 }
@@ -824,23 +812,7 @@ async fn apply_attempt_change_batched(
     if rest_now {
         reminder_and_events_sql(&mut sql, effects, next_param, 12);
     }
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(change.state)
-        .bind(change.amount_minor)
-        .bind(change.scheduled_at_ms)
-        .bind(change.funds_checked_at_ms)
-        .bind(change.submitted_at_ms)
-        .bind(change.finished_at_ms)
-        .bind(change.outcome_code.as_deref())
-        .bind(change.outcome_detail.as_deref())
-        .bind(change.gateway_ref.as_deref())
-        .bind(i64::from(change.bump_reconcile_count))
-        .bind(i64::from(change.release_lease))
-        .bind(now_ms)
-        .bind(fence.attempt_id)
-        .bind(fence.expected_state.as_str())
-        .bind(fence.owner.as_str())
-        .bind(change.funding_account_id);
+    let mut q = bind_attempt_update!(sqlx::query(sqlx::AssertSqlSafe(sql)), fence, change, now_ms);
     if let Some(p) = &effects.payment {
         q = q
             .bind(p.installment_id)
@@ -880,22 +852,7 @@ async fn apply_attempt_change_batched(
         if let Some(next) = &effects.next_attempt
             && let Some(id) = insert_attempt_sql!(&mut *conn, next, now_ms)
         {
-            super::insert_event!(
-                &mut *conn,
-                &NewEvent {
-                    at_ms: now_ms,
-                    kind: "debit_attempt_planned",
-                    agreement_id: Some(next.agreement_id),
-                    installment_id: Some(next.installment_id),
-                    attempt_id: Some(id),
-                    detail: serde_json::json!({
-                        "attempt_no": next.attempt_no,
-                        "scheduled_at_ms": next.scheduled_at_ms,
-                        "reason": "retry",
-                        "retry_reason": next.retry_reason,
-                    }),
-                }
-            )?;
+            super::insert_event!(&mut *conn, &retry_planned_event(next, id, now_ms))?;
         }
         let mut sql = String::new();
         reminder_and_events_sql(&mut sql, effects, 2, 1);

@@ -83,24 +83,34 @@ macro_rules! write_tx {
 #[allow(unused_imports)]
 pub(crate) use write_tx;
 
+/// Binds one event's six columns (at_ms, kind, agreement_id, installment_id, attempt_id,
+/// detail), in that order, to a query on either backend.
+macro_rules! bind_event {
+    ($q:expr, $ev:expr) => {{
+        let ev: &$crate::store::NewEvent = $ev;
+        $q.bind(ev.at_ms)
+            .bind(ev.kind)
+            .bind(ev.agreement_id)
+            .bind(ev.installment_id)
+            .bind(ev.attempt_id)
+            .bind(ev.detail.to_string())
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use bind_event;
+
 /// Appends one row to the event log on `$conn` (a transaction, normally, so the event
 /// commits or rolls back with the change it describes).
 macro_rules! insert_event {
     ($conn:expr, $ev:expr) => {{
-        let ev: &$crate::store::NewEvent = $ev;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
              VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(ev.at_ms)
-        .bind(ev.kind)
-        .bind(ev.agreement_id)
-        .bind(ev.installment_id)
-        .bind(ev.attempt_id)
-        .bind(ev.detail.to_string())
-        .execute($conn)
-        .await
-        .map(|r| r.rows_affected())
+        );
+        $crate::store::bind_event!(q, $ev)
+            .execute($conn)
+            .await
+            .map(|r| r.rows_affected())
     }};
 }
 #[allow(unused_imports)]
@@ -120,13 +130,7 @@ macro_rules! insert_events {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .persistent($crate::store::keep_prepared(chunk.len()));
             for ev in chunk {
-                q = q
-                    .bind(ev.at_ms)
-                    .bind(ev.kind)
-                    .bind(ev.agreement_id)
-                    .bind(ev.installment_id)
-                    .bind(ev.attempt_id)
-                    .bind(ev.detail.to_string());
+                q = $crate::store::bind_event!(q, ev);
             }
             q.execute($conn).await?;
         }

@@ -583,13 +583,7 @@ async fn apply_reminder_changes_batched(
             .bind(i64::from(change.release_lease))
             .bind(o.reminder_id);
         if let Some(ev) = &o.event {
-            q = q
-                .bind(ev.at_ms)
-                .bind(ev.kind)
-                .bind(ev.agreement_id)
-                .bind(ev.installment_id)
-                .bind(ev.attempt_id)
-                .bind(ev.detail.to_string());
+            q = super::bind_event!(q, ev);
         }
     }
     let done = super::group_commit::run_batch(conn, q, super::group_commit::statements_in(opening))
