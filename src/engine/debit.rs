@@ -49,63 +49,101 @@ impl Engine {
     /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` attempts run at
     /// once, and as they finish more are claimed (at least a quarter of the limit at a
     /// time, so one claim's commit serves several attempts), so a slow gateway answer
-    /// never holds up the rest of a batch.
+    /// never holds up the rest of a batch. The claim (a commit, and the batch's reads)
+    /// runs beside the attempts in flight: while it is on its way, the attempts that
+    /// finish are recorded and their slots counted for the next claim, which leaves as
+    /// soon as this one is back. A claim waits for the writer's next group, so a loop
+    /// that stopped for it would hold every debit to one claim per group (measured: some
+    /// 500 debits/s at 64 in flight, whatever else was made faster).
     pub async fn run_due(
         self: &Arc<Self>,
         shutdown: &CancellationToken,
     ) -> Result<RunReport, EngineError> {
+        type Claimed = (
+            usize,
+            Result<Vec<AttemptRow>, StoreError>,
+            HashMap<i64, BatchRead>,
+        );
         let mut report = RunReport::default();
         let mut tasks = tokio::task::JoinSet::new();
         let mut drained = false;
+        // The claim on its way, if any: how many attempts it asked for, what it took and
+        // their batch's reads.
+        let mut claiming: Option<futures_util::future::BoxFuture<'static, Claimed>> = None;
         loop {
             let policy = self.policy();
             let max_in_flight = policy.debit.max_in_flight.max(1) as usize;
-            let free = max_in_flight.saturating_sub(tasks.len());
-            let top_up = free >= (max_in_flight / 4).max(1) || tasks.is_empty();
-            if !drained && top_up && !shutdown.is_cancelled() {
-                let want = free.min(policy.debit.batch_size.max(1) as usize);
-                let now = self.clock.now();
-                let claimed = self
-                    .store
-                    .claim_due_attempts(
-                        &self.owner,
-                        to_epoch_ms(now),
-                        to_epoch_ms(now + policy.debit.lease),
-                        want as i64,
-                    )
-                    .await;
-                let batch = match claimed {
-                    Ok(batch) => batch,
-                    Err(e) => {
-                        // Let what is in flight finish and be recorded before giving up.
-                        while let Some(joined) = tasks.join_next().await {
-                            settle(&mut report, joined);
-                        }
-                        return Err(e.into());
-                    }
-                };
-                // Fewer than asked: nothing else is due now. Finish what is in flight.
-                drained = batch.len() < want;
-                report.claimed += batch.len() as u64;
-                let mut read = self.read_batch(&batch).await;
-                for attempt in batch {
+            if claiming.is_none() && !drained && !shutdown.is_cancelled() {
+                let free = max_in_flight.saturating_sub(tasks.len());
+                if free >= (max_in_flight / 4).max(1) || tasks.is_empty() {
+                    let want = free.min(policy.debit.batch_size.max(1) as usize);
                     let engine = Arc::clone(self);
-                    let read = read.remove(&attempt.id);
-                    let span = tracing::info_span!(
-                        "debit_attempt",
-                        attempt_id = attempt.id,
-                        agreement_id = attempt.agreement_id,
-                        installment_id = attempt.installment_id,
-                        attempt_no = attempt.attempt_no,
-                    );
-                    tasks
-                        .spawn(async move { engine.process(attempt, read).await }.instrument(span));
+                    let lease = policy.debit.lease;
+                    claiming = Some(Box::pin(async move {
+                        let now = engine.clock.now();
+                        let claimed = engine
+                            .store
+                            .claim_due_attempts(
+                                &engine.owner,
+                                to_epoch_ms(now),
+                                to_epoch_ms(now + lease),
+                                want as i64,
+                            )
+                            .await;
+                        let read = match &claimed {
+                            Ok(batch) => engine.read_batch(batch).await,
+                            Err(_) => HashMap::new(),
+                        };
+                        (want, claimed, read)
+                    }));
                 }
             }
-            match tasks.join_next().await {
-                Some(joined) => settle(&mut report, joined),
-                None if drained || shutdown.is_cancelled() => break,
-                None => {}
+            if tasks.is_empty() && claiming.is_none() {
+                break;
+            }
+            tokio::select! {
+                // A claim that is back is taken first: its attempts start, and the next
+                // claim can leave.
+                biased;
+                (want, claimed, mut read) = async { claiming.as_mut().expect("claiming").await },
+                    if claiming.is_some() =>
+                {
+                    claiming = None;
+                    let batch = match claimed {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            // Let what is in flight finish and be recorded before giving up.
+                            while let Some(joined) = tasks.join_next().await {
+                                settle(&mut report, joined);
+                            }
+                            return Err(e.into());
+                        }
+                    };
+                    // Fewer than asked: nothing else is due now. Finish what is in flight.
+                    drained = batch.len() < want;
+                    report.claimed += batch.len() as u64;
+                    // Started even when `shutdown` fired meanwhile: they are claimed, and
+                    // the drain finishes them like any attempt in flight.
+                    for attempt in batch {
+                        let engine = Arc::clone(self);
+                        let read = read.remove(&attempt.id);
+                        let span = tracing::info_span!(
+                            "debit_attempt",
+                            attempt_id = attempt.id,
+                            agreement_id = attempt.agreement_id,
+                            installment_id = attempt.installment_id,
+                            attempt_no = attempt.attempt_no,
+                        );
+                        tasks.spawn(
+                            async move { engine.process(attempt, read).await }.instrument(span),
+                        );
+                    }
+                }
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    settle(&mut report, joined);
+                }
+                // A claim on its way or attempts in flight: one of the two answers.
+                else => {}
             }
         }
         Ok(report)

@@ -236,6 +236,13 @@ impl GroupCommit {
     }
 }
 
+/// Longest the committer keeps the writer connection for group after group while changes
+/// keep coming: handing it back to the pool and taking it again costs round trips to the
+/// connection's thread (sqlx tests a connection as it is returned), and the writer's other
+/// users (the planner's pages, imports, the operator's changes) wait at most this long,
+/// plus one group, for their turn.
+const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
+
 async fn committer(
     writer: SqlitePool,
     mut queue: mpsc::UnboundedReceiver<Box<dyn Change>>,
@@ -249,75 +256,96 @@ async fn committer(
                 continue;
             }
         };
-        let mut tx = match sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await {
-            Ok(tx) => tx,
-            Err(e) => {
-                first.fail(format!("cannot begin a write transaction: {e}"));
-                continue;
-            }
-        };
-        let mut ran = Vec::new();
-        // Each change runs in a savepoint of its own, so one that fails is undone alone.
-        // The savepoint statements cost a round trip to the connection's thread each, so
-        // they ride with the change's own first call where it can ([`Opening`]): before
-        // the first change `SAVEPOINT g0`, between two changes `RELEASE gN; SAVEPOINT
-        // gM` (after a failed change, which was rolled back to its savepoint, the same
-        // savepoint serves the next one as it stands, with nothing to run), and none
-        // after the last: the commit ends it.
-        let mut open: Option<usize> = None;
-        let mut dirty = false;
-        let mut clean = true;
+        let held = std::time::Instant::now();
         let mut next = Some(first);
-        while let Some(change) = next.take() {
-            let (sql, opens) = opening_after(open, dirty);
-            let mut opening = Opening { sql, taken: false };
-            let r = change.run(&mut tx, &mut opening).await;
-            // Taken (or nothing to take): the savepoint `opens` is the one open now, or
-            // the change's first call never ran, and the rollback to it below fails.
-            let taken = opening.taken || sql.is_empty();
-            if taken {
-                open = Some(opens);
+        while let Some(first) = next.take() {
+            let committed = run_group(&mut conn, first, &mut queue, &stats).await;
+            // The changes that queued while this group ran make the next group, on the
+            // same connection, until the connection has been held long enough. After a
+            // failed group the connection goes back to the pool, which tests it.
+            if committed && held.elapsed() < HOLD {
+                next = queue.try_recv().ok();
             }
-            if r.ok {
-                dirty |= taken;
-            } else if taken {
-                // Undo the failed change to its savepoint, which stays open at the same
-                // point for the next change.
-                let undo = if opens == 0 {
-                    "ROLLBACK TO g0"
-                } else {
-                    "ROLLBACK TO g1"
-                };
-                clean = sqlx::raw_sql(undo).execute(&mut *tx).await.is_ok();
-                dirty = false;
-            }
-            // Not taken and failed: it ran no statement, so there is nothing to undo.
-            ran.push(r);
-            if !clean || ran.len() >= MAX_GROUP {
-                break;
-            }
-            next = queue.try_recv().ok();
-        }
-        let failed = if clean {
-            tx.commit()
-                .await
-                .err()
-                .map(|e| format!("commit failed: {e}"))
-        } else {
-            let _ = tx.rollback().await;
-            Some(
-                "a change could not be isolated in its savepoint; the group was rolled back".into(),
-            )
-        };
-        drop(conn);
-        if failed.is_none() {
-            stats.groups.fetch_add(1, Ordering::Relaxed);
-            stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
-        }
-        for r in ran {
-            (r.settle)(failed.clone());
         }
     }
+}
+
+/// Runs `first` and the changes queued behind it (up to [`MAX_GROUP`]) in one
+/// transaction, commits it, and tells every change's caller how it ended; whether it
+/// committed.
+async fn run_group(
+    conn: &mut SqliteConnection,
+    first: Box<dyn Change>,
+    queue: &mut mpsc::UnboundedReceiver<Box<dyn Change>>,
+    stats: &Stats,
+) -> bool {
+    let mut tx = match sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => {
+            first.fail(format!("cannot begin a write transaction: {e}"));
+            return false;
+        }
+    };
+    let mut ran = Vec::new();
+    // Each change runs in a savepoint of its own, so one that fails is undone alone.
+    // The savepoint statements cost a round trip to the connection's thread each, so
+    // they ride with the change's own first call where it can ([`Opening`]): before
+    // the first change `SAVEPOINT g0`, between two changes `RELEASE gN; SAVEPOINT
+    // gM` (after a failed change, which was rolled back to its savepoint, the same
+    // savepoint serves the next one as it stands, with nothing to run), and none
+    // after the last: the commit ends it.
+    let mut open: Option<usize> = None;
+    let mut dirty = false;
+    let mut clean = true;
+    let mut next = Some(first);
+    while let Some(change) = next.take() {
+        let (sql, opens) = opening_after(open, dirty);
+        let mut opening = Opening { sql, taken: false };
+        let r = change.run(&mut tx, &mut opening).await;
+        // Taken (or nothing to take): the savepoint `opens` is the one open now, or
+        // the change's first call never ran, and the rollback to it below fails.
+        let taken = opening.taken || sql.is_empty();
+        if taken {
+            open = Some(opens);
+        }
+        if r.ok {
+            dirty |= taken;
+        } else if taken {
+            // Undo the failed change to its savepoint, which stays open at the same
+            // point for the next change.
+            let undo = if opens == 0 {
+                "ROLLBACK TO g0"
+            } else {
+                "ROLLBACK TO g1"
+            };
+            clean = sqlx::raw_sql(undo).execute(&mut *tx).await.is_ok();
+            dirty = false;
+        }
+        // Not taken and failed: it ran no statement, so there is nothing to undo.
+        ran.push(r);
+        if !clean || ran.len() >= MAX_GROUP {
+            break;
+        }
+        next = queue.try_recv().ok();
+    }
+    let failed = if clean {
+        tx.commit()
+            .await
+            .err()
+            .map(|e| format!("commit failed: {e}"))
+    } else {
+        let _ = tx.rollback().await;
+        Some("a change could not be isolated in its savepoint; the group was rolled back".into())
+    };
+    if failed.is_none() {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
+    }
+    let committed = failed.is_none();
+    for r in ran {
+        (r.settle)(failed.clone());
+    }
+    committed
 }
 
 /// What one statement of a multi-statement call returned.
@@ -452,6 +480,66 @@ mod tests {
                 (5, "x".to_string())
             ]
         );
+    }
+
+    /// The committer keeps the writer connection from group to group while changes keep
+    /// coming, but not for ever: another user of the writer (the planner, an import)
+    /// gets it while a flood of changes is still queued, and its write lands between
+    /// two groups.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_is_handed_back_while_changes_keep_coming() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer(&dir).await;
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let group = GroupCommit::start(writer.clone());
+        const FLOOD: i64 = 20_000;
+        let done = Arc::new(AtomicU64::new(0));
+        // Every change queued at once, each by a task of its own: the queue is not empty
+        // until the flood is over, so a committer that kept the connection while changes
+        // wait would hand it over only then.
+        let callers: Vec<_> = (0..FLOOD)
+            .map(|i| {
+                let (group, done) = (group.clone(), Arc::clone(&done));
+                tokio::spawn(async move {
+                    group
+                        .run(move |conn| {
+                            Box::pin(async move {
+                                sqlx::query("INSERT INTO t (id, v) VALUES ($1, 'flood')")
+                                    .bind(i)
+                                    .execute(&mut *conn)
+                                    .await?;
+                                Ok(())
+                            })
+                        })
+                        .await
+                        .unwrap();
+                    done.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+            .collect();
+        while done.load(Ordering::Relaxed) < 100 {
+            tokio::task::yield_now().await;
+        }
+        sqlx::query("INSERT INTO t (id, v) VALUES (-1, 'between')")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let when = done.load(Ordering::Relaxed);
+        for c in callers {
+            c.await.unwrap();
+        }
+        assert!(
+            when < FLOOD as u64 / 2,
+            "the other writer got the connection only after {when} of {FLOOD} changes"
+        );
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(&writer)
+            .await
+            .unwrap();
+        assert_eq!(n, FLOOD + 1);
     }
 
     async fn writer(dir: &tempfile::TempDir) -> SqlitePool {

@@ -650,13 +650,19 @@ impl Store {
                     StoreError::BadUrl(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
+            // No test before a connection is handed out: a SQLite connection is a file
+            // and a thread in this process, with no far end to lose, and the test is a
+            // round trip to that thread on every acquire, a read's or a group's (sqlx
+            // still tests each connection as it comes back to the pool).
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
                 .await?;
             let readers = SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
+                .test_before_acquire(false)
                 .connect_with(options.create_if_missing(false).read_only(true))
                 .await?;
             Ok(Store {

@@ -817,12 +817,18 @@ async fn drive(
         "account reopened",
     )
     .await?;
-    let state: String = sqlx::query_scalar("SELECT state FROM debit_attempts WHERE id = ?1")
-        .bind(attempt)
-        .fetch_one(db)
-        .await
-        .unwrap();
-    assert_eq!(state, "scheduled");
+    // Back to `scheduled`, due now: the daemon (passing every 5 s) may already have
+    // claimed it again, so any state but `rejected` with the requeue's own marks.
+    let (state, reconciled, outcome): (String, i64, Option<String>) = sqlx::query_as(
+        "SELECT state, reconcile_count, outcome_code FROM debit_attempts WHERE id = ?1",
+    )
+    .bind(attempt)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_ne!(state, "rejected");
+    assert_eq!(reconciled, 0);
+    assert_ne!(outcome.as_deref(), Some("account_closed"), "state {state}");
     in_timeline(client, "debit_requeued", "account reopened").await?;
 
     // A late fee (made so here: no demo agreement is overdue long enough to keep one) is
