@@ -320,37 +320,16 @@ impl Store {
         super::write_tx!(self, |conn| {
             let mut applied = Vec::with_capacity(outcomes.len());
             let mut events = Vec::new();
+            // `$1`-`$9` the change, `$10` the row, `$11` the instant, `$12` the owner.
+            let update = update_reminder_sql(1, 11, 12);
             for o in &outcomes {
-                let change = &o.change;
-                let updated = sqlx::query(
-                    "UPDATE reminders SET state = $1, \
-                        scheduled_at_ms = COALESCE($2, scheduled_at_ms), \
-                        message_id = COALESCE($3, message_id), \
-                        template = COALESCE($4, template), \
-                        last_error = COALESCE($5, last_error), \
-                        cancel_reason = COALESCE($6, cancel_reason), \
-                        sent_at_ms = COALESCE($7, sent_at_ms), \
-                        tries = tries + $8, \
-                        lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
-                        lease_until_ms = CASE WHEN $9 = 1 THEN NULL ELSE lease_until_ms END, \
-                        updated_at_ms = $10 \
-                     WHERE id = $11 AND state = 'sending' AND lease_owner = $12",
-                )
-                .bind(change.state)
-                .bind(change.scheduled_at_ms)
-                .bind(change.message_id.as_deref())
-                .bind(change.template.as_deref())
-                .bind(change.last_error.as_deref())
-                .bind(change.cancel_reason.as_deref())
-                .bind(change.sent_at_ms)
-                .bind(i64::from(change.bump_tries))
-                .bind(i64::from(change.release_lease))
-                .bind(now_ms)
-                .bind(o.reminder_id)
-                .bind(owner.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                let updated =
+                    bind_reminder_change!(sqlx::query(sqlx::AssertSqlSafe(update.clone())), o)
+                        .bind(now_ms)
+                        .bind(owner.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
                 applied.push(updated == 1);
                 if updated == 1
                     && let Some(ev) = &o.event
@@ -501,6 +480,57 @@ impl Store {
     }
 }
 
+/// A message outcome's fenced update, its parameters numbered from `$n`: `$n`-`$n+8`
+/// the change and `$n+9` the row ([`bind_reminder_change!`] binds them in that order),
+/// `$now` the instant and `$owner` the lease owner, which a batched call binds once for
+/// all its outcomes.
+fn update_reminder_sql(n: usize, now: usize, owner: usize) -> String {
+    format!(
+        "UPDATE reminders SET state = ${}, \
+            scheduled_at_ms = COALESCE(${}, scheduled_at_ms), \
+            message_id = COALESCE(${}, message_id), \
+            template = COALESCE(${}, template), \
+            last_error = COALESCE(${}, last_error), \
+            cancel_reason = COALESCE(${}, cancel_reason), \
+            sent_at_ms = COALESCE(${}, sent_at_ms), \
+            tries = tries + ${}, \
+            lease_owner = CASE WHEN ${r} = 1 THEN NULL ELSE lease_owner END, \
+            lease_until_ms = CASE WHEN ${r} = 1 THEN NULL ELSE lease_until_ms END, \
+            updated_at_ms = ${now} \
+         WHERE id = ${} AND state = 'sending' AND lease_owner = ${owner}",
+        n,
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        n + 5,
+        n + 6,
+        n + 7,
+        n + 9,
+        r = n + 8,
+    )
+}
+
+/// Binds a [`ReminderOutcome`]'s change and row, the ten parameters of
+/// [`update_reminder_sql`] from its `$n`, in order.
+macro_rules! bind_reminder_change {
+    ($q:expr, $o:expr) => {{
+        let o: &ReminderOutcome = $o;
+        let change = &o.change;
+        $q.bind(change.state)
+            .bind(change.scheduled_at_ms)
+            .bind(change.message_id.as_deref())
+            .bind(change.template.as_deref())
+            .bind(change.last_error.as_deref())
+            .bind(change.cancel_reason.as_deref())
+            .bind(change.sent_at_ms)
+            .bind(i64::from(change.bump_tries))
+            .bind(i64::from(change.release_lease))
+            .bind(o.reminder_id)
+    }};
+}
+use bind_reminder_change;
+
 /// [`Store::apply_reminder_changes`] on SQLite's writer, in the group committer: the
 /// savepoint statements and, per outcome, its fenced update and its event in one call to
 /// the connection's thread (see [`super::group_commit::run_batch`]). An event is written
@@ -521,30 +551,8 @@ async fn apply_reminder_changes_batched(
     let mut updates = Vec::with_capacity(outcomes.len());
     let mut statement = 0;
     for o in outcomes {
-        sql.push_str(&format!(
-            "UPDATE reminders SET state = ${}, \
-                scheduled_at_ms = COALESCE(${}, scheduled_at_ms), \
-                message_id = COALESCE(${}, message_id), \
-                template = COALESCE(${}, template), \
-                last_error = COALESCE(${}, last_error), \
-                cancel_reason = COALESCE(${}, cancel_reason), \
-                sent_at_ms = COALESCE(${}, sent_at_ms), \
-                tries = tries + ${}, \
-                lease_owner = CASE WHEN ${r} = 1 THEN NULL ELSE lease_owner END, \
-                lease_until_ms = CASE WHEN ${r} = 1 THEN NULL ELSE lease_until_ms END, \
-                updated_at_ms = $2 \
-             WHERE id = ${} AND state = 'sending' AND lease_owner = $1; ",
-            n,
-            n + 1,
-            n + 2,
-            n + 3,
-            n + 4,
-            n + 5,
-            n + 6,
-            n + 7,
-            n + 9,
-            r = n + 8,
-        ));
+        sql.push_str(&update_reminder_sql(n, 2, 1));
+        sql.push_str("; ");
         n += 10;
         updates.push(statement);
         statement += 1;
@@ -570,18 +578,7 @@ async fn apply_reminder_changes_batched(
         .bind(owner)
         .bind(now_ms);
     for o in outcomes {
-        let change = &o.change;
-        q = q
-            .bind(change.state)
-            .bind(change.scheduled_at_ms)
-            .bind(change.message_id.as_deref())
-            .bind(change.template.as_deref())
-            .bind(change.last_error.as_deref())
-            .bind(change.cancel_reason.as_deref())
-            .bind(change.sent_at_ms)
-            .bind(i64::from(change.bump_tries))
-            .bind(i64::from(change.release_lease))
-            .bind(o.reminder_id);
+        q = bind_reminder_change!(q, o);
         if let Some(ev) = &o.event {
             q = super::bind_event!(q, ev);
         }
