@@ -45,6 +45,28 @@ pub struct AttemptRow {
     pub retry_reason: Option<String>,
 }
 
+super::group_commit::native_row!(AttemptRow {
+    id,
+    installment_id,
+    agreement_id,
+    attempt_no,
+    idempotency_key,
+    scheduled_at_ms,
+    amount_minor,
+    currency,
+    state,
+    lease_owner,
+    lease_until_ms,
+    funds_checked_at_ms,
+    submitted_at_ms,
+    finished_at_ms,
+    outcome_code,
+    outcome_detail,
+    gateway_ref,
+    reconcile_count,
+    retry_reason,
+});
+
 const ATTEMPT_COLUMNS: &str = "id, installment_id, agreement_id, attempt_no, idempotency_key, \
     scheduled_at_ms, amount_minor, currency, state, lease_owner, lease_until_ms, \
     funds_checked_at_ms, submitted_at_ms, finished_at_ms, outcome_code, outcome_detail, \
@@ -341,16 +363,11 @@ impl Store {
         // Owned: on SQLite the change runs on the group committer's task.
         let (fence, change, effects) = (fence.clone(), change.clone(), effects.clone());
         if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
-            // The writer's hot path: the change in one or two calls to the connection's
-            // thread, not one per statement.
+            // The writer's hot path: on the group committer's own connection, where a
+            // statement is a function call, not a round trip to a connection's thread.
             return group
-                .run_opening(move |conn, opening| {
-                    Box::pin(async move {
-                        apply_attempt_change_batched(
-                            conn, opening, &fence, &change, &effects, now_ms,
-                        )
-                        .await
-                    })
+                .run_native(move |conn| {
+                    apply_attempt_change_native(conn, &fence, &change, &effects, now_ms)
                 })
                 .await;
         }
@@ -640,39 +657,6 @@ const UPDATE_ATTEMPT: &str = "UPDATE debit_attempts SET state = $1, \
         funding_account_id = COALESCE($16, funding_account_id) \
      WHERE id = $13 AND state = $14 AND lease_owner = $15";
 
-/// A debit's payment in SQL alone, for [`apply_attempt_change_batched`] (`$17`
-/// installment, `$18` amount, `$19` instant, `$20` agreement, `$13` the attempt): what
-/// [`apply_payment_sql!`] does, but each step decided by the installment row instead of
-/// by values read back first. Four statements: the installment as it was (read), the
-/// installment paid, then (each only if the installment is now fully paid) its pending
-/// pre-due reminders and later planned attempts cancelled, and the agreement completed
-/// when nothing of it is unpaid. What the payment took is `MIN(amount, total - paid)`,
-/// never below zero, as there; the rest (open charges, excess) is settled after.
-const PAY_INSTALLMENT: &str = "SELECT total_minor, paid_minor FROM installments WHERE id = $17; \
-     UPDATE installments SET \
-        paid_minor = paid_minor + MAX(0, MIN($18, total_minor - paid_minor)), \
-        status = CASE WHEN paid_minor + MAX(0, MIN($18, total_minor - paid_minor)) >= total_minor \
-                 THEN 'paid' ELSE status END, \
-        paid_at_ms = CASE WHEN paid_minor + MAX(0, MIN($18, total_minor - paid_minor)) >= total_minor \
-                 THEN $19 ELSE paid_at_ms END \
-     WHERE id = $17; \
-     UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
-        updated_at_ms = $19 \
-     WHERE installment_id = $17 AND state = 'pending' \
-       AND kind IN ('upcoming', 'overdue', 'credit_warning') \
-       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor); \
-     UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $19, \
-        outcome_code = 'installment_paid', updated_at_ms = $19 \
-     WHERE installment_id = $17 AND state = 'scheduled' AND id <> $13 \
-       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor); \
-     UPDATE agreements SET status = 'completed', updated_at_ms = $19 \
-     WHERE id = $20 AND status = 'active' \
-       AND EXISTS (SELECT 1 FROM installments WHERE id = $17 AND paid_minor >= total_minor) \
-       AND NOT EXISTS (SELECT 1 FROM installments WHERE agreement_id = $20 AND status = 'unpaid'); ";
-
-/// Statements of [`PAY_INSTALLMENT`].
-const PAY_INSTALLMENT_STATEMENTS: usize = 5;
-
 /// Binds [`UPDATE_ATTEMPT`]'s `$1`-`$16` to a query on either backend.
 macro_rules! bind_attempt_update {
     ($q:expr, $fence:expr, $change:expr, $now_ms:expr) => {{
@@ -714,119 +698,41 @@ fn retry_planned_event(next: &NewAttempt, id: i64, now_ms: i64) -> NewEvent {
     }
 }
 
-/// The reminder and event inserts of a batched change, their parameters numbered from
-/// `first` (`$now`: the change's instant, bound before); appends the SQL to `sql` and
-/// returns the next free parameter number.
-fn reminder_and_events_sql(sql: &mut String, effects: &Effects, first: usize, now: usize) -> usize {
-    let mut n = first;
-    if effects.reminder.is_some() {
-        // What `insert_reminder_sql!` does, its id not read back.
-        sql.push_str(&format!(
-            "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
-                 offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
-             SELECT ${a}, ${b}, a.customer_id, ${c}, ${d}, ${e}, 'pending', ${f}, ${now}, ${now} \
-             FROM agreements a WHERE a.id = ${b} \
-             ON CONFLICT DO NOTHING; ",
-            a = n,
-            b = n + 1,
-            c = n + 2,
-            d = n + 3,
-            e = n + 4,
-            f = n + 5
-        ));
-        n += 6;
-    }
-    if !effects.events.is_empty() {
-        sql.push_str(
-            "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) VALUES ",
-        );
-        for (i, _) in effects.events.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${})",
-                n,
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5
-            ));
-            n += 6;
-        }
-        sql.push_str("; ");
-    }
-    n
-}
-
-/// Binds what [`reminder_and_events_sql`] numbered, in the same order.
-fn bind_reminder_and_events<'q>(
-    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    effects: &'q Effects,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    if let Some(r) = &effects.reminder {
-        q = q
-            .bind(r.installment_id)
-            .bind(r.agreement_id)
-            .bind(r.kind)
-            .bind(r.offset_key)
-            .bind(r.scheduled_at_ms)
-            .bind(r.detail.to_string());
-    }
-    for ev in &effects.events {
-        q = super::bind_event!(q, ev);
-    }
-    q
-}
-
-/// [`Store::apply_attempt_change`] on SQLite's writer, in the group committer: the
-/// savepoint statements, the fenced update, the payment, the reminder and the events in
-/// one call to the connection's thread (see [`super::group_commit::run_batch`]), then
-/// whether the fence held, from the update's row count: if it did not, the error undoes
-/// everything the call wrote (the change's savepoint). A retry to plan (its event needs
-/// its id) and open charges to settle (rare: only when the debit was more than the
-/// installment's remainder) take calls of their own after the first.
-async fn apply_attempt_change_batched(
-    conn: &mut sqlx::SqliteConnection,
-    opening: &mut super::group_commit::Opening,
+/// [`Store::apply_attempt_change`] on SQLite's writer: the group committer's own
+/// connection ([`super::group_commit::GroupCommit::run_native`]), the same statements as
+/// the other path in the same order, each a function call. If the fence did not hold,
+/// nothing is written.
+fn apply_attempt_change_native(
+    conn: &rusqlite::Connection,
     fence: &Fence,
     change: &AttemptChange,
     effects: &Effects,
     now_ms: i64,
 ) -> Result<Applied> {
-    use sqlx::Row;
-    let opening = opening.take();
-    let mut sql = String::with_capacity(2048);
-    sql.push_str(opening);
-    sql.push_str(UPDATE_ATTEMPT);
-    sql.push_str("; ");
-    let mut next_param = 17;
-    if effects.payment.is_some() {
-        sql.push_str(PAY_INSTALLMENT);
-        next_param = 21;
-    }
-    // A retry's insert and its event go between the payment and the rest, as in the
-    // statement-per-call path: the rest waits for a second call.
-    let rest_now = effects.next_attempt.is_none();
-    if rest_now {
-        reminder_and_events_sql(&mut sql, effects, next_param, 12);
-    }
-    let mut q = bind_attempt_update!(sqlx::query(sqlx::AssertSqlSafe(sql)), fence, change, now_ms);
-    if let Some(p) = &effects.payment {
-        q = q
-            .bind(p.installment_id)
-            .bind(p.amount_minor)
-            .bind(p.at_ms)
-            .bind(p.agreement_id);
-    }
-    if rest_now {
-        q = bind_reminder_and_events(q, effects);
-    }
-    let done =
-        super::group_commit::run_batch(&mut *conn, q, super::group_commit::statements_in(opening))
-            .await?;
-    if done.first().map(|d| d.changes) != Some(1) {
+    use super::group_commit::{execute_numbered, query_numbered};
+    let updated = execute_numbered(
+        conn,
+        UPDATE_ATTEMPT,
+        &[
+            &change.state,
+            &change.amount_minor,
+            &change.scheduled_at_ms,
+            &change.funds_checked_at_ms,
+            &change.submitted_at_ms,
+            &change.finished_at_ms,
+            &change.outcome_code,
+            &change.outcome_detail,
+            &change.gateway_ref,
+            &i64::from(change.bump_reconcile_count),
+            &i64::from(change.release_lease),
+            &now_ms,
+            &fence.attempt_id,
+            &fence.expected_state,
+            &fence.owner,
+            &change.funding_account_id,
+        ],
+    )?;
+    if updated != 1 {
         return Err(StoreError::Fenced {
             attempt_id: fence.attempt_id,
             expected_state: fence.expected_state.clone(),
@@ -834,62 +740,154 @@ async fn apply_attempt_change_batched(
     }
     let mut applied = Applied::default();
     if let Some(p) = &effects.payment {
-        let before =
-            done.get(1)
-                .and_then(|d| d.rows.first())
-                .ok_or_else(|| StoreError::NotFound {
-                    what: "installment",
-                    id: p.installment_id.to_string(),
-                })?;
-        let (total, paid): (i64, i64) = (before.try_get(0)?, before.try_get(1)?);
-        let take = p.amount_minor.min(total - paid).max(0);
-        applied.installment_paid = paid + take >= total;
-        applied.agreement_completed =
-            done.get(PAY_INSTALLMENT_STATEMENTS).map(|d| d.changes) == Some(1);
-        applied.excess_minor = pay_charges_sql!(conn, p, p.amount_minor - take);
+        applied = apply_payment_native(conn, p, fence.attempt_id)?;
     }
-    if !rest_now {
-        if let Some(next) = &effects.next_attempt
-            && let Some(id) = insert_attempt_sql!(&mut *conn, next, now_ms)
-        {
-            super::insert_event!(&mut *conn, &retry_planned_event(next, id, now_ms))?;
+    if let Some(next) = &effects.next_attempt {
+        let id: Option<i64> = query_numbered(
+            conn,
+            INSERT_ATTEMPT,
+            &[
+                &next.installment_id,
+                &next.agreement_id,
+                &next.attempt_no,
+                &next.idempotency_key,
+                &next.scheduled_at_ms,
+                &next.amount_minor,
+                &next.currency,
+                &now_ms,
+                &next.retry_reason,
+            ],
+            |row| row.get(0),
+        )?;
+        if let Some(id) = id {
+            super::insert_event_native(conn, &retry_planned_event(next, id, now_ms))?;
         }
-        let mut sql = String::new();
-        reminder_and_events_sql(&mut sql, effects, 2, 1);
-        if !sql.is_empty() {
-            let q = bind_reminder_and_events(
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms),
-                effects,
-            );
-            super::group_commit::run_batch(&mut *conn, q, 0).await?;
-        }
+    }
+    if let Some(r) = &effects.reminder {
+        super::reminders::insert_reminder_native(conn, r, now_ms)?;
+    }
+    for ev in &effects.events {
+        super::insert_event_native(conn, ev)?;
     }
     Ok(applied)
 }
+
+/// What [`apply_payment_sql!`] does, on the committer's own connection.
+fn apply_payment_native(
+    conn: &rusqlite::Connection,
+    p: &PaymentApplied,
+    except_attempt: i64,
+) -> Result<Applied> {
+    use super::group_commit::{execute_numbered, query_numbered};
+    let mut applied = Applied::default();
+    let (total, paid): (i64, i64) =
+        query_numbered(conn, INSTALLMENT_AMOUNTS, &[&p.installment_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "installment",
+            id: p.installment_id.to_string(),
+        })?;
+    let take = p.amount_minor.min(total - paid).max(0);
+    applied.installment_paid = paid + take >= total;
+    // What is left settles the installment's open charges (late fees), oldest first.
+    let mut rest = p.amount_minor - take;
+    if rest > 0 {
+        let open: Vec<(i64, i64)> = super::group_commit::query_all_numbered(
+            conn,
+            OPEN_CHARGES,
+            &[&p.installment_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        for (charge_id, owed) in open {
+            let pay = rest.min(owed);
+            if pay <= 0 {
+                break;
+            }
+            execute_numbered(conn, PAY_CHARGE, &[&pay, &p.at_ms, &charge_id])?;
+            rest -= pay;
+        }
+    }
+    applied.excess_minor = rest;
+    execute_numbered(conn, PAY_INSTALLMENT, &[&take, &p.at_ms, &p.installment_id])?;
+    if applied.installment_paid {
+        execute_numbered(conn, CANCEL_PAID_REMINDERS, &[&p.at_ms, &p.installment_id])?;
+        execute_numbered(
+            conn,
+            CANCEL_LATER_ATTEMPTS,
+            &[&p.at_ms, &p.installment_id, &except_attempt],
+        )?;
+        applied.agreement_completed =
+            execute_numbered(conn, COMPLETE_AGREEMENT, &[&p.at_ms, &p.agreement_id])? == 1;
+    }
+    Ok(applied)
+}
+
+/// A new attempt (`$1`-`$9`, see [`insert_attempt_sql!`]), `ON CONFLICT DO NOTHING`,
+/// returning its id.
+pub(crate) const INSERT_ATTEMPT: &str = "INSERT INTO debit_attempts (installment_id, agreement_id, \
+         attempt_no, idempotency_key, scheduled_at_ms, amount_minor, currency, state, \
+         reconcile_count, created_at_ms, updated_at_ms, retry_reason) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', 0, $8, $8, $9) \
+     ON CONFLICT DO NOTHING RETURNING id";
+
+/// An installment's total and what is paid of it (`$1` the installment).
+pub(crate) const INSTALLMENT_AMOUNTS: &str =
+    "SELECT total_minor, paid_minor FROM installments WHERE id = $1";
+
+/// An installment's open charges, oldest first, with what is still owed of each (`$1`).
+pub(crate) const OPEN_CHARGES: &str = "SELECT id, amount_minor - paid_minor - waived_minor FROM charges \
+     WHERE installment_id = $1 AND status = 'open' ORDER BY id";
+
+/// `$1` paid to the open charge `$3` at `$2`.
+pub(crate) const PAY_CHARGE: &str = "UPDATE charges SET paid_minor = paid_minor + $1, \
+        status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
+        settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
+        updated_at_ms = $2 \
+     WHERE id = $3 AND status = 'open'";
+
+/// `$1` (what the installment takes of a payment) paid to installment `$3` at `$2`.
+pub(crate) const PAY_INSTALLMENT: &str = "UPDATE installments SET paid_minor = paid_minor + $1, \
+        status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
+        paid_at_ms = CASE WHEN paid_minor + $1 >= total_minor THEN $2 ELSE paid_at_ms END \
+     WHERE id = $3";
+
+/// A paid installment's (`$2`) pending pre-due reminders and overdue escalations
+/// cancelled at `$1`: they must never go out.
+pub(crate) const CANCEL_PAID_REMINDERS: &str = "UPDATE reminders SET state = 'cancelled', \
+        cancel_reason = 'installment_paid', updated_at_ms = $1 \
+     WHERE installment_id = $2 AND state = 'pending' \
+       AND kind IN ('upcoming', 'overdue', 'credit_warning')";
+
+/// A paid installment's (`$2`) later planned attempts, other than `$3`, cancelled at `$1`:
+/// they must never run.
+pub(crate) const CANCEL_LATER_ATTEMPTS: &str = "UPDATE debit_attempts SET state = 'cancelled', \
+        finished_at_ms = $1, outcome_code = 'installment_paid', updated_at_ms = $1 \
+     WHERE installment_id = $2 AND state = 'scheduled' AND id <> $3";
+
+/// Agreement `$2` completed at `$1` once no installment of it is unpaid: one statement,
+/// whose row count says whether this payment completed it.
+pub(crate) const COMPLETE_AGREEMENT: &str = "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
+     WHERE id = $2 AND status = 'active' AND NOT EXISTS \
+       (SELECT 1 FROM installments WHERE agreement_id = $2 AND status = 'unpaid')";
 
 /// Inserts an attempt with `ON CONFLICT DO NOTHING`; evaluates to `Option<i64>` (the new
 /// id, or `None` if it already existed).
 macro_rules! insert_attempt_sql {
     ($conn:expr, $a:expr, $now_ms:expr) => {{
         let a: &NewAttempt = $a;
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO debit_attempts (installment_id, agreement_id, attempt_no, idempotency_key, \
-                 scheduled_at_ms, amount_minor, currency, state, reconcile_count, \
-                 created_at_ms, updated_at_ms, retry_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', 0, $8, $8, $9) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(a.installment_id)
-        .bind(a.agreement_id)
-        .bind(a.attempt_no)
-        .bind(a.idempotency_key.as_str())
-        .bind(a.scheduled_at_ms)
-        .bind(a.amount_minor)
-        .bind(a.currency.as_str())
-        .bind($now_ms)
-        .bind(a.retry_reason.as_deref())
-        .fetch_optional($conn)
-        .await?
+        sqlx::query_scalar::<_, i64>($crate::store::debits::INSERT_ATTEMPT)
+            .bind(a.installment_id)
+            .bind(a.agreement_id)
+            .bind(a.attempt_no)
+            .bind(a.idempotency_key.as_str())
+            .bind(a.scheduled_at_ms)
+            .bind(a.amount_minor)
+            .bind(a.currency.as_str())
+            .bind($now_ms)
+            .bind(a.retry_reason.as_deref())
+            .fetch_optional($conn)
+            .await?
     }};
 }
 pub(crate) use insert_attempt_sql;
@@ -902,30 +900,21 @@ macro_rules! pay_charges_sql {
         let p: &PaymentApplied = $p;
         let mut rest: i64 = $rest;
         if rest > 0 {
-            let open: Vec<(i64, i64)> = sqlx::query_as(
-                "SELECT id, amount_minor - paid_minor - waived_minor FROM charges \
-                 WHERE installment_id = $1 AND status = 'open' ORDER BY id",
-            )
-            .bind(p.installment_id)
-            .fetch_all(&mut *$conn)
-            .await?;
+            let open: Vec<(i64, i64)> = sqlx::query_as($crate::store::debits::OPEN_CHARGES)
+                .bind(p.installment_id)
+                .fetch_all(&mut *$conn)
+                .await?;
             for (charge_id, owed) in open {
                 let pay = rest.min(owed);
                 if pay <= 0 {
                     break;
                 }
-                sqlx::query(
-                    "UPDATE charges SET paid_minor = paid_minor + $1, \
-                        status = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN 'paid' ELSE status END, \
-                        settled_at_ms = CASE WHEN paid_minor + waived_minor + $1 >= amount_minor THEN $2 ELSE settled_at_ms END, \
-                        updated_at_ms = $2 \
-                     WHERE id = $3 AND status = 'open'",
-                )
-                .bind(pay)
-                .bind(p.at_ms)
-                .bind(charge_id)
-                .execute(&mut *$conn)
-                .await?;
+                sqlx::query($crate::store::debits::PAY_CHARGE)
+                    .bind(pay)
+                    .bind(p.at_ms)
+                    .bind(charge_id)
+                    .execute(&mut *$conn)
+                    .await?;
                 rest -= pay;
             }
         }
@@ -943,63 +932,44 @@ macro_rules! apply_payment_sql {
         let p: &PaymentApplied = $p;
         let except_attempt: Option<i64> = $except_attempt;
         let mut applied = Applied::default();
-        let (total, paid): (i64, i64) =
-            sqlx::query_as("SELECT total_minor, paid_minor FROM installments WHERE id = $1")
-                .bind(p.installment_id)
-                .fetch_one($conn)
-                .await?;
+        let (total, paid): (i64, i64) = sqlx::query_as($crate::store::debits::INSTALLMENT_AMOUNTS)
+            .bind(p.installment_id)
+            .fetch_one($conn)
+            .await?;
         let take = p.amount_minor.min(total - paid).max(0);
         applied.installment_paid = paid + take >= total;
         // What is left settles the installment's open charges (late fees), oldest first.
         applied.excess_minor =
             $crate::store::debits::pay_charges_sql!($conn, p, p.amount_minor - take);
-        sqlx::query(
-            "UPDATE installments SET paid_minor = paid_minor + $1, \
-                status = CASE WHEN paid_minor + $1 >= total_minor THEN 'paid' ELSE status END, \
-                paid_at_ms = CASE WHEN paid_minor + $1 >= total_minor THEN $2 ELSE paid_at_ms END \
-             WHERE id = $3",
-        )
-        .bind(take)
-        .bind(p.at_ms)
-        .bind(p.installment_id)
-        .execute($conn)
-        .await?;
+        sqlx::query($crate::store::debits::PAY_INSTALLMENT)
+            .bind(take)
+            .bind(p.at_ms)
+            .bind(p.installment_id)
+            .execute($conn)
+            .await?;
         if applied.installment_paid {
             // Pre-due reminders and overdue escalations for a paid installment must never
             // go out.
-            sqlx::query(
-                "UPDATE reminders SET state = 'cancelled', cancel_reason = 'installment_paid', \
-                    updated_at_ms = $1 \
-                 WHERE installment_id = $2 AND state = 'pending' \
-                   AND kind IN ('upcoming', 'overdue', 'credit_warning')",
-            )
-            .bind(p.at_ms)
-            .bind(p.installment_id)
-            .execute($conn)
-            .await?;
+            sqlx::query($crate::store::debits::CANCEL_PAID_REMINDERS)
+                .bind(p.at_ms)
+                .bind(p.installment_id)
+                .execute($conn)
+                .await?;
             // Later planned attempts for a paid installment must never run.
-            sqlx::query(
-                "UPDATE debit_attempts SET state = 'cancelled', finished_at_ms = $1, \
-                    outcome_code = 'installment_paid', updated_at_ms = $1 \
-                 WHERE installment_id = $2 AND state = 'scheduled' AND id <> $3",
-            )
-            .bind(p.at_ms)
-            .bind(p.installment_id)
-            .bind(except_attempt.unwrap_or(0))
-            .execute($conn)
-            .await?;
+            sqlx::query($crate::store::debits::CANCEL_LATER_ATTEMPTS)
+                .bind(p.at_ms)
+                .bind(p.installment_id)
+                .bind(except_attempt.unwrap_or(0))
+                .execute($conn)
+                .await?;
             // The agreement is complete once no installment is unpaid: one statement,
             // which also says whether this payment completed it.
-            applied.agreement_completed = sqlx::query(
-                "UPDATE agreements SET status = 'completed', updated_at_ms = $1 \
-                 WHERE id = $2 AND status = 'active' AND NOT EXISTS \
-                   (SELECT 1 FROM installments WHERE agreement_id = $2 AND status = 'unpaid')",
-            )
-            .bind(p.at_ms)
-            .bind(p.agreement_id)
-            .execute($conn)
-            .await?
-            .rows_affected()
+            applied.agreement_completed = sqlx::query($crate::store::debits::COMPLETE_AGREEMENT)
+                .bind(p.at_ms)
+                .bind(p.agreement_id)
+                .execute($conn)
+                .await?
+                .rows_affected()
                 == 1;
         }
         applied

@@ -170,6 +170,21 @@ pub struct AlertRow {
     pub sent_at_ms: Option<i64>,
 }
 
+super::group_commit::native_row!(AlertRow {
+    id,
+    kind,
+    channel,
+    dedupe_key,
+    agreement_id,
+    source_event_id,
+    payload,
+    state,
+    tries,
+    scheduled_at_ms,
+    last_error,
+    sent_at_ms,
+});
+
 const ALERT_COLUMNS: &str = "id, kind, channel, dedupe_key, agreement_id, source_event_id, \
     payload, state, tries, scheduled_at_ms, last_error, sent_at_ms";
 

@@ -14,11 +14,23 @@
 //! called, only once it is committed), and if that commit fails every change of the group
 //! reports the failure and none of them happened. The group grows with the load: while
 //! one group runs, the next one queues.
+//!
+//! Two kinds of change share the queue, in order. A change written with sqlx runs on the
+//! writer pool's connection, where every statement is a message to that connection's
+//! thread and an answer back (two thread wake-ups each, whatever the statement does). The
+//! hot path's changes (a debit attempt's state changes, the sandbox bank's bookings, a
+//! message's outcomes) are native ([`GroupCommit::run_native`]): plain functions over the
+//! committer's own connection to the same file ([`NativeDb`]), run on a blocking thread a
+//! whole group at a time, so a statement there is a function call. A run of queued native
+//! changes makes one group and one transaction on that connection, a run of sqlx changes
+//! another on the writer's; the committer holds the writer pool's one connection
+//! throughout either, so nothing else in the process writes meanwhile.
 
 use super::{Result, StoreError};
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqlitePool;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,20 +49,18 @@ struct Ran {
     settle: Box<dyn FnOnce(Option<String>) + Send>,
 }
 
-/// The savepoint statements a change owes before its own: opening its savepoint, and
-/// releasing the one of the change before it when that one succeeded. Every statement
-/// is a round trip to the connection's thread, so a change that knows how
-/// ([`GroupCommit::run_opening`]) runs them in its own first call, in front of its first
-/// statement (SQLite runs a call's statements in order and stops at the first error).
+/// The savepoint statements a sqlx change owes before its own: opening its savepoint,
+/// and releasing the one of the change before it when that one succeeded, as one call
+/// (every call is a round trip to the connection's thread).
 pub(crate) struct Opening {
     sql: &'static str,
     taken: bool,
 }
 
 impl Opening {
-    /// The statements to put in front of the change's first statement, in its first call
-    /// (empty, or ending in `; `). It must be taken before the change runs anything: a
-    /// change that fails without having taken it is taken to have written nothing.
+    /// The statements to run before the change's first statement (empty, or ending in
+    /// `; `). It must be taken before the change runs anything: a change that fails
+    /// without having taken it is taken to have written nothing.
     pub(crate) fn take(&mut self) -> &'static str {
         self.taken = true;
         self.sql
@@ -84,12 +94,6 @@ trait Change: Send {
 /// A change whose body knows nothing of savepoints: the committer's opening runs first
 /// as a call of its own.
 struct Queued<T, F> {
-    body: F,
-    reply: oneshot::Sender<Result<T>>,
-}
-
-/// A change whose body runs the opening itself, in its first call.
-struct Opened<T, F> {
     body: F,
     reply: oneshot::Sender<Result<T>>,
 }
@@ -136,23 +140,25 @@ where
     }
 }
 
-impl<T, F> Change for Opened<T, F>
+/// A change that runs on the committer's own connection ([`GroupCommit::run_native`]).
+trait NativeChange: Send {
+    fn run(self: Box<Self>, conn: &rusqlite::Connection) -> Ran;
+    fn fail(self: Box<Self>, why: String);
+}
+
+struct Native<T, F> {
+    body: F,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> NativeChange for Native<T, F>
 where
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection, &'c mut Opening) -> BoxFut<'c, Result<T>>
-        + Send
-        + 'static,
+    F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
 {
-    fn run<'c>(
-        self: Box<Self>,
-        conn: &'c mut SqliteConnection,
-        opening: &'c mut Opening,
-    ) -> BoxFut<'c, Ran> {
-        Box::pin(async move {
-            let Opened { body, reply } = *self;
-            let result = body(&mut *conn, opening).await;
-            settle_with(result, reply)
-        })
+    fn run(self: Box<Self>, conn: &rusqlite::Connection) -> Ran {
+        let Native { body, reply } = *self;
+        settle_with(body(conn), reply)
     }
 
     fn fail(self: Box<Self>, why: String) {
@@ -160,10 +166,143 @@ where
     }
 }
 
+/// One queued change of either kind.
+enum Work {
+    Sqlx(Box<dyn Change>),
+    Native(Box<dyn NativeChange>),
+}
+
+impl Work {
+    fn fail(self, why: String) {
+        match self {
+            Work::Sqlx(c) => c.fail(why),
+            Work::Native(c) => c.fail(why),
+        }
+    }
+}
+
+/// How the committer opens its own connection: the writer pool's file with the same
+/// settings (WAL is the file's; durability, foreign keys, busy timeout and page cache are
+/// the connection's).
+#[derive(Debug, Clone)]
+pub(crate) struct NativeDb {
+    pub(crate) path: PathBuf,
+    /// `synchronous = FULL` (a committed change survives power loss) or `OFF` (a scratch
+    /// copy).
+    pub(crate) full_sync: bool,
+    pub(crate) cache_kib: u32,
+}
+
+/// Statements each native connection keeps prepared: every native change's statements,
+/// with room to spare.
+const NATIVE_STATEMENT_CACHE: usize = 64;
+
+impl NativeDb {
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(NATIVE_STATEMENT_CACHE);
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {}; PRAGMA foreign_keys = ON; \
+             PRAGMA cache_size = -{};",
+            if self.full_sync { "FULL" } else { "OFF" },
+            self.cache_kib
+        ))?;
+        Ok(conn)
+    }
+}
+
+/// Binds `values` to `stmt` by number: the `n`th value to the parameter `$n`, wherever
+/// the statement names it (SQLite numbers `$n` parameters in the order they first appear,
+/// which need not be `n`'s). A value the statement does not name is skipped.
+pub(crate) fn bind_numbered(
+    stmt: &mut rusqlite::Statement<'_>,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<()> {
+    let mut name = String::with_capacity(4);
+    for (i, v) in values.iter().enumerate() {
+        name.clear();
+        std::fmt::Write::write_fmt(&mut name, format_args!("${}", i + 1))
+            .expect("writing to a String");
+        if let Some(index) = stmt.parameter_index(&name)? {
+            stmt.raw_bind_parameter(index, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sql` (cached on `conn`) with `values` bound by number ([`bind_numbered`]) and
+/// returns the rows it changed.
+pub(crate) fn execute_numbered(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<usize> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind_numbered(&mut stmt, values)?;
+    stmt.raw_execute()
+}
+
+/// A row type that native changes read (a claim's `RETURNING`): by column name, as
+/// sqlx's `FromRow` does on the other path.
+pub(crate) trait NativeRow: Sized + Send + 'static {
+    fn from_native(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self>;
+}
+
+/// Implements [`NativeRow`] for a struct whose fields are named as its columns (every
+/// field must be listed: the struct literal checks it).
+macro_rules! native_row {
+    ($ty:ty { $($field:ident),* $(,)? }) => {
+        impl $crate::store::group_commit::NativeRow for $ty {
+            fn from_native(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                Ok(Self { $($field: row.get(stringify!($field))?),* })
+            }
+        }
+    };
+}
+pub(crate) use native_row;
+
+/// Runs `sql` (cached on `conn`) with `values` bound by number and maps every row.
+pub(crate) fn query_all_numbered<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+    mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind_numbered(&mut stmt, values)?;
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// Runs `sql` (cached on `conn`) with `values` bound by number and maps its first row, if
+/// any.
+pub(crate) fn query_numbered<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    values: &[&dyn rusqlite::ToSql],
+    map: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind_numbered(&mut stmt, values)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => map(row).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// The queue to the committer task of one SQLite writer pool.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Box<dyn Change>>,
+    queue: mpsc::UnboundedSender<Work>,
     stats: Arc<Stats>,
 }
 
@@ -177,12 +316,13 @@ struct Stats {
 }
 
 impl GroupCommit {
-    /// Starts the committer on `writer` (the one-connection writer pool). It ends when
-    /// every handle to the queue is gone.
-    pub(crate) fn start(writer: SqlitePool) -> Self {
+    /// Starts the committer on `writer` (the one-connection writer pool), with native
+    /// changes on a connection of its own to `native`'s file (opened at the first). It
+    /// ends when every handle to the queue is gone.
+    pub(crate) fn start(writer: SqlitePool, native: NativeDb) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Stats::default());
-        tokio::spawn(committer(writer, rx, Arc::clone(&stats)));
+        tokio::spawn(committer(writer, native, rx, Arc::clone(&stats)));
         Self { queue, stats }
     }
 
@@ -203,30 +343,26 @@ impl GroupCommit {
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFut<'c, Result<T>> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Box::new(Queued { body, reply }), answer).await
+        self.enqueue(Work::Sqlx(Box::new(Queued { body, reply })), answer)
+            .await
     }
 
-    /// Like [`GroupCommit::run`], for a body that runs the savepoint statements it is
-    /// handed ([`Opening::take`]) in front of its own first statement, in one call: a
-    /// round trip to the connection's thread saved per change. The body must take the
-    /// opening before running any statement; failing without having taken it, it must
-    /// have written nothing.
-    pub(crate) async fn run_opening<T, F>(&self, body: F) -> Result<T>
+    /// Runs `body` in the next group on the committer's own connection and returns its
+    /// result once the group is committed. `body` runs synchronously on a blocking
+    /// thread, inside the group's transaction (in a savepoint: an `Err` undoes what it did
+    /// and nothing else); it must not commit, and must not wait on anything but the
+    /// database.
+    pub(crate) async fn run_native<T, F>(&self, body: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection, &'c mut Opening) -> BoxFut<'c, Result<T>>
-            + Send
-            + 'static,
+        F: FnOnce(&rusqlite::Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.enqueue(Box::new(Opened { body, reply }), answer).await
+        self.enqueue(Work::Native(Box::new(Native { body, reply })), answer)
+            .await
     }
 
-    async fn enqueue<T>(
-        &self,
-        change: Box<dyn Change>,
-        answer: oneshot::Receiver<Result<T>>,
-    ) -> Result<T> {
+    async fn enqueue<T>(&self, change: Work, answer: oneshot::Receiver<Result<T>>) -> Result<T> {
         self.queue
             .send(change)
             .map_err(|_| StoreError::CommitFailed("the writer has stopped".into()))?;
@@ -245,10 +381,24 @@ const HOLD: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn committer(
     writer: SqlitePool,
-    mut queue: mpsc::UnboundedReceiver<Box<dyn Change>>,
+    native: NativeDb,
+    mut queue: mpsc::UnboundedReceiver<Work>,
     stats: Arc<Stats>,
 ) {
-    while let Some(first) = queue.recv().await {
+    // The native connection and the queue go to the blocking thread with each native
+    // group and come back with it.
+    let mut native_conn: Option<rusqlite::Connection> = None;
+    // A change of the other kind that ended a group: it starts the next one.
+    let mut waiting: Option<Work> = None;
+    loop {
+        let first = match waiting.take() {
+            Some(w) => w,
+            None => match queue.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        // Held through either kind of group: the process's write lock.
         let mut conn = match writer.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
@@ -259,33 +409,165 @@ async fn committer(
         let held = std::time::Instant::now();
         let mut next = Some(first);
         while let Some(first) = next.take() {
-            let committed = run_group(&mut conn, first, &mut queue, &stats).await;
-            // The changes that queued while this group ran make the next group, on the
-            // same connection, until the connection has been held long enough. After a
-            // failed group the connection goes back to the pool, which tests it.
-            if committed && held.elapsed() < HOLD {
+            let started = std::time::Instant::now();
+            let native_group = matches!(first, Work::Native(_));
+            let before = stats.changes.load(Ordering::Relaxed);
+            let (committed, other) = match first {
+                Work::Sqlx(first) => run_group(&mut conn, first, &mut queue, &stats).await,
+                Work::Native(first) => {
+                    let (native, stats_) = (native.clone(), Arc::clone(&stats));
+                    let mut db = native_conn.take();
+                    let joined = tokio::task::spawn_blocking(move || {
+                        let out = run_native_group(&mut db, &native, first, &mut queue, &stats_);
+                        (db, queue, out)
+                    })
+                    .await;
+                    match joined {
+                        Ok((db, q, out)) => {
+                            native_conn = db;
+                            queue = q;
+                            out
+                        }
+                        Err(e) => {
+                            // The group's changes were dropped with their replies (their
+                            // callers hear that the writer stopped), and the queue with
+                            // them: every later change fails the same way.
+                            tracing::error!(error = %e, "the SQLite committer's thread failed; writes stop");
+                            return;
+                        }
+                    }
+                }
+            };
+            tracing::debug!(
+                native = native_group,
+                committed,
+                changes = stats.changes.load(Ordering::Relaxed) - before,
+                micros = started.elapsed().as_micros() as u64,
+                "write group"
+            );
+            // A change of the other kind starts the next group, on the same connection
+            // while it has not been held too long, else after the others' turn. The
+            // changes that queued while this group ran make the next group, on the same
+            // connection, until the connection has been held long enough. After a failed
+            // group the connection goes back to the pool, which tests it.
+            if let Some(other) = other {
+                if committed && held.elapsed() < HOLD {
+                    next = Some(other);
+                } else {
+                    waiting = Some(other);
+                }
+            } else if committed && held.elapsed() < HOLD {
                 next = queue.try_recv().ok();
             }
         }
     }
 }
 
-/// Runs `first` and the changes queued behind it (up to [`MAX_GROUP`]) in one
-/// transaction, commits it, and tells every change's caller how it ended; whether it
-/// committed.
+/// Runs `first` and the native changes queued behind it (up to [`MAX_GROUP`], until a
+/// change of the other kind, which is handed back) in one `BEGIN IMMEDIATE` transaction on
+/// the committer's own connection (opened into `db` if not yet), each change in a
+/// savepoint of its own; commits once and tells every change's caller how it ended.
+/// Returns whether it committed, and the change of the other kind that ended it.
+fn run_native_group(
+    db: &mut Option<rusqlite::Connection>,
+    native: &NativeDb,
+    first: Box<dyn NativeChange>,
+    queue: &mut mpsc::UnboundedReceiver<Work>,
+    stats: &Stats,
+) -> (bool, Option<Work>) {
+    let conn: &rusqlite::Connection = match db {
+        Some(conn) => conn,
+        None => match native.open() {
+            Ok(conn) => db.insert(conn),
+            Err(e) => {
+                first.fail(format!(
+                    "cannot open the committer's connection to {}: {e}",
+                    native.path.display()
+                ));
+                return (false, None);
+            }
+        },
+    };
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        first.fail(format!("cannot begin a write transaction: {e}"));
+        return (false, None);
+    }
+    let mut ran = Vec::new();
+    let mut other = None;
+    let mut clean = true;
+    let mut next = Some(first);
+    let statement = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    while let Some(change) = next.take() {
+        if let Err(e) = statement("SAVEPOINT g") {
+            change.fail(format!("cannot open a savepoint: {e}"));
+            clean = false;
+            break;
+        }
+        let r = change.run(conn);
+        // A failed change is undone to its savepoint alone.
+        let closed = if r.ok {
+            statement("RELEASE g")
+        } else {
+            statement("ROLLBACK TO g").and_then(|_| statement("RELEASE g"))
+        };
+        ran.push(r);
+        if closed.is_err() {
+            clean = false;
+            break;
+        }
+        if ran.len() >= MAX_GROUP {
+            break;
+        }
+        match queue.try_recv() {
+            Ok(Work::Native(change)) => next = Some(change),
+            Ok(sqlx) => {
+                other = Some(sqlx);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let failed = if clean {
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(format!("commit failed: {e}"))
+            }
+        }
+    } else {
+        let _ = conn.execute_batch("ROLLBACK");
+        Some("a change could not be isolated in its savepoint; the group was rolled back".into())
+    };
+    if failed.is_none() {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
+    }
+    let committed = failed.is_none();
+    for r in ran {
+        (r.settle)(failed.clone());
+    }
+    (committed, other)
+}
+
+/// Runs `first` and the sqlx changes queued behind it (up to [`MAX_GROUP`], until a
+/// native change, which is handed back) in one transaction, commits it, and tells every
+/// change's caller how it ended. Returns whether it committed, and the native change that
+/// ended it.
 async fn run_group(
     conn: &mut SqliteConnection,
     first: Box<dyn Change>,
-    queue: &mut mpsc::UnboundedReceiver<Box<dyn Change>>,
+    queue: &mut mpsc::UnboundedReceiver<Work>,
     stats: &Stats,
-) -> bool {
+) -> (bool, Option<Work>) {
     let mut tx = match sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await {
         Ok(tx) => tx,
         Err(e) => {
             first.fail(format!("cannot begin a write transaction: {e}"));
-            return false;
+            return (false, None);
         }
     };
+    let mut other = None;
     let mut ran = Vec::new();
     // Each change runs in a savepoint of its own, so one that fails is undone alone.
     // The savepoint statements cost a round trip to the connection's thread each, so
@@ -326,7 +608,14 @@ async fn run_group(
         if !clean || ran.len() >= MAX_GROUP {
             break;
         }
-        next = queue.try_recv().ok();
+        match queue.try_recv() {
+            Ok(Work::Sqlx(change)) => next = Some(change),
+            Ok(native) => {
+                other = Some(native);
+                break;
+            }
+            Err(_) => break,
+        }
     }
     let failed = if clean {
         tx.commit()
@@ -345,60 +634,7 @@ async fn run_group(
     for r in ran {
         (r.settle)(failed.clone());
     }
-    committed
-}
-
-/// What one statement of a multi-statement call returned.
-#[derive(Debug, Default)]
-pub(crate) struct Done {
-    pub(crate) rows: Vec<sqlx::sqlite::SqliteRow>,
-    /// `sqlite3_changes()` when it finished: the rows of the last INSERT, UPDATE or
-    /// DELETE, so meaningful for those statements only.
-    pub(crate) changes: u64,
-}
-
-/// Runs several statements on SQLite's connection as one call (one round trip to the
-/// connection's thread instead of one per statement) and returns what each returned, in
-/// order; the first `skip` (an [`Opening`]'s statements) are left out. SQLite prepares
-/// and runs the statements of the text in turn and stops at the first error; every
-/// parameter is numbered (`$N`) and bound by its number in every statement that names
-/// it (an anonymous `?` would take the next argument after those of the statements
-/// before it). The whole text is one entry in the connection's statement cache.
-///
-/// Only for the writer's group changes, inside their savepoint: an error after some
-/// statements ran leaves their writes for the rollback to undo.
-pub(crate) async fn run_batch<'q>(
-    conn: &mut SqliteConnection,
-    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    skip: usize,
-) -> Result<Vec<Done>> {
-    use futures_util::TryStreamExt;
-    let mut out = Vec::new();
-    let mut rows = Vec::new();
-    let mut steps = sqlx::Executor::fetch_many(&mut *conn, query);
-    while let Some(step) = steps.try_next().await? {
-        match step {
-            sqlx::Either::Left(done) => out.push(Done {
-                rows: std::mem::take(&mut rows),
-                changes: done.rows_affected(),
-            }),
-            sqlx::Either::Right(row) => rows.push(row),
-        }
-    }
-    drop(steps);
-    if out.len() < skip {
-        return Err(StoreError::Corrupt(format!(
-            "a multi-statement call returned {} results, fewer than its {skip} opening statements",
-            out.len()
-        )));
-    }
-    out.drain(..skip);
-    Ok(out)
-}
-
-/// How many statements the opening text holds (each ends in `;`).
-pub(crate) fn statements_in(opening: &str) -> usize {
-    opening.matches(';').count()
+    (committed, other)
 }
 
 #[cfg(test)]
@@ -427,7 +663,7 @@ mod tests {
             .execute(&writer)
             .await
             .unwrap();
-        let group = GroupCommit::start(writer.clone());
+        let group = GroupCommit::start(writer.clone(), native(&dir));
         let fails = [false, true, false, true, true, false];
         let changes = fails.iter().enumerate().map(|(i, &fail)| {
             let group = group.clone();
@@ -494,7 +730,7 @@ mod tests {
             .execute(&writer)
             .await
             .unwrap();
-        let group = GroupCommit::start(writer.clone());
+        let group = GroupCommit::start(writer.clone(), native(&dir));
         const FLOOD: i64 = 20_000;
         let done = Arc::new(AtomicU64::new(0));
         // Every change queued at once, each by a task of its own: the queue is not empty
@@ -542,6 +778,15 @@ mod tests {
         assert_eq!(n, FLOOD + 1);
     }
 
+    /// The committer's own connection to the test's database.
+    fn native(dir: &tempfile::TempDir) -> NativeDb {
+        NativeDb {
+            path: dir.path().join("group.db"),
+            full_sync: true,
+            cache_kib: 2_000,
+        }
+    }
+
     async fn writer(dir: &tempfile::TempDir) -> SqlitePool {
         SqlitePoolOptions::new()
             .max_connections(1)
@@ -555,84 +800,65 @@ mod tests {
             .unwrap()
     }
 
-    /// One call, several statements: the numbered parameters are bound by number in
-    /// every statement that names them, each statement reports its own rows and row
-    /// count, and `changes()` inside an INSERT is the count of the UPDATE before it (what
-    /// the sandbox bank's batched booking decides a debit's status by).
+    /// The committer's own connection writes with the writer's settings: durable commits
+    /// (`synchronous = FULL`, or OFF for a scratch copy), foreign keys enforced, the
+    /// configured page cache, WAL, and a busy timeout.
     #[tokio::test]
-    async fn a_batch_binds_numbered_parameters_in_every_statement_and_reports_each() {
+    async fn the_native_connection_has_the_writers_settings() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer(&dir).await;
-        sqlx::raw_sql(
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL); \
-             CREATE TABLE log (taken INTEGER NOT NULL, v TEXT NOT NULL); \
-             INSERT INTO t (id, v) VALUES (1, 'a'), (2, 'b')",
-        )
-        .execute(&writer)
-        .await
-        .unwrap();
-        let mut conn = writer.acquire().await.unwrap();
-        for (id, taken) in [(1_i64, 1_i64), (3, 0)] {
-            let done = run_batch(
-                &mut conn,
-                sqlx::query(
-                    "SAVEPOINT x; \
-                     UPDATE t SET v = $2 WHERE id = $1; \
-                     INSERT INTO log (taken, v) SELECT c.n, $2 FROM (SELECT changes() AS n) AS c \
-                       WHERE true RETURNING taken; \
-                     SELECT id, v FROM t WHERE v = $2; \
-                     RELEASE x",
-                )
-                .bind(id)
-                .bind(format!("new{id}")),
-                1,
-            )
-            .await
-            .unwrap();
-            assert_eq!(
-                done.len(),
-                4,
-                "the savepoint left out, the other four reported"
+        for (full_sync, expected_sync) in [(true, 2_i64), (false, 0)] {
+            let group = GroupCommit::start(
+                writer.clone(),
+                NativeDb {
+                    full_sync,
+                    cache_kib: 4_096,
+                    ..native(&dir)
+                },
             );
-            assert_eq!(done[0].changes, taken as u64);
-            assert!(done[0].rows.is_empty());
-            let logged: i64 = sqlx::Row::get(&done[1].rows[0], 0);
-            assert_eq!(logged, taken, "changes() inside the INSERT is the UPDATE's");
-            assert_eq!(done[1].changes, 1);
+            let settings = group
+                .run_native(|conn| {
+                    let get = |pragma: &str| -> rusqlite::Result<String> {
+                        conn.query_row(&format!("PRAGMA {pragma}"), [], |row| {
+                            row.get::<_, rusqlite::types::Value>(0).map(|v| match v {
+                                rusqlite::types::Value::Integer(i) => i.to_string(),
+                                rusqlite::types::Value::Text(t) => t,
+                                other => format!("{other:?}"),
+                            })
+                        })
+                    };
+                    Ok([
+                        get("synchronous")?,
+                        get("foreign_keys")?,
+                        get("cache_size")?,
+                        get("journal_mode")?,
+                        get("busy_timeout")?,
+                    ])
+                })
+                .await
+                .unwrap();
             assert_eq!(
-                done[2].rows.len() as i64,
-                taken,
-                "$2 bound in the SELECT too"
+                settings,
+                [
+                    expected_sync.to_string(),
+                    "1".into(),
+                    "-4096".into(),
+                    "wal".into(),
+                    "10000".into()
+                ],
+                "full_sync = {full_sync}"
             );
         }
-        // A statement that fails stops the call: the statements after it do not run.
-        let failed = run_batch(
-            &mut conn,
-            sqlx::query(
-                "UPDATE t SET v = 'z' WHERE id = $1; \
-                 INSERT INTO t (id, v) VALUES ($1, 'dup'); \
-                 UPDATE t SET v = 'never' WHERE id = 2",
-            )
-            .bind(1_i64),
-            0,
-        )
-        .await;
-        assert!(failed.is_err());
-        let v: String = sqlx::query_scalar("SELECT v FROM t WHERE id = 2")
-            .fetch_one(&mut *conn)
-            .await
-            .unwrap();
-        assert_eq!(v, "b");
     }
 
-    /// Changes that run their savepoint statements in their own call (`run_opening`),
-    /// queued together with plain ones so they share one group: a fenced update that
-    /// finds no row is detected after the call, and that change alone is undone (its
-    /// insert made in the same call included), back to back with another failure, and
-    /// after a plain change; a change that fails before taking its opening wrote nothing
-    /// and undoes nothing of the change before it.
+    /// Native changes (`run_native`) queued together with a sqlx one, in that order: a
+    /// run of native changes makes a group on the committer's own connection, the sqlx
+    /// change one on the writer's, the native changes after it a third. A fenced update
+    /// that finds no row is detected after it ran, and that change alone is undone (its
+    /// insert included), back to back with another failure and right after the sqlx
+    /// group; a change that fails before writing undoes nothing of the change before it.
     #[tokio::test]
-    async fn an_opened_change_that_fails_after_its_call_is_undone_alone() {
+    async fn a_native_change_that_fails_is_undone_alone_between_sqlx_changes() {
         let dir = tempfile::tempdir().unwrap();
         let writer = writer(&dir).await;
         sqlx::raw_sql(
@@ -644,9 +870,9 @@ mod tests {
         .execute(&writer)
         .await
         .unwrap();
-        let group = GroupCommit::start(writer.clone());
-        // What each change is: plain, opened and fenced (the fence holds when the row is
-        // 'free'), or opened and failing before its first call.
+        let group = GroupCommit::start(writer.clone(), native(&dir));
+        // What each change is: plain (sqlx), native and fenced (the fence holds when the
+        // row is 'free'), or native and failing before it writes.
         #[derive(Clone, Copy, Debug, PartialEq)]
         enum Kind {
             Plain,
@@ -693,34 +919,29 @@ mod tests {
                     }
                     Fenced { .. } => {
                         group
-                            .run_opening(move |conn, opening| {
-                                Box::pin(async move {
-                                    let opening = opening.take();
-                                    let sql = format!(
-                                        "{opening}UPDATE t SET v = 'done' WHERE id = $1 AND v = 'free'; \
-                                         INSERT INTO ev (id) VALUES ($1); \
-                                         UPDATE t SET v = v || '!' WHERE id = 0"
-                                    );
-                                    let done = run_batch(
-                                        conn,
-                                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(i),
-                                        statements_in(opening),
-                                    )
-                                    .await?;
-                                    if done[0].changes != 1 {
-                                        return Err(StoreError::Conflict(format!("fenced {i}")));
-                                    }
-                                    Ok(i)
-                                })
+                            .run_native(move |conn| {
+                                let taken = execute_numbered(
+                                    conn,
+                                    "UPDATE t SET v = 'done' WHERE id = $1 AND v = 'free'",
+                                    &[&i],
+                                )?;
+                                execute_numbered(conn, "INSERT INTO ev (id) VALUES ($1)", &[&i])?;
+                                execute_numbered(
+                                    conn,
+                                    "UPDATE t SET v = v || '!' WHERE id = 0",
+                                    &[],
+                                )?;
+                                if taken != 1 {
+                                    return Err(StoreError::Conflict(format!("fenced {i}")));
+                                }
+                                Ok(i)
                             })
                             .await
                     }
                     EarlyFail => {
                         group
-                            .run_opening(move |_conn, _opening| {
-                                Box::pin(async move {
-                                    Err::<i64, _>(StoreError::Conflict(format!("early {i}")))
-                                })
+                            .run_native(move |_conn| {
+                                Err::<i64, _>(StoreError::Conflict(format!("early {i}")))
                             })
                             .await
                     }
@@ -740,7 +961,11 @@ mod tests {
                 _ => panic!("change {i} ({kind:?}): {result:?}"),
             }
         }
-        assert_eq!(group.committed(), (1, 7), "one group held all seven");
+        assert_eq!(
+            group.committed(),
+            (3, 7),
+            "four native changes, the sqlx one, the last two native ones"
+        );
         let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, v FROM t ORDER BY id")
             .fetch_all(&writer)
             .await

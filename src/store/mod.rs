@@ -103,10 +103,7 @@ pub(crate) use bind_event;
 /// commits or rolls back with the change it describes).
 macro_rules! insert_event {
     ($conn:expr, $ev:expr) => {{
-        let q = sqlx::query(
-            "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        );
+        let q = sqlx::query($crate::store::INSERT_EVENT);
         $crate::store::bind_event!(q, $ev)
             .execute($conn)
             .await
@@ -115,6 +112,27 @@ macro_rules! insert_event {
 }
 #[allow(unused_imports)]
 pub(crate) use insert_event;
+
+/// One event row (`$1`-`$6`, bound by [`bind_event!`] or [`insert_event_native`]).
+pub(crate) const INSERT_EVENT: &str = "INSERT INTO events \
+     (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// What [`insert_event!`] does, on the SQLite group committer's own connection.
+pub(crate) fn insert_event_native(conn: &rusqlite::Connection, ev: &NewEvent) -> Result<usize> {
+    Ok(group_commit::execute_numbered(
+        conn,
+        INSERT_EVENT,
+        &[
+            &ev.at_ms,
+            &ev.kind,
+            &ev.agreement_id,
+            &ev.installment_id,
+            &ev.attempt_id,
+            &ev.detail.to_string(),
+        ],
+    )?)
+}
 
 /// Appends event-log rows on `$conn` (a transaction) with one multi-row INSERT per
 /// [`ROWS_PER_INSERT`] events, in order: a statement per row costs more than the row.
@@ -295,6 +313,9 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// An error on the SQLite group committer's own connection (its native changes).
+    #[error("database error: {0}")]
+    Native(#[from] rusqlite::Error),
     #[error("database URL is invalid: {0}")]
     BadUrl(String),
     #[error(
@@ -335,6 +356,10 @@ impl StoreError {
                     .and_then(|d| d.code())
                     .is_some_and(|c| c == "5" || c == "517" || c == "40001" || c == "40P01")
             }
+            StoreError::Native(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
             StoreError::CommitFailed(_) => true,
             _ => false,
         }
@@ -362,7 +387,16 @@ impl StoreError {
 
     /// Whether this is a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, StoreError::Db(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()))
+        match self {
+            StoreError::Db(e) => e
+                .as_database_error()
+                .is_some_and(|d| d.is_unique_violation()),
+            // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY.
+            StoreError::Native(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == 2067 || e.extended_code == 1555
+            }
+            _ => false,
+        }
     }
 }
 
@@ -665,8 +699,13 @@ impl Store {
                 .test_before_acquire(false)
                 .connect_with(options.create_if_missing(false).read_only(true))
                 .await?;
+            let native = group_commit::NativeDb {
+                path: path.clone(),
+                full_sync: matches!(synchronous, SqliteSynchronous::Full),
+                cache_kib: caches.connection_kib,
+            };
             Ok(Store {
-                group: Some(group_commit::GroupCommit::start(writer.clone())),
+                group: Some(group_commit::GroupCommit::start(writer.clone(), native)),
                 inner: Inner::Sqlite(writer),
                 readers: Some(readers),
                 sqlite_path: Some(path),
@@ -987,9 +1026,38 @@ impl Store {
     where
         R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
             + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + group_commit::NativeRow
             + Send
             + Unpin,
     {
+        if let (Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+            // SQLite's writer: every kind in one change on the group committer's own
+            // connection, committed with its group (and undone together if one fails).
+            let statements: Vec<String> = claim
+                .kinds
+                .iter()
+                .map(|(due, order)| claim.statement(Backend::Sqlite, due, order))
+                .collect();
+            let owner = owner.to_string();
+            return group
+                .run_native(move |conn| {
+                    let mut claimed: Vec<R> = Vec::new();
+                    for sql in &statements {
+                        let want = limit - claimed.len() as i64;
+                        if want <= 0 {
+                            break;
+                        }
+                        claimed.extend(group_commit::query_all_numbered(
+                            conn,
+                            sql,
+                            &[&owner, &now_ms, &lease_until_ms, &want],
+                            R::from_native,
+                        )?);
+                    }
+                    Ok(claimed)
+                })
+                .await;
+        }
         let mut claimed: Vec<R> = Vec::new();
         for (due, order) in claim.kinds {
             let want = limit - claimed.len() as i64;

@@ -33,6 +33,25 @@ pub struct ReminderRow {
     pub sent_at_ms: Option<i64>,
 }
 
+super::group_commit::native_row!(ReminderRow {
+    id,
+    installment_id,
+    agreement_id,
+    customer_id,
+    kind,
+    offset_key,
+    scheduled_at_ms,
+    state,
+    lease_owner,
+    tries,
+    message_id,
+    template,
+    detail,
+    last_error,
+    cancel_reason,
+    sent_at_ms,
+});
+
 pub(crate) const REMINDER_COLUMNS: &str = "id, installment_id, agreement_id, customer_id, kind, offset_key, \
     scheduled_at_ms, state, lease_owner, tries, message_id, template, detail, last_error, \
     cancel_reason, sent_at_ms";
@@ -93,25 +112,51 @@ pub struct ReminderOutcome {
 macro_rules! insert_reminder_sql {
     ($conn:expr, $r:expr, $now_ms:expr) => {{
         let r: &$crate::store::reminders::NewReminder = $r;
-        sqlx::query_scalar::<_, i64>(
-            "INSERT INTO reminders (installment_id, agreement_id, customer_id, kind, \
-                 offset_key, scheduled_at_ms, state, detail, created_at_ms, updated_at_ms) \
-             SELECT $1, $2, a.customer_id, $3, $4, $5, 'pending', $6, $7, $7 \
-             FROM agreements a WHERE a.id = $2 \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(r.installment_id)
-        .bind(r.agreement_id)
-        .bind(r.kind)
-        .bind(r.offset_key)
-        .bind(r.scheduled_at_ms)
-        .bind(r.detail.to_string())
-        .bind($now_ms)
-        .fetch_optional($conn)
-        .await?
+        sqlx::query_scalar::<_, i64>($crate::store::reminders::INSERT_REMINDER)
+            .bind(r.installment_id)
+            .bind(r.agreement_id)
+            .bind(r.kind)
+            .bind(r.offset_key)
+            .bind(r.scheduled_at_ms)
+            .bind(r.detail.to_string())
+            .bind($now_ms)
+            .fetch_optional($conn)
+            .await?
     }};
 }
 pub(crate) use insert_reminder_sql;
+
+/// One pending reminder of an agreement's customer (`$1`-`$7`, see
+/// [`insert_reminder_sql!`]), `ON CONFLICT DO NOTHING`, returning its id.
+pub(crate) const INSERT_REMINDER: &str = "INSERT INTO reminders (installment_id, \
+         agreement_id, customer_id, kind, offset_key, scheduled_at_ms, state, detail, \
+         created_at_ms, updated_at_ms) \
+     SELECT $1, $2, a.customer_id, $3, $4, $5, 'pending', $6, $7, $7 \
+     FROM agreements a WHERE a.id = $2 \
+     ON CONFLICT DO NOTHING RETURNING id";
+
+/// What [`insert_reminder_sql!`] does, on the SQLite group committer's own connection:
+/// the new reminder's id, or `None` if it already existed.
+pub(crate) fn insert_reminder_native(
+    conn: &rusqlite::Connection,
+    r: &NewReminder,
+    now_ms: i64,
+) -> Result<Option<i64>> {
+    Ok(super::group_commit::query_numbered(
+        conn,
+        INSERT_REMINDER,
+        &[
+            &r.installment_id,
+            &r.agreement_id,
+            &r.kind,
+            &r.offset_key,
+            &r.scheduled_at_ms,
+            &r.detail.to_string(),
+            &now_ms,
+        ],
+        |row| row.get(0),
+    )?)
+}
 
 impl Store {
     /// Claims up to `limit` reminders that are due, or whose sender died mid-send (lease
@@ -178,18 +223,40 @@ impl Store {
              RETURNING {REMINDER_COLUMNS}"
         );
         let owner = owner.to_string();
-        let mut rows: Vec<ReminderRow> = super::write_tx!(self, |conn| {
-            let rows = sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
-                .bind(owner.as_str())
-                .bind(lease_until_ms)
-                .bind(now_ms)
-                .bind(customer_id)
-                .bind(exclude_id)
-                .bind(until_ms)
-                .fetch_all(&mut *conn)
-                .await?;
-            Ok(rows)
-        })?;
+        let mut rows: Vec<ReminderRow> =
+            if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+                // SQLite's writer: on the group committer's own connection.
+                group
+                    .run_native(move |conn| {
+                        Ok(super::group_commit::query_all_numbered(
+                            conn,
+                            &sql,
+                            &[
+                                &owner,
+                                &lease_until_ms,
+                                &now_ms,
+                                &customer_id,
+                                &exclude_id,
+                                &until_ms,
+                            ],
+                            <ReminderRow as super::group_commit::NativeRow>::from_native,
+                        )?)
+                    })
+                    .await?
+            } else {
+                super::write_tx!(self, |conn| {
+                    let rows = sqlx::query_as::<_, ReminderRow>(sqlx::AssertSqlSafe(sql))
+                        .bind(owner.as_str())
+                        .bind(lease_until_ms)
+                        .bind(now_ms)
+                        .bind(customer_id)
+                        .bind(exclude_id)
+                        .bind(until_ms)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    Ok(rows)
+                })?
+            };
         rows.sort_by_key(|r| (r.scheduled_at_ms, r.id));
         Ok(rows)
     }
@@ -305,14 +372,10 @@ impl Store {
         }
         let owner = owner.to_string();
         if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
-            // SQLite's writer: every outcome of the email in one call to the connection's
-            // thread.
+            // SQLite's writer: on the group committer's own connection.
             return group
-                .run_opening(move |conn, opening| {
-                    Box::pin(async move {
-                        apply_reminder_changes_batched(conn, opening, &owner, &outcomes, now_ms)
-                            .await
-                    })
+                .run_native(move |conn| {
+                    apply_reminder_changes_native(conn, &owner, &outcomes, now_ms)
                 })
                 .await;
         }
@@ -320,16 +383,13 @@ impl Store {
         super::write_tx!(self, |conn| {
             let mut applied = Vec::with_capacity(outcomes.len());
             let mut events = Vec::new();
-            // `$1`-`$9` the change, `$10` the row, `$11` the instant, `$12` the owner.
-            let update = update_reminder_sql(1, 11, 12);
             for o in &outcomes {
-                let updated =
-                    bind_reminder_change!(sqlx::query(sqlx::AssertSqlSafe(update.clone())), o)
-                        .bind(now_ms)
-                        .bind(owner.as_str())
-                        .execute(&mut *conn)
-                        .await?
-                        .rows_affected();
+                let updated = bind_reminder_change!(sqlx::query(UPDATE_REMINDER), o)
+                    .bind(now_ms)
+                    .bind(owner.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
                 applied.push(updated == 1);
                 if updated == 1
                     && let Some(ev) = &o.event
@@ -480,39 +540,24 @@ impl Store {
     }
 }
 
-/// A message outcome's fenced update, its parameters numbered from `$n`: `$n`-`$n+8`
-/// the change and `$n+9` the row ([`bind_reminder_change!`] binds them in that order),
-/// `$now` the instant and `$owner` the lease owner, which a batched call binds once for
-/// all its outcomes.
-fn update_reminder_sql(n: usize, now: usize, owner: usize) -> String {
-    format!(
-        "UPDATE reminders SET state = ${}, \
-            scheduled_at_ms = COALESCE(${}, scheduled_at_ms), \
-            message_id = COALESCE(${}, message_id), \
-            template = COALESCE(${}, template), \
-            last_error = COALESCE(${}, last_error), \
-            cancel_reason = COALESCE(${}, cancel_reason), \
-            sent_at_ms = COALESCE(${}, sent_at_ms), \
-            tries = tries + ${}, \
-            lease_owner = CASE WHEN ${r} = 1 THEN NULL ELSE lease_owner END, \
-            lease_until_ms = CASE WHEN ${r} = 1 THEN NULL ELSE lease_until_ms END, \
-            updated_at_ms = ${now} \
-         WHERE id = ${} AND state = 'sending' AND lease_owner = ${owner}",
-        n,
-        n + 1,
-        n + 2,
-        n + 3,
-        n + 4,
-        n + 5,
-        n + 6,
-        n + 7,
-        n + 9,
-        r = n + 8,
-    )
-}
+/// A message outcome's fenced update: `$1`-`$9` the change and `$10` the row
+/// ([`bind_reminder_change!`] binds them in that order), `$11` the instant, `$12` the
+/// lease owner.
+const UPDATE_REMINDER: &str = "UPDATE reminders SET state = $1, \
+        scheduled_at_ms = COALESCE($2, scheduled_at_ms), \
+        message_id = COALESCE($3, message_id), \
+        template = COALESCE($4, template), \
+        last_error = COALESCE($5, last_error), \
+        cancel_reason = COALESCE($6, cancel_reason), \
+        sent_at_ms = COALESCE($7, sent_at_ms), \
+        tries = tries + $8, \
+        lease_owner = CASE WHEN $9 = 1 THEN NULL ELSE lease_owner END, \
+        lease_until_ms = CASE WHEN $9 = 1 THEN NULL ELSE lease_until_ms END, \
+        updated_at_ms = $11 \
+     WHERE id = $10 AND state = 'sending' AND lease_owner = $12";
 
 /// Binds a [`ReminderOutcome`]'s change and row, the ten parameters of
-/// [`update_reminder_sql`] from its `$n`, in order.
+/// [`UPDATE_REMINDER`], in order.
 macro_rules! bind_reminder_change {
     ($q:expr, $o:expr) => {{
         let o: &ReminderOutcome = $o;
@@ -531,66 +576,42 @@ macro_rules! bind_reminder_change {
 }
 use bind_reminder_change;
 
-/// [`Store::apply_reminder_changes`] on SQLite's writer, in the group committer: the
-/// savepoint statements and, per outcome, its fenced update and its event in one call to
-/// the connection's thread (see [`super::group_commit::run_batch`]). An event is written
-/// only with its change: its INSERT selects its row only when `changes()` (the rows of
-/// the last finished INSERT, UPDATE or DELETE: the update just before it) is 1.
-async fn apply_reminder_changes_batched(
-    conn: &mut sqlx::SqliteConnection,
-    opening: &mut super::group_commit::Opening,
+/// [`Store::apply_reminder_changes`] on SQLite's writer: the group committer's own
+/// connection ([`super::group_commit::GroupCommit::run_native`]), each outcome's fenced
+/// update and, when it held, its event.
+fn apply_reminder_changes_native(
+    conn: &rusqlite::Connection,
     owner: &str,
     outcomes: &[ReminderOutcome],
     now_ms: i64,
 ) -> Result<Vec<bool>> {
-    let opening = opening.take();
-    let mut sql = String::with_capacity(1024 * outcomes.len());
-    sql.push_str(opening);
-    // `$1` the owner, `$2` the instant; then each outcome's own, numbered on.
-    let mut n = 3;
-    let mut updates = Vec::with_capacity(outcomes.len());
-    let mut statement = 0;
+    let mut applied = Vec::with_capacity(outcomes.len());
     for o in outcomes {
-        sql.push_str(&update_reminder_sql(n, 2, 1));
-        sql.push_str("; ");
-        n += 10;
-        updates.push(statement);
-        statement += 1;
-        if o.event.is_some() {
-            sql.push_str(&format!(
-                "INSERT INTO events (at_ms, kind, agreement_id, installment_id, attempt_id, detail) \
-                 SELECT ${}, ${}, ${}, ${}, ${}, ${} FROM (SELECT changes() AS n) AS c \
-                 WHERE c.n = 1; ",
-                n,
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5
-            ));
-            n += 6;
-            statement += 1;
+        let change = &o.change;
+        let updated = super::group_commit::execute_numbered(
+            conn,
+            UPDATE_REMINDER,
+            &[
+                &change.state,
+                &change.scheduled_at_ms,
+                &change.message_id,
+                &change.template,
+                &change.last_error,
+                &change.cancel_reason,
+                &change.sent_at_ms,
+                &i64::from(change.bump_tries),
+                &i64::from(change.release_lease),
+                &o.reminder_id,
+                &now_ms,
+                &owner,
+            ],
+        )?;
+        applied.push(updated == 1);
+        if updated == 1
+            && let Some(ev) = &o.event
+        {
+            super::insert_event_native(conn, ev)?;
         }
     }
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        // Each count of outcomes is a statement of its own: the usual few stay prepared.
-        .persistent(outcomes.len() <= 4)
-        .bind(owner)
-        .bind(now_ms);
-    for o in outcomes {
-        q = bind_reminder_change!(q, o);
-        if let Some(ev) = &o.event {
-            q = super::bind_event!(q, ev);
-        }
-    }
-    let done = super::group_commit::run_batch(conn, q, super::group_commit::statements_in(opening))
-        .await?;
-    updates
-        .into_iter()
-        .map(|i| {
-            done.get(i).map(|d| d.changes == 1).ok_or_else(|| {
-                StoreError::Corrupt("a batched reminder change reported too few statements".into())
-            })
-        })
-        .collect()
+    Ok(applied)
 }

@@ -132,39 +132,30 @@ impl Store {
     pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
         let booking = OwnedBooking::from(b);
         if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
-            // SQLite's writer: the whole booking in one call to the connection's thread.
+            // SQLite's writer: on the group committer's own connection.
             return group
-                .run_opening(move |conn, opening| {
-                    Box::pin(async move { book_debit_batched(conn, opening, &booking).await })
-                })
+                .run_native(move |conn| book_debit_native(conn, &booking))
                 .await;
         }
         let booked = super::write_tx!(self, |conn| {
             let b = &booking;
             // A key seen before: nothing is written (a replay under a wrong account opens
             // no account).
-            let existing = sqlx::query_as::<_, SandboxDebitRow>(
-                "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
-                 decline_code, gateway_ref, created_at_ms \
-                 FROM sandbox_debits WHERE idempotency_key = $1",
-            )
-            .bind(b.idempotency_key.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+            let existing = sqlx::query_as::<_, SandboxDebitRow>(DEBIT_BY_KEY)
+                .bind(b.idempotency_key.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
             if let Some(row) = existing {
                 return Ok(SandboxBooking::Existing(row));
             }
             // Opens the account on its first use.
-            sqlx::query(
-                "INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO NOTHING",
-            )
-            .bind(b.account_ref.as_str())
-            .bind(b.currency.as_str())
-            .bind(b.opening_balance_minor)
-            .bind(b.opening_status.as_str())
-            .execute(&mut *conn)
-            .await?;
+            sqlx::query(OPEN_ACCOUNT)
+                .bind(b.account_ref.as_str())
+                .bind(b.currency.as_str())
+                .bind(b.opening_balance_minor)
+                .bind(b.opening_status.as_str())
+                .execute(&mut *conn)
+                .await?;
             // The usual case first: an open account in the debit's currency holding the
             // amount is debited by the conditional update alone. Only when it changes
             // nothing is the account read, to say why (status, currency, then balance;
@@ -173,60 +164,36 @@ impl Store {
             let decline = if let Some(code) = b.forced_decline.as_deref() {
                 Some(code)
             } else {
-                let taken = sqlx::query(
-                    "UPDATE sandbox_accounts SET balance_minor = balance_minor - $1 \
-                     WHERE account_ref = $2 AND status = 'open' AND currency = $3 \
-                     AND balance_minor >= $1",
-                )
-                .bind(b.amount_minor)
-                .bind(b.account_ref.as_str())
-                .bind(b.currency.as_str())
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                let taken = sqlx::query(TAKE_FROM_ACCOUNT)
+                    .bind(b.amount_minor)
+                    .bind(b.account_ref.as_str())
+                    .bind(b.currency.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
                 if taken == 1 {
                     None
                 } else {
-                    let account = sqlx::query_as::<_, SandboxAccountRow>(
-                        "SELECT account_ref, currency, balance_minor, status \
-                         FROM sandbox_accounts WHERE account_ref = $1",
-                    )
-                    .bind(b.account_ref.as_str())
-                    .fetch_one(&mut *conn)
-                    .await?;
-                    Some(if account.status == STATUS_CLOSED {
-                        DECLINE_ACCOUNT_CLOSED
-                    } else if account.status == STATUS_FROZEN {
-                        DECLINE_ACCOUNT_FROZEN
-                    } else if account.currency != b.currency {
-                        DECLINE_CURRENCY_MISMATCH
-                    } else {
-                        DECLINE_INSUFFICIENT_FUNDS
-                    })
+                    let account = sqlx::query_as::<_, SandboxAccountRow>(ACCOUNT_BY_REF)
+                        .bind(b.account_ref.as_str())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                    Some(decline_of(&account.status, &account.currency, &b.currency))
                 }
             };
-            let status = match decline {
-                Some(_) => DEBIT_DECLINED,
-                None if b.pending => DEBIT_PENDING,
-                None => DEBIT_SUCCEEDED,
-            };
-            let inserted = sqlx::query(
-                "INSERT INTO sandbox_debits (idempotency_key, account_ref, amount_minor, \
-                 currency, status, decline_code, gateway_ref, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (idempotency_key) DO NOTHING",
-            )
-            .bind(b.idempotency_key.as_str())
-            .bind(b.account_ref.as_str())
-            .bind(b.amount_minor)
-            .bind(b.currency.as_str())
-            .bind(status)
-            .bind(decline)
-            .bind(b.gateway_ref.as_str())
-            .bind(b.at_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            let status = status_of(decline, b.pending);
+            let inserted = sqlx::query(INSERT_DEBIT)
+                .bind(b.idempotency_key.as_str())
+                .bind(b.account_ref.as_str())
+                .bind(b.amount_minor)
+                .bind(b.currency.as_str())
+                .bind(status)
+                .bind(decline)
+                .bind(b.gateway_ref.as_str())
+                .bind(b.at_ms)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
             if inserted == 0 {
                 // PostgreSQL: a concurrent booking under the same key committed first. An
                 // error undoes this booking (its balance change included).
@@ -610,89 +577,125 @@ impl Store {
     }
 }
 
-/// [`Store::sandbox_book_debit`] on SQLite's writer, in the group committer, as one call
-/// to the connection's thread (see [`super::group_commit::run_batch`]): the savepoint
-/// statements, then
-/// 1. the row of a key seen before (if there is one, nothing below writes: each
-///    statement is conditioned on the key being new);
-/// 2. the account opened on its first use;
-/// 3. the conditional debit of an open account in the debit's currency holding the
-///    amount (skipped for an injected decline);
-/// 4. the debit's row, its status and decline code decided from whether 3 changed a row
-///    (`changes()`: the rows of the last finished INSERT, UPDATE or DELETE, which is 3
-///    while 4 runs) and, when it did not, from the account as it stands (status,
-///    currency, then balance: the order of the statement-per-call path).
-///
-/// SQLite has one writer, so no other booking can take the key between 1 and 4.
-async fn book_debit_batched(
-    conn: &mut sqlx::SqliteConnection,
-    opening: &mut super::group_commit::Opening,
-    b: &OwnedBooking,
-) -> Result<SandboxBooking> {
-    use sqlx::FromRow;
-    let opening = opening.take();
-    let sql = format!(
-        "{opening}\
-         SELECT idempotency_key, account_ref, amount_minor, currency, status, \
-            decline_code, gateway_ref, created_at_ms \
-         FROM sandbox_debits WHERE idempotency_key = $1; \
-         INSERT INTO sandbox_accounts (account_ref, currency, balance_minor, status) \
-         SELECT $2, $3, $4, $5 \
-         WHERE NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1) \
-         ON CONFLICT (account_ref) DO NOTHING; \
-         UPDATE sandbox_accounts SET balance_minor = balance_minor - $6 \
-         WHERE account_ref = $2 AND status = '{STATUS_OPEN}' AND currency = $3 \
-           AND balance_minor >= $6 AND $7 IS NULL \
-           AND NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1); \
-         INSERT INTO sandbox_debits (idempotency_key, account_ref, amount_minor, currency, \
-            status, decline_code, gateway_ref, created_at_ms) \
-         SELECT $1, $2, $6, $3, \
-            CASE WHEN $7 IS NULL AND t.taken = 1 \
-                 THEN CASE WHEN $8 = 1 THEN '{DEBIT_PENDING}' ELSE '{DEBIT_SUCCEEDED}' END \
-                 ELSE '{DEBIT_DECLINED}' END, \
-            CASE WHEN $7 IS NOT NULL THEN $7 \
-                 WHEN t.taken = 1 THEN NULL \
-                 WHEN a.status = '{STATUS_CLOSED}' THEN '{DECLINE_ACCOUNT_CLOSED}' \
-                 WHEN a.status = '{STATUS_FROZEN}' THEN '{DECLINE_ACCOUNT_FROZEN}' \
-                 WHEN a.currency <> $3 THEN '{DECLINE_CURRENCY_MISMATCH}' \
-                 ELSE '{DECLINE_INSUFFICIENT_FUNDS}' END, \
-            $9, $10 \
-         FROM (SELECT changes() AS taken) AS t \
-         JOIN sandbox_accounts a ON a.account_ref = $2 \
-         WHERE NOT EXISTS (SELECT 1 FROM sandbox_debits WHERE idempotency_key = $1) \
-         ON CONFLICT (idempotency_key) DO NOTHING \
-         RETURNING status, decline_code"
-    );
-    let q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(b.idempotency_key.as_str())
-        .bind(b.account_ref.as_str())
-        .bind(b.currency.as_str())
-        .bind(b.opening_balance_minor)
-        .bind(b.opening_status.as_str())
-        .bind(b.amount_minor)
-        .bind(b.forced_decline.as_deref())
-        .bind(i64::from(b.pending))
-        .bind(b.gateway_ref.as_str())
-        .bind(b.at_ms);
-    let done = super::group_commit::run_batch(conn, q, super::group_commit::statements_in(opening))
-        .await?;
-    if let Some(row) = done.first().and_then(|d| d.rows.first()) {
-        return Ok(SandboxBooking::Existing(SandboxDebitRow::from_row(row)?));
+/// A debit booked before, by its key (`$1`).
+const DEBIT_BY_KEY: &str = "SELECT idempotency_key, account_ref, amount_minor, currency, \
+        status, decline_code, gateway_ref, created_at_ms \
+     FROM sandbox_debits WHERE idempotency_key = $1";
+
+/// Account `$1` in currency `$2` opened with balance `$3` and status `$4` on its first use.
+const OPEN_ACCOUNT: &str = "INSERT INTO sandbox_accounts (account_ref, currency, \
+        balance_minor, status) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (account_ref) DO NOTHING";
+
+/// `$1` taken from account `$2` if it is open, in currency `$3` and holds it.
+const TAKE_FROM_ACCOUNT: &str = "UPDATE sandbox_accounts SET balance_minor = balance_minor - $1 \
+     WHERE account_ref = $2 AND status = 'open' AND currency = $3 AND balance_minor >= $1";
+
+/// Account `$1` as it stands.
+const ACCOUNT_BY_REF: &str = "SELECT account_ref, currency, balance_minor, status \
+     FROM sandbox_accounts WHERE account_ref = $1";
+
+/// The debit's row (`$1`-`$8`), unless its key was taken meanwhile.
+const INSERT_DEBIT: &str = "INSERT INTO sandbox_debits (idempotency_key, account_ref, \
+        amount_minor, currency, status, decline_code, gateway_ref, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+/// Why an account that did not give the amount declined: its status, its currency, then
+/// its balance.
+fn decline_of(status: &str, currency: &str, debit_currency: &str) -> &'static str {
+    if status == STATUS_CLOSED {
+        DECLINE_ACCOUNT_CLOSED
+    } else if status == STATUS_FROZEN {
+        DECLINE_ACCOUNT_FROZEN
+    } else if currency != debit_currency {
+        DECLINE_CURRENCY_MISMATCH
+    } else {
+        DECLINE_INSUFFICIENT_FUNDS
     }
-    let Some(row) = done.get(3).and_then(|d| d.rows.first()) else {
-        return Err(StoreError::Corrupt(format!(
-            "the sandbox booking under key {} wrote no debit row",
-            b.idempotency_key
-        )));
+}
+
+/// A debit's status from its decline, if any.
+fn status_of(decline: Option<&str>, pending: bool) -> &'static str {
+    match decline {
+        Some(_) => DEBIT_DECLINED,
+        None if pending => DEBIT_PENDING,
+        None => DEBIT_SUCCEEDED,
+    }
+}
+
+/// [`Store::sandbox_book_debit`] on SQLite's writer: the group committer's own connection
+/// ([`super::group_commit::GroupCommit::run_native`]), the statements of the other path
+/// in its order. SQLite has one writer, so no other booking can take the key meanwhile.
+fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<SandboxBooking> {
+    use super::group_commit::{execute_numbered, query_numbered};
+    let existing = query_numbered(conn, DEBIT_BY_KEY, &[&b.idempotency_key], |row| {
+        Ok(SandboxDebitRow {
+            idempotency_key: row.get(0)?,
+            account_ref: row.get(1)?,
+            amount_minor: row.get(2)?,
+            currency: row.get(3)?,
+            status: row.get(4)?,
+            decline_code: row.get(5)?,
+            gateway_ref: row.get(6)?,
+            created_at_ms: row.get(7)?,
+        })
+    })?;
+    if let Some(row) = existing {
+        return Ok(SandboxBooking::Existing(row));
+    }
+    execute_numbered(
+        conn,
+        OPEN_ACCOUNT,
+        &[
+            &b.account_ref,
+            &b.currency,
+            &b.opening_balance_minor,
+            &b.opening_status,
+        ],
+    )?;
+    let decline: Option<&str> = if let Some(code) = b.forced_decline.as_deref() {
+        Some(code)
+    } else if execute_numbered(
+        conn,
+        TAKE_FROM_ACCOUNT,
+        &[&b.amount_minor, &b.account_ref, &b.currency],
+    )? == 1
+    {
+        None
+    } else {
+        let (status, currency): (String, String) =
+            query_numbered(conn, ACCOUNT_BY_REF, &[&b.account_ref], |row| {
+                Ok((row.get(3)?, row.get(1)?))
+            })?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "sandbox account",
+                id: b.account_ref.clone(),
+            })?;
+        Some(decline_of(&status, &currency, &b.currency))
     };
-    use sqlx::Row;
+    let status = status_of(decline, b.pending);
+    execute_numbered(
+        conn,
+        INSERT_DEBIT,
+        &[
+            &b.idempotency_key,
+            &b.account_ref,
+            &b.amount_minor,
+            &b.currency,
+            &status,
+            &decline,
+            &b.gateway_ref,
+            &b.at_ms,
+        ],
+    )?;
     Ok(SandboxBooking::New(SandboxDebitRow {
         idempotency_key: b.idempotency_key.clone(),
         account_ref: b.account_ref.clone(),
         amount_minor: b.amount_minor,
         currency: b.currency.clone(),
-        status: row.try_get(0)?,
-        decline_code: row.try_get(1)?,
+        status: status.to_string(),
+        decline_code: decline.map(str::to_string),
         gateway_ref: b.gateway_ref.clone(),
         created_at_ms: b.at_ms,
     }))
