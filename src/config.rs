@@ -77,9 +77,9 @@ pub struct DatabaseSettings {
     pub url_file: Option<PathBuf>,
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
-    /// SQLite: the page cache of each connection (every reader, and the writer outside a
-    /// planning pass), KiB. Kept while the connection is open: the daemon holds up to
-    /// `max_connections + 1` of them.
+    /// SQLite: the page cache of each connection (every reader, the writer outside a
+    /// planning pass, and the group committer's own), KiB. Kept while the connection is
+    /// open: the daemon holds up to `max_connections + 2` of them.
     #[serde(default = "default_sqlite_cache_kib")]
     pub sqlite_cache_kib: u32,
     /// SQLite: the writer's page cache during a planning pass, KiB (freed after it).

@@ -179,6 +179,50 @@ impl Work {
             Work::Native(c) => c.fail(why),
         }
     }
+
+    fn sqlx(self) -> std::result::Result<Box<dyn Change>, Work> {
+        match self {
+            Work::Sqlx(c) => Ok(c),
+            other => Err(other),
+        }
+    }
+
+    fn native(self) -> std::result::Result<Box<dyn NativeChange>, Work> {
+        match self {
+            Work::Native(c) => Ok(c),
+            other => Err(other),
+        }
+    }
+}
+
+/// The next queued change if it is of the kind `pick` takes; one of the other kind ends
+/// the group and is kept in `other` for the next.
+fn next_of_kind<C>(
+    queue: &mut mpsc::UnboundedReceiver<Work>,
+    other: &mut Option<Work>,
+    pick: impl FnOnce(Work) -> std::result::Result<C, Work>,
+) -> Option<C> {
+    match pick(queue.try_recv().ok()?) {
+        Ok(change) => Some(change),
+        Err(work) => {
+            *other = Some(work);
+            None
+        }
+    }
+}
+
+/// Counts a committed group and tells every change's caller how it ended (`failed`: why
+/// the group did not commit). Returns whether it committed.
+fn settle_group(ran: Vec<Ran>, failed: Option<String>, stats: &Stats) -> bool {
+    if failed.is_none() {
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
+    }
+    let committed = failed.is_none();
+    for r in ran {
+        (r.settle)(failed.clone());
+    }
+    committed
 }
 
 /// How the committer opens its own connection: the writer pool's file with the same
@@ -518,14 +562,7 @@ fn run_native_group(
         if ran.len() >= MAX_GROUP {
             break;
         }
-        match queue.try_recv() {
-            Ok(Work::Native(change)) => next = Some(change),
-            Ok(sqlx) => {
-                other = Some(sqlx);
-                break;
-            }
-            Err(_) => break,
-        }
+        next = next_of_kind(queue, &mut other, Work::native);
     }
     let failed = if clean {
         match conn.execute_batch("COMMIT") {
@@ -539,15 +576,7 @@ fn run_native_group(
         let _ = conn.execute_batch("ROLLBACK");
         Some("a change could not be isolated in its savepoint; the group was rolled back".into())
     };
-    if failed.is_none() {
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
-    }
-    let committed = failed.is_none();
-    for r in ran {
-        (r.settle)(failed.clone());
-    }
-    (committed, other)
+    (settle_group(ran, failed, stats), other)
 }
 
 /// Runs `first` and the sqlx changes queued behind it (up to [`MAX_GROUP`], until a
@@ -608,14 +637,7 @@ async fn run_group(
         if !clean || ran.len() >= MAX_GROUP {
             break;
         }
-        match queue.try_recv() {
-            Ok(Work::Sqlx(change)) => next = Some(change),
-            Ok(native) => {
-                other = Some(native);
-                break;
-            }
-            Err(_) => break,
-        }
+        next = next_of_kind(queue, &mut other, Work::sqlx);
     }
     let failed = if clean {
         tx.commit()
@@ -626,15 +648,7 @@ async fn run_group(
         let _ = tx.rollback().await;
         Some("a change could not be isolated in its savepoint; the group was rolled back".into())
     };
-    if failed.is_none() {
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats.changes.fetch_add(ran.len() as u64, Ordering::Relaxed);
-    }
-    let committed = failed.is_none();
-    for r in ran {
-        (r.settle)(failed.clone());
-    }
-    (committed, other)
+    (settle_group(ran, failed, stats), other)
 }
 
 #[cfg(test)]

@@ -422,7 +422,8 @@ pub struct Store {
     pub(crate) inner: Inner,
     /// On SQLite, read-only connections for [`on_read!`]; `None` on PostgreSQL.
     pub(crate) readers: Option<SqlitePool>,
-    /// On SQLite, the group committer of the writer ([`write_tx!`]); `None` on PostgreSQL.
+    /// On SQLite, the group committer of the writer ([`write_tx!`], and its own connection
+    /// for the hot path's native changes); `None` on PostgreSQL.
     pub(crate) group: Option<group_commit::GroupCommit>,
     sqlite_path: Option<PathBuf>,
     /// The page caches the connections were opened with (SQLite only).
@@ -440,10 +441,12 @@ pub struct StoreOptions {
 
 /// SQLite's page caches, KiB. Each connection has its own, allocated as pages are read and
 /// kept until the connection closes, so the daemon's memory is bounded by
-/// `connection_kib` x (readers + 1) + `planning_kib` beside its other needs.
+/// `connection_kib` x (readers + 2: the writer and the group committer's own) +
+/// `planning_kib` beside its other needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteCaches {
-    /// Every connection (each reader, and the writer outside a planning pass).
+    /// Every connection (each reader, the writer outside a planning pass, the group
+    /// committer's own).
     pub connection_kib: u32,
     /// The writer during a planning pass: each page of a pass adds rows at a few hundred
     /// places of the claim indexes (keyed by time), whose leaves a larger cache keeps
