@@ -638,9 +638,8 @@ impl Store {
     }
 }
 
-/// The fenced attempt update (`$1`-`$16`, bound by [`bind_attempt_update!`]): numbered
-/// parameters that the later statements of a batched call may name too (`$12` the
-/// change's instant, `$13` the attempt).
+/// The fenced attempt update (`$1`-`$16`, bound by [`bind_attempt_update!`], or by number
+/// on the committer's own connection: `$16` appears before `$13`).
 const UPDATE_ATTEMPT: &str = "UPDATE debit_attempts SET state = $1, \
         amount_minor = COALESCE($2, amount_minor), \
         scheduled_at_ms = COALESCE($3, scheduled_at_ms), \

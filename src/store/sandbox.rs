@@ -131,85 +131,86 @@ impl Store {
     /// it, and the booking is never in the transaction that records its own outcome.
     pub async fn sandbox_book_debit(&self, b: &SandboxDebitBooking<'_>) -> Result<SandboxBooking> {
         let booking = OwnedBooking::from(b);
-        if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
+        let booked = if let (super::Inner::Sqlite(_), Some(group)) = (&self.inner, &self.group) {
             // SQLite's writer: on the group committer's own connection.
-            return group
+            group
                 .run_native(move |conn| book_debit_native(conn, &booking))
-                .await;
-        }
-        let booked = super::write_tx!(self, |conn| {
-            let b = &booking;
-            // A key seen before: nothing is written (a replay under a wrong account opens
-            // no account).
-            let existing = sqlx::query_as::<_, SandboxDebitRow>(DEBIT_BY_KEY)
-                .bind(b.idempotency_key.as_str())
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(row) = existing {
-                return Ok(SandboxBooking::Existing(row));
-            }
-            // Opens the account on its first use.
-            sqlx::query(OPEN_ACCOUNT)
-                .bind(b.account_ref.as_str())
-                .bind(b.currency.as_str())
-                .bind(b.opening_balance_minor)
-                .bind(b.opening_status.as_str())
-                .execute(&mut *conn)
-                .await?;
-            // The usual case first: an open account in the debit's currency holding the
-            // amount is debited by the conditional update alone. Only when it changes
-            // nothing is the account read, to say why (status, currency, then balance;
-            // on PostgreSQL the row may have changed since the update, which is why the
-            // update checks all three itself).
-            let decline = if let Some(code) = b.forced_decline.as_deref() {
-                Some(code)
-            } else {
-                let taken = sqlx::query(TAKE_FROM_ACCOUNT)
-                    .bind(b.amount_minor)
+                .await
+        } else {
+            super::write_tx!(self, |conn| {
+                let b = &booking;
+                // A key seen before: nothing is written (a replay under a wrong account opens
+                // no account).
+                let existing = sqlx::query_as::<_, SandboxDebitRow>(DEBIT_BY_KEY)
+                    .bind(b.idempotency_key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some(row) = existing {
+                    return Ok(SandboxBooking::Existing(row));
+                }
+                // Opens the account on its first use.
+                sqlx::query(OPEN_ACCOUNT)
                     .bind(b.account_ref.as_str())
                     .bind(b.currency.as_str())
+                    .bind(b.opening_balance_minor)
+                    .bind(b.opening_status.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                // The usual case first: an open account in the debit's currency holding the
+                // amount is debited by the conditional update alone. Only when it changes
+                // nothing is the account read, to say why (status, currency, then balance;
+                // on PostgreSQL the row may have changed since the update, which is why the
+                // update checks all three itself).
+                let decline = if let Some(code) = b.forced_decline.as_deref() {
+                    Some(code)
+                } else {
+                    let taken = sqlx::query(TAKE_FROM_ACCOUNT)
+                        .bind(b.amount_minor)
+                        .bind(b.account_ref.as_str())
+                        .bind(b.currency.as_str())
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected();
+                    if taken == 1 {
+                        None
+                    } else {
+                        let account = sqlx::query_as::<_, SandboxAccountRow>(ACCOUNT_BY_REF)
+                            .bind(b.account_ref.as_str())
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        Some(decline_of(&account.status, &account.currency, &b.currency))
+                    }
+                };
+                let status = status_of(decline, b.pending);
+                let inserted = sqlx::query(INSERT_DEBIT)
+                    .bind(b.idempotency_key.as_str())
+                    .bind(b.account_ref.as_str())
+                    .bind(b.amount_minor)
+                    .bind(b.currency.as_str())
+                    .bind(status)
+                    .bind(decline)
+                    .bind(b.gateway_ref.as_str())
+                    .bind(b.at_ms)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
-                if taken == 1 {
-                    None
-                } else {
-                    let account = sqlx::query_as::<_, SandboxAccountRow>(ACCOUNT_BY_REF)
-                        .bind(b.account_ref.as_str())
-                        .fetch_one(&mut *conn)
-                        .await?;
-                    Some(decline_of(&account.status, &account.currency, &b.currency))
+                if inserted == 0 {
+                    // PostgreSQL: a concurrent booking under the same key committed first. An
+                    // error undoes this booking (its balance change included).
+                    return Err(StoreError::Conflict(LOST_RACE.into()));
                 }
-            };
-            let status = status_of(decline, b.pending);
-            let inserted = sqlx::query(INSERT_DEBIT)
-                .bind(b.idempotency_key.as_str())
-                .bind(b.account_ref.as_str())
-                .bind(b.amount_minor)
-                .bind(b.currency.as_str())
-                .bind(status)
-                .bind(decline)
-                .bind(b.gateway_ref.as_str())
-                .bind(b.at_ms)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-            if inserted == 0 {
-                // PostgreSQL: a concurrent booking under the same key committed first. An
-                // error undoes this booking (its balance change included).
-                return Err(StoreError::Conflict(LOST_RACE.into()));
-            }
-            Ok(SandboxBooking::New(SandboxDebitRow {
-                idempotency_key: b.idempotency_key.clone(),
-                account_ref: b.account_ref.clone(),
-                amount_minor: b.amount_minor,
-                currency: b.currency.clone(),
-                status: status.to_string(),
-                decline_code: decline.map(str::to_string),
-                gateway_ref: b.gateway_ref.clone(),
-                created_at_ms: b.at_ms,
-            }))
-        });
+                Ok(SandboxBooking::New(SandboxDebitRow {
+                    idempotency_key: b.idempotency_key.clone(),
+                    account_ref: b.account_ref.clone(),
+                    amount_minor: b.amount_minor,
+                    currency: b.currency.clone(),
+                    status: status.to_string(),
+                    decline_code: decline.map(str::to_string),
+                    gateway_ref: b.gateway_ref.clone(),
+                    created_at_ms: b.at_ms,
+                }))
+            })
+        };
         match booked {
             Ok(booking) => Ok(booking),
             Err(StoreError::Conflict(why)) if why == LOST_RACE => {
@@ -626,7 +627,8 @@ fn status_of(decline: Option<&str>, pending: bool) -> &'static str {
 
 /// [`Store::sandbox_book_debit`] on SQLite's writer: the group committer's own connection
 /// ([`super::group_commit::GroupCommit::run_native`]), the statements of the other path
-/// in its order. SQLite has one writer, so no other booking can take the key meanwhile.
+/// in its order. The daemon has one writer, so no booking of its own takes the key
+/// meanwhile; one by another process on the file is answered as on the other path.
 fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<SandboxBooking> {
     use super::group_commit::{execute_numbered, query_numbered};
     let existing = query_numbered(conn, DEBIT_BY_KEY, &[&b.idempotency_key], |row| {
@@ -675,7 +677,7 @@ fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<Sa
         Some(decline_of(&status, &currency, &b.currency))
     };
     let status = status_of(decline, b.pending);
-    execute_numbered(
+    let inserted = execute_numbered(
         conn,
         INSERT_DEBIT,
         &[
@@ -689,6 +691,11 @@ fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<Sa
             &b.at_ms,
         ],
     )?;
+    if inserted == 0 {
+        // Another process on the file booked the key since the read above: this
+        // booking is undone (its balance change included) and the winner's row answers.
+        return Err(StoreError::Conflict(LOST_RACE.into()));
+    }
     Ok(SandboxBooking::New(SandboxDebitRow {
         idempotency_key: b.idempotency_key.clone(),
         account_ref: b.account_ref.clone(),
