@@ -99,6 +99,22 @@ struct OwnedBooking {
     at_ms: i64,
 }
 
+impl OwnedBooking {
+    /// The answer for this booking once its row is written with `status` and `decline`.
+    fn booked(&self, status: &str, decline: Option<&str>) -> SandboxBooking {
+        SandboxBooking::New(SandboxDebitRow {
+            idempotency_key: self.idempotency_key.clone(),
+            account_ref: self.account_ref.clone(),
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
+            status: status.to_string(),
+            decline_code: decline.map(str::to_string),
+            gateway_ref: self.gateway_ref.clone(),
+            created_at_ms: self.at_ms,
+        })
+    }
+}
+
 impl From<&SandboxDebitBooking<'_>> for OwnedBooking {
     fn from(b: &SandboxDebitBooking<'_>) -> Self {
         Self {
@@ -199,16 +215,7 @@ impl Store {
                     // error undoes this booking (its balance change included).
                     return Err(StoreError::Conflict(LOST_RACE.into()));
                 }
-                Ok(SandboxBooking::New(SandboxDebitRow {
-                    idempotency_key: b.idempotency_key.clone(),
-                    account_ref: b.account_ref.clone(),
-                    amount_minor: b.amount_minor,
-                    currency: b.currency.clone(),
-                    status: status.to_string(),
-                    decline_code: decline.map(str::to_string),
-                    gateway_ref: b.gateway_ref.clone(),
-                    created_at_ms: b.at_ms,
-                }))
+                Ok(b.booked(status, decline))
             })
         };
         match booked {
@@ -229,13 +236,10 @@ impl Store {
     /// The account, if it has been opened.
     pub async fn sandbox_account(&self, account_ref: &str) -> Result<Option<SandboxAccountRow>> {
         let row = on_read!(self, |pool| {
-            sqlx::query_as::<_, SandboxAccountRow>(
-                "SELECT account_ref, currency, balance_minor, status \
-                 FROM sandbox_accounts WHERE account_ref = $1",
-            )
-            .bind(account_ref)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as::<_, SandboxAccountRow>(ACCOUNT_BY_REF)
+                .bind(account_ref)
+                .fetch_optional(pool)
+                .await?
         });
         Ok(row)
     }
@@ -318,14 +322,10 @@ impl Store {
     /// The debit recorded under `idempotency_key`, if any.
     pub async fn sandbox_debit(&self, idempotency_key: &str) -> Result<Option<SandboxDebitRow>> {
         let row = on_pool!(self, |pool| {
-            sqlx::query_as::<_, SandboxDebitRow>(
-                "SELECT idempotency_key, account_ref, amount_minor, currency, status, \
-                 decline_code, gateway_ref, created_at_ms \
-                 FROM sandbox_debits WHERE idempotency_key = $1",
-            )
-            .bind(idempotency_key)
-            .fetch_optional(pool)
-            .await?
+            sqlx::query_as::<_, SandboxDebitRow>(DEBIT_BY_KEY)
+                .bind(idempotency_key)
+                .fetch_optional(pool)
+                .await?
         });
         Ok(row)
     }
@@ -578,6 +578,24 @@ impl Store {
     }
 }
 
+super::group_commit::native_row!(SandboxDebitRow {
+    idempotency_key,
+    account_ref,
+    amount_minor,
+    currency,
+    status,
+    decline_code,
+    gateway_ref,
+    created_at_ms,
+});
+
+super::group_commit::native_row!(SandboxAccountRow {
+    account_ref,
+    currency,
+    balance_minor,
+    status,
+});
+
 /// A debit booked before, by its key (`$1`).
 const DEBIT_BY_KEY: &str = "SELECT idempotency_key, account_ref, amount_minor, currency, \
         status, decline_code, gateway_ref, created_at_ms \
@@ -630,19 +648,13 @@ fn status_of(decline: Option<&str>, pending: bool) -> &'static str {
 /// in its order. The daemon has one writer, so no booking of its own takes the key
 /// meanwhile; one by another process on the file is answered as on the other path.
 fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<SandboxBooking> {
-    use super::group_commit::{execute_numbered, query_numbered};
-    let existing = query_numbered(conn, DEBIT_BY_KEY, &[&b.idempotency_key], |row| {
-        Ok(SandboxDebitRow {
-            idempotency_key: row.get(0)?,
-            account_ref: row.get(1)?,
-            amount_minor: row.get(2)?,
-            currency: row.get(3)?,
-            status: row.get(4)?,
-            decline_code: row.get(5)?,
-            gateway_ref: row.get(6)?,
-            created_at_ms: row.get(7)?,
-        })
-    })?;
+    use super::group_commit::{NativeRow, execute_numbered, query_numbered};
+    let existing = query_numbered(
+        conn,
+        DEBIT_BY_KEY,
+        &[&b.idempotency_key],
+        SandboxDebitRow::from_native,
+    )?;
     if let Some(row) = existing {
         return Ok(SandboxBooking::Existing(row));
     }
@@ -666,15 +678,17 @@ fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<Sa
     {
         None
     } else {
-        let (status, currency): (String, String) =
-            query_numbered(conn, ACCOUNT_BY_REF, &[&b.account_ref], |row| {
-                Ok((row.get(3)?, row.get(1)?))
-            })?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "sandbox account",
-                id: b.account_ref.clone(),
-            })?;
-        Some(decline_of(&status, &currency, &b.currency))
+        let account = query_numbered(
+            conn,
+            ACCOUNT_BY_REF,
+            &[&b.account_ref],
+            SandboxAccountRow::from_native,
+        )?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "sandbox account",
+            id: b.account_ref.clone(),
+        })?;
+        Some(decline_of(&account.status, &account.currency, &b.currency))
     };
     let status = status_of(decline, b.pending);
     let inserted = execute_numbered(
@@ -696,14 +710,5 @@ fn book_debit_native(conn: &rusqlite::Connection, b: &OwnedBooking) -> Result<Sa
         // booking is undone (its balance change included) and the winner's row answers.
         return Err(StoreError::Conflict(LOST_RACE.into()));
     }
-    Ok(SandboxBooking::New(SandboxDebitRow {
-        idempotency_key: b.idempotency_key.clone(),
-        account_ref: b.account_ref.clone(),
-        amount_minor: b.amount_minor,
-        currency: b.currency.clone(),
-        status: status.to_string(),
-        decline_code: decline.map(str::to_string),
-        gateway_ref: b.gateway_ref.clone(),
-        created_at_ms: b.at_ms,
-    }))
+    Ok(b.booked(status, decline))
 }
