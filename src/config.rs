@@ -158,9 +158,11 @@ pub struct DebitSettings {
     pub horizon_days: u32,
     /// How many due attempts a worker claims at once.
     pub batch_size: u32,
-    /// How many attempts a daemon carries at the same time (claimed, at the gateway,
-    /// being recorded). Enough to hide the gateway's latency: debits per second approach
-    /// `max_in_flight / latency` until the database's commit rate bounds them.
+    /// How many requests (funds checks, debits, look-ups) a daemon's debit loop has at
+    /// the gateway at once; the loop carries twice as many attempts, so attempts
+    /// being recorded hold no bank slot. Enough to hide the gateway's latency: debits per
+    /// second approach `max_in_flight / (2 x latency)` (two calls a debit) until the
+    /// database's commit rate bounds them.
     pub max_in_flight: u32,
     /// How long a claim holds before another worker may take the attempt over.
     pub lease_seconds: u32,

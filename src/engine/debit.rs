@@ -46,10 +46,12 @@ impl Engine {
     /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
     /// attempts always finish (and are recorded) before this returns.
     ///
-    /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` attempts run at
-    /// once, and as they finish more are claimed (at least a quarter of the limit at a
-    /// time, so one claim's commit serves several attempts), so a slow gateway answer
-    /// never holds up the rest of a batch. The claim (a commit, and the batch's reads)
+    /// A bounded pipeline, not batch-and-wait: up to [`PIPELINE`](super::permits::PIPELINE)
+    /// times `debit.max_in_flight` attempts are carried at once, at most
+    /// `debit.max_in_flight` of them at the gateway at a time, and as they finish more are
+    /// claimed (a quarter of what is carried, or a batch, at a time, so one claim's commit
+    /// serves several attempts), so a slow gateway answer never holds up the rest of a
+    /// batch. The claim (a commit, and the batch's reads)
     /// runs beside the attempts in flight: while it is on its way, the attempts that
     /// finish are recorded and their slots counted for the next claim, which leaves as
     /// soon as this one is back. A claim waits for the writer's next group, so a loop
@@ -72,11 +74,14 @@ impl Engine {
         let mut claiming: Option<futures_util::future::BoxFuture<'static, Claimed>> = None;
         loop {
             let policy = self.policy();
-            let max_in_flight = policy.debit.max_in_flight.max(1) as usize;
+            // Attempts carried: several per request the gateway may have at once, so the
+            // commits of some run while others are at the bank (`permits`).
+            let carried = policy.debit.max_in_flight.max(1) as usize * super::permits::PIPELINE;
+            let batch = policy.debit.batch_size.max(1) as usize;
             if claiming.is_none() && !drained && !shutdown.is_cancelled() {
-                let free = max_in_flight.saturating_sub(tasks.len());
-                if free >= (max_in_flight / 4).max(1) || tasks.is_empty() {
-                    let want = free.min(policy.debit.batch_size.max(1) as usize);
+                let free = carried.saturating_sub(tasks.len());
+                if free >= (carried / 4).min(batch).max(1) || tasks.is_empty() {
+                    let want = free.min(batch);
                     let engine = Arc::clone(self);
                     let lease = policy.debit.lease;
                     claiming = Some(Box::pin(async move {
@@ -272,7 +277,11 @@ impl Engine {
         let mut partial: Option<(&crate::store::debits::FundingSource, Money)> = None;
         let mut first_shortfall: Option<Option<Money>> = None;
         for source in &active {
-            match self.gateway.check_funds(&source.account_ref, &amount).await {
+            match self
+                .gateway_permits
+                .at_gateway(self.gateway.check_funds(&source.account_ref, &amount))
+                .await
+            {
                 Err(e) => return self.funds_check_failed(attempt, &fence, &ctx, e).await,
                 Ok(FundsAnswer::Available) => {
                     checked.push(serde_json::json!({
@@ -463,7 +472,10 @@ impl Engine {
             ),
         };
         tracing::info!(account = %mask::account(&ctx.account_ref), amount = %amount, "debit submitted");
-        let outcome = self.gateway.debit(&request).await;
+        let outcome = self
+            .gateway_permits
+            .at_gateway(self.gateway.debit(&request))
+            .await;
         self.record_outcome(attempt, &fence, ctx, amount, outcome)
             .await
     }
@@ -719,7 +731,10 @@ impl Engine {
         };
         let currency = currency_of(&ctx)?;
         let amount = Money::from_minor(attempt.amount_minor, currency);
-        let looked_up = self.gateway.lookup(&attempt.idempotency_key).await;
+        let looked_up = self
+            .gateway_permits
+            .at_gateway(self.gateway.lookup(&attempt.idempotency_key))
+            .await;
         if looked_up.is_ok() {
             self.lookup_refusal_reported
                 .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -10,6 +10,7 @@ pub mod debit;
 pub mod operator;
 pub mod overdue;
 mod payday;
+pub mod permits;
 pub mod policy;
 pub mod reminders;
 pub mod returns;
@@ -87,6 +88,8 @@ pub struct RunReport {
 pub struct Engine {
     pub(crate) store: Store,
     pub(crate) gateway: Arc<dyn PaymentGateway>,
+    /// The debit loop's requests at the gateway at once (`debit.max_in_flight`).
+    pub(crate) gateway_permits: permits::GatewayPermits,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: std::sync::RwLock<Arc<EnginePolicy>>,
     /// This worker's name in leases: host, process and a random part.
@@ -173,6 +176,7 @@ impl Engine {
         Self {
             store,
             gateway,
+            gateway_permits: permits::GatewayPermits::new(policy.debit.max_in_flight),
             clock,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             owner: owner.into(),
@@ -277,6 +281,7 @@ impl Engine {
 
     /// Replaces the policy (SIGHUP); work in flight keeps the one it started with.
     pub fn set_policy(&self, policy: EnginePolicy) {
+        self.gateway_permits.resize(policy.debit.max_in_flight);
         *self.policy.write().expect("policy lock poisoned") = Arc::new(policy);
     }
 

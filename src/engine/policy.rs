@@ -15,7 +15,8 @@ pub struct DebitPolicy {
     pub local_time: NaiveTime,
     pub horizon_days: u32,
     pub batch_size: u32,
-    /// Attempts carried at the same time by one daemon.
+    /// Requests at the gateway at once from one daemon's debit loop (it carries
+    /// [`PIPELINE`](super::permits::PIPELINE) times as many attempts).
     pub max_in_flight: u32,
     pub lease: Duration,
     /// Prefix of every idempotency key, so two deployments sharing one gateway never

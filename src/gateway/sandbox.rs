@@ -106,7 +106,8 @@ pub struct SandboxSettings {
     pub frozen: Vec<String>,
     /// Accounts whose debits are declined hard (`account_closed`).
     pub closed: Vec<String>,
-    /// Added to every call, to make the sandbox feel like a bank.
+    /// Each call answers this long after it was made (or when the sandbox's own work
+    /// for it, a booking, is done, if that takes longer), to make it feel like a bank.
     pub latency_ms: u64,
     /// Percent (0..=100) of new debits that are booked but answer `Ambiguous`, and of funds
     /// checks that fail.
@@ -493,12 +494,6 @@ impl SandboxBank {
         faults.remove(at)
     }
 
-    async fn latency(&self) {
-        if self.settings.latency_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(self.settings.latency_ms)).await;
-        }
-    }
-
     /// What an account not yet opened starts with, in `currency`.
     fn opening_minor(&self, account_ref: &str, currency: Currency) -> i64 {
         let amount = self
@@ -559,15 +554,25 @@ fn gateway_ref_for(idempotency_key: &str) -> String {
     format!("sbx_{}", hex::encode(&digest[..10]))
 }
 
-#[async_trait::async_trait]
-impl PaymentGateway for SandboxBank {
-    #[tracing::instrument(skip_all, fields(account = %mask::account(account_ref), amount = %amount))]
-    async fn check_funds(
+impl SandboxBank {
+    /// Answers `latency_ms` after the call was made, or when `work` is done if that
+    /// takes longer: a bank's latency is its whole answer time, its own booking included.
+    async fn within_latency<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        if self.settings.latency_ms == 0 {
+            return work.await;
+        }
+        let answer_at =
+            tokio::time::Instant::now() + Duration::from_millis(self.settings.latency_ms);
+        let answer = work.await;
+        tokio::time::sleep_until(answer_at).await;
+        answer
+    }
+
+    async fn check_funds_now(
         &self,
         account_ref: &str,
         amount: &Money,
     ) -> Result<FundsAnswer, GatewayError> {
-        self.latency().await;
         if self
             .take_fault(|f| f == SandboxFault::FailNextFundsCheck)
             .is_some()
@@ -617,13 +622,7 @@ impl PaymentGateway for SandboxBank {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(
-        account = %mask::account(&request.account_ref),
-        key = %request.idempotency_key,
-        amount = %request.amount,
-    ))]
-    async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
-        self.latency().await;
+    async fn debit_now(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
         if request.amount.minor() <= 0 {
             return Ok(declined(DECLINE_INVALID_AMOUNT));
         }
@@ -693,9 +692,7 @@ impl PaymentGateway for SandboxBank {
         Ok(outcome)
     }
 
-    #[tracing::instrument(skip_all, fields(key = %idempotency_key))]
-    async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
-        self.latency().await;
+    async fn lookup_now(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
         if self
             .take_fault(|f| f == SandboxFault::FailNextLookup)
             .is_some()
@@ -724,12 +721,11 @@ impl PaymentGateway for SandboxBank {
         Ok(LookupOutcome::Found(outcome_of(&row)?))
     }
 
-    async fn returns_after(
+    async fn returns_after_now(
         &self,
         cursor: Option<&str>,
         limit: u32,
     ) -> Result<Option<ReturnsPage>, GatewayError> {
-        self.latency().await;
         let after: i64 = match cursor {
             None => 0,
             Some(text) => text.parse().map_err(|_| {
@@ -746,6 +742,42 @@ impl PaymentGateway for SandboxBank {
             returns: rows.iter().map(return_of).collect::<Result<_, _>>()?,
             next_cursor: next.to_string(),
         }))
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for SandboxBank {
+    #[tracing::instrument(skip_all, fields(account = %mask::account(account_ref), amount = %amount))]
+    async fn check_funds(
+        &self,
+        account_ref: &str,
+        amount: &Money,
+    ) -> Result<FundsAnswer, GatewayError> {
+        self.within_latency(self.check_funds_now(account_ref, amount))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        account = %mask::account(&request.account_ref),
+        key = %request.idempotency_key,
+        amount = %request.amount,
+    ))]
+    async fn debit(&self, request: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
+        self.within_latency(self.debit_now(request)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(key = %idempotency_key))]
+    async fn lookup(&self, idempotency_key: &str) -> Result<LookupOutcome, GatewayError> {
+        self.within_latency(self.lookup_now(idempotency_key)).await
+    }
+
+    async fn returns_after(
+        &self,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Option<ReturnsPage>, GatewayError> {
+        self.within_latency(self.returns_after_now(cursor, limit))
+            .await
     }
 }
 

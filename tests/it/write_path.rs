@@ -7,10 +7,13 @@ use crate::both_backends;
 use crate::helpers::TestDb;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use repayd::clock::{ManualClock, to_epoch_ms};
-use repayd::domain::Currency;
+use repayd::domain::{Currency, Money};
 use repayd::engine::Engine;
 use repayd::engine::policy::{DebitPolicy, EnginePolicy, RetryPolicy};
 use repayd::gateway::sandbox::{SandboxBank, SandboxSettings};
+use repayd::gateway::{
+    DebitOutcome, DebitRequest, FundsAnswer, GatewayError, LookupOutcome, PaymentGateway,
+};
 use repayd::store::Store;
 use repayd::store::agreements::{NewAgreement, NewCustomer, NewFundingAccount, NewInstallment};
 use repayd::store::debits::{AttemptChange, Effects, Fence, NewAttempt};
@@ -214,6 +217,113 @@ async fn many_debits_in_flight_each_exactly_once(db: TestDb) {
 both_backends!(
     many_debits_in_flight_each_exactly_once,
     super::many_debits_in_flight_each_exactly_once
+);
+
+/// Counts the calls at the bank at once, and the attempts between their funds check and
+/// their debit's answer (by account: one agreement an account here).
+#[derive(Debug)]
+struct Watched {
+    bank: Arc<SandboxBank>,
+    calls: std::sync::Mutex<(usize, usize)>,
+    open: std::sync::Mutex<(std::collections::HashSet<String>, usize)>,
+}
+
+impl Watched {
+    async fn call<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        {
+            let mut c = self.calls.lock().unwrap();
+            c.0 += 1;
+            c.1 = c.1.max(c.0);
+        }
+        let out = f.await;
+        self.calls.lock().unwrap().0 -= 1;
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl PaymentGateway for Watched {
+    async fn check_funds(&self, a: &str, m: &Money) -> Result<FundsAnswer, GatewayError> {
+        {
+            let mut o = self.open.lock().unwrap();
+            o.0.insert(a.to_string());
+            o.1 = o.1.max(o.0.len());
+        }
+        self.call(self.bank.check_funds(a, m)).await
+    }
+    async fn debit(&self, r: &DebitRequest) -> Result<DebitOutcome, GatewayError> {
+        let out = self.call(self.bank.debit(r)).await;
+        self.open.lock().unwrap().0.remove(&r.account_ref);
+        out
+    }
+    async fn lookup(&self, k: &str) -> Result<LookupOutcome, GatewayError> {
+        self.call(self.bank.lookup(k)).await
+    }
+}
+
+/// `debit.max_in_flight` is the number of requests at the bank at once: the debit loop
+/// carries more attempts than that (their commits run while others are at the bank), but
+/// never has more calls open, and each installment is still debited once.
+async fn max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried(db: TestDb) {
+    const N: usize = 60;
+    const LIMIT: u32 = 4;
+    let store = db.store.clone();
+    let clock = ManualClock::new(utc(2027, 3, 1, 0));
+    let settings = SandboxSettings {
+        opening_balance: "1000000.00".into(),
+        latency_ms: 5,
+        ..SandboxSettings::default()
+    };
+    let bank = Arc::new(
+        SandboxBank::new(store.clone(), settings)
+            .await
+            .unwrap()
+            .with_clock(Arc::new(clock.clone())),
+    );
+    load(&store, N, &["2027-03-02"]).await;
+    let usd = Currency::parse("USD").unwrap();
+    for k in 0..N {
+        bank.set_balance(&format!("ACC-{k}"), usd, 1_000_000)
+            .await
+            .unwrap();
+    }
+    let watched = Arc::new(Watched {
+        bank: bank.clone(),
+        calls: Default::default(),
+        open: Default::default(),
+    });
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        watched.clone(),
+        Arc::new(clock.clone()),
+        policy(LIMIT),
+        "worker-a",
+    ));
+    engine.plan().await.unwrap();
+    clock.set(utc(2027, 3, 2, 7));
+    let report = engine.run_due(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.succeeded, N as u64, "{report:?}");
+    let (open_calls, most_calls) = *watched.calls.lock().unwrap();
+    assert_eq!(open_calls, 0);
+    assert_eq!(
+        most_calls, LIMIT as usize,
+        "at most max_in_flight calls at the bank at once, and the limit is used"
+    );
+    let most_carried = watched.open.lock().unwrap().1;
+    assert!(
+        most_carried > LIMIT as usize,
+        "attempts between funds check and answer: at most {most_carried}"
+    );
+    for k in 0..N {
+        assert_eq!(
+            bank.balance(&format!("ACC-{k}")).await.unwrap(),
+            Some(1_000_000 - 10_000 - k as i64)
+        );
+    }
+}
+both_backends!(
+    max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried,
+    super::max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried
 );
 
 /// An unknown outcome whose look-up is due is claimed before new debits that have been

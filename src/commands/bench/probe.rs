@@ -97,7 +97,7 @@ pub struct Daemon {
     socket: UnixDatagram,
     socket_path: PathBuf,
     /// The process whose memory is watched and which is stopped: the daemon itself, or
-    /// the child of the tracer when run under strace.
+    /// the child of the counter (perf or strace) it runs under.
     pub pid: u32,
     pub traced: bool,
 }
@@ -190,7 +190,7 @@ impl Daemon {
     }
 }
 
-/// The first child of `pid` (the traced daemon under strace).
+/// The first child of `pid` (the daemon under perf or strace).
 pub fn traced_child(pid: u32) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
     text.split_whitespace().next()?.parse().ok()
