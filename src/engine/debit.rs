@@ -51,10 +51,9 @@ impl Engine {
     /// `debit.max_in_flight` of them at the gateway at a time, and as they finish more are
     /// claimed (a quarter of what is carried, or a batch, at a time, so one claim's commit
     /// serves several attempts), so a slow gateway answer never holds up the rest of a
-    /// batch. The claim (a commit, and the batch's reads)
-    /// runs beside the attempts in flight: while it is on its way, the attempts that
-    /// finish are recorded and their slots counted for the next claim, which leaves as
-    /// soon as this one is back. A claim waits for the writer's next group, so a loop
+    /// batch. The claim (a commit, and the batch's reads) runs beside the attempts in
+    /// flight: while it is on its way, the attempts that finish are recorded and their
+    /// slots counted for the next claim, which leaves as soon as this one is back. A claim waits for the writer's next group, so a loop
     /// that stopped for it would hold every debit to one claim per group (measured: some
     /// 500 debits/s at 64 in flight, whatever else was made faster).
     pub async fn run_due(

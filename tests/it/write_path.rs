@@ -126,16 +126,17 @@ async fn load(store: &Store, n: usize, due_dates: &[&str]) -> Vec<i64> {
     ids
 }
 
-/// Two engines (as two worker tasks would be) on one store carry 240 due debits at up to
-/// 32 in flight each: every installment is debited exactly once, every attempt's funds
-/// check, submission and success are in the event log once each, in that order, and no
-/// write failed on a busy database.
-async fn many_debits_in_flight_each_exactly_once(db: TestDb) {
-    const N: usize = 240;
-    let store = db.store.clone();
-    let clock = ManualClock::new(utc(2027, 3, 1, 0));
+/// The sandbox on `clock`, answering each call after `latency_ms`, with the accounts
+/// `ACC-0` to `ACC-{n-1}` of [`load`] holding 10,000.00 USD each.
+async fn funded_bank(
+    store: &Store,
+    clock: &ManualClock,
+    n: usize,
+    latency_ms: u64,
+) -> Arc<SandboxBank> {
     let settings = SandboxSettings {
         opening_balance: "1000000.00".into(),
+        latency_ms,
         ..SandboxSettings::default()
     };
     let bank = Arc::new(
@@ -144,13 +145,25 @@ async fn many_debits_in_flight_each_exactly_once(db: TestDb) {
             .unwrap()
             .with_clock(Arc::new(clock.clone())),
     );
-    let ids = load(&store, N, &["2027-03-02"]).await;
     let usd = Currency::parse("USD").unwrap();
-    for k in 0..N {
+    for k in 0..n {
         bank.set_balance(&format!("ACC-{k}"), usd, 1_000_000)
             .await
             .unwrap();
     }
+    bank
+}
+
+/// Two engines (as two worker tasks would be) on one store carry 240 due debits at up to
+/// 32 in flight each: every installment is debited exactly once, every attempt's funds
+/// check, submission and success are in the event log once each, in that order, and no
+/// write failed on a busy database.
+async fn many_debits_in_flight_each_exactly_once(db: TestDb) {
+    const N: usize = 240;
+    let store = db.store.clone();
+    let clock = ManualClock::new(utc(2027, 3, 1, 0));
+    let ids = load(&store, N, &["2027-03-02"]).await;
+    let bank = funded_bank(&store, &clock, N, 0).await;
     let engine = |owner: &str| {
         Arc::new(Engine::new(
             store.clone(),
@@ -269,24 +282,8 @@ async fn max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried(db:
     const LIMIT: u32 = 4;
     let store = db.store.clone();
     let clock = ManualClock::new(utc(2027, 3, 1, 0));
-    let settings = SandboxSettings {
-        opening_balance: "1000000.00".into(),
-        latency_ms: 5,
-        ..SandboxSettings::default()
-    };
-    let bank = Arc::new(
-        SandboxBank::new(store.clone(), settings)
-            .await
-            .unwrap()
-            .with_clock(Arc::new(clock.clone())),
-    );
     load(&store, N, &["2027-03-02"]).await;
-    let usd = Currency::parse("USD").unwrap();
-    for k in 0..N {
-        bank.set_balance(&format!("ACC-{k}"), usd, 1_000_000)
-            .await
-            .unwrap();
-    }
+    let bank = funded_bank(&store, &clock, N, 5).await;
     let watched = Arc::new(Watched {
         bank: bank.clone(),
         calls: Default::default(),
