@@ -159,7 +159,7 @@ pub struct DebitSettings {
     /// How many due attempts a worker claims at once.
     pub batch_size: u32,
     /// How many requests (funds checks, debits, look-ups) a daemon's debit loop has at
-    /// the gateway at once; the loop carries twice as many attempts, so attempts
+    /// the gateway at once; on SQLite the loop carries twice as many attempts, so attempts
     /// being recorded hold no bank slot. Enough to hide the gateway's latency: debits per
     /// second approach `max_in_flight / (2 x latency)` (two calls a debit) until the
     /// database's commit rate bounds them.

@@ -46,8 +46,8 @@ impl Engine {
     /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
     /// attempts always finish (and are recorded) before this returns.
     ///
-    /// A bounded pipeline, not batch-and-wait: up to [`PIPELINE`](super::permits::PIPELINE)
-    /// times `debit.max_in_flight` attempts are carried at once, at most
+    /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` attempts times
+    /// [`carried_per_permit`](super::permits::carried_per_permit) are carried at once, at most
     /// `debit.max_in_flight` of them at the gateway at a time, and as they finish more are
     /// claimed (a quarter of what is carried, or a batch, at a time, so one claim's commit
     /// serves several attempts), so a slow gateway answer never holds up the rest of a
@@ -75,7 +75,8 @@ impl Engine {
             let policy = self.policy();
             // Attempts carried: several per request the gateway may have at once, so the
             // commits of some run while others are at the bank (`permits`).
-            let carried = policy.debit.max_in_flight.max(1) as usize * super::permits::PIPELINE;
+            let carried = policy.debit.max_in_flight.max(1) as usize
+                * super::permits::carried_per_permit(self.store.backend());
             let batch = policy.debit.batch_size.max(1) as usize;
             if claiming.is_none() && !drained && !shutdown.is_cancelled() {
                 let free = carried.saturating_sub(tasks.len());

@@ -16,7 +16,7 @@ pub struct DebitPolicy {
     pub horizon_days: u32,
     pub batch_size: u32,
     /// Requests at the gateway at once from one daemon's debit loop (it carries
-    /// [`PIPELINE`](super::permits::PIPELINE) times as many attempts).
+    /// [`carried_per_permit`](super::permits::carried_per_permit) times as many attempts).
     pub max_in_flight: u32,
     pub lease: Duration,
     /// Prefix of every idempotency key, so two deployments sharing one gateway never
