@@ -275,9 +275,10 @@ impl PaymentGateway for Watched {
 }
 
 /// `debit.max_in_flight` is the number of requests at the bank at once: the debit loop
-/// carries more attempts than that (their commits run while others are at the bank), but
-/// never has more calls open, and each installment is still debited once.
-async fn max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried(db: TestDb) {
+/// never has more calls open, on SQLite it carries more attempts than that (their commits
+/// run while others are at the bank; on PostgreSQL it carries as many), and each
+/// installment is still debited once.
+async fn max_in_flight_bounds_the_calls_at_the_bank(db: TestDb) {
     const N: usize = 60;
     const LIMIT: u32 = 4;
     let store = db.store.clone();
@@ -307,10 +308,14 @@ async fn max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried(db:
         "at most max_in_flight calls at the bank at once, and the limit is used"
     );
     let most_carried = watched.open.lock().unwrap().1;
-    assert!(
-        most_carried > LIMIT as usize,
-        "attempts between funds check and answer: at most {most_carried}"
-    );
+    if repayd::engine::permits::carried_per_permit(store.backend()) > 1 {
+        assert!(
+            most_carried > LIMIT as usize,
+            "attempts between funds check and answer: at most {most_carried}"
+        );
+    } else {
+        assert!(most_carried <= LIMIT as usize, "{most_carried}");
+    }
     for k in 0..N {
         assert_eq!(
             bank.balance(&format!("ACC-{k}")).await.unwrap(),
@@ -319,8 +324,8 @@ async fn max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried(db:
     }
 }
 both_backends!(
-    max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried,
-    super::max_in_flight_bounds_the_calls_at_the_bank_not_the_attempts_carried
+    max_in_flight_bounds_the_calls_at_the_bank,
+    super::max_in_flight_bounds_the_calls_at_the_bank
 );
 
 /// An unknown outcome whose look-up is due is claimed before new debits that have been
