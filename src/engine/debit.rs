@@ -46,16 +46,17 @@ impl Engine {
     /// Claims and processes due attempts until none is due or `shutdown` fires. In-flight
     /// attempts always finish (and are recorded) before this returns.
     ///
-    /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` attempts times
-    /// [`carried_per_permit`](super::permits::carried_per_permit) are carried at once, at most
-    /// `debit.max_in_flight` of them at the gateway at a time, and as they finish more are
-    /// claimed (a quarter of what is carried, or a batch, at a time, so one claim's commit
-    /// serves several attempts), so a slow gateway answer never holds up the rest of a
-    /// batch. The claim (a commit, and the batch's reads) runs beside the attempts in
-    /// flight: while it is on its way, the attempts that finish are recorded and their
-    /// slots counted for the next claim, which leaves as soon as this one is back. A claim waits for the writer's next group, so a loop
-    /// that stopped for it would hold every debit to one claim per group (measured: some
-    /// 500 debits/s at 64 in flight, whatever else was made faster).
+    /// A bounded pipeline, not batch-and-wait: up to `debit.max_in_flight` times
+    /// [`carried_per_permit`](super::permits::carried_per_permit) attempts are carried at
+    /// once, at most `debit.max_in_flight` of them at the gateway at a time, and as they
+    /// finish more are claimed (a quarter of what is carried, or a batch, at a time, so one
+    /// claim's commit serves several attempts), so a slow gateway answer never holds up the
+    /// rest of a batch. The claim (a commit, and the batch's reads) runs beside the
+    /// attempts in flight: while it is on its way, the attempts that finish are recorded
+    /// and their slots counted for the next claim, which leaves as soon as this one is
+    /// back. A claim waits for the writer's next group, so a loop that stopped for it
+    /// would hold every debit to one claim per group (measured: some 500 debits/s at 64 in
+    /// flight, whatever else was made faster).
     pub async fn run_due(
         self: &Arc<Self>,
         shutdown: &CancellationToken,

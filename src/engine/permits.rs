@@ -4,9 +4,9 @@
 //!
 //! On SQLite the loop carries more attempts than that ([`carried_per_permit`]: twice as
 //! many), so the commits of the attempts on their way to and from the bank run beside the
-//! calls of others, and the bank is kept busy at its limit: with a latency `L` per call, debits
-//! per second approach `max_in_flight / 2L` (two calls a debit) until the database bounds
-//! them. When one permit covered a whole attempt, each debit held its bank slot through
+//! calls of others, and the bank is kept busy at its limit: with a latency `L` per call,
+//! debits per second approach `max_in_flight / 2L` (two calls a debit) until the database
+//! bounds them. When one permit covered a whole attempt, each debit held its bank slot through
 //! three or four commits as well, and at 20 ms the slots spent half their time waiting
 //! for the committer (docs/benchmarks.md, "Bank slots held only at the bank").
 
@@ -55,7 +55,9 @@ impl GatewayPermits {
     }
 
     /// Sets the number of permits (a reload changed `debit.max_in_flight`). Permits in
-    /// use are not taken back: a smaller limit holds once as many calls have ended.
+    /// use are not taken back: a smaller limit holds once as many calls have ended (taken
+    /// by a task on the current runtime; reloads run on the daemon's, and outside a
+    /// runtime no call can be in flight).
     pub(crate) fn resize(&self, size: u32) {
         let size = size.max(1);
         let mut current = self.size.lock().expect("permits lock poisoned");

@@ -518,7 +518,7 @@ async fn bad_settings_are_refused_naming_the_key() {
 }
 
 #[tokio::test]
-async fn latency_is_added_to_every_call() {
+async fn no_call_answers_sooner_than_the_latency() {
     let db = TestDb::sqlite().await;
     let settings = SandboxSettings {
         latency_ms: 30,

@@ -1173,13 +1173,7 @@ listen = "127.0.0.1:0"
             // Commits are counted on SQLite as fsync and fdatasync calls: with perf in every
             // run, with strace (which costs the daemon) only in the 20 ms run, whose count
             // the 0 ms runs then use.
-            let counter = match (&backend, sync_counter) {
-                (Backend::Sqlite, Some(SyncCounter::Perf)) => Some(SyncCounter::Perf),
-                (Backend::Sqlite, Some(SyncCounter::Strace)) if latency == 20 => {
-                    Some(SyncCounter::Strace)
-                }
-                _ => None,
-            };
+            let counter = sync_counter.filter(|c| *c == SyncCounter::Perf || latency == 20);
             let syncs = self.work.join(format!("{tag}-{latency}-syncs.txt"));
             let mut running = Vec::new();
             for i in 0..daemons {
@@ -1472,10 +1466,9 @@ impl SyncCounter {
     /// perf where it can count the tracepoints (root, a kernel with them), else strace.
     fn detect(work: &Path) -> Option<Self> {
         let out = work.join("perf-probe.txt");
-        let perf = Command::new("perf")
-            .args(["stat", "-x,", "-e", SYNC_EVENTS, "-o"])
-            .arg(&out)
-            .args(["--", "true"])
+        let perf = Self::Perf
+            .command(&out)
+            .arg("true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -1494,21 +1487,15 @@ impl SyncCounter {
     /// The counter's command line, writing its summary to `out`; the daemon's own command
     /// follows.
     fn command(self, out: &Path) -> Command {
-        let mut c;
-        match self {
-            Self::Perf => {
-                c = Command::new("perf");
-                c.args(["stat", "-x,", "-e", SYNC_EVENTS, "-o"])
-                    .arg(out)
-                    .arg("--");
-            }
-            Self::Strace => {
-                // --seccomp-bpf: only the traced calls stop the daemon. Without it ptrace
-                // stops every system call of every thread (each futex wake-up of sqlx's
-                // connection threads), and the run measured strace: 44-53 debits/s at
-                // 20 ms where the latency bound is 1,600/s.
-                c = Command::new("strace");
-                c.args([
+        // --seccomp-bpf: only the traced calls stop the daemon. Without it ptrace stops
+        // every system call of every thread (each futex wake-up of sqlx's connection
+        // threads), and the run measured strace: 44-53 debits/s at 20 ms where the
+        // latency bound is 1,600/s.
+        let (program, args): (&str, &[&str]) = match self {
+            Self::Perf => ("perf", &["stat", "-x,", "-e", SYNC_EVENTS, "-o"]),
+            Self::Strace => (
+                "strace",
+                &[
                     "-f",
                     "--seccomp-bpf",
                     "-qq",
@@ -1516,9 +1503,13 @@ impl SyncCounter {
                     "-e",
                     "trace=fsync,fdatasync",
                     "-o",
-                ])
-                .arg(out);
-            }
+                ],
+            ),
+        };
+        let mut c = Command::new(program);
+        c.args(args).arg(out);
+        if self == Self::Perf {
+            c.arg("--");
         }
         c
     }
