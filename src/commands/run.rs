@@ -161,7 +161,7 @@ pub async fn build_gateway(
     Ok(match settings.gateway.kind {
         GatewayKind::Sandbox => Arc::new(
             crate::gateway::sandbox::SandboxBank::new(
-                store.clone(),
+                store.lane(crate::store::Lane::SandboxBank),
                 settings.gateway.sandbox.clone(),
             )
             .await

@@ -131,7 +131,7 @@ impl Engine {
                 } else if now >= debit_at {
                     Some("too_late: the debit time on the due date has passed".to_string())
                 } else if let Some(later) = self
-                    .store
+                    .messages
                     .superseding_reminder(r.installment_id, r.offset_key, to_epoch_ms(now))
                     .await?
                 {
@@ -207,7 +207,7 @@ impl Engine {
             return Ok(false);
         }
         let next = self
-            .store
+            .messages
             .next_pending_reminder_ms(r.installment_id, "upcoming", r.offset_key)
             .await?;
         Ok(next.is_some_and(|ms| from_epoch_ms(ms) < now + Duration::days(1)))
@@ -241,7 +241,7 @@ impl Engine {
         match r.kind.as_str() {
             "debit_failed" => {
                 if let Some(at) = self
-                    .store
+                    .messages
                     .last_sent(
                         r.agreement_id,
                         "debit_failed",
@@ -258,7 +258,7 @@ impl Engine {
             }
             "mandate_notice" => {
                 if let Some(at) = self
-                    .store
+                    .messages
                     .last_sent(r.agreement_id, "mandate_notice", None, 0)
                     .await?
                 {
@@ -280,7 +280,7 @@ impl Engine {
             let tomorrow =
                 worktime::local_instant(today + Duration::days(1), chrono::NaiveTime::MIN, tz);
             let near = self
-                .store
+                .messages
                 .agreement_messages_near(
                     r.agreement_id,
                     r.id,
@@ -326,7 +326,7 @@ impl Engine {
         let sent_today = if companion {
             0
         } else {
-            self.store
+            self.messages
                 .messages_sent_to_customer(ctx.customer_id, midnight_ms)
                 .await?
         };
@@ -364,7 +364,7 @@ impl Engine {
             "reminder_cancelled",
             serde_json::json!({"kind": r.kind, "offset": r.offset_key, "reason": reason}),
         );
-        self.store
+        self.messages
             .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
             .await?;
         tracing::info!(reason = %reason, "reminder cancelled");
@@ -395,7 +395,7 @@ impl Engine {
                 "until": at.to_rfc3339(),
             }),
         );
-        self.store
+        self.messages
             .apply_reminder_change(r.id, &self.owner, &change, Some(&ev), now_ms)
             .await?;
         tracing::info!(reason = %reason, until = %at.to_rfc3339(), "reminder deferred");

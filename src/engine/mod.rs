@@ -17,7 +17,7 @@ pub mod returns;
 
 use crate::clock::{Clock, to_epoch_ms};
 use crate::gateway::PaymentGateway;
-use crate::store::{NewEvent, Store, StoreError};
+use crate::store::{Lane, NewEvent, Store, StoreError};
 use chrono::{Datelike, Duration, NaiveDate};
 use chrono_tz::Tz;
 use policy::EnginePolicy;
@@ -87,6 +87,9 @@ pub struct RunReport {
 #[derive(Debug)]
 pub struct Engine {
     pub(crate) store: Store,
+    /// The store of the customer-message loop ([`Lane::Messages`]): on PostgreSQL its
+    /// own connections, so a due day's debits do not hold every one of them.
+    pub(crate) messages: Store,
     pub(crate) gateway: Arc<dyn PaymentGateway>,
     /// The debit loop's requests at the gateway at once (`debit.max_in_flight`).
     pub(crate) gateway_permits: permits::GatewayPermits,
@@ -174,6 +177,7 @@ impl Engine {
         owner: impl Into<String>,
     ) -> Self {
         Self {
+            messages: store.lane(Lane::Messages),
             store,
             gateway,
             gateway_permits: permits::GatewayPermits::new(policy.debit.max_in_flight),

@@ -162,7 +162,7 @@ impl Engine {
                 let want = i64::from(policy.debit.batch_size.max(1));
                 let now = self.clock.now();
                 let claimed = self
-                    .store
+                    .messages
                     .claim_due_reminders(
                         &self.owner,
                         to_epoch_ms(now),
@@ -271,7 +271,7 @@ impl Engine {
         let mut parts = vec![*first];
         if policy.reminders.merge_window > Duration::zero() {
             let companions = self
-                .store
+                .messages
                 .claim_customer_messages(
                     parts[0].ctx.customer_id,
                     r.id,
@@ -305,7 +305,7 @@ impl Engine {
         asked: &mut std::collections::HashMap<(String, String), i64>,
     ) -> Result<Prepared, EngineError> {
         let mail = self.mail.as_ref().expect("checked by run_reminders");
-        let ctx = self.store.reminder_context(r.id).await?;
+        let ctx = self.messages.reminder_context(r.id).await?;
         let now = self.clock.now();
         let now_ms = to_epoch_ms(now);
         let tz = parse_tz(&ctx.time_zone)?;
@@ -321,7 +321,7 @@ impl Engine {
 
         // Overdue escalations speak of the agreement's current delinquency state.
         let delinquency = if matches!(r.kind.as_str(), "overdue" | "credit_warning") {
-            self.store.delinquency(r.agreement_id).await?
+            self.messages.delinquency(r.agreement_id).await?
         } else {
             None
         };
@@ -354,7 +354,7 @@ impl Engine {
         let ledger = if r.kind == "debit_succeeded" {
             crate::store::conversation::AgreementLedger::default()
         } else {
-            self.store
+            self.messages
                 .agreement_ledger(r.agreement_id, &today.format("%Y-%m-%d").to_string())
                 .await?
         };
@@ -465,7 +465,7 @@ impl Engine {
                     tc.partial_of = Some(money(asked));
                     tc.still_due = Some(money(owed));
                     if let Some(ms) = self
-                        .store
+                        .messages
                         .next_planned_attempt_ms(r.installment_id, now_ms)
                         .await?
                     {
@@ -492,7 +492,7 @@ impl Engine {
                 // Promise only the attempt that is planned now, at the minute it runs, and
                 // say it follows the usual payday only when that is why it was placed then.
                 if let Some((ms, reason)) = self
-                    .store
+                    .messages
                     .next_planned_attempt(r.installment_id, now_ms)
                     .await?
                 {
@@ -524,7 +524,7 @@ impl Engine {
                 }
                 tc.still_due = Some(money(owed));
                 if let Some(ms) = self
-                    .store
+                    .messages
                     .next_planned_attempt_ms(r.installment_id, now_ms)
                     .await?
                 {
@@ -535,7 +535,7 @@ impl Engine {
             "schedule_changed" => {
                 // The payments still to come of the new schedule, from the ledger now
                 // (arrears, left out of a reschedule, are stated apart).
-                let rows = self.store.installments(r.agreement_id).await?;
+                let rows = self.messages.installments(r.agreement_id).await?;
                 let mut entries = Vec::new();
                 let mut remaining = 0;
                 let mut first: Option<(chrono::NaiveDate, i64)> = None;
@@ -578,7 +578,7 @@ impl Engine {
                 tc.amount_overdue = Some(money(ledger.arrears_minor + charges_minor));
                 tc.total_due = Some(money(ledger.arrears_minor + charges_minor));
                 if let Some(ms) = self
-                    .store
+                    .messages
                     .next_planned_arrears_attempt_ms(
                         r.agreement_id,
                         &today.format("%Y-%m-%d").to_string(),
@@ -813,7 +813,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let ids: Vec<i64> = outcomes.iter().map(|o| o.reminder_id).collect();
         let applied = self
-            .store
+            .messages
             .apply_reminder_changes(&self.owner, outcomes, now_ms)
             .await?;
         for (id, ok) in ids.iter().zip(&applied) {

@@ -428,6 +428,30 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// The page caches the connections were opened with (SQLite only).
     pub(crate) caches: SqliteCaches,
+    /// On PostgreSQL, the pools of the [`Lane`]s; `None` on SQLite, whose writes all
+    /// queue for one writer anyway.
+    lanes: Option<PgLanes>,
+}
+
+/// A part of the daemon that has connections of its own on PostgreSQL ([`Store::lane`]),
+/// so that the debit loop's transactions never hold every connection it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The customer-message loop: on a due day the debit loop's tasks (up to
+    /// `debit.max_in_flight`, each a transaction at a time) held every connection of one
+    /// shared pool, and the messages, a handful of statements each, waited in its queue
+    /// behind them (docs/benchmarks.md, "The message loop's own connections").
+    Messages,
+    /// The sandbox bank, which keeps its ledger in the daemon's database: a bank is
+    /// another server, and its answers do not wait for the daemon's own connections.
+    SandboxBank,
+}
+
+/// The lanes' pools, each as large as the main one and opened as connections are needed.
+#[derive(Debug, Clone)]
+struct PgLanes {
+    messages: PgPool,
+    sandbox_bank: PgPool,
 }
 
 /// How [`Store::connect_with`] opens its connections: the `[database]` settings.
@@ -713,6 +737,7 @@ impl Store {
                 readers: Some(readers),
                 sqlite_path: Some(path),
                 caches,
+                lanes: None,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let url = postgres_socket_url(url);
@@ -721,17 +746,46 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(&url)
                 .await?;
+            // Opened as they are first needed, like the main pool's beyond its first.
+            let lane = || {
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy(&url)
+            };
             Ok(Store {
                 inner: Inner::Postgres(pool),
                 readers: None,
                 group: None,
                 sqlite_path: None,
                 caches,
+                lanes: Some(PgLanes {
+                    messages: lane()?,
+                    sandbox_bank: lane()?,
+                }),
             })
         } else {
             Err(StoreError::BadUrl(
                 "must start with sqlite: or postgres://".into(),
             ))
+        }
+    }
+
+    /// The store `lane` works through. On PostgreSQL each lane has a pool of its own, as
+    /// large as the main one, so a daemon holds up to three times
+    /// `database.max_connections` on the server (the sandbox bank's only with the sandbox
+    /// configured). On SQLite the same store: its writes queue for the one writer and its
+    /// reads have the reader pool.
+    pub fn lane(&self, lane: Lane) -> Store {
+        match &self.lanes {
+            Some(lanes) => Store {
+                inner: Inner::Postgres(match lane {
+                    Lane::Messages => lanes.messages.clone(),
+                    Lane::SandboxBank => lanes.sandbox_bank.clone(),
+                }),
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 
@@ -1085,6 +1139,10 @@ impl Store {
     pub async fn close(&self) {
         if let Some(readers) = &self.readers {
             readers.close().await;
+        }
+        if let Some(lanes) = &self.lanes {
+            lanes.messages.close().await;
+            lanes.sandbox_bank.close().await;
         }
         on_pool!(self, |pool| pool.close().await)
     }

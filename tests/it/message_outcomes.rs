@@ -5,16 +5,17 @@
 //! email are written all or nothing; concurrent outcomes share commits on SQLite; an
 //! outcome that cannot be written leaves its message `sending` under its lease, so it is
 //! sent again (once, with the same Message-ID) only after the lease ends, as before; and
-//! the inboxes are the same whether one customer or sixteen are carried at a time.
+//! the inboxes are the same whether one customer or sixteen are carried at a time. On
+//! PostgreSQL the messages go out while every connection of the main pool is held.
 
 use crate::both_backends;
 use crate::helpers::TestDb;
 use crate::mail::{SmtpListener, parse};
-use crate::reminders::{customer, policy, setup, utc};
+use crate::reminders::{customer, policy, setup, setup_with_bank_on, utc};
 use repayd::clock::{ManualClock, to_epoch_ms};
 use repayd::store::agreements::{NewAgreement, NewInstallment};
 use repayd::store::reminders::{ReminderChange, ReminderOutcome, ReminderRow};
-use repayd::store::{Backend, NewEvent, Store};
+use repayd::store::{Backend, Lane, NewEvent, Store};
 use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 
@@ -492,3 +493,98 @@ both_backends!(
     an_outcome_that_cannot_be_written_is_retried_after_the_lease_not_before,
     super::an_outcome_that_cannot_be_written_is_retried_after_the_lease_not_before
 );
+
+/// On PostgreSQL the message loop and the sandbox bank have connections of their own
+/// (`Store::lane`, as `repayd run` sets them up). Every connection of the main pool is
+/// held here by a statement waiting for a lock, as a due day's debit tasks hold them with
+/// their transactions; the due messages still go out, all of them, each saying that the
+/// account has the money (the bank answered its funds check), while those statements
+/// wait. With one pool for both they would queue behind the held connections until the
+/// pool's acquire timeout failed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_messages_go_out_while_every_main_connection_is_held() {
+    use sqlx::Connection;
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    const N: usize = 12;
+    // TestDb::postgres opens the main pool with 8 connections.
+    const MAIN_POOL: usize = 8;
+    let smtp = SmtpListener::start();
+    let clock = ManualClock::new(utc(2027, 1, 1, 0, 0));
+    let (engine, _bank) = setup_with_bank_on(
+        &db,
+        db.store.lane(Lane::SandboxBank),
+        &clock,
+        smtp.mailer("[10]"),
+        "w",
+    )
+    .await;
+    let agreements = portfolio(&db.store, N).await;
+    engine.plan().await.unwrap();
+    clock.set(utc(2027, 1, 13, 9, 0));
+
+    // A lock on a table the message loop never reads, on a connection of the test's own,
+    // and every connection of the main pool waiting for it.
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let held: Vec<_> = (0..MAIN_POOL)
+        .map(|_| {
+            let store = db.store.clone();
+            tokio::spawn(async move {
+                store
+                    .execute_admin("SELECT count(*) FROM _sqlx_migrations")
+                    .await
+            })
+        })
+        .collect();
+    let waiting_sql = "SELECT count(*) FROM pg_locks \
+                       WHERE relation = '_sqlx_migrations'::regclass AND NOT granted";
+    let mut waiting = 0;
+    for _ in 0..200 {
+        waiting = sqlx::query_scalar::<_, i64>(waiting_sql)
+            .fetch_one(&mut locker)
+            .await
+            .unwrap();
+        if waiting as usize == MAIN_POOL {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(waiting as usize, MAIN_POOL, "the main pool is not all held");
+
+    let report = engine
+        .run_reminders(&CancellationToken::new())
+        .await
+        .unwrap();
+    let reminders_due = N + N / 4;
+    assert_eq!(report.sent as usize, N, "{report:?}");
+    assert_eq!(report.claimed as usize, reminders_due, "{report:?}");
+    assert_eq!(report.cancelled + report.failed + report.deferred, 0);
+    assert_eq!(smtp.messages().len(), N);
+    let got = inbox(&smtp);
+    assert_eq!(got.len(), N, "one email to each customer");
+    for (to, emails) in &got {
+        let text = &emails[0].1;
+        assert!(
+            text.contains("has enough for") || text.contains("余额充足"),
+            "{to}: {text}"
+        );
+    }
+    // The main pool's statements waited all along: the messages did not take their place.
+    assert!(held.iter().all(|h| !h.is_finished()));
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    // Read on the main pool, so only once the lock is gone.
+    let sent = reminders_of(&db.store, &agreements)
+        .await
+        .into_iter()
+        .filter(|r| r.offset_key == 7 && r.state == "sent")
+        .count();
+    assert_eq!(sent, reminders_due);
+}

@@ -142,8 +142,20 @@ pub(crate) async fn setup(
     mailer: Arc<dyn Mailer>,
     owner: &str,
 ) -> (Arc<Engine>, Arc<SandboxBank>) {
+    setup_with_bank_on(db, db.store.clone(), clock, mailer, owner).await
+}
+
+/// [`setup`] with the sandbox bank's ledger on `bank_store` (as `repayd run` gives it
+/// its own lane of connections).
+pub(crate) async fn setup_with_bank_on(
+    db: &TestDb,
+    bank_store: Store,
+    clock: &ManualClock,
+    mailer: Arc<dyn Mailer>,
+    owner: &str,
+) -> (Arc<Engine>, Arc<SandboxBank>) {
     let bank = Arc::new(
-        SandboxBank::new(db.store.clone(), SandboxSettings::default())
+        SandboxBank::new(bank_store, SandboxSettings::default())
             .await
             .unwrap()
             .with_clock(Arc::new(clock.clone())),
