@@ -6,9 +6,9 @@
 //! many), so the commits of the attempts on their way to and from the bank run beside the
 //! calls of others, and the bank is kept busy at its limit: with a latency `L` per call,
 //! debits per second approach `max_in_flight / 2L` (two calls a debit) until the database
-//! bounds them. When one permit covered a whole attempt, each debit held its bank slot through
-//! three or four commits as well, and at 20 ms the slots spent half their time waiting
-//! for the committer (docs/benchmarks.md, "Bank slots held only at the bank").
+//! bounds them. When one permit covered a whole attempt, each debit held its bank slot
+//! through three or four commits as well, and at 20 ms the slots spent half their time
+//! waiting for the committer (docs/benchmarks.md, "Bank slots held only at the bank").
 
 use crate::store::Backend;
 use std::future::Future;
@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 /// keep the bank slots busy (four times gave the debits so much of the committer that
 /// the reminders beside them fell to a third of the sink's rate). On PostgreSQL every
 /// change is a transaction of its own on one of `database.max_connections` connections:
-/// more attempts only queue for those, and took them from the message loop (measured:
-/// reminders beside the debits 224 to 114 a second, debits 342 to 359), so there one
-/// attempt a permit, as before.
+/// more attempts only queue for those (measured before the message loop had connections
+/// of its own, `Store::lane`: debits 342 to 359 a second, within the noise, while the
+/// reminders beside them halved), so there one attempt a permit, as before.
 pub fn carried_per_permit(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 2,
