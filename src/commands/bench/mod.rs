@@ -100,6 +100,22 @@ pub enum Scenario {
     Console,
 }
 
+/// How long [`Bench::watch_daemon`] watches a daemon.
+#[derive(Debug, Clone, Copy)]
+enum Watch {
+    For(Duration),
+    /// Until its first planning pass has ended.
+    FirstPass,
+}
+
+/// What [`Bench::watch_daemon`] saw.
+struct Watched {
+    ready: Option<f64>,
+    peak_mib: f64,
+    /// Seconds from start to the end of the first planning pass, if it ended.
+    pass_secs: Option<f64>,
+}
+
 struct Sizes {
     import: usize,
     plan: [usize; 2],
@@ -166,6 +182,9 @@ struct Bench {
     /// run that could count them.
     commits_per_item: Option<(f64, f64)>,
     reuse_imports: bool,
+    /// The daemon scenario runs: the import of its size is kept unplanned
+    /// (`import-N.pristine.db`), for the daemon that makes the first planning pass itself.
+    keep_for_daemon: bool,
     /// Prefix of every database (and SQLite file) this run creates: `bench` and the
     /// process id, so two runs on one server never drop each other's databases.
     db_prefix: String,
@@ -219,6 +238,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         sink_rate: None,
         commits_per_item: None,
         reuse_imports: args.reuse_imports,
+        keep_for_daemon: args.only.is_empty() || args.only.contains(&Scenario::Daemon),
         db_prefix: format!("bench{}", std::process::id()),
         backends: args.backends.clone(),
         keep: args.keep,
@@ -454,14 +474,23 @@ listen = "127.0.0.1:0"
             portfolio::write_csv(&csv, &PortfolioSpec::standard(n, self.today()))?;
             self.import_file(&config, &csv, &format!("import-{n}"))
                 .await?;
-            if self.reuse_imports {
-                // `repayd import` has exited: its WAL is checkpointed into the file.
-                std::fs::copy(&db, &pristine)
-                    .with_context(|| format!("keeping {}", pristine.display()))?;
-            }
+            self.keep_pristine(n, &db)?;
         }
         self.imported.push((n, config.clone()));
         Ok(config)
+    }
+
+    /// Keeps a copy of the fresh import `db` of `n` agreements as `import-N.pristine.db`,
+    /// for later runs (`--reuse-imports`) or for this run's first-pass daemon (the plan
+    /// scenario plans the import in place).
+    fn keep_pristine(&self, n: usize, db: &Path) -> anyhow::Result<()> {
+        if self.reuse_imports || (self.keep_for_daemon && n == self.sizes.import) {
+            let pristine = self.work.join(format!("import-{n}.pristine.db"));
+            // `repayd import` has exited: its WAL is checkpointed into the file.
+            std::fs::copy(db, &pristine)
+                .with_context(|| format!("keeping {}", pristine.display()))?;
+        }
+        Ok(())
     }
 
     /// The engine of `config`, in this process (for a planning pass).
@@ -643,6 +672,7 @@ listen = "127.0.0.1:0"
             .import_file(&config, &csv, &format!("import-{n}"))
             .await?;
         let rows = stats.installments as f64;
+        self.keep_pristine(n, &db)?;
         self.imported.push((n, config.clone()));
 
         let limit = if self.python {
@@ -903,55 +933,113 @@ listen = "127.0.0.1:0"
             num(n as f64)
         );
         let config = self.imported_portfolio(n).await?;
-        let mut d = Daemon::spawn(
-            self.repayd(&config).arg("run").to_owned_cmd(),
-            &self.work.join("daemon.sock"),
-            &self.work.join("daemon.log"),
-        )?;
-        let ready = d.ready(Duration::from_secs(60)).await;
-        let watch_until = Instant::now() + self.sizes.daemon_watch;
-        let mut peak: f64 = 0.0;
-        while Instant::now() < watch_until && !d.exited() {
-            peak = peak.max(d.peak_rss_mib());
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // First a daemon on the portfolio as imported, which makes the first planning pass
+        // itself (the plan scenario of this run may have planned the import in place:
+        // then on the unplanned copy kept for this), watched until that pass ends.
+        let db = self.work.join(format!("import-{n}.db"));
+        let pristine = self.work.join(format!("import-{n}.pristine.db"));
+        if self.planned.contains(&n) && pristine.exists() {
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            std::fs::copy(&pristine, &db)
+                .with_context(|| format!("copying {}", pristine.display()))?;
+            self.planned.retain(|&size| size != n);
         }
-        peak = peak.max(d.peak_rss_mib());
-        let exited = d.exited();
-        d.stop(Duration::from_secs(30)).await;
-        if exited {
-            anyhow::bail!(
-                "the daemon exited early:\n{}",
-                probe::tail(&self.work.join("daemon.log"), 20)
+        let agreements = format!("daemon with {} agreements x 12 (SQLite", num(n as f64));
+        if self.planned.contains(&n) {
+            println!("  (no unplanned copy of the import: the first-pass daemon is skipped)");
+        } else {
+            let first = self.watch_daemon(&config, Watch::FirstPass).await?;
+            let label = format!("{agreements}, its first planning pass inside)");
+            self.ready_row(&label, first.ready);
+            self.row(
+                format!("{label}, peak RSS until the pass ended"),
+                match first.pass_secs {
+                    Some(secs) => format!("{:.0} MiB (pass {secs:.1} s)", first.peak_mib),
+                    None => format!(
+                        "{:.0} MiB (the pass had not ended after {} s)",
+                        first.peak_mib,
+                        self.sizes.plan_cap.as_secs()
+                    ),
+                },
+                "target 64 MiB".into(),
+                ratio(first.peak_mib, 64.0),
             );
+            if first.pass_secs.is_some() {
+                self.planned.push(n);
+            }
         }
-        // The plan scenario of this run leaves the portfolio planned: then the daemon is
-        // one restarted on a planned portfolio, otherwise it makes the first planning
-        // pass itself (its peak then is the pass's: docs/benchmarks.md, "Daemon memory").
+        // Then the same portfolio planned: a daemon restarted after its first pass.
+        let restarted = self
+            .watch_daemon(&config, Watch::For(self.sizes.daemon_watch))
+            .await?;
         let label = format!(
-            "daemon with {} agreements x 12 (SQLite, {})",
-            num(n as f64),
+            "{agreements}, {})",
             if self.planned.contains(&n) {
                 "planned before it starts"
             } else {
-                "its first planning pass inside"
+                "its first planning pass unfinished"
             }
         );
+        self.ready_row(&label, restarted.ready);
+        self.row(
+            format!(
+                "{label}, peak RSS over its first {} s",
+                self.sizes.daemon_watch.as_secs()
+            ),
+            format!("{:.0} MiB", restarted.peak_mib),
+            "target 64 MiB".into(),
+            ratio(restarted.peak_mib, 64.0),
+        );
+        Ok(())
+    }
+
+    fn ready_row(&mut self, label: &str, ready: Option<f64>) {
         self.row(
             format!("{label}, time to READY"),
             ready.map_or("no READY within 60 s".into(), |s| format!("{s:.2} s")),
             "target 1 s".into(),
             ready.map_or("-".into(), |s| ratio(s, 1.0)),
         );
-        self.row(
-            format!(
-                "{label}, peak RSS over its first {} s",
-                self.sizes.daemon_watch.as_secs()
-            ),
-            format!("{peak:.0} MiB"),
-            "target 64 MiB".into(),
-            ratio(peak, 64.0),
-        );
-        Ok(())
+    }
+
+    /// Runs the daemon of `config` and samples its peak RSS: for a while, or until its
+    /// first planning pass has ended (its "planned work" line; at most the plan cap).
+    async fn watch_daemon(&self, config: &Path, watch: Watch) -> anyhow::Result<Watched> {
+        let log = self.work.join("daemon.log");
+        let mut d = Daemon::spawn(
+            self.repayd(config).arg("run").to_owned_cmd(),
+            &self.work.join("daemon.sock"),
+            &log,
+        )?;
+        let ready = d.ready(Duration::from_secs(60)).await;
+        let mut follower = probe::LogFollower::new(&log);
+        let watch_for = match watch {
+            Watch::For(span) => span,
+            Watch::FirstPass => self.sizes.plan_cap,
+        };
+        let mut peak: f64 = 0.0;
+        let mut pass_secs = None;
+        while d.started.elapsed() < watch_for && !d.exited() {
+            peak = peak.max(d.peak_rss_mib());
+            if matches!(watch, Watch::FirstPass) && follower.saw("planned work") {
+                pass_secs = Some(d.started.elapsed().as_secs_f64());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        peak = peak.max(d.peak_rss_mib());
+        let exited = d.exited();
+        d.stop(Duration::from_secs(30)).await;
+        if exited {
+            anyhow::bail!("the daemon exited early:\n{}", probe::tail(&log, 20));
+        }
+        Ok(Watched {
+            ready,
+            peak_mib: peak,
+            pass_secs,
+        })
     }
 
     // ---------------------------------------------------------------- due day

@@ -190,6 +190,44 @@ impl Daemon {
     }
 }
 
+/// Reads a growing log file from where it last stopped: whether a line written since
+/// holds `needle`.
+pub struct LogFollower {
+    path: PathBuf,
+    offset: u64,
+    /// The end of the last read that was not a whole line yet.
+    partial: String,
+}
+
+impl LogFollower {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: String::new(),
+        }
+    }
+
+    /// Whether a line written since the last call contains `needle`.
+    pub fn saw(&mut self, needle: &str) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return false;
+        };
+        let mut fresh = Vec::new();
+        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut fresh).is_err()
+        {
+            return false;
+        }
+        self.offset += fresh.len() as u64;
+        self.partial.push_str(&String::from_utf8_lossy(&fresh));
+        let complete = self.partial.rfind('\n').map_or(0, |i| i + 1);
+        let found = self.partial[..complete].contains(needle);
+        self.partial.drain(..complete);
+        found
+    }
+}
+
 /// The first child of `pid` (the daemon under perf or strace).
 pub fn traced_child(pid: u32) -> Option<u32> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
@@ -220,4 +258,28 @@ pub fn output(cmd: &mut Command) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogFollower;
+    use std::io::Write;
+
+    #[test]
+    fn the_follower_sees_each_whole_line_once_and_waits_for_the_end_of_a_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.log");
+        let mut follower = LogFollower::new(&path);
+        assert!(!follower.saw("planned work"), "no file yet");
+        let mut log = std::fs::File::create(&path).unwrap();
+        writeln!(log, r#"{{"fields":{{"message":"starting"}}}}"#).unwrap();
+        assert!(!follower.saw("planned work"));
+        write!(log, r#"{{"fields":{{"message":"planned "#).unwrap();
+        assert!(!follower.saw("planned work"), "half a line");
+        writeln!(log, r#"work","debit_attempts":3}}}}"#).unwrap();
+        assert!(follower.saw("planned work"), "the line once whole");
+        assert!(!follower.saw("planned work"), "read once");
+        writeln!(log, "another planned work line").unwrap();
+        assert!(follower.saw("planned work"));
+    }
 }
