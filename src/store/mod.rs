@@ -479,10 +479,10 @@ pub struct SqliteCaches {
 }
 
 impl SqliteCaches {
-    /// SQLite's own default per connection (2,000 KiB) and 8 MiB for planning: with
-    /// jemalloc and 8 MiB a daemon's first pass over 1,000,000 agreements peaked at
-    /// 61 MiB, with 32 MiB at 84 MiB, the pass some 10 % slower (docs/benchmarks.md,
-    /// "The allocator"): see `database.sqlite_cache_kib` and
+    /// SQLite's own default per connection (2,000 KiB) and 8 MiB for planning: a
+    /// daemon's first pass over 1,000,000 agreements peaked at 61 MiB with it and at
+    /// 84 MiB with 32 MiB, for no steady difference in the pass's time
+    /// (docs/benchmarks.md, "The allocator"): see `database.sqlite_cache_kib` and
     /// `database.sqlite_planning_cache_kib` in the README.
     pub const DEFAULT: Self = Self {
         connection_kib: 2_000,
