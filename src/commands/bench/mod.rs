@@ -454,20 +454,17 @@ listen = "127.0.0.1:0"
         if let Some((_, c)) = self.imported.iter().find(|(size, _)| *size == n) {
             return Ok(c.clone());
         }
-        let db = self.work.join(format!("import-{n}.db"));
-        let pristine = self.work.join(format!("import-{n}.pristine.db"));
+        let db = self.import_db(n);
         let config = self.config(
             &format!("import-{n}"),
             &format!("sqlite://{}", db.display()),
             0,
         )?;
-        if self.reuse_imports && pristine.exists() {
-            for suffix in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-            }
-            std::fs::copy(&pristine, &db)
-                .with_context(|| format!("copying {}", pristine.display()))?;
-            println!("  (reusing the import kept in {})", pristine.display());
+        if self.reuse_imports && self.restore_pristine(n)? {
+            println!(
+                "  (reusing the import kept in {})",
+                self.pristine_db(n).display()
+            );
         } else {
             println!("  (importing the portfolio first)");
             let csv = self.work.join(format!("portfolio-{n}.csv"));
@@ -485,12 +482,36 @@ listen = "127.0.0.1:0"
     /// scenario plans the import in place).
     fn keep_pristine(&self, n: usize, db: &Path) -> anyhow::Result<()> {
         if self.reuse_imports || (self.keep_for_daemon && n == self.sizes.import) {
-            let pristine = self.work.join(format!("import-{n}.pristine.db"));
+            let pristine = self.pristine_db(n);
             // `repayd import` has exited: its WAL is checkpointed into the file.
             std::fs::copy(db, &pristine)
                 .with_context(|| format!("keeping {}", pristine.display()))?;
         }
         Ok(())
+    }
+
+    /// Copies the kept import of `n` agreements over its working database (whose WAL and
+    /// shared-memory files go first); `false` if none was kept.
+    fn restore_pristine(&self, n: usize) -> anyhow::Result<bool> {
+        let (db, pristine) = (self.import_db(n), self.pristine_db(n));
+        if !pristine.exists() {
+            return Ok(false);
+        }
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::copy(&pristine, &db).with_context(|| format!("copying {}", pristine.display()))?;
+        Ok(true)
+    }
+
+    /// The SQLite file the standard portfolio of `n` agreements is imported into.
+    fn import_db(&self, n: usize) -> PathBuf {
+        self.work.join(format!("import-{n}.db"))
+    }
+
+    /// The unplanned copy of [`Self::import_db`] kept by [`Self::keep_pristine`].
+    fn pristine_db(&self, n: usize) -> PathBuf {
+        self.work.join(format!("import-{n}.pristine.db"))
     }
 
     /// The engine of `config`, in this process (for a planning pass).
@@ -662,7 +683,7 @@ listen = "127.0.0.1:0"
             num(stats.short as f64),
             t.elapsed().as_secs_f64()
         );
-        let db = self.work.join(format!("import-{n}.db"));
+        let db = self.import_db(n);
         let config = self.config(
             &format!("import-{n}"),
             &format!("sqlite://{}", db.display()),
@@ -936,14 +957,7 @@ listen = "127.0.0.1:0"
         // First a daemon on the portfolio as imported, which makes the first planning pass
         // itself (the plan scenario of this run may have planned the import in place:
         // then on the unplanned copy kept for this), watched until that pass ends.
-        let db = self.work.join(format!("import-{n}.db"));
-        let pristine = self.work.join(format!("import-{n}.pristine.db"));
-        if self.planned.contains(&n) && pristine.exists() {
-            for suffix in ["-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-            }
-            std::fs::copy(&pristine, &db)
-                .with_context(|| format!("copying {}", pristine.display()))?;
+        if self.planned.contains(&n) && self.restore_pristine(n)? {
             self.planned.retain(|&size| size != n);
         }
         let agreements = format!("daemon with {} agreements x 12 (SQLite", num(n as f64));

@@ -195,8 +195,9 @@ impl Daemon {
 pub struct LogFollower {
     path: PathBuf,
     offset: u64,
-    /// The end of the last read that was not a whole line yet.
-    partial: String,
+    /// The end of the last read that was not a whole line yet (bytes: a read may end
+    /// inside a character).
+    partial: Vec<u8>,
 }
 
 impl LogFollower {
@@ -204,7 +205,7 @@ impl LogFollower {
         Self {
             path: path.to_path_buf(),
             offset: 0,
-            partial: String::new(),
+            partial: Vec::new(),
         }
     }
 
@@ -214,15 +215,20 @@ impl LogFollower {
         let Ok(mut file) = std::fs::File::open(&self.path) else {
             return false;
         };
-        let mut fresh = Vec::new();
-        if file.seek(SeekFrom::Start(self.offset)).is_err() || file.read_to_end(&mut fresh).is_err()
+        let before = self.partial.len();
+        if file.seek(SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_end(&mut self.partial).is_err()
         {
+            self.partial.truncate(before);
             return false;
         }
-        self.offset += fresh.len() as u64;
-        self.partial.push_str(&String::from_utf8_lossy(&fresh));
-        let complete = self.partial.rfind('\n').map_or(0, |i| i + 1);
-        let found = self.partial[..complete].contains(needle);
+        self.offset += (self.partial.len() - before) as u64;
+        let complete = self
+            .partial
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let found = String::from_utf8_lossy(&self.partial[..complete]).contains(needle);
         self.partial.drain(..complete);
         found
     }
